@@ -8,3 +8,4 @@
 
 pub mod executor;
 pub mod mediator;
+pub mod nat;

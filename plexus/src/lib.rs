@@ -5,7 +5,13 @@
 //! - [`nat`]: NAT behaviour discovery (RFC 5780 §4.3/§4.4 plus hairpin).
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
 //! - [`executor`]: the trait for what runs on the punched path.
+//! - [`punch`]: the corridor: low-TTL punch, hop discovery, authenticated handshake.
+//! - [`exec`]: the built-in command executor.
+//! - [`profile`]: YAML profiles, validated into plain configuration.
 
+pub mod exec;
 pub mod executor;
 pub mod mediator;
 pub mod nat;
+pub mod profile;
+pub mod punch;

@@ -1,0 +1,172 @@
+//! The corridor: the low-TTL punch and the authenticated flag-0/flag-1 handshake.
+//!
+//! - [`wire`]: packet format and HKDF key schedule (golden vectors in its tests).
+//! - [`handshake`]: the sans-IO, clock-free handshake core.
+//! - [`hops`]: finding how many hops it takes to get past the own NAT (ICMP
+//!   time-exceeded through `IP_RECVERR`, no raw sockets), and `send_with_ttl`.
+//! - [`run_handshake`]: a small blocking driver over a `UdpSocket`.
+
+pub mod handshake;
+pub mod hops;
+pub mod wire;
+
+#[cfg(test)]
+mod sim;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+pub use handshake::{Config, Event, FailReason, Handshake, Stats};
+pub use hops::{choose_punch_ttl, discover_punch_ttl, send_with_ttl, HopsConfig, PunchHops};
+pub use wire::{Role, Secrets};
+
+use crate::executor::SessionKey;
+
+/// Errors of the corridor layer.
+#[derive(Debug)]
+pub enum PunchError {
+    /// The peer did not complete the handshake before the deadline: check that its NAT
+    /// is not symmetric, that the punch TTL does not reach the peer's NAT, and that both
+    /// sides use the endpoints from this session.
+    Timeout {
+        /// How long we tried.
+        after: Duration,
+        /// What was received meanwhile (forgeries, replays…), for the log.
+        stats: Stats,
+    },
+    /// The socket failed (bind, send, receive, socket options).
+    Io(io::Error),
+}
+
+impl fmt::Display for PunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PunchError::Timeout { after, stats } => write!(
+                f,
+                "handshake timed out after {} ms ({} datagrams received, {} valid): check \
+                 the peer's NAT type, the punch hops and that the peer is running",
+                after.as_millis(),
+                stats.received,
+                stats.accepted
+            ),
+            PunchError::Io(e) => write!(f, "corridor socket error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PunchError {}
+
+impl From<io::Error> for PunchError {
+    fn from(e: io::Error) -> Self {
+        PunchError::Io(e)
+    }
+}
+
+/// A completed handshake.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The peer endpoint the handshake completed with (newest valid source).
+    pub peer: SocketAddr,
+    /// Key for the executor.
+    pub key: SessionKey,
+    /// From the driver's start to the `Connected` event.
+    pub elapsed: Duration,
+    /// What the core counted.
+    pub stats: Stats,
+}
+
+/// Drive `core` over `socket` until it has connected and finished lingering, or failed,
+/// or `deadline` passes. Blocking; uses `set_read_timeout(deadline - now)` and leaves the
+/// socket's read timeout as it found it.
+pub fn run_handshake(
+    socket: &UdpSocket,
+    mut core: Handshake,
+    deadline: Instant,
+) -> Result<Connected, PunchError> {
+    let start = Instant::now();
+    let saved_timeout = socket.read_timeout()?;
+    let result = drive(socket, &mut core, deadline, start);
+    socket.set_read_timeout(saved_timeout)?;
+    result
+}
+
+fn drive(
+    socket: &UdpSocket,
+    core: &mut Handshake,
+    deadline: Instant,
+    start: Instant,
+) -> Result<Connected, PunchError> {
+    let mut connected: Option<(SocketAddr, Duration)> = None;
+    // 1500 covers any datagram worth decoding; longer ones are truncated and then
+    // rejected by length.
+    let mut buf = [0u8; 1500];
+    loop {
+        let now = Instant::now();
+        while let Some((dest, bytes)) = core.poll_transmit(now) {
+            if let Err(e) = socket.send_to(&bytes, dest) {
+                // A send error (e.g. ICMP unreachable reported on a later send) must not
+                // end the handshake: retransmission will try again.
+                log::debug!("handshake: send to {dest} failed: {e}");
+            }
+        }
+        while let Some(ev) = core.poll_event() {
+            match ev {
+                Event::Connected { peer } => {
+                    let elapsed = now.duration_since(start);
+                    log::info!("connected to {peer} in {} ms", elapsed.as_millis());
+                    connected = Some((peer, elapsed));
+                }
+                Event::Failed(_) => {
+                    return Err(PunchError::Timeout {
+                        after: now.duration_since(start),
+                        stats: core.stats().clone(),
+                    })
+                }
+                Event::Closed => {}
+            }
+        }
+        let wake = match core.poll_timeout() {
+            Some(t) => t.min(deadline),
+            None => break,
+        };
+        if now >= deadline {
+            if connected.is_some() {
+                break;
+            }
+            return Err(PunchError::Timeout {
+                after: now.duration_since(start),
+                stats: core.stats().clone(),
+            });
+        }
+        // Zero is "block forever" for set_read_timeout: keep at least 1 ms.
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        socket.set_read_timeout(Some(wait))?;
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => core.handle_datagram(from, &buf[..n], Instant::now()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match connected {
+        Some((peer, elapsed)) => Ok(Connected {
+            peer: core.peer().unwrap_or(peer),
+            key: core.session_key(),
+            elapsed,
+            stats: core.stats().clone(),
+        }),
+        None => Err(PunchError::Timeout {
+            after: start.elapsed(),
+            stats: core.stats().clone(),
+        }),
+    }
+}

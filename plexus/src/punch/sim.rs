@@ -1,0 +1,498 @@
+//! Two handshake cores over a simulated network in virtual time: loss, duplication,
+//! reordering, NAT remaps and an attacker, all deterministic from a seed, no sleeping.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::handshake::{Config, Event, FailReason, Handshake};
+use super::wire::{self, Keys, Packet, Role, Secrets};
+
+/// xorshift64*: small, deterministic, good enough for dice.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Clone, Default)]
+struct NetConfig {
+    loss: f64,
+    dup: f64,
+    /// Extra random delay (ms) on top of 10 ms: reorders packets.
+    jitter_ms: u64,
+    /// At this offset, the given side's NAT gives its traffic a new source port, and
+    /// only the new one is reachable from then on.
+    remap: Option<(usize, Duration)>,
+    /// Attacker: inject forgeries, wrong-session packets, replays and reflections.
+    attacker: bool,
+    /// Side 1 never answers (not running).
+    silent: [bool; 2],
+}
+
+struct Datagram {
+    at: Instant,
+    order: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Outcome {
+    events: [Vec<(Duration, Event)>; 2],
+    cores: [Handshake; 2],
+    /// Each side's public endpoint at the end.
+    public: [SocketAddr; 2],
+}
+
+fn secrets() -> Secrets {
+    Secrets {
+        inviter: [7; 32],
+        acceptor: [9; 32],
+    }
+}
+
+const SID: [u8; 16] = [0x5a; 16];
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Side 0 is the inviter (candidates: side 1's public endpoint and a stale local one),
+/// side 1 the acceptor (candidates: side 0's public endpoint).
+fn run(seed: u64, net: NetConfig, config: Config) -> Outcome {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let t0 = Instant::now();
+    let mut public = [addr("198.51.100.10:40000"), addr("203.0.113.20:50000")];
+    let mut cores = [
+        Handshake::new(
+            Role::Inviter,
+            &secrets(),
+            SID,
+            vec![public[1], addr("10.0.0.2:5000")],
+            t0,
+            config.clone(),
+        ),
+        Handshake::new(
+            Role::Acceptor,
+            &secrets(),
+            SID,
+            vec![public[0]],
+            t0,
+            config.clone(),
+        ),
+    ];
+    let mut queue: Vec<Datagram> = Vec::new();
+    let mut order = 0u64;
+    let mut events: [Vec<(Duration, Event)>; 2] = [Vec::new(), Vec::new()];
+    let mut captured: Vec<Vec<u8>> = Vec::new();
+    let attacker = addr("192.0.2.66:6666");
+    let mut _other_keys = Keys::derive(
+        &Secrets {
+            inviter: [1; 32],
+            acceptor: [2; 32],
+        },
+        &SID,
+    );
+    let mut now = t0;
+    let mut remapped = false;
+    for _step in 0..100_000 {
+        if let Some((side, at)) = net.remap {
+            if now >= t0 + at && !remapped {
+                remapped = true;
+                public[side].set_port(public[side].port() + 10000);
+            }
+        }
+        // Deliver everything due now.
+        queue.sort_by_key(|d| (d.at, d.order));
+        while queue.first().is_some_and(|d| d.at <= now) {
+            let d = queue.remove(0);
+            if d.from != attacker {
+                captured.push(d.bytes.clone()); // the attacker sees the wire
+            }
+            if !net.silent[d.to] || d.from == attacker {
+                cores[d.to].handle_datagram(d.from, &d.bytes, now);
+            }
+        }
+        for s in 0..2 {
+            if net.silent[s] {
+                while cores[s].poll_transmit(now).is_some() {}
+                continue;
+            }
+            while let Some((dest, bytes)) = cores[s].poll_transmit(now) {
+                let other = 1 - s;
+                if dest != public[other] {
+                    continue; // stale candidate or old mapping: nobody there
+                }
+                let copies = if net.dup > 0.0 && rng.chance(net.dup) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    if rng.chance(net.loss) {
+                        continue;
+                    }
+                    order += 1;
+                    queue.push(Datagram {
+                        at: now + Duration::from_millis(10 + rng.below(net.jitter_ms + 1)),
+                        order,
+                        to: other,
+                        from: public[s],
+                        bytes: bytes.clone(),
+                    });
+                }
+            }
+            while let Some(ev) = cores[s].poll_event() {
+                events[s].push((now - t0, ev));
+            }
+        }
+        // Attacker traffic, a few datagrams per virtual 50 ms.
+        if net.attacker && rng.chance(0.2) {
+            let to = rng.below(2) as usize;
+            let bytes = match rng.below(5) {
+                0 => (0..wire::PACKET_LEN).map(|_| rng.next() as u8).collect(),
+                1 => {
+                    // Right keys, wrong session id: MAC is fine, session is not.
+                    let k = Keys::derive(&secrets(), &[1; 16]);
+                    wire::encode(
+                        &k,
+                        &Packet {
+                            sender: Role::Inviter,
+                            flags: 1,
+                            session_id: [1; 16],
+                            seq: 1,
+                        },
+                    )
+                }
+                2 => {
+                    _other_keys = Keys::derive(
+                        &Secrets {
+                            inviter: [rng.next() as u8; 32],
+                            acceptor: [3; 32],
+                        },
+                        &SID,
+                    );
+                    wire::encode(
+                        &_other_keys,
+                        &Packet {
+                            sender: Role::peer(if to == 0 {
+                                Role::Inviter
+                            } else {
+                                Role::Acceptor
+                            }),
+                            flags: 3,
+                            session_id: SID,
+                            seq: rng.next(),
+                        },
+                    )
+                }
+                _ => match captured.get(rng.below(captured.len() as u64 + 1) as usize) {
+                    Some(b) => b.clone(),
+                    None => b"junk".to_vec(),
+                },
+            };
+            order += 1;
+            queue.push(Datagram {
+                at: now,
+                order,
+                to,
+                from: attacker,
+                bytes,
+            });
+        }
+        for s in 0..2 {
+            while let Some(ev) = cores[s].poll_event() {
+                events[s].push((now - t0, ev));
+            }
+        }
+        // Next instant: earliest of timers and arrivals (and attacker ticks).
+        let mut next: Option<Instant> = queue.iter().map(|d| d.at).min();
+        for c in &cores {
+            if let Some(t) = c.poll_timeout() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        if net.attacker && !(cores[0].is_finished() && cores[1].is_finished()) {
+            let tick = now + Duration::from_millis(50);
+            next = Some(next.map_or(tick, |n| n.min(tick)));
+        }
+        match next {
+            Some(t) => now = t.max(now),
+            None => break,
+        }
+        if queue.is_empty() && cores.iter().all(|c| c.is_finished()) {
+            break;
+        }
+    }
+    Outcome {
+        events,
+        cores,
+        public,
+    }
+}
+
+fn connected_peer(evs: &[(Duration, Event)]) -> Option<SocketAddr> {
+    evs.iter().find_map(|(_, e)| match e {
+        Event::Connected { peer } => Some(*peer),
+        _ => None,
+    })
+}
+
+fn assert_both_connected(o: &Outcome, seed: u64) {
+    for s in 0..2 {
+        assert!(
+            connected_peer(&o.events[s]).is_some(),
+            "seed {seed}: {:?}",
+            o.events
+        );
+        // The endpoint in use at the end is the peer's current public one (after remaps).
+        assert_eq!(o.cores[s].peer(), Some(o.public[1 - s]), "seed {seed}");
+        assert_eq!(
+            o.events[s].last().map(|e| e.1),
+            Some(Event::Closed),
+            "seed {seed}"
+        );
+        assert_eq!(o.cores[s].session_key(), o.cores[1 - s].session_key());
+    }
+}
+
+#[test]
+fn clean_network_connects_in_four_packets() {
+    let o = run(1, NetConfig::default(), Config::default());
+    assert_both_connected(&o, 1);
+    // Inviter: flag 0, then flag 1 + done; acceptor: flag 1, then the done ack. The
+    // inviter also tried the stale local candidate once.
+    assert_eq!(o.cores[0].stats().sent, 3);
+    assert_eq!(o.cores[1].stats().sent, 2);
+    // No linger wait when both sides know the other is done: closed within 2 round trips.
+    let closed_at =
+        |evs: &[(Duration, Event)]| evs.iter().find(|e| e.1 == Event::Closed).unwrap().0;
+    assert!(closed_at(&o.events[0]) <= Duration::from_millis(40));
+    assert!(closed_at(&o.events[1]) <= Duration::from_millis(40));
+}
+
+#[test]
+fn thirty_percent_loss_with_duplication_and_reordering() {
+    let net = NetConfig {
+        loss: 0.3,
+        dup: 0.2,
+        jitter_ms: 80,
+        ..Default::default()
+    };
+    for seed in 0..300 {
+        let o = run(seed, net.clone(), Config::default());
+        assert_both_connected(&o, seed);
+    }
+}
+
+#[test]
+fn duplicates_are_counted_as_replays() {
+    let net = NetConfig {
+        dup: 1.0,
+        ..Default::default()
+    };
+    let o = run(5, net, Config::default());
+    assert_both_connected(&o, 5);
+    assert!(o.cores[0].stats().replayed + o.cores[1].stats().replayed > 0);
+}
+
+#[test]
+fn inviter_port_remap_is_followed() {
+    // The inviter's NAT gives it a new port before its first packet leaves: the acceptor
+    // sees a valid packet from a port that is not in its candidates and answers there.
+    let net = NetConfig {
+        remap: Some((0, Duration::ZERO)),
+        ..Default::default()
+    };
+    let o = run(2, net, Config::default());
+    assert_eq!(o.public[0].port(), 50000);
+    assert_both_connected(&o, 2);
+    assert_eq!(o.cores[1].stats().new_source, 1);
+}
+
+#[test]
+fn acceptor_port_remap_mid_handshake_is_followed() {
+    // The acceptor's mapping changes after its first answer is in flight, with loss so
+    // that the handshake is still running: the inviter must switch to the new port.
+    let net = NetConfig {
+        remap: Some((1, Duration::from_millis(15))),
+        loss: 0.3,
+        ..Default::default()
+    };
+    let mut switched = 0;
+    for seed in 0..50 {
+        let o = run(seed, net.clone(), Config::default());
+        if o.cores[0].stats().new_source > 0 {
+            switched += 1;
+            assert_both_connected(&o, seed);
+        }
+    }
+    assert!(switched > 0);
+}
+
+#[test]
+fn attacker_cannot_stop_or_redirect_the_handshake() {
+    let net = NetConfig {
+        attacker: true,
+        loss: 0.1,
+        jitter_ms: 30,
+        ..Default::default()
+    };
+    let mut seen = super::Stats::default();
+    for seed in 0..100 {
+        let o = run(seed, net.clone(), Config::default());
+        assert_both_connected(&o, seed);
+        for c in &o.cores {
+            let s = c.stats();
+            seen.malformed += s.malformed;
+            seen.bad_mac += s.bad_mac;
+            seen.wrong_session += s.wrong_session;
+            seen.replayed += s.replayed;
+            seen.wrong_direction += s.wrong_direction;
+        }
+    }
+    assert!(seen.malformed > 0 && seen.bad_mac > 0 && seen.wrong_session > 0);
+    assert!(seen.replayed > 0 && seen.wrong_direction > 0, "{seen:?}");
+}
+
+#[test]
+fn silent_acceptor_times_out_at_the_configured_time() {
+    let config = Config {
+        timeout: Duration::from_secs(7),
+        ..Default::default()
+    };
+    let net = NetConfig {
+        silent: [false, true],
+        ..Default::default()
+    };
+    let o = run(3, net, config);
+    let fail = o.events[0]
+        .iter()
+        .find(|e| matches!(e.1, Event::Failed(_)))
+        .unwrap();
+    assert_eq!(fail.1, Event::Failed(FailReason::Timeout));
+    assert_eq!(fail.0, Duration::from_secs(7));
+    assert!(connected_peer(&o.events[0]).is_none());
+    // Backoff 100 ms ×1.5 capped at 500 ms, two candidates each time: bounded traffic.
+    let sent = o.cores[0].stats().sent;
+    assert!(sent > 20 && sent < 2 * 7000 / 100, "{sent}");
+}
+
+#[test]
+fn acceptor_that_never_hears_the_inviter_times_out() {
+    let config = Config {
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let net = NetConfig {
+        silent: [true, false],
+        ..Default::default()
+    };
+    let o = run(4, net, config);
+    assert_eq!(
+        o.events[1],
+        vec![(Duration::from_secs(5), Event::Failed(FailReason::Timeout))]
+    );
+    assert_eq!(
+        o.cores[1].stats().sent,
+        0,
+        "the acceptor never speaks first"
+    );
+}
+
+#[test]
+fn attacker_alone_never_connects() {
+    // Only forgeries and junk reach the acceptor: it must fail, not connect.
+    let config = Config {
+        timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let net = NetConfig {
+        silent: [true, false],
+        attacker: true,
+        ..Default::default()
+    };
+    let o = run(6, net, config);
+    assert!(connected_peer(&o.events[1]).is_none());
+    assert_eq!(
+        o.events[1].last().unwrap().1,
+        Event::Failed(FailReason::Timeout)
+    );
+    assert!(o.cores[1].stats().received > 0);
+    assert_eq!(o.cores[1].stats().accepted, 0);
+}
+
+#[test]
+fn lost_final_packet_is_repaired_during_linger() {
+    // With heavy loss some runs lose the inviter's flag-1 packet; retransmissions from
+    // both ends during the linger still let the acceptor finish.
+    // The linger must span a few retransmission intervals at the loss rate expected.
+    let net = NetConfig {
+        loss: 0.5,
+        ..Default::default()
+    };
+    let config = Config {
+        timeout: Duration::from_secs(30),
+        linger: Duration::from_secs(5),
+        ..Default::default()
+    };
+    for seed in 0..100 {
+        let o = run(seed, net.clone(), config.clone());
+        assert_both_connected(&o, seed);
+    }
+}
+
+#[test]
+fn punch_packet_reaching_a_open_inviter_starts_the_exchange() {
+    let t0 = Instant::now();
+    let inv_addr = addr("198.51.100.10:40000");
+    let acc_addr = addr("203.0.113.20:50000");
+    let mut inv = Handshake::new(
+        Role::Inviter,
+        &secrets(),
+        SID,
+        vec![acc_addr],
+        t0,
+        Config::default(),
+    );
+    let mut acc = Handshake::new(
+        Role::Acceptor,
+        &secrets(),
+        SID,
+        vec![inv_addr],
+        t0,
+        Config::default(),
+    );
+    let punch = acc.punch_packet();
+    inv.handle_datagram(acc_addr, &punch, t0);
+    assert_eq!(inv.stats().accepted, 1);
+    // The inviter answers with flag 1 at once (no flag-0 round first)...
+    let mut out = Vec::new();
+    while let Some(t) = inv.poll_transmit(t0) {
+        out.push(t);
+    }
+    assert!(!out.is_empty());
+    for (dest, bytes) in &out {
+        assert_eq!(*dest, acc_addr);
+        assert_eq!(bytes[5] & wire::FLAG_SEEN, wire::FLAG_SEEN);
+    }
+    // ...which the acceptor takes as seen + confirmed: it connects with its answer.
+    for (_, bytes) in &out {
+        acc.handle_datagram(inv_addr, bytes, t0);
+    }
+    let (_, answer) = acc.poll_transmit(t0).unwrap();
+    assert_eq!(answer[5] & 0x03, wire::FLAG_SEEN | wire::FLAG_DONE);
+    assert_eq!(acc.poll_event(), Some(Event::Connected { peer: inv_addr }));
+    inv.handle_datagram(acc_addr, &answer, t0);
+    assert!(inv.is_connected() || inv.poll_transmit(t0).is_some());
+}

@@ -15,3 +15,4 @@ pub mod mediator;
 pub mod nat;
 pub mod profile;
 pub mod punch;
+pub mod secret;

@@ -584,3 +584,198 @@ mod tests {
         s.send_to(b"ok", peer.local_addr().unwrap()).unwrap();
     }
 }
+
+/// Real hop probes across network namespaces with a masquerading router (needs root;
+/// `cargo test -p plexus --lib punch::hops::netns -- --ignored`). Every namespace is
+/// prefixed `crd-` and removed afterwards; traffic never leaves them.
+#[cfg(test)]
+mod netns {
+    use super::*;
+    use std::process::Command;
+
+    fn ip(args: &str) {
+        let out = Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn nft(ns: &str, rules: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A chain of namespaces `host → nat… → router… → target`, deleted on drop.
+    struct Chain {
+        names: Vec<String>,
+    }
+
+    impl Drop for Chain {
+        fn drop(&mut self) {
+            for n in &self.names {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+
+    /// `host → nat… → router… → target`. Link `i` joins node `i` and node `i+1`; the
+    /// first `nat_nets.len()` links use those private /30s (host side `.2`, router side
+    /// `.1`), the rest public /30s of 198.51.100.0/24. Node `i` (1 ≤ i ≤ nats) masquerades
+    /// out of its right link. Returns the chain, the host namespace and the target.
+    fn build(tag: &str, nat_nets: &[&str], routers: usize) -> (Chain, String, Ipv4Addr) {
+        let pid = std::process::id() % 100_000;
+        let k = nat_nets.len();
+        let mut names = vec![format!("crd-{tag}{pid}-h")];
+        names.extend((0..k).map(|i| format!("crd-{tag}{pid}-n{i}")));
+        names.extend((0..routers).map(|i| format!("crd-{tag}{pid}-r{i}")));
+        names.push(format!("crd-{tag}{pid}-t"));
+        let chain = Chain {
+            names: names.clone(),
+        };
+        for n in &names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(std::process::Stdio::null())
+                .status();
+            ip(&format!("netns add {n}"));
+            ip(&format!("-n {n} link set lo up"));
+            for kv in ["net.ipv4.icmp_ratelimit=0", "net.ipv4.ip_forward=1"] {
+                let st = Command::new("ip")
+                    .args(["netns", "exec", n, "sysctl", "-qw", kv])
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+        let addrs = |i: usize| -> (String, String) {
+            if i < k {
+                (format!("{}.2", nat_nets[i]), format!("{}.1", nat_nets[i]))
+            } else {
+                let base = 4 * (i - k) as u8;
+                (
+                    format!("198.51.100.{}", base + 1),
+                    format!("198.51.100.{}", base + 2),
+                )
+            }
+        };
+        let links = names.len() - 1;
+        for i in 0..links {
+            let (a, b) = (&names[i], &names[i + 1]);
+            let (left, right) = addrs(i);
+            ip(&format!(
+                "-n {a} link add r{i} type veth peer name l{i} netns {b}"
+            ));
+            ip(&format!("-n {a} addr add {left}/30 dev r{i}"));
+            ip(&format!("-n {b} addr add {right}/30 dev l{i}"));
+            ip(&format!("-n {a} link set r{i} up"));
+            ip(&format!("-n {b} link set l{i} up"));
+            ip(&format!("-n {a} route add default via {right}"));
+        }
+        for (i, n) in names.iter().enumerate().take(k + 1).skip(1) {
+            nft(
+                n,
+                &format!(
+                    "table ip crd {{\n chain post {{\n  type nat hook postrouting priority 100;\n  \
+                     oifname \"r{i}\" masquerade\n }}\n}}\n"
+                ),
+            );
+        }
+        // Public nodes past the first need a way back to the last NAT's public /30.
+        for (j, n) in names.iter().enumerate().skip(k + 2) {
+            let (via, _) = addrs(j - 1);
+            ip(&format!("-n {n} route add 198.51.100.0/30 via {via}"));
+        }
+        let target = addrs(links - 1).1.parse().unwrap();
+        (chain, names[0].clone(), target)
+    }
+
+    /// Run `f` on a thread that has entered network namespace `ns`.
+    fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on this thread only, with a valid namespace fd.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn probe(host: &str, target: Ipv4Addr) -> (Vec<(u8, IpAddr)>, u8) {
+        in_netns(host, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let cfg = HopsConfig {
+                max_ttl: 6,
+                per_probe: Duration::from_millis(300),
+            };
+            // Port 9 (discard): nobody listens in the target namespace, so the target
+            // itself answers port-unreachable when a probe reaches it.
+            let obs = probe_hops(&s, SocketAddr::from((target, 9)), &cfg).unwrap();
+            let ttl = choose_punch_ttl(&obs);
+            eprintln!("probe toward {target}: {obs:?} -> punch TTL {ttl}");
+            (obs, ttl)
+        })
+    }
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    #[ignore = "needs root and network namespaces"]
+    fn netns_one_nat_no_extra_router() {
+        assert!(root(), "run as root");
+        let (_chain, host, target) = build("a", &["10.77.0"], 0);
+        let (obs, ttl) = probe(&host, target);
+        // TTL 1 dies at the NAT, which answers from its private LAN address; TTL 2
+        // reaches the target, which answers port-unreachable from a public address.
+        assert_eq!(obs[0], (1, IpAddr::from([10, 77, 0, 1])), "{obs:?}");
+        assert_eq!(ttl, 2, "{obs:?}");
+    }
+
+    #[test]
+    #[ignore = "needs root and network namespaces"]
+    fn netns_one_nat_two_routers() {
+        assert!(root(), "run as root");
+        let (_chain, host, target) = build("b", &["10.78.0"], 2);
+        let (obs, ttl) = probe(&host, target);
+        // TTL 2 dies at the first public router, the one right past the NAT.
+        assert!(
+            obs.contains(&(2, IpAddr::from([198, 51, 100, 2]))),
+            "{obs:?}"
+        );
+        assert_eq!(ttl, 2, "{obs:?}");
+    }
+
+    #[test]
+    #[ignore = "needs root and network namespaces"]
+    fn netns_double_nat_needs_three() {
+        assert!(root(), "run as root");
+        // Home NAT (10.79.0/30 inside) behind a carrier-grade NAT (100.64.7/30 inside).
+        let (_chain, host, target) = build("c", &["10.79.0", "100.64.7"], 1);
+        let (obs, ttl) = probe(&host, target);
+        assert!(obs.contains(&(2, IpAddr::from([100, 64, 7, 1]))), "{obs:?}");
+        assert_eq!(ttl, 3, "{obs:?}");
+    }
+}

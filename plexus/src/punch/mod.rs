@@ -170,3 +170,79 @@ fn drive(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        Secrets {
+            inviter: [3; 32],
+            acceptor: [4; 32],
+        }
+    }
+
+    #[test]
+    fn loopback_handshake_with_punch() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let sid = [0x42; 16];
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let cfg = Config::default();
+        let mut acc = Handshake::new(Role::Acceptor, &secrets(), sid, vec![aa], now, cfg.clone());
+        // The acceptor's punch, as the corridor sends it (on loopback it arrives).
+        send_with_ttl(&b, aa, &acc.punch_packet(), 2).unwrap();
+        let t = std::thread::spawn(move || run_handshake(&b, acc, deadline));
+        let inv = Handshake::new(Role::Inviter, &secrets(), sid, vec![ba], now, cfg);
+        let ci = run_handshake(&a, inv, deadline).unwrap();
+        let ca = t.join().unwrap().unwrap();
+        assert_eq!(ci.peer, ba);
+        assert_eq!(ca.peer, aa);
+        assert_eq!(ci.key, ca.key);
+        // The socket's read timeout is left as it was.
+        assert_eq!(a.read_timeout().unwrap(), None);
+    }
+
+    #[test]
+    fn loopback_silent_peer_times_out() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let now = Instant::now();
+        let cfg = Config {
+            timeout: Duration::from_millis(300),
+            ..Config::default()
+        };
+        let inv = Handshake::new(
+            Role::Inviter,
+            &secrets(),
+            [1; 16],
+            vec![silent.local_addr().unwrap()],
+            now,
+            cfg,
+        );
+        let err = run_handshake(&a, inv, now + Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, PunchError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("timed out"));
+        // Forged junk on the wire is counted, not fatal.
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let now = Instant::now();
+        let acc = Handshake::new(
+            Role::Acceptor,
+            &secrets(),
+            [1; 16],
+            vec![],
+            now,
+            Config {
+                timeout: Duration::from_millis(300),
+                ..Config::default()
+            },
+        );
+        a.send_to(b"PLXH junk", b.local_addr().unwrap()).unwrap();
+        match run_handshake(&b, acc, now + Duration::from_secs(5)) {
+            Err(PunchError::Timeout { stats, .. }) => assert_eq!(stats.malformed, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+}

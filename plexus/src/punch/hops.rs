@@ -591,50 +591,8 @@ mod tests {
 #[cfg(test)]
 mod netns {
     use super::*;
+    use crate::punch::testnet::{in_netns, ip, nft, root, Chain};
     use std::process::Command;
-
-    fn ip(args: &str) {
-        let out = Command::new("ip")
-            .args(args.split_whitespace())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn nft(ns: &str, rules: &str) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A chain of namespaces `host → nat… → router… → target`, deleted on drop.
-    struct Chain {
-        names: Vec<String>,
-    }
-
-    impl Drop for Chain {
-        fn drop(&mut self) {
-            for n in &self.names {
-                let _ = Command::new("ip").args(["netns", "del", n]).status();
-            }
-        }
-    }
 
     /// `host → nat… → router… → target`. Link `i` joins node `i` and node `i+1`; the
     /// first `nat_nets.len()` links use those private /30s (host side `.2`, router side
@@ -707,20 +665,6 @@ mod netns {
         (chain, names[0].clone(), target)
     }
 
-    /// Run `f` on a thread that has entered network namespace `ns`.
-    fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
     fn probe(host: &str, target: Ipv4Addr) -> (Vec<(u8, IpAddr)>, u8) {
         in_netns(host, move || {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -735,11 +679,6 @@ mod netns {
             eprintln!("probe toward {target}: {obs:?} -> punch TTL {ttl}");
             (obs, ttl)
         })
-    }
-
-    fn root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]

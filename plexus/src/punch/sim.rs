@@ -496,3 +496,89 @@ fn punch_packet_reaching_a_open_inviter_starts_the_exchange() {
     inv.handle_datagram(acc_addr, &answer, t0);
     assert!(inv.is_connected() || inv.poll_transmit(t0).is_some());
 }
+
+#[test]
+fn random_datagrams_never_panic_and_are_counted() {
+    let mut rng = Rng(0x1234_5678);
+    let t0 = Instant::now();
+    let mut core = Handshake::new(
+        Role::Acceptor,
+        &secrets(),
+        SID,
+        vec![],
+        t0,
+        Config::default(),
+    );
+    let from = addr("192.0.2.1:1");
+    let n = 20_000u64;
+    for i in 0..n {
+        let len = rng.below(80) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Half of them look like our packets up to the MAC, to reach the deeper checks.
+        if i % 2 == 0 && d.len() >= 22 {
+            d[..4].copy_from_slice(&wire::MAGIC);
+            d[4] = wire::VERSION;
+            d[5] = 0x10 | (d[5] & 0x03);
+            d[6..22].copy_from_slice(&SID);
+        }
+        core.handle_datagram(from, &d, t0);
+    }
+    let s = core.stats();
+    assert_eq!(s.received, n);
+    assert_eq!(s.accepted, 0);
+    assert_eq!(
+        s.malformed + s.bad_mac + s.wrong_session + s.wrong_direction,
+        n
+    );
+    assert!(s.bad_mac > 0);
+    assert!(
+        core.poll_transmit(t0).is_none(),
+        "nothing valid, nothing to answer"
+    );
+}
+
+/// Virtual-time figures (10 ms one way, up to 20 ms jitter): how long until each side is
+/// connected and how many datagrams it took. `cargo test -p plexus --lib
+/// punch::sim::figures -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints figures"]
+fn figures_connect_time_under_loss() {
+    println!("loss  runs  inviter p50/p95/max ms  acceptor p50/p95/max ms  datagrams/run  failed");
+    for loss in [0.0, 0.1, 0.2, 0.3] {
+        let net = NetConfig {
+            loss,
+            jitter_ms: 20,
+            ..Default::default()
+        };
+        let (mut inv, mut acc, mut sent, mut failed) = (Vec::new(), Vec::new(), 0u64, 0);
+        let runs = 1000u64;
+        for seed in 0..runs {
+            let o = run(seed, net.clone(), Config::default());
+            let at = |evs: &[(Duration, Event)]| {
+                evs.iter()
+                    .find(|e| matches!(e.1, Event::Connected { .. }))
+                    .map(|e| e.0.as_millis() as u64)
+            };
+            match (at(&o.events[0]), at(&o.events[1])) {
+                (Some(a), Some(b)) => {
+                    inv.push(a);
+                    acc.push(b);
+                }
+                _ => failed += 1,
+            }
+            sent += o.cores[0].stats().sent + o.cores[1].stats().sent;
+        }
+        let q = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            let p = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+            format!("{}/{}/{}", p(0.5), p(0.95), v[v.len() - 1])
+        };
+        println!(
+            "{:>4.0}%  {runs:>4}  {:>22}  {:>23}  {:>13.1}  {failed}",
+            loss * 100.0,
+            q(&mut inv),
+            q(&mut acc),
+            sent as f64 / runs as f64
+        );
+    }
+}

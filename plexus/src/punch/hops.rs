@@ -108,6 +108,11 @@ pub fn needs_punch(mapped: IpAddr, local: &[IpAddr]) -> bool {
     !local.contains(&mapped)
 }
 
+/// [`needs_punch`] against this host's interface addresses.
+pub fn behind_nat(mapped: IpAddr) -> io::Result<bool> {
+    Ok(needs_punch(mapped, &local_addresses()?))
+}
+
 /// The host's interface addresses (getifaddrs).
 pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
     let mut out = Vec::new();
@@ -519,6 +524,10 @@ mod tests {
         let local = [ip("127.0.0.1"), ip("203.0.113.5")];
         assert!(!needs_punch(ip("203.0.113.5"), &local));
         assert!(needs_punch(ip("198.51.100.2"), &local));
+        // Loopback is always one of ours; 192.0.2.255 is never assigned here.
+        assert!(local_addresses().unwrap().contains(&ip("127.0.0.1")));
+        assert!(!behind_nat(ip("127.0.0.1")).unwrap());
+        assert!(behind_nat(ip("192.0.2.255")).unwrap());
     }
 
     #[test]

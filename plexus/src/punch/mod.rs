@@ -5,6 +5,19 @@
 //! - [`hops`]: finding how many hops it takes to get past the own NAT (ICMP
 //!   time-exceeded through `IP_RECVERR`, no raw sockets), and `send_with_ttl`.
 //! - [`run_handshake`]: a small blocking driver over a `UdpSocket`.
+//!
+//! How the corridor uses them, on the one UDP socket whose mapped endpoint went into the
+//! rendezvous message (the socket must not change, or the NAT mapping changes with it):
+//! 1. Acceptor, after opening the invite: if [`hops::behind_nat`] says so, get the TTL
+//!    with [`discover_punch_ttl`] (probes go to the STUN server, never to the peer, so
+//!    they open no mapping toward it), build its [`Handshake`] and send
+//!    `send_with_ttl(&socket, inviter_mapped, &core.punch_packet(), ttl)`; then send
+//!    the accept message and [`run_handshake`].
+//! 2. Inviter, after reading the accept: [`Handshake::new`] with the acceptor's
+//!    endpoints (mapped first, then local ones for peers behind the same NAT) and
+//!    [`run_handshake`].
+//! 3. Both: on `Ok(Connected)` drop the socket and start the executor with
+//!    `Connected::peer` and `Connected::key`.
 
 pub mod handshake;
 pub mod hops;

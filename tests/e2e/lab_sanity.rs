@@ -1,0 +1,99 @@
+//! The lab itself: idempotent start, complete teardown, unique names.
+
+use std::process::Command;
+
+use crate::lab::{lab_sh, state_dir_of};
+
+fn netns_of(name: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn lab_sh_run(args: &[&str]) -> std::process::Output {
+    Command::new(lab_sh())
+        .args(args)
+        .output()
+        .expect("run lab.sh")
+}
+
+/// A second, mail-less lab next to the shared one: up twice, status, down.
+#[test]
+fn second_lab_is_idempotent_unique_and_torn_down_completely() {
+    let lab = lab_or_skip!();
+    let name = format!("plxs{:x}", std::process::id() & 0xffff);
+    assert_ne!(name, lab.name);
+    let owner = std::process::id().to_string();
+    let up = lab_sh_run(&["up", "--name", &name, "--no-mail", "--owner", &owner]);
+    crate::lab::assert_ok("lab.sh up (second lab)", &up);
+    let first = std::fs::read_to_string(state_dir_of(&name).join("lab.json")).unwrap();
+    let ns = netns_of(&name);
+    assert!(ns.len() > 20, "second lab has only {} namespaces", ns.len());
+    // The shared lab is untouched by the second one.
+    assert!(!netns_of(&lab.name).is_empty());
+    for n in &ns {
+        assert!(!netns_of(&lab.name).contains(n));
+    }
+    // coturn runs in the second lab's STUN namespace, not only in the first.
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &format!("{name}-stun")])
+        .output()
+        .unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(!pids.is_empty(), "no coturn in the second lab");
+
+    // Up again: nothing rebuilt (same lab.json, same daemons).
+    let again = lab_sh_run(&["up", "--name", &name, "--no-mail", "--owner", &owner]);
+    crate::lab::assert_ok("lab.sh up (again)", &again);
+    assert_eq!(
+        first,
+        std::fs::read_to_string(state_dir_of(&name).join("lab.json")).unwrap()
+    );
+    crate::lab::assert_ok("lab.sh status", &lab_sh_run(&["status", &name]));
+
+    let down = lab_sh_run(&["down", &name]);
+    crate::lab::assert_ok("lab.sh down", &down);
+    assert!(
+        netns_of(&name).is_empty(),
+        "namespaces left: {:?}",
+        netns_of(&name)
+    );
+    assert!(!state_dir_of(&name).exists(), "state dir left");
+    for p in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "daemon {p} still running"
+        );
+    }
+    assert!(!lab_sh_run(&["status", &name]).status.success());
+}
+
+/// gc removes a lab whose owner is gone and leaves live ones alone.
+#[test]
+fn gc_removes_labs_of_dead_owners_only() {
+    let lab = lab_or_skip!();
+    let name = format!("plxg{:x}", std::process::id() & 0xffff);
+    // An owner that exits at once.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id().to_string();
+    child.wait().unwrap();
+    let up = lab_sh_run(&["up", "--name", &name, "--no-mail", "--owner", &dead]);
+    crate::lab::assert_ok("lab.sh up (gc lab)", &up);
+    crate::lab::assert_ok("lab.sh gc", &lab_sh_run(&["gc"]));
+    assert!(
+        netns_of(&name).is_empty(),
+        "gc left namespaces of a dead owner's lab"
+    );
+    assert!(!state_dir_of(&name).exists());
+    assert!(!netns_of(&lab.name).is_empty(), "gc removed the live lab");
+}

@@ -97,3 +97,49 @@ fn gc_removes_labs_of_dead_owners_only() {
     assert!(!state_dir_of(&name).exists());
     assert!(!netns_of(&lab.name).is_empty(), "gc removed the live lab");
 }
+
+/// `in_ns` sockets live in the lab, and `set_loss` drops on the site's link only.
+#[test]
+fn in_ns_sockets_and_loss_switch() {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-full", "b-full"]);
+    let (a, b) = (lab.site("a-full"), lab.site("b-full"));
+    let rx = lab.in_ns(&a.host_netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    let tx = lab.in_ns(&b.host_netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // a-full is full cone: anything sent to its public address reaches the host.
+    let port = rx.local_addr().unwrap().port();
+    let dst = SocketAddr::from((a.public_ip, port));
+    let count = |n: usize| {
+        for i in 0..n {
+            tx.send_to(&(i as u32).to_be_bytes(), dst).unwrap();
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        while let Ok((_, from)) = rx.recv_from(&mut buf) {
+            assert_eq!(
+                from.ip(),
+                std::net::IpAddr::V4(b.public_ip),
+                "source is b-full's NAT"
+            );
+            got += 1;
+        }
+        got
+    };
+    assert_eq!(count(50), 50, "no loss configured, all must arrive");
+    lab.set_loss("b-full", 100);
+    assert_eq!(count(50), 0, "100 % loss on b-full's link");
+    lab.set_loss("b-full", 50);
+    // In batches, so the receive buffer never overflows (that would look like loss).
+    let half: usize = (0..8).map(|_| count(50)).sum();
+    // Binomial(400, 0.25..0.5 both ways): far outside these bounds is a broken rule.
+    assert!(
+        (40..=320).contains(&half),
+        "50 % loss let {half} of 400 through"
+    );
+    lab.set_loss("b-full", 0);
+    assert_eq!(count(50), 50, "loss switched off again");
+}

@@ -27,6 +27,7 @@ fn reflexive_ips(out: &str) -> Vec<String> {
 }
 
 fn natdiscovery(lab: &Lab, site: &str, mapping: &str, filtering: &str) {
+    let _c = lab.claim(&[site]);
     let s = lab.site(site);
     let stun = lab.stun.ips[0].to_string();
     let out = lab.exec_timeout(
@@ -124,6 +125,7 @@ fn natdiscovery_symmetric() {
 #[test]
 fn natdiscovery_hairpin_site_hairpins() {
     let lab = lab_or_skip!();
+    let _c = lab.claim(&["hairpin", "a-port"]);
     let s = lab.site("hairpin");
     let stun = lab.stun.ips[0].to_string();
     for host in &s.hosts {
@@ -154,6 +156,7 @@ fn natdiscovery_hairpin_site_hairpins() {
 
 /// `plexus nat --json` in `site`'s host; checks the JSON contract and returns it.
 fn plexus_nat(lab: &Lab, site: &str) -> serde_json::Value {
+    let _c = lab.claim(&[site]);
     let s = lab.site(site);
     let stun = lab.stun.ips[0].to_string();
     let out = lab.exec_timeout(

@@ -143,7 +143,9 @@ cmd_loss() {
     grep -qx "$site" "$LAB_ROOT/$name/sites" 2>/dev/null || die "loss: no site '$site' in lab $name"
     chain=$(chain_of "$site")
     ip netns exec "$name-inet" nft flush chain inet lab "$chain"
-    if ((pct > 0)); then
+    if ((pct == 100)); then
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" drop
+    elif ((pct > 0)); then
         ip netns exec "$name-inet" nft add rule inet lab "$chain" numgen random mod 100 '<' "$pct" drop
     fi
 }

@@ -454,3 +454,52 @@ pub fn assert_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The public endpoint `sock` is seen from, asked of the lab STUN server with one
+/// binding request (RFC 8489; a few retries within ~2 s). For tests that need a
+/// mapped endpoint without depending on plexus's own STUN client.
+pub fn stun_mapped(
+    sock: &std::net::UdpSocket,
+    server: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    use std::net::{Ipv4Addr, SocketAddr};
+    const MAGIC: u32 = 0x2112_A442;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tid: [u8; 12] = (nanos ^ u128::from(std::process::id())).to_be_bytes()[4..]
+        .try_into()
+        .unwrap();
+    let mut req = vec![0x00, 0x01, 0x00, 0x00];
+    req.extend_from_slice(&MAGIC.to_be_bytes());
+    req.extend_from_slice(&tid);
+    let old = sock.read_timeout().ok().flatten();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    for _ in 0..10 {
+        sock.send_to(&req, server).expect("send STUN request");
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let m = &buf[..n];
+        if from != server || n < 20 || m[8..20] != tid {
+            continue;
+        }
+        let mut pos = 20;
+        while pos + 4 <= n {
+            let typ = u16::from_be_bytes([m[pos], m[pos + 1]]);
+            let len = usize::from(u16::from_be_bytes([m[pos + 2], m[pos + 3]]));
+            let v = &m[pos + 4..(pos + 4 + len).min(n)];
+            if typ == 0x0020 && v.len() >= 8 && v[1] == 1 {
+                let port = u16::from_be_bytes([v[2], v[3]]) ^ (MAGIC >> 16) as u16;
+                let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ MAGIC;
+                sock.set_read_timeout(old).unwrap();
+                return SocketAddr::from((Ipv4Addr::from(ip), port));
+            }
+            pos += 4 + len.div_ceil(4) * 4;
+        }
+    }
+    panic!("no STUN answer with XOR-MAPPED-ADDRESS from {server}");
+}

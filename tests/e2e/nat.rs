@@ -320,3 +320,37 @@ fn sites_have_the_intended_types() {
     assert_eq!(lab.site("c-port").extra_routers.len(), 2);
     assert_eq!(lab.site("d-port").extra_routers.len(), 2);
 }
+
+/// Hairpinning as RFC 4787 REQ-9 wants it: a packet from one host to the other
+/// host's public endpoint arrives, from the sender's public endpoint.
+#[test]
+fn hairpin_site_translates_both_ways() {
+    use std::net::{SocketAddr, UdpSocket};
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["hairpin"]);
+    let s = lab.site("hairpin");
+    let server = SocketAddr::from((lab.stun.ips[0], lab.stun.port));
+    let h1 = lab.in_ns(&s.hosts[0].netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    let h2 = lab.in_ns(&s.hosts[1].netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    let m1 = crate::lab::stun_mapped(&h1, server);
+    let m2 = crate::lab::stun_mapped(&h2, server);
+    assert_eq!(m1.ip(), std::net::IpAddr::V4(s.public_ip));
+    assert_eq!(m2.ip(), std::net::IpAddr::V4(s.public_ip));
+    h1.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    for _ in 0..5 {
+        h2.send_to(b"hairpin", m1).unwrap();
+        if let Ok((n, from)) = h1.recv_from(&mut buf) {
+            got = Some((buf[..n].to_vec(), from));
+            break;
+        }
+    }
+    let (data, from) = got.expect("h2 -> h1's public endpoint did not hairpin");
+    assert_eq!(data, b"hairpin");
+    assert_eq!(
+        from, m2,
+        "the hairpinned packet comes from h2's public endpoint"
+    );
+}

@@ -143,3 +143,46 @@ fn in_ns_sockets_and_loss_switch() {
     lab.set_loss("b-full", 0);
     assert_eq!(count(50), 50, "loss switched off again");
 }
+
+/// Nothing routes out of the lab: the public router has no default route, and no
+/// lab namespace has an interface other than the lab's own links.
+#[test]
+fn nothing_routes_out_of_the_lab() {
+    let lab = lab_or_skip!();
+    let inet = format!("{}-inet", lab.name);
+    for outside in ["8.8.8.8", "192.168.1.1", "10.200.0.1"] {
+        let out = Command::new("ip")
+            .args(["-n", &inet, "route", "get", outside])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the public router has a route to {outside}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let known = |i: &str| {
+        ["lo", "eth0", "wan", "lan", "br0", "sub", "stun", "mail"].contains(&i)
+            || (i.starts_with('s') || i.starts_with("lan"))
+                && i[1..].trim_start_matches("an").parse::<u32>().is_ok()
+    };
+    for ns in netns_of(&lab.name) {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-o", "link"])
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let ifname = line
+                .split(": ")
+                .nth(1)
+                .unwrap_or("")
+                .split('@')
+                .next()
+                .unwrap_or("");
+            assert!(
+                known(ifname),
+                "unexpected interface {ifname:?} in {ns}: {line}"
+            );
+        }
+    }
+}

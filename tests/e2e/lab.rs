@@ -164,9 +164,10 @@ pub fn lab_sh() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lab/lab.sh")
 }
 
-/// The plexus binary under test.
-pub fn plexus_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_plexus")
+/// The plexus binary under test (`PLEXUS_BIN` overrides it, for debugging
+/// another build against the lab).
+pub fn plexus_bin() -> String {
+    std::env::var("PLEXUS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_plexus").to_string())
 }
 
 /// Where `lab.sh` keeps the state of lab `name`.

@@ -159,11 +159,8 @@ fn plexus_nat(lab: &Lab, site: &str) -> serde_json::Value {
     let _c = lab.claim(&[site]);
     let s = lab.site(site);
     let stun = lab.stun.ips[0].to_string();
-    let out = lab.exec_timeout(
-        &s.host_netns,
-        60,
-        &[plexus_bin(), "nat", "--json", "--stun", &stun],
-    );
+    let bin = plexus_bin();
+    let out = lab.exec_timeout(&s.host_netns, 60, &[&bin, "nat", "--json", "--stun", &stun]);
     assert_ok("plexus nat --json", &out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

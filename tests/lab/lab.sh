@@ -8,6 +8,7 @@
 #   lab.sh status NAME        exit 0 when every netns and daemon is there
 #   lab.sh exec NAME NODE CMD...   run CMD in NODE (netns name or its suffix: a-port-h)
 #   lab.sh loss NAME SITE PCT      drop PCT % of the site's public-link packets (0 = off)
+#   lab.sh watch NAME         (internal) wait for the owner to die, then `down`
 #
 # Every namespace is called NAME-<node>; NAME is `plx` + lowercase letters/digits,
 # so labs never collide with each other or with anything else on the machine.
@@ -73,6 +74,10 @@ cmd_down() {
             [[ $pid == "$self" ]] || pids+=("$pid")
         done
     done
+    if [[ -f $st/watchdog ]]; then
+        pid=$(cat "$st/watchdog")
+        [[ -n $pid && $pid != "$self" ]] && kill -TERM "$pid" 2>/dev/null || true
+    fi
     if [[ -f $st/pids ]]; then
         while read -r pid; do [[ -n $pid && -d /proc/$pid ]] && pids+=("$pid"); done <"$st/pids"
     fi
@@ -105,6 +110,12 @@ cmd_gc() {
         name=${ns%%-*}
         [[ -d $LAB_ROOT/$name ]] || { echo "lab.sh: gc: removing orphan netns $ns" >&2; cmd_down "$name"; }
     done
+}
+
+cmd_watch() {
+    local name=$1 st=$LAB_ROOT/$1
+    while [[ -d $st ]] && owner_alive "$st"; do sleep 0.5; done
+    [[ -d $st ]] && cmd_down "$name"
 }
 
 cmd_status() {
@@ -186,6 +197,12 @@ cmd_up() {
     trap 'if [[ -z ${LAB_BUILT:-} ]]; then echo "lab.sh: up failed, tearing down $name" >&2; cmd_down "$name"; fi' EXIT
     build "$name" "$st" "$extra" "$mail"
     LAB_BUILT=1
+    # A watchdog outside the lab removes it when the owner dies, even by SIGKILL
+    # (the owner's own teardown, if it runs, kills the watchdog first).
+    if [[ $owner != 0 ]]; then
+        setsid "$HERE/lab.sh" watch "$name" </dev/null >/dev/null 2>&1 &
+        echo $! >"$st/watchdog"
+    fi
     echo "$st/lab.json"
 }
 
@@ -503,6 +520,7 @@ main() {
         gc) cmd_gc ;;
         status) (($# == 1)) || die "usage: lab.sh status NAME"; cmd_status "$1" ;;
         exec) (($# >= 3)) || die "usage: lab.sh exec NAME NODE CMD..."; cmd_exec "$@" ;;
+        watch) (($# == 1)) || die "usage: lab.sh watch NAME"; cmd_watch "$1" ;;
         loss) (($# == 3)) || die "usage: lab.sh loss NAME SITE PCT"; cmd_loss "$@" ;;
         *) die "unknown command '$cmd'" ;;
     esac

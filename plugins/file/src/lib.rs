@@ -119,7 +119,7 @@ impl FileMediator {
             .as_nanos();
         // Zero-padded time first so names sort oldest first.
         format!(
-            "{nanos:020}-{}-{}-{:016x}",
+            "{nanos:020}-{}-{:010}-{:016x}",
             std::process::id(),
             self.counter,
             random_u64()

@@ -282,7 +282,7 @@ fn names_resolve_in_plugin_dirs() {
         lib
     );
     assert!(
-        matches!(resolve_in("nope", &[dir.0.clone()]), Err(PluginError::NotFound { tried, .. }) if tried.len() == 1)
+        matches!(resolve_in("nope", std::slice::from_ref(&dir.0)), Err(PluginError::NotFound { tried, .. }) if tried.len() == 1)
     );
     assert!(matches!(resolve_in("../evil", &[]), Ok(p) if p == Path::new("../evil")));
     assert!(matches!(

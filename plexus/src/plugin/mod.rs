@@ -402,18 +402,31 @@ unsafe extern "C" fn host_log(
 /// Host callbacks for one instance; must outlive it (owned by the adapter).
 struct HostCallbacks {
     host: Box<abi::PxHost>,
-    // Read by the plugin through `host.ctx`; owned here so it lives as long as the host.
     #[cfg_attr(not(test), allow(dead_code))]
-    ctx: Box<LogCtx>,
+    ctx: &'static LogCtx,
+}
+
+/// One logging context per plugin name, never freed: a plugin library is never unloaded
+/// and may keep logging from its own threads, so its context must not dangle either.
+fn log_ctx(plugin: &str) -> &'static LogCtx {
+    static CTXS: std::sync::Mutex<Vec<&'static LogCtx>> = std::sync::Mutex::new(Vec::new());
+    let target = format!("plexus::plugin::{plugin}");
+    let mut ctxs = CTXS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = ctxs.iter().find(|c| c.target == target) {
+        return c;
+    }
+    let c: &'static LogCtx = Box::leak(Box::new(LogCtx {
+        target,
+        #[cfg(test)]
+        captured: std::sync::Mutex::new(Vec::new()),
+    }));
+    ctxs.push(c);
+    c
 }
 
 impl HostCallbacks {
     fn new(plugin: &str) -> HostCallbacks {
-        let ctx = Box::new(LogCtx {
-            target: format!("plexus::plugin::{plugin}"),
-            #[cfg(test)]
-            captured: std::sync::Mutex::new(Vec::new()),
-        });
+        let ctx = log_ctx(plugin);
         let host = Box::new(abi::PxHost {
             struct_size: std::mem::size_of::<abi::PxHost>() as u32,
             // Tests capture every level so forwarding is checked whatever the logger.
@@ -422,12 +435,13 @@ impl HostCallbacks {
             } else {
                 log::max_level() as u32
             },
-            ctx: &*ctx as *const LogCtx as *mut c_void,
+            ctx: ctx as *const LogCtx as *mut c_void,
             log: Some(host_log),
         });
         HostCallbacks { host, ctx }
     }
 
+    /// Log lines this plugin (by name, all instances) sent.
     #[cfg(test)]
     fn captured(&self) -> Vec<String> {
         self.ctx.captured.lock().unwrap().clone()

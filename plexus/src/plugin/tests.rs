@@ -317,3 +317,64 @@ fn rust_plugins_load_through_the_loader() {
     let info = inspect(&built("udp_bridge")).unwrap();
     assert_eq!((info.name.as_str(), info.kind), ("udp-bridge", "executor"));
 }
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn udp_bridge_runs_through_the_executor_adapter() {
+    let lib = built("udp_bridge");
+    let e = PluginExecutor::open(&lib, "local: 127.0.0.1:0").unwrap_err();
+    assert!(
+        matches!(&e, PluginError::Settings { message, .. } if message.contains("fixed port")),
+        "{e}"
+    );
+    let settings = format!("local: 127.0.0.1:{}\nidle_timeout_secs: 1", free_udp_port());
+    let mut x = PluginExecutor::open(&lib, &settings).unwrap();
+    assert_eq!(x.name(), "udp-bridge");
+    let (inner, peer) = (free_udp_port(), free_udp_port());
+    let report = x
+        .run(&corridor(
+            &format!("127.0.0.1:{inner}"),
+            &format!("127.0.0.1:{peer}"),
+        ))
+        .unwrap();
+    assert_eq!(report.status, None);
+    assert!(
+        report.output.contains("idle_timeout_secs reached"),
+        "{}",
+        report.output
+    );
+    // The corridor endpoint taken by someone else: the plugin's spawn error comes through.
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    match x.run(&corridor(&busy_addr, "127.0.0.1:9")) {
+        Err(crate::executor::ExecError::Spawn(m)) => {
+            assert!(m.contains("cannot bind the corridor endpoint"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Cost of one call through the C ABI (send + receive + acknowledge of a 1 KiB message
+/// through the Rust fixture). Prints figures; run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_plugin_call_overhead() {
+    let mut m = PluginMediator::open(&built("fixture"), "mode: ok").unwrap();
+    let payload = vec![7u8; 1024];
+    let rounds = 100_000u32;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        m.send("bob", &payload).unwrap();
+        let got = m.receive(Duration::ZERO).unwrap().unwrap();
+        m.acknowledge(&got.id, Outcome::Handled).unwrap();
+    }
+    let per = start.elapsed() / rounds;
+    println!("send+receive+acknowledge of 1 KiB through the plugin ABI: {per:?} per round ({rounds} rounds)");
+}

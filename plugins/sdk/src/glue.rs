@@ -8,6 +8,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -111,12 +112,24 @@ pub unsafe extern "C" fn free_bytes(bytes: PxOwnedBytes) {
 // ---- logging -------------------------------------------------------------------------
 
 struct HostLog {
+    /// Registration number (one per create call).
+    token: u64,
+    /// The instance this host belongs to, once created (0 while creating).
+    handle: usize,
     ctx: usize,
     log: unsafe extern "C" fn(*mut c_void, u32, PxBytes, PxBytes),
 }
 
-static HOST_LOG: Mutex<Option<HostLog>> = Mutex::new(None);
+/// Host log callbacks of live instances. `log` is process-global, so records go to the
+/// most recently registered one; an entry leaves when its instance is destroyed (the ABI
+/// only promises the callback until then).
+static HOSTS: Mutex<Vec<HostLog>> = Mutex::new(Vec::new());
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 static LOGGER_ONCE: Once = Once::new();
+
+fn hosts() -> std::sync::MutexGuard<'static, Vec<HostLog>> {
+    HOSTS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct Forwarder;
 
@@ -129,11 +142,11 @@ impl log::Log for Forwarder {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let Ok(guard) = HOST_LOG.lock() else { return };
-        if let Some(host) = guard.as_ref() {
-            let message = record.args().to_string();
-            let target = record.target();
-            // SAFETY: the host promised the callback stays valid while instances exist.
+        let message = record.args().to_string();
+        let target = record.target();
+        let hosts = hosts();
+        if let Some(host) = hosts.last() {
+            // SAFETY: entries are removed before their instance is destroyed.
             unsafe {
                 (host.log)(
                     host.ctx as *mut c_void,
@@ -150,23 +163,25 @@ impl log::Log for Forwarder {
 
 static FORWARDER: Forwarder = Forwarder;
 
-/// Points this library's `log` records at the host's callback (once per process; the
-/// latest host callback wins).
-unsafe fn install_logger(host: *const PxHost) {
+/// Registers the host's log callback for an instance being created and points this
+/// library's `log` records at it; returns the registration token (0: nothing
+/// registered).
+unsafe fn register_host(host: *const PxHost) -> u64 {
     if host.is_null() {
-        return;
+        return 0;
     }
     let host = &*host;
     if (host.struct_size as usize) < std::mem::size_of::<PxHost>() {
-        return;
+        return 0;
     }
-    let Some(log_fn) = host.log else { return };
-    if let Ok(mut slot) = HOST_LOG.lock() {
-        *slot = Some(HostLog {
-            ctx: host.ctx as usize,
-            log: log_fn,
-        });
-    }
+    let Some(log_fn) = host.log else { return 0 };
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    hosts().push(HostLog {
+        token,
+        handle: 0,
+        ctx: host.ctx as usize,
+        log: log_fn,
+    });
     LOGGER_ONCE.call_once(|| {
         let _ = log::set_logger(&FORWARDER);
     });
@@ -178,6 +193,17 @@ unsafe fn install_logger(host: *const PxHost) {
         4 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     });
+    token
+}
+
+/// Ties a registration to its instance, or drops it when create failed (`handle` 0).
+fn settle_host(token: u64, handle: usize) {
+    let mut hosts = hosts();
+    if handle == 0 {
+        hosts.retain(|h| h.token != token);
+    } else if let Some(h) = hosts.iter_mut().find(|h| h.token == token) {
+        h.handle = handle;
+    }
 }
 
 // ---- instances -----------------------------------------------------------------------
@@ -196,16 +222,23 @@ unsafe fn create<T>(
     err: *mut PxErrBuf,
     make: impl FnOnce(&str) -> Result<T, PluginError>,
 ) -> i32 {
-    guard(err, "create", || {
-        install_logger(host);
+    let token = register_host(host);
+    let mut created: usize = 0;
+    let code = guard(err, "create", || {
         if out.is_null() {
             return Err(PluginError::InvalidArgument("null output handle".into()));
         }
         let settings = borrowed_str(settings, "settings")?;
         let plugin = make(settings)?;
-        *out = Box::into_raw(Box::new(plugin)) as *mut PxHandle;
+        let handle = Box::into_raw(Box::new(plugin)) as *mut PxHandle;
+        created = handle as usize;
+        *out = handle;
         Ok(PX_OK)
-    })
+    });
+    if token != 0 {
+        settle_host(token, created);
+    }
+    code
 }
 
 /// Releases an instance made by one of the create functions.
@@ -219,6 +252,8 @@ pub unsafe extern "C" fn destroy<T>(handle: *mut PxHandle) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         drop(Box::from_raw(handle as *mut T));
     }));
+    // After the drop: the instance may log while it shuts down.
+    hosts().retain(|h| h.handle != handle as usize);
 }
 
 /// Vtable `create` of a mediator.

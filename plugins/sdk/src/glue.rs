@@ -415,3 +415,57 @@ pub unsafe extern "C" fn executor_run<T: ExecutorPlugin>(
         Ok(PX_OK)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_truncated_on_a_char_boundary() {
+        let mut storage = [0u8; 5];
+        let mut err = PxErrBuf {
+            ptr: storage.as_mut_ptr(),
+            cap: 5,
+            len: 99,
+        };
+        unsafe { write_err(&mut err, "abcé€") };
+        assert_eq!(err.len, 5);
+        assert_eq!(&storage[..err.len], "abcé".as_bytes());
+        let mut err = PxErrBuf {
+            ptr: storage.as_mut_ptr(),
+            cap: 4,
+            len: 0,
+        };
+        unsafe { write_err(&mut err, "abcé") };
+        assert_eq!(&storage[..err.len], b"abc");
+        unsafe { write_err(std::ptr::null_mut(), "ignored") };
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_code_and_message() {
+        let mut storage = [0u8; 128];
+        let mut err = PxErrBuf {
+            ptr: storage.as_mut_ptr(),
+            cap: 128,
+            len: 0,
+        };
+        let code = unsafe { guard(&mut err, "send", || panic!("boom {}", 7)) };
+        assert_eq!(code, PX_ERR_PANIC);
+        assert_eq!(&storage[..err.len], b"plugin panicked in send: boom 7");
+        let code = unsafe { guard(&mut err, "send", || Err(PluginError::Auth("no".into()))) };
+        assert_eq!((code, &storage[..err.len]), (PX_ERR_AUTH, &b"no"[..]));
+    }
+
+    #[test]
+    fn owned_bytes_round_trip() {
+        let b = into_owned(vec![1, 2, 3]);
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(b.ptr, b.len) },
+            &[1, 2, 3]
+        );
+        unsafe { free_bytes(b) };
+        let e = into_owned(Vec::new());
+        assert!(e.ptr.is_null() && e.len == 0);
+        unsafe { free_bytes(e) };
+    }
+}

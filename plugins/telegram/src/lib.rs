@@ -656,8 +656,8 @@ impl MediatorPlugin for Telegram {
         loop {
             while let Some(p) = self.pending.front() {
                 // A download already announced gets some grace beyond the caller's wait.
-                match self.download(p, deadline + Duration::from_secs(30))? {
-                    Some(sealed) => {
+                match self.download(p, deadline + Duration::from_secs(30)) {
+                    Ok(Some(sealed)) => {
                         let p = self.pending.pop_front().expect("front exists");
                         let id = format!("{}:{}", self.chat_id, p.message_id);
                         return Ok(Some(Message {
@@ -666,8 +666,16 @@ impl MediatorPlugin for Telegram {
                             sealed,
                         }));
                     }
-                    None => {
+                    Ok(None) => {
                         self.pending.pop_front();
+                    }
+                    // Network trouble: keep the document for the next call.
+                    Err(e @ PluginError::Unreachable(_)) => return Err(e),
+                    // Telegram refuses this file (expired, invalid): it will not get
+                    // better, so drop it rather than fail every call from now on.
+                    Err(e) => {
+                        let p = self.pending.pop_front().expect("front exists");
+                        log::warn!("telegram: dropping document {}: {e}", p.message_id);
                     }
                 }
             }

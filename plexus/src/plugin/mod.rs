@@ -278,6 +278,9 @@ fn open(path: &Path, expected_kind: u32) -> Result<Loaded, PluginError> {
     if desc.is_null() {
         return Err(bad("the entry function returned no descriptor".into()));
     }
+    if (desc as usize) % std::mem::align_of::<abi::PxDescriptor>() != 0 {
+        return Err(bad("its descriptor pointer is misaligned".into()));
+    }
     // Read the two leading u32s first: version and size decide whether the rest exists.
     // SAFETY: every ABI version starts with these two fields.
     let (version, size) = unsafe {
@@ -321,8 +324,9 @@ fn open(path: &Path, expected_kind: u32) -> Result<Loaded, PluginError> {
     let name = std::str::from_utf8(name)
         .map_err(|_| bad("its name is not UTF-8".into()))?
         .to_string();
-    if desc.vtable.is_null() {
-        return Err(bad("its vtable pointer is null".into()));
+    // Both vtables hold pointers, so pointer alignment is what they need.
+    if desc.vtable.is_null() || (desc.vtable as usize) % std::mem::align_of::<usize>() != 0 {
+        return Err(bad("its vtable pointer is null or misaligned".into()));
     }
     // SAFETY: non-null; every vtable starts with its u32 size.
     let vtable_size = unsafe { (desc.vtable as *const u32).read_unaligned() };

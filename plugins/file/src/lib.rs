@@ -7,6 +7,7 @@
 //! address: alice                # own address; peers send to it
 //! poll_interval_ms: 1000        # optional, 10..=60000
 //! max_message_bytes: 1048576    # optional, at most 16 MiB
+//! reclaim_after_secs: 600       # optional, 0 = never (see below)
 //! ```
 //!
 //! One file per message, named `<to>~<from>~<unique>.plexus`. Writing is atomic: a
@@ -16,7 +17,10 @@
 //! like Syncthing's `.syncthing.*.tmp`, are never read). A file is claimed by an atomic
 //! rename to a dot-name before it is read, so two instances on one directory never both
 //! take it. `Handled` removes only that claimed file; `Rejected` renames it to
-//! `<name>.rejected`. Nothing else in the directory is touched.
+//! `<name>.rejected`. Nothing else in the directory is touched. A message another
+//! instance claimed for our address but never acknowledged (it crashed) is renamed back
+//! after `reclaim_after_secs` and taken again; plexus refuses replays, so a late
+//! duplicate is harmless.
 
 use plexus_plugin_sdk::{export_mediator, MediatorPlugin, Message, Outcome, PluginError};
 use serde::Deserialize;
@@ -45,10 +49,16 @@ struct Settings {
     poll_interval_ms: u64,
     #[serde(default = "default_max")]
     max_message_bytes: u64,
+    #[serde(default = "default_reclaim")]
+    reclaim_after_secs: u64,
 }
 
 fn default_poll() -> u64 {
     1000
+}
+
+fn default_reclaim() -> u64 {
+    600
 }
 
 fn default_max() -> u64 {
@@ -90,6 +100,8 @@ pub struct FileMediator {
     /// Random per instance: names our claims so acknowledge only touches our own files.
     token: String,
     counter: u64,
+    /// Age after which another instance's unacknowledged claim is put back.
+    reclaim_after: Option<Duration>,
     /// Oversized files already reported (logged once each).
     warned: HashSet<String>,
 }
@@ -142,9 +154,15 @@ impl FileMediator {
         let entries = fs::read_dir(&self.dir).map_err(|e| io("cannot list", &self.dir, e))?;
         let mut found = Vec::new();
         for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
+            let Ok(mut name) = entry.file_name().into_string() else {
                 continue;
             };
+            if name.starts_with(CLAIM_PREFIX) {
+                match self.reclaim(&name) {
+                    Some(original) => name = original,
+                    None => continue,
+                }
+            }
             let Some((to, from, unique)) = parse_name(&name) else {
                 continue;
             };
@@ -152,7 +170,7 @@ impl FileMediator {
                 continue;
             }
             // Not following symlinks: only regular files count.
-            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            let Ok(meta) = fs::symlink_metadata(self.dir.join(&name)) else {
                 continue;
             };
             if !meta.file_type().is_file() || meta.len() == 0 {
@@ -177,6 +195,30 @@ impl FileMediator {
             .collect())
     }
 
+    /// Puts back a message another instance claimed for our address and never
+    /// acknowledged (it crashed) once the claim is older than `reclaim_after`; returns
+    /// the original name when it did.
+    fn reclaim(&self, claimed: &str) -> Option<String> {
+        let after = self.reclaim_after?;
+        let (token, original) = claimed.strip_prefix(CLAIM_PREFIX)?.split_once('~')?;
+        if token == self.token || parse_name(original)?.0 != self.address {
+            return None;
+        }
+        let path = self.dir.join(claimed);
+        let meta = fs::symlink_metadata(&path).ok()?;
+        let age = meta.modified().ok()?.elapsed().unwrap_or_default();
+        if !meta.file_type().is_file() || age < after {
+            return None;
+        }
+        // Atomic: if two instances race here, only one rename succeeds.
+        fs::rename(&path, self.dir.join(original)).ok()?;
+        log::warn!(
+            "put back {original}: claimed {} s ago and never acknowledged",
+            age.as_secs()
+        );
+        Some(original.to_string())
+    }
+
     /// Claims and reads the oldest message for us, if any.
     fn try_take(&mut self) -> Result<Option<Message>, PluginError> {
         for (name, from) in self.candidates()? {
@@ -190,6 +232,8 @@ impl FileMediator {
             }
             let mut sealed = Vec::new();
             let file = fs::File::open(&dst).map_err(|e| io("cannot open", &dst, e))?;
+            // The claim's age is measured from now (a rename keeps the old mtime).
+            let _ = file.set_modified(SystemTime::now());
             file.take(self.max + 1)
                 .read_to_end(&mut sealed)
                 .map_err(|e| io("cannot read", &dst, e))?;
@@ -247,6 +291,8 @@ impl MediatorPlugin for FileMediator {
             token: format!("{:016x}", random_u64()),
             counter: 0,
             warned: HashSet::new(),
+            reclaim_after: (s.reclaim_after_secs > 0)
+                .then(|| Duration::from_secs(s.reclaim_after_secs)),
         })
     }
 

@@ -270,3 +270,44 @@ fn bad_settings_and_arguments_are_named() {
     ));
     assert!(dir.names().is_empty(), "nothing half-written");
 }
+
+#[test]
+fn a_crashed_instances_claim_is_put_back_after_reclaim_after_secs() {
+    let dir = TempDir::new("reclaim");
+    let mut alice = instance(&dir, "alice");
+    alice.send("bob", b"one").unwrap();
+    alice.send("bob", b"two").unwrap();
+    // Two instances claim one message each and "crash" (never acknowledge).
+    let mut first = instance(&dir, "bob");
+    let stale = first.receive(NO_WAIT).unwrap().unwrap();
+    let mut second = instance(&dir, "bob");
+    let fresh = second.receive(NO_WAIT).unwrap().unwrap();
+    drop((first, second));
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(dir.0.join(&stale.id))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let settings = format!(
+        "dir: {}\naddress: bob\nreclaim_after_secs: 60",
+        dir.0.display()
+    );
+    let mut bob = FileMediator::create(&settings).unwrap();
+    let m = bob
+        .receive(NO_WAIT)
+        .unwrap()
+        .expect("the stale claim is put back");
+    assert_eq!(m.sealed, stale.sealed);
+    assert!(
+        bob.receive(NO_WAIT).unwrap().is_none(),
+        "the fresh claim is left alone"
+    );
+    assert!(dir.0.join(&fresh.id).exists());
+    // Claims for another address are never touched, however old.
+    let mut carol = FileMediator::create(&settings.replace("bob", "carol")).unwrap();
+    assert!(carol.receive(NO_WAIT).unwrap().is_none());
+    bob.acknowledge(&m.id, Outcome::Handled).unwrap();
+    assert_eq!(dir.names(), vec![fresh.id.clone()]);
+}

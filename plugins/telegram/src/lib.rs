@@ -208,6 +208,8 @@ impl fmt::Debug for Telegram {
 enum Failure {
     /// Network, DNS, TLS, timeouts; worth a retry.
     Transport(String),
+    /// The answer exceeded [`MAX_JSON`]; its first bytes.
+    TooLong(Vec<u8>),
     /// The API answered an error.
     Api {
         code: u16,
@@ -273,11 +275,15 @@ impl Telegram {
                 )))
             }
         };
-        let body = Self::read_bounded(resp, MAX_JSON)?.ok_or_else(|| Failure::Api {
-            code: 200,
-            description: format!("answer longer than {MAX_JSON} bytes"),
-            retry_after: None,
-        })?;
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_JSON + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Failure::Transport(format!("reading the answer: {e}")))?;
+        if body.len() as u64 > MAX_JSON {
+            body.truncate(256);
+            return Err(Failure::TooLong(body));
+        }
         let json: Value = serde_json::from_slice(&body).map_err(|e| Failure::Api {
             code: 200,
             description: format!("answer is not JSON: {e}"),
@@ -306,11 +312,24 @@ impl Telegram {
         deadline: Option<Instant>,
         go: &dyn Fn() -> Result<ureq::Response, ureq::Error>,
     ) -> Result<Value, PluginError> {
+        self.call_raw(method, deadline, go)?.map_err(|_| {
+            PluginError::Protocol(format!("{method}: answer longer than {MAX_JSON} bytes"))
+        })
+    }
+
+    /// [`Telegram::call`], but an oversized answer comes back as `Ok(Err(first bytes))`.
+    fn call_raw(
+        &self,
+        method: &str,
+        deadline: Option<Instant>,
+        go: &dyn Fn() -> Result<ureq::Response, ureq::Error>,
+    ) -> Result<Result<Value, Vec<u8>>, PluginError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (wait, error) = match self.exchange(go) {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok(Ok(v)),
+                Err(Failure::TooLong(head)) => return Ok(Err(head)),
                 Err(Failure::Transport(m)) => (
                     Duration::from_millis(500 << (attempt - 1)),
                     PluginError::Unreachable(format!("{method}: {}", self.scrub(&m))),
@@ -389,18 +408,38 @@ impl Telegram {
         let me = self.own_username()?;
         let url = self.url("getUpdates");
         let offset = self.offset.to_string();
-        let timeout = timeout_secs.to_string();
         let request_timeout = Duration::from_secs(timeout_secs + 10);
-        let result = self.call("getUpdates", Some(deadline), &|| {
-            self.agent
-                .get(&url)
-                .timeout(request_timeout)
-                .query("offset", &offset)
-                .query("timeout", &timeout)
-                .query("limit", UPDATES_PER_POLL)
-                .query("allowed_updates", "[\"message\"]")
-                .call()
-        })?;
+        let get = |limit: &str, timeout: u64| {
+            let timeout = timeout.to_string();
+            self.call_raw("getUpdates", Some(deadline), &|| {
+                self.agent
+                    .get(&url)
+                    .timeout(request_timeout)
+                    .query("offset", &offset)
+                    .query("timeout", &timeout)
+                    .query("limit", limit)
+                    .query("allowed_updates", "[\"message\"]")
+                    .call()
+            })
+        };
+        let result = match get(UPDATES_PER_POLL, timeout_secs)? {
+            Ok(v) => v,
+            // Some update in the batch is huge: look at them one at a time, and skip
+            // the first one if it alone is too big (its id starts the answer).
+            Err(_) => match get("1", 0)? {
+                Ok(v) => v,
+                Err(head) => {
+                    let id = first_update_id(&head).ok_or_else(|| {
+                        PluginError::Protocol(format!(
+                            "getUpdates: an update longer than {MAX_JSON} bytes whose id cannot be read"
+                        ))
+                    })?;
+                    log::warn!("telegram: skipping update {id}: longer than {MAX_JSON} bytes");
+                    self.offset = self.offset.max(id + 1);
+                    return Ok(());
+                }
+            },
+        };
         let updates = result
             .as_array()
             .ok_or_else(|| PluginError::Protocol("getUpdates: result is not a list".into()))?;
@@ -554,6 +593,17 @@ impl Telegram {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         (format!("multipart/form-data; boundary={boundary}"), body)
     }
+}
+
+/// The `update_id` of the first update in the start of a `getUpdates` answer.
+fn first_update_id(head: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(head);
+    let after = &text[text.find("\"update_id\"")? + "\"update_id\"".len()..];
+    let digits = after.trim_start().strip_prefix(':')?.trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

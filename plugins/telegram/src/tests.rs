@@ -558,3 +558,49 @@ fn token_never_shows_in_debug() {
     let t = Telegram::create(&api.settings("")).unwrap();
     assert!(!format!("{t:?} {:?}", t.token).contains("TESTtoken"));
 }
+
+#[test]
+fn an_update_too_large_to_read_is_skipped_by_its_id() {
+    let api = BotApi::start();
+    api.state
+        .lock()
+        .unwrap()
+        .files
+        .insert("ok".into(), (Some(2), b"ok".to_vec()));
+    // Written by hand: Telegram puts update_id first (serde_json would sort the keys).
+    let huge = format!(
+        r#"{{"update_id":30,"message":{{"message_id":1,"chat":{{"id":{CHAT}}},"from":{{"id":{PEER}}},"text":"{}"}}}}"#,
+        "x".repeat(MAX_JSON as usize + 10)
+    );
+    let next = message(31, 2, CHAT, PEER, "/plexus@AliceBot", Some(("ok", 2)));
+    let big = format!(r#"{{"ok":true,"result":[{huge},{next}]}}"#);
+    let alone = format!(r#"{{"ok":true,"result":[{huge}]}}"#);
+    {
+        let mut st = api.state.lock().unwrap();
+        st.updates.push_back((200, big));
+        st.updates.push_back((200, alone));
+    }
+    api.push_updates(
+        200,
+        serde_json::json!({"ok": true, "result": [
+            message(31, 2, CHAT, PEER, "/plexus@AliceBot", Some(("ok", 2))),
+        ]}),
+    );
+    let mut t = Telegram::create(&api.settings("")).unwrap();
+    let m = t
+        .receive(Duration::from_secs(5))
+        .unwrap()
+        .expect("the update after the huge one");
+    assert_eq!(m.sealed, b"ok");
+    let polls = api.requests("getUpdates");
+    assert_eq!(polls[1].query["limit"], "1", "retried one update at a time");
+    assert_eq!(
+        polls[2].query["offset"], "31",
+        "the huge update was skipped by id"
+    );
+    assert_eq!(
+        first_update_id(br#"{"ok":true,"result":[{"update_id": 77,"#),
+        Some(77)
+    );
+    assert_eq!(first_update_id(br#"{"ok":true,"result":[{"upd"#), None);
+}

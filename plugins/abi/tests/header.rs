@@ -75,9 +75,9 @@ fn header_matches_rust_layout_and_constants() {
     rust.insert("PX_ABI_VERSION".into(), ABI_VERSION as u64);
     c += "printf(\"PX_ABI_VERSION %llu\\n\", (unsigned long long)PX_ABI_VERSION);\n";
 
-    let dir = tempdir("header");
-    let src = dir.join("layout.c");
-    let exe = dir.join("layout");
+    let dir = TempDir::new("header");
+    let src = dir.0.join("layout.c");
+    let exe = dir.0.join("layout");
     std::fs::write(
         &src,
         format!(
@@ -111,7 +111,6 @@ fn header_matches_rust_layout_and_constants() {
     }
     assert_eq!(c_facts.remove("entry"), Some(1), "PX_ENTRY_SYMBOL differs");
     assert_eq!(c_facts, rust);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -172,9 +171,21 @@ fn strip_comments(s: &str) -> &str {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("plexus-plugins-abi-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory removed on drop, also when an assertion fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d =
+            std::env::temp_dir().join(format!("plexus-plugins-abi-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -15,6 +15,7 @@
 //!                             # mapping stays open while the application is quiet
 //! idle_timeout_secs: 120      # stop when nothing was forwarded for this long
 //! max_duration_secs: 0        # optional, 0 = no limit
+//! stop_file: /run/user/1000/plexus-stop   # optional: stop when this file appears
 //! ```
 //! The application's address is learned from the latest datagram it sent to `local`.
 //! Empty datagrams are keepalives and never forwarded (no UDP application we know
@@ -42,6 +43,8 @@ struct Settings {
     idle_timeout_secs: u64,
     #[serde(default)]
     max_duration_secs: u64,
+    #[serde(default)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 fn default_idle() -> u64 {
@@ -56,6 +59,7 @@ pub struct UdpBridge {
     keepalive: Option<Duration>,
     idle: Duration,
     max: Option<Duration>,
+    stop_file: Option<std::path::PathBuf>,
 }
 
 /// State shared by the two forwarding threads and the supervisor.
@@ -194,6 +198,7 @@ impl ExecutorPlugin for UdpBridge {
             keepalive: secs(s.keepalive_secs),
             idle: Duration::from_secs(s.idle_timeout_secs),
             max: secs(s.max_duration_secs),
+            stop_file: s.stop_file,
         })
     }
 
@@ -226,6 +231,9 @@ impl ExecutorPlugin for UdpBridge {
         let reason = loop {
             std::thread::sleep(TICK);
             let elapsed = shared.started.elapsed();
+            if self.stop_file.as_deref().is_some_and(|f| f.exists()) {
+                break "stop_file appeared";
+            }
             if let Some(max) = self.max {
                 if elapsed >= max {
                     break "max_duration_secs reached";

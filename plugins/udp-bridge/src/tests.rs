@@ -159,3 +159,27 @@ fn an_endpoint_in_use_is_a_spawn_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_stop_file_ends_the_bridge() {
+    let dir = std::env::temp_dir().join(format!("plexus-plugins-bridge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = dir.join("stop");
+    let _ = std::fs::remove_file(&stop);
+    let settings = format!(
+        "local: 127.0.0.1:{}\nidle_timeout_secs: 600\nstop_file: {}",
+        free_port(),
+        stop.display()
+    );
+    let mut b = UdpBridge::create(&settings).unwrap();
+    let c = corridor(free_port(), free_port());
+    let run = std::thread::spawn(move || b.run(&c));
+    std::fs::write(&stop, "").unwrap();
+    let report = run.join().unwrap().unwrap();
+    assert!(
+        report.output.contains("stop_file appeared"),
+        "{}",
+        report.output
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

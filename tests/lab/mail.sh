@@ -5,6 +5,7 @@
 #
 #   tests/lab/mail.sh start <netns> <ip> <statedir>   start (idempotent), write <statedir>/mail.json
 #   tests/lab/mail.sh stop <statedir>                  stop those daemons by PID, remove the files
+#   tests/lab/mail.sh restart-imap <statedir>          restart dovecot only (tests of reconnects)
 #
 # Nothing global is changed: postfix runs with `-c <statedir>/mail/postfix/etc` (its own
 # main.cf and master.cf naming its own queue and data directories), dovecot with `-c <statedir>/mail/dovecot/dovecot.conf`
@@ -269,7 +270,32 @@ EOF
         }
         sleep 0.1
     done
+    echo "$ns" >"$m/netns"
     write_json "$sd" "$ns" "$ip"
+}
+
+# Stop dovecot by PID and start it again with the same configuration (postfix keeps
+# running; its LMTP deliveries wait in the queue meanwhile).
+restart_imap() {
+    m=$1/mail
+    ns=$(cat "$m/netns" 2>/dev/null) || die "no mail host running under $1"
+    p=$(pid_of "$m/dovecot/run/master.pid")
+    if alive "$p"; then
+        kids=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
+        kill -TERM "$p"
+        i=0
+        while alive "$p" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        alive "$p" && kill -KILL "$p" 2>/dev/null || true
+        for k in $kids; do alive "$k" && kill -KILL "$k" 2>/dev/null || true; done
+    fi
+    ip netns exec "$ns" dovecot -c "$m/dovecot/dovecot.conf" </dev/null >>"$m/dovecot.log" 2>&1 ||
+        die "dovecot failed to restart; see $m/dovecot.log"
+    i=0
+    until listening "$ns" 993; do
+        i=$((i + 1))
+        [ $i -le 100 ] || die "dovecot did not listen on 993 within 10 s after restart"
+        sleep 0.1
+    done
 }
 
 case "${1:-}" in
@@ -282,6 +308,10 @@ stop)
     [ $# -eq 2 ] || die "usage: $0 stop <statedir>"
     [ -d "$2" ] || exit 0
     stop "$(cd "$2" && pwd)"
+    ;;
+restart-imap)
+    [ $# -eq 2 ] || die "usage: $0 restart-imap <statedir>"
+    restart_imap "$(cd "$2" && pwd)"
     ;;
 *)
     die "usage: $0 start <netns> <ip> <statedir> | stop <statedir>"

@@ -782,7 +782,7 @@ impl EmailMediator {
             let Some(f) = fetches.iter().find(|f| f.uid == Some(uid)) else {
                 continue; // expunged meanwhile
             };
-            if f.flags().iter().any(|fl| *fl == imap::types::Flag::Deleted) {
+            if f.flags().contains(&imap::types::Flag::Deleted) {
                 continue;
             }
             let from = match classify_headers(f.header().unwrap_or_default(), &s.peer) {

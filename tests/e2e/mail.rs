@@ -14,6 +14,9 @@ use plexus::mediator::{Mediator, MediatorError, Outcome};
 
 use crate::lab::{Account, Lab, Mail};
 
+/// How long a receiver waits before the send starts (to be in IDLE already).
+const LEAD: Duration = Duration::from_millis(300);
+
 /// The site whose host runs the mail clients.
 const SITE: &str = "b-full";
 
@@ -193,6 +196,7 @@ fn send_and_receive(
     to: &str,
     receiver: EmailMediator,
     sealed: &[u8],
+    lead: Duration,
 ) -> (
     EmailMediator,
     plexus::mediator::Incoming,
@@ -206,7 +210,7 @@ fn send_and_receive(
             (r, got, Instant::now())
         });
         // Let the receiver reach its wait (IDLE or sleep) first; not an assertion.
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(lead);
         let t0 = Instant::now();
         sender
             .send(to, sealed)
@@ -250,7 +254,7 @@ fn mail_invite_delivered_through_idle_465_and_587_and_opens_with_openssl() {
                 EmailMediator::connect(settings(mail, bob, alice)).expect("bob connects");
             assert!(receiver.uses_idle(), "dovecot offers IDLE and it is used");
             let (mut receiver, msg, sent, total) =
-                send_and_receive(&mut sender, &bob.address, receiver, &sealed);
+                send_and_receive(&mut sender, &bob.address, receiver, &sealed, LEAD);
             println!(
                 "mail latency ({mode:?}, IDLE): send {:.0} ms, send-to-receipt {:.0} ms",
                 sent.as_secs_f64() * 1e3,
@@ -342,7 +346,7 @@ fn mail_mailbox_with_other_mail_is_left_exactly_as_it_was() {
         let sealed = sealed_blob(&dir, "hygiene");
         let mut sender = EmailMediator::connect(settings(mail, dave, carol)).unwrap();
         let receiver = EmailMediator::connect(settings(mail, carol, dave)).unwrap();
-        let (mut receiver, msg, _, _) = send_and_receive(&mut sender, to, receiver, &sealed);
+        let (mut receiver, msg, _, _) = send_and_receive(&mut sender, to, receiver, &sealed, LEAD);
         assert_eq!(msg.sealed, sealed);
         receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();
         // Nothing else is offered: the rest is not plexus mail from the peer, too big,
@@ -489,9 +493,11 @@ fn mail_latency_idle_vs_polling() {
             s.use_idle = use_idle;
             let mut receiver = EmailMediator::connect(s).unwrap();
             let mut figures = Vec::new();
-            for _ in 0..5 {
+            for i in 0..6u64 {
+                // Vary the phase against the polling period, or every round measures the same.
+                let lead = Duration::from_millis(300 + 83 * i);
                 let (r, msg, _, total) =
-                    send_and_receive(&mut sender, &dave.address, receiver, &sealed);
+                    send_and_receive(&mut sender, &dave.address, receiver, &sealed, lead);
                 receiver = r;
                 assert_eq!(msg.sealed, sealed);
                 receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();

@@ -596,6 +596,8 @@ type ImapSession = imap::Session<TlsStream<TcpStream>>;
 /// An open, logged-in IMAP session with the watched folder selected.
 struct Imap {
     session: ImapSession,
+    /// The same socket as under the TLS stream: IDLE clears its read timeout, we restore it.
+    tcp: TcpStream,
     uid_validity: u32,
     idle: bool,
     uidplus: bool,
@@ -659,6 +661,7 @@ impl EmailMediator {
         let s = &self.settings;
         let hp = self.imap_addr();
         let tcp = tcp_connect(&s.imap_host, s.imap_port, s.io_timeout, "IMAP")?;
+        let tcp_handle = tcp.try_clone()?;
         let tls = self
             .tls
             .native()?
@@ -707,6 +710,7 @@ impl EmailMediator {
         );
         Ok(Imap {
             session,
+            tcp: tcp_handle,
             uid_validity,
             idle,
             uidplus,
@@ -744,7 +748,13 @@ impl EmailMediator {
     /// Look at the folder: the next plexus mail from the peer, if any.
     fn scan(&mut self) -> Result<Option<Incoming>, MediatorError> {
         loop {
-            match self.scan_once()? {
+            let r = self.scan_once();
+            if let Some(i) = self.imap.as_mut() {
+                // Untagged EXISTS/EXPUNGE/FETCH updates are not needed (we search by UID);
+                // drop them so a long wait does not pile them up.
+                i.session.take_all_unsolicited().for_each(drop);
+            }
+            match r? {
                 Scan::Found(m) => return Ok(Some(m)),
                 Scan::Nothing => return Ok(None),
                 Scan::Quarantine(uid, folder) => self.move_to(uid, &folder)?,
@@ -845,6 +855,7 @@ impl EmailMediator {
         let use_idle = self.settings.use_idle;
         let poll = self.settings.poll_interval;
         let idle_max = self.settings.idle_timeout;
+        let io_timeout = self.settings.io_timeout;
         let Some(imap) = self.imap.as_mut() else {
             return Ok(());
         };
@@ -853,13 +864,28 @@ impl EmailMediator {
             return Ok(());
         }
         if use_idle && imap.idle {
-            let mut h = imap.session.idle();
-            h.timeout(left.min(idle_max).max(Duration::from_millis(10)))
-                .keepalive(false);
-            match h.wait_while(imap::extensions::idle::stop_on_any) {
-                Ok(WaitOutcome::MailboxChanged) => debug!("email: IDLE: folder changed"),
-                Ok(WaitOutcome::TimedOut) => {}
-                Err(e) => return Err(imap_err(&hp, "IDLE", e)),
+            let outcome = {
+                let mut h = imap.session.idle();
+                h.timeout(left.min(idle_max).max(Duration::from_millis(10)))
+                    .keepalive(false);
+                // imap 3.0-alpha panics (unreachable!) if the server refuses IDLE after
+                // announcing it: turn that into an error instead of taking the host down.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    h.wait_while(imap::extensions::idle::stop_on_any)
+                }))
+            };
+            // wait_while leaves the socket without a read timeout; a hung server must not
+            // block later commands forever.
+            imap.tcp.set_read_timeout(Some(io_timeout))?;
+            match outcome {
+                Ok(Ok(WaitOutcome::MailboxChanged)) => debug!("email: IDLE: folder changed"),
+                Ok(Ok(WaitOutcome::TimedOut)) => {}
+                Ok(Err(e)) => return Err(imap_err(&hp, "IDLE", e)),
+                Err(_) => {
+                    return Err(MediatorError::Unreachable(format!(
+                        "IMAP server {hp} answered IDLE unexpectedly; reconnecting"
+                    )))
+                }
             }
             Ok(())
         } else {

@@ -460,11 +460,42 @@ fn mail_wrong_password_and_missing_ca_are_clear_errors() {
             }
             other => panic!("expected MediatorError::Auth, got {other:?}"),
         }
+        // The same through SMTP submission (sender-only mediator, no IMAP session).
+        for (mode, port) in [
+            (SmtpMode::ImplicitTls, mail.smtps_port),
+            (SmtpMode::StartTls, mail.submission_port),
+        ] {
+            let mut s = settings(mail, dave, alice);
+            s.password = Secret::new("not-the-password");
+            s.smtp_mode = mode;
+            s.smtp_port = port;
+            let mut m = EmailMediator::new(s).unwrap();
+            match m.send(&alice.address, b"\x30\x03\x02\x01\x00") {
+                Err(MediatorError::Auth(m)) => {
+                    println!("wrong password ({mode:?}): {m}");
+                    assert!(m.contains(&dave.login), "names the account: {m}");
+                    assert!(m.contains(&format!("{}:{port}", mail.ip)), "{m}");
+                }
+                other => panic!("expected MediatorError::Auth from SMTP, got {other:?}"),
+            }
+        }
         let mut s = settings(mail, dave, alice);
         s.ca_file = None;
         match EmailMediator::connect(s) {
             Err(MediatorError::Config(m)) => {
                 println!("no CA: {m}");
+                assert!(m.contains("ca_file"), "says to pass the CA file: {m}");
+            }
+            other => panic!("expected MediatorError::Config about the CA, got {other:?}"),
+        }
+        let mut s = settings(mail, dave, alice);
+        s.ca_file = None;
+        match EmailMediator::new(s)
+            .unwrap()
+            .send(&alice.address, b"\x30\x00")
+        {
+            Err(MediatorError::Config(m)) => {
+                println!("no CA (SMTP): {m}");
                 assert!(m.contains("ca_file"), "says to pass the CA file: {m}");
             }
             other => panic!("expected MediatorError::Config about the CA, got {other:?}"),

@@ -634,18 +634,24 @@ impl EmailMediator {
     /// Check the settings, load the TLS material and log in to the IMAP server once, so
     /// that a wrong password or CA is reported now.
     pub fn connect(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
+        let mut m = EmailMediator::new(settings)?;
+        m.imap = Some(m.open_imap()?);
+        Ok(m)
+    }
+
+    /// Check the settings and load the TLS material without any network traffic; the
+    /// IMAP session is opened by the first `receive` (a sender-only use never opens it).
+    pub fn new(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
         settings.validate()?;
         let tls = TlsMaterial::load(&settings)?;
-        let mut m = EmailMediator {
+        Ok(EmailMediator {
             settings,
             tls,
             imap: None,
             pending: HashSet::new(),
             refused: HashSet::new(),
             done: HashSet::new(),
-        };
-        m.imap = Some(m.open_imap()?);
-        Ok(m)
+        })
     }
 
     /// Whether the current IMAP session waits with IDLE (false: polling).

@@ -82,6 +82,15 @@ start() {
     stop "$sd"
 
     chmod o+x "$sd"
+    # The daemons' unprivileged users must traverse every directory above their files.
+    d=$(dirname "$sd")
+    while [ "$d" != / ]; do
+        case $(stat -c %a "$d") in
+        *[1357]) ;;
+        *) die "$d is not traversable by other users (o+x); the postfix, dovecot and mail users need to reach $m" ;;
+        esac
+        d=$(dirname "$d")
+    done
     mkdir -p "$m/tls" "$m/postfix/etc" "$m/postfix/queue" "$m/postfix/data" "$m/dovecot/run" \
         "$m/dovecot/state" "$m/vmail"
     chmod 0755 "$m" "$m/postfix" "$m/postfix/etc" "$m/dovecot"
@@ -110,7 +119,7 @@ start() {
 # plexus lab dovecot: everything under $m
 base_dir = $m/dovecot/run
 state_dir = $m/dovecot/state
-instance_name = plexus-lab-$(basename "$sd")
+instance_name = plexus-lab-$ns
 log_path = $m/dovecot.log
 info_log_path = $m/dovecot.log
 protocols = imap lmtp

@@ -1364,6 +1364,29 @@ mod tests {
         assert!(unwrap(b"\x00\x01\x02garbage", PEER, DEFAULT_MAX_MESSAGE_SIZE).is_err());
     }
 
+    /// Every truncation and many byte flips of a valid mail: an error or a result,
+    /// never a panic (the mailbox is untrusted input).
+    #[test]
+    fn damaged_mail_never_panics() {
+        let mail = wrap(PEER, ME, &sample(200), t0()).unwrap();
+        for cut in 0..mail.len() {
+            let _ = unwrap(&mail[..cut], PEER, DEFAULT_MAX_MESSAGE_SIZE);
+            let _ = classify_headers(&mail[..cut], PEER);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut m = mail.clone();
+            let i = (x as usize) % m.len();
+            m[i] = (x >> 32) as u8;
+            if let Ok(u) = unwrap(&m, PEER, DEFAULT_MAX_MESSAGE_SIZE) {
+                assert_eq!(u.from.to_ascii_lowercase(), PEER);
+            }
+        }
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (plain, enc) in [

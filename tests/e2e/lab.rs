@@ -136,6 +136,8 @@ struct LabJson {
     state_dir: PathBuf,
     extra_routers: u32,
     start_ms: u64,
+    #[serde(default)]
+    netns: Vec<String>,
     stun: Stun,
     sites: BTreeMap<String, Site>,
     mail: Option<serde_json::Value>,
@@ -150,6 +152,8 @@ pub struct Lab {
     pub extra_routers: u32,
     /// How long `lab.sh up` took to build it, in ms (from lab.json).
     pub start_ms: u64,
+    /// Every namespace of the lab.
+    pub netns: Vec<String>,
     pub stun: Stun,
     pub sites: BTreeMap<String, Site>,
     pub mail: Option<Mail>,
@@ -277,6 +281,7 @@ impl Lab {
             state_dir: raw.state_dir,
             extra_routers: raw.extra_routers,
             start_ms: raw.start_ms,
+            netns: raw.netns,
             stun: raw.stun,
             sites: raw.sites,
             mail,

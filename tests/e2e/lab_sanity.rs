@@ -166,6 +166,19 @@ fn nothing_routes_out_of_the_lab() {
             || (i.starts_with('s') || i.starts_with("lan"))
                 && i[1..].trim_start_matches("an").parse::<u32>().is_ok()
     };
+    assert_eq!(
+        {
+            let mut a = netns_of(&lab.name);
+            a.sort();
+            a
+        },
+        {
+            let mut b = lab.netns.clone();
+            b.sort();
+            b
+        },
+        "lab.json lists exactly the lab's namespaces"
+    );
     for ns in netns_of(&lab.name) {
         let out = Command::new("ip")
             .args(["-n", &ns, "-o", "link"])

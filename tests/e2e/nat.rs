@@ -351,3 +351,73 @@ fn hairpin_site_translates_both_ways() {
         "the hairpinned packet comes from h2's public endpoint"
     );
 }
+
+/// The lab's filtering, probed directly with sockets in the STUN namespace:
+/// which remote endpoints get through to a mapping, and that address-restricted
+/// filtering is per mapping (a second socket of the same host that only talked to
+/// another address is not opened by the first socket's traffic).
+fn filtering_matrix(lab: &Lab, site: &str) -> [bool; 4] {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+    let _c = lab.claim(&[site]);
+    let s = lab.site(site);
+    let (ip3, ip4) = (lab.stun.ips[0], lab.stun.ips[1]);
+    let bind = |ip| move || UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap();
+    let (r1, r1b, r2) = (
+        lab.in_ns(&lab.stun.netns, bind(ip3)),
+        lab.in_ns(&lab.stun.netns, bind(ip3)),
+        lab.in_ns(&lab.stun.netns, bind(ip4)),
+    );
+    let h = lab.in_ns(&s.host_netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    let h2 = lab.in_ns(&s.host_netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    for sock in [&r1, &r1b, &r2, &h, &h2] {
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    // Open the mappings: h -> r1, h2 -> r2; learn the public endpoints.
+    let learn = |from: &UdpSocket, to: &UdpSocket| -> SocketAddr {
+        for _ in 0..5 {
+            from.send_to(b"out", to.local_addr().unwrap()).unwrap();
+            if let Ok((_, public)) = to.recv_from(&mut [0u8; 16]) {
+                return public;
+            }
+        }
+        panic!("{site}: outbound packet never reached the STUN namespace");
+    };
+    let pub1 = learn(&h, &r1);
+    let pub2 = learn(&h2, &r2);
+    let reaches = |from: &UdpSocket, to: SocketAddr, at: &UdpSocket, buf: &mut [u8]| {
+        (0..3).any(|_| {
+            from.send_to(b"in", to).unwrap();
+            at.recv_from(buf).is_ok()
+        })
+    };
+    [
+        reaches(&r1, pub1, &h, &mut buf),  // the endpoint h sent to
+        reaches(&r1b, pub1, &h, &mut buf), // same address, other port
+        reaches(&r2, pub1, &h, &mut buf),  // other address
+        reaches(&r1, pub2, &h2, &mut buf), // h2's mapping, from h's peer
+    ]
+}
+
+#[test]
+fn filtering_full_cone_lets_everything_in() {
+    let lab = lab_or_skip!();
+    assert_eq!(filtering_matrix(lab, "b-full"), [true, true, true, true]);
+}
+
+#[test]
+fn filtering_address_restricted_is_per_mapping() {
+    let lab = lab_or_skip!();
+    assert_eq!(
+        filtering_matrix(lab, "b-address"),
+        [true, true, false, false]
+    );
+}
+
+#[test]
+fn filtering_port_restricted_needs_address_and_port() {
+    let lab = lab_or_skip!();
+    assert_eq!(filtering_matrix(lab, "b-port"), [true, false, false, false]);
+}

@@ -385,6 +385,7 @@ EOF
     local owner_pid; owner_pid=$(awk '{print $1}' "$st/owner")
     cat >"$st/lab.json.tmp" <<EOF
 {"name":"$name","state_dir":"$st","owner_pid":$owner_pid,"extra_routers":$extra,"start_ms":$ms,
+"netns":[$(sed 's/.*/"&"/' "$st/netns" | paste -sd,)],
 "inet":{"netns":"$inet"},
 "stun":{"netns":"$stun","ips":["203.0.113.3","203.0.113.4"],"port":3478,"alt_port":3479},
 "sites":{${sites_json%,}},

@@ -6,5 +6,6 @@
 mod lab;
 
 mod lab_sanity;
+mod mail;
 mod nat;
 mod ttl;

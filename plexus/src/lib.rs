@@ -5,7 +5,11 @@
 //! - [`nat`]: NAT behaviour discovery (RFC 5780 §4.3/§4.4 plus hairpin).
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
 //! - [`executor`]: the trait for what runs on the punched path.
+//! - [`identity`]: peer ids, certificates and keys (`plexus cert new`).
+//! - [`rendezvous`]: the invite/accept message, S/MIME sealing and replay protection.
 
 pub mod executor;
+pub mod identity;
 pub mod mediator;
 pub mod nat;
+pub mod rendezvous;

@@ -1,0 +1,581 @@
+//! Sealing and opening rendezvous messages with S/MIME (OpenSSL).
+//!
+//! Seal: encode the message, sign it with the host's key (PKCS#7 signed-data, opaque, the
+//! signer certificate included) and write that as an S/MIME entity
+//! (`application/pkcs7-mime; smime-type=signed-data`); then encrypt the entity to the
+//! peer's certificate (CMS enveloped-data, AES-256-CBC) and return its DER. So
+//! `openssl smime -decrypt` (RSA) or `openssl cms -decrypt` (RSA and EC) followed by
+//! `openssl smime -verify` reads it, and so does a mail client holding the key.
+//!
+//! CMS is used for the encryption because PKCS#7 cannot encrypt to EC keys (ECDH key
+//! agreement exists only in CMS); for RSA recipients the output is the same structure
+//! PKCS#7 tools read.
+//!
+//! Open: decrypt with the host key, verify the signature against the peer certificate
+//! pinned in the profile (the exact certificate, compared by DER; and its chain to the CA
+//! when one is configured), then check the ids, the time and the replay state.
+
+use std::fmt;
+
+use log::warn;
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::error::ErrorStack;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509StoreContext, X509};
+
+use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
+use super::replay::{ReplayError, ReplayGuard};
+use crate::identity::{fingerprint_sha256, wipe, Identity, PeerCert, PeerId};
+
+/// Largest sealed message accepted: a sealed 4 KiB message with an RSA-4096 signer
+/// certificate and chain is ~16 KiB; anything much bigger is not ours.
+pub const MAX_SEALED: usize = 64 * 1024;
+/// Default freshness window: messages older than this are refused.
+pub const DEFAULT_MAX_AGE: u64 = 600;
+/// Default allowance for the sender's clock being ahead of ours.
+pub const DEFAULT_MAX_SKEW: u64 = 120;
+
+const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+const OID_SIGNED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+const OID_ENVELOPED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
+
+// OpenSSL library and reason codes (openssl/err.h, cmserr.h, pkcs7err.h).
+const LIB_PKCS7: i32 = 33;
+const LIB_CMS: i32 = 46;
+const CMS_R_NO_MATCHING_RECIPIENT: i32 = 132;
+const PKCS7_R_DIGEST_FAILURE: i32 = 101;
+const PKCS7_R_SIGNATURE_FAILURE: i32 = 105;
+const PKCS7_R_CERTIFICATE_VERIFY_ERROR: i32 = 117;
+const PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND: i32 = 128;
+
+/// How old and how far ahead a message may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Seconds a message stays acceptable after its timestamp.
+    pub max_age: u64,
+    /// Seconds a message's timestamp may be ahead of our clock.
+    pub max_skew: u64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            max_age: DEFAULT_MAX_AGE,
+            max_skew: DEFAULT_MAX_SKEW,
+        }
+    }
+}
+
+/// Errors while sealing.
+#[derive(Debug)]
+pub enum SealError {
+    /// The message's `from`/`to` are not this host and the configured peer.
+    WrongIds {
+        from: String,
+        to: String,
+        host: String,
+        peer: String,
+    },
+    /// The message cannot be encoded (see the inner error).
+    Message(MessageError),
+    /// OpenSSL failed to sign or encrypt.
+    Crypto(String),
+}
+
+impl fmt::Display for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SealError::WrongIds { from, to, host, peer } => write!(
+                f,
+                "refusing to seal a message from {from} to {to}: this envelope is for {host} to {peer}"
+            ),
+            SealError::Message(e) => write!(f, "cannot encode the rendezvous message: {e}"),
+            SealError::Crypto(m) => write!(f, "OpenSSL failed to sign or encrypt: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SealError {}
+
+/// Why a sealed message was refused. Each has its own message saying what was wrong.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Larger than [`MAX_SEALED`] bytes.
+    Oversized { len: usize },
+    /// Not DER-encoded S/MIME (CMS/PKCS#7) at all.
+    NotSmime(String),
+    /// DER that ends before its declared length.
+    Truncated { have: usize, need: usize },
+    /// S/MIME signed but not encrypted: rendezvous content must never travel in clear.
+    NotEncrypted,
+    /// Encrypted, but not to this host's certificate.
+    NotForUs,
+    /// Decryption failed: the ciphertext was altered or damaged.
+    DecryptFailed(String),
+    /// The decrypted content carries no S/MIME signature.
+    Unsigned,
+    /// Signed by a certificate other than the one pinned for the peer.
+    WrongSigner { found: String },
+    /// The signature does not verify: the content was altered after signing.
+    BadSignature(String),
+    /// The pinned certificate does not chain to the configured CA.
+    CaChain(String),
+    /// The signed content is not a valid rendezvous message.
+    Malformed(MessageError),
+    /// The signed sender id is not the configured peer.
+    SenderMismatch { expected: PeerId, found: PeerId },
+    /// The signed recipient id is not this host.
+    RecipientMismatch { expected: PeerId, found: PeerId },
+    /// Older than the freshness window.
+    Stale { age: u64, max_age: u64 },
+    /// Timestamped further ahead than the allowed clock skew.
+    FromFuture { ahead: u64, max_skew: u64 },
+    /// Already accepted once.
+    Replayed { kind: Kind, session: SessionId },
+    /// The replay state could not be read or written (the message was not accepted).
+    ReplayState(ReplayError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Oversized { len } => write!(f, "sealed message is {len} bytes, more than the {MAX_SEALED} allowed; not a plexus message"),
+            OpenError::NotSmime(d) => write!(f, "not an S/MIME (DER CMS/PKCS#7) message: {d}"),
+            OpenError::Truncated { have, need } => write!(f, "sealed message is truncated: {have} bytes of {need}; it was cut in transit"),
+            OpenError::NotEncrypted => write!(f, "message is not encrypted (S/MIME signed-data only); plexus refuses rendezvous content sent in clear"),
+            OpenError::NotForUs => write!(f, "message is not encrypted to this host's certificate; it was sealed for someone else, or the peer pinned an old certificate of ours"),
+            OpenError::DecryptFailed(d) => write!(f, "decryption failed, the ciphertext was altered or damaged: {d}"),
+            OpenError::Unsigned => write!(f, "decrypted content is not S/MIME signed; plexus only accepts messages signed by the pinned peer certificate"),
+            OpenError::WrongSigner { found } => write!(f, "message is signed by another key ({found}), not by the certificate pinned for the peer"),
+            OpenError::BadSignature(d) => write!(f, "signature does not verify, the content was altered: {d}"),
+            OpenError::CaChain(d) => write!(f, "the signer certificate does not chain to the configured CA: {d}"),
+            OpenError::Malformed(e) => write!(f, "signed content is not a valid rendezvous message: {e}"),
+            OpenError::SenderMismatch { expected, found } => write!(f, "signed sender id is {found}, but the peer is {expected}"),
+            OpenError::RecipientMismatch { expected, found } => write!(f, "signed recipient id is {found}, but this host is {expected}"),
+            OpenError::Stale { age, max_age } => write!(f, "message is {age} s old, older than the {max_age} s window; ask the peer to send a new one"),
+            OpenError::FromFuture { ahead, max_skew } => write!(f, "message is dated {ahead} s in the future (more than the {max_skew} s skew allowed); check both clocks"),
+            OpenError::Replayed { kind, session } => write!(f, "replayed message: {kind} {session} was already accepted"),
+            OpenError::ReplayState(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+fn has_reason(e: &ErrorStack, lib: i32, reason: i32) -> bool {
+    e.errors()
+        .iter()
+        .any(|x| x.library_code() == lib && x.reason_code() == reason)
+}
+
+/// Read a DER tag-length header at the start of `b`: (header length, content length).
+fn der_header(b: &[u8]) -> Option<(usize, usize)> {
+    let first = *b.get(1)?;
+    if first < 0x80 {
+        return Some((2, first as usize));
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 || n > 4 || b.len() < 2 + n {
+        return None;
+    }
+    let len = b[2..2 + n]
+        .iter()
+        .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+    Some((2 + n, len))
+}
+
+/// Classify the outer DER before handing it to OpenSSL: garbage, truncated, or the
+/// content type OID of a ContentInfo.
+fn content_type(b: &[u8]) -> Result<&[u8], OpenError> {
+    if b.first() != Some(&0x30) {
+        return Err(OpenError::NotSmime(
+            "does not start with a DER SEQUENCE".into(),
+        ));
+    }
+    let (h, len) = der_header(b).ok_or_else(|| {
+        if b.len() < 6 {
+            OpenError::Truncated {
+                have: b.len(),
+                need: 6,
+            }
+        } else {
+            OpenError::NotSmime("bad DER length".into())
+        }
+    })?;
+    let need = h.saturating_add(len);
+    if b.len() < need {
+        return Err(OpenError::Truncated {
+            have: b.len(),
+            need,
+        });
+    }
+    if b.len() > need {
+        return Err(OpenError::NotSmime(format!(
+            "{} bytes after the DER structure",
+            b.len() - need
+        )));
+    }
+    let inner = &b[h..];
+    if inner.first() != Some(&0x06) {
+        return Err(OpenError::NotSmime("no content type".into()));
+    }
+    let (oh, olen) =
+        der_header(inner).ok_or_else(|| OpenError::NotSmime("bad content type".into()))?;
+    inner
+        .get(oh..oh + olen)
+        .ok_or_else(|| OpenError::NotSmime("bad content type".into()))
+}
+
+/// A buffer holding decrypted or to-be-encrypted plaintext, wiped on drop.
+struct Plain(Vec<u8>);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+enum Mode {
+    Smime {
+        host: Identity,
+        peer: PeerCert,
+        ca: Option<X509Store>,
+    },
+    InsecurePlaintext,
+}
+
+/// Seals messages to the configured peer and opens messages from it.
+pub struct Envelope {
+    host_id: PeerId,
+    peer_id: PeerId,
+    mode: Mode,
+    freshness: Freshness,
+    replay: ReplayGuard,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.mode {
+            Mode::Smime { ca, .. } => {
+                if ca.is_some() {
+                    "s/mime, pinned + CA"
+                } else {
+                    "s/mime, pinned"
+                }
+            }
+            Mode::InsecurePlaintext => "INSECURE PLAINTEXT",
+        };
+        f.debug_struct("Envelope")
+            .field("host", &self.host_id)
+            .field("peer", &self.peer_id)
+            .field("mode", &mode)
+            .field("freshness", &self.freshness)
+            .finish()
+    }
+}
+
+impl Envelope {
+    /// S/MIME envelope between `host` and the pinned `peer`. With `ca`, the peer's
+    /// certificate must chain to it (checked now, and again on every message).
+    pub fn new(
+        host: Identity,
+        peer: PeerCert,
+        ca: Option<&[X509]>,
+        freshness: Freshness,
+        replay: ReplayGuard,
+    ) -> Result<Envelope, OpenError> {
+        let ca = match ca {
+            None => None,
+            Some(certs) => {
+                let store = build_store(certs).map_err(|e| OpenError::CaChain(e.to_string()))?;
+                check_chain(&store, peer.cert())?;
+                Some(store)
+            }
+        };
+        Ok(Envelope {
+            host_id: host.id().clone(),
+            peer_id: peer.id().clone(),
+            mode: Mode::Smime { host, peer, ca },
+            freshness,
+            replay,
+        })
+    }
+
+    /// INSECURE: no signature, no encryption; the message travels readable by anyone on
+    /// the channel, and anyone can forge one. Ids, freshness and replays are still
+    /// checked. Only for `--insecure-plaintext`; every message sealed or opened logs a
+    /// warning.
+    pub fn insecure_plaintext(
+        host: PeerId,
+        peer: PeerId,
+        freshness: Freshness,
+        replay: ReplayGuard,
+    ) -> Envelope {
+        warn!("INSECURE: rendezvous messages with {peer} are neither signed nor encrypted (--insecure-plaintext)");
+        Envelope {
+            host_id: host,
+            peer_id: peer,
+            mode: Mode::InsecurePlaintext,
+            freshness,
+            replay,
+        }
+    }
+
+    /// Whether this envelope is the insecure plaintext one.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self.mode, Mode::InsecurePlaintext)
+    }
+
+    /// This host's id.
+    pub fn host_id(&self) -> &PeerId {
+        &self.host_id
+    }
+
+    /// The peer's id.
+    pub fn peer_id(&self) -> &PeerId {
+        &self.peer_id
+    }
+
+    /// Sign and encrypt `msg` (which must be from this host to the peer); DER bytes out.
+    pub fn seal(&self, msg: &Rendezvous) -> Result<Vec<u8>, SealError> {
+        if msg.from != self.host_id || msg.to != self.peer_id {
+            return Err(SealError::WrongIds {
+                from: msg.from.to_string(),
+                to: msg.to.to_string(),
+                host: self.host_id.to_string(),
+                peer: self.peer_id.to_string(),
+            });
+        }
+        let plain = Plain(msg.encode().map_err(SealError::Message)?);
+        match &self.mode {
+            Mode::InsecurePlaintext => {
+                warn!(
+                    "INSECURE: sending {} {} to {} in PLAINTEXT (--insecure-plaintext): anyone on the channel can read its endpoints and secret",
+                    msg.kind, msg.session, self.peer_id
+                );
+                Ok(plain.0.clone())
+            }
+            Mode::Smime { host, peer, .. } => {
+                seal_smime(host, peer, &plain.0).map_err(|e| SealError::Crypto(e.to_string()))
+            }
+        }
+    }
+
+    /// Decrypt, verify and check a sealed message received at `now` (unix seconds). On
+    /// success the message is remembered, so the same message is refused next time.
+    pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Rendezvous, OpenError> {
+        if sealed.len() > MAX_SEALED {
+            return Err(OpenError::Oversized { len: sealed.len() });
+        }
+        let msg = match &self.mode {
+            Mode::InsecurePlaintext => {
+                warn!(
+                    "INSECURE: opening a PLAINTEXT rendezvous message claiming to be from {} (--insecure-plaintext): it is not authenticated",
+                    self.peer_id
+                );
+                Rendezvous::decode(sealed).map_err(OpenError::Malformed)?
+            }
+            Mode::Smime { host, peer, ca } => open_smime(host, peer, ca.as_ref(), sealed)?,
+        };
+        if msg.from != self.peer_id {
+            return Err(OpenError::SenderMismatch {
+                expected: self.peer_id.clone(),
+                found: msg.from,
+            });
+        }
+        if msg.to != self.host_id {
+            return Err(OpenError::RecipientMismatch {
+                expected: self.host_id.clone(),
+                found: msg.to,
+            });
+        }
+        let f = self.freshness;
+        if msg.time > now.saturating_add(f.max_skew) {
+            return Err(OpenError::FromFuture {
+                ahead: msg.time - now,
+                max_skew: f.max_skew,
+            });
+        }
+        if now > msg.time.saturating_add(f.max_age) {
+            return Err(OpenError::Stale {
+                age: now - msg.time,
+                max_age: f.max_age,
+            });
+        }
+        // Entries are kept for max_age + max_skew: a message dated ahead stays acceptable
+        // that much longer.
+        let keep = f.max_age.saturating_add(f.max_skew);
+        self.replay
+            .check_and_record(msg.kind, &msg.from, msg.session, msg.time, now, keep)
+            .map_err(|e| match e {
+                ReplayError::Replayed { kind, session, .. } => {
+                    OpenError::Replayed { kind, session }
+                }
+                other => OpenError::ReplayState(other),
+            })?;
+        Ok(msg)
+    }
+}
+
+fn build_store(certs: &[X509]) -> Result<X509Store, ErrorStack> {
+    let mut b = X509StoreBuilder::new()?;
+    for c in certs {
+        b.add_cert(c.clone())?;
+    }
+    Ok(b.build())
+}
+
+fn check_chain(store: &X509Store, cert: &X509) -> Result<(), OpenError> {
+    let chain = Stack::new().map_err(|e| OpenError::CaChain(e.to_string()))?;
+    let mut ctx = X509StoreContext::new().map_err(|e| OpenError::CaChain(e.to_string()))?;
+    let res = ctx
+        .init(store, cert, &chain, |c| {
+            let ok = c.verify_cert()?;
+            Ok(if ok {
+                Ok(())
+            } else {
+                Err(c.error().error_string().to_string())
+            })
+        })
+        .map_err(|e| OpenError::CaChain(e.to_string()))?;
+    res.map_err(|reason| {
+        OpenError::CaChain(format!(
+            "pinned certificate {}: {reason}",
+            fingerprint_sha256(cert)
+        ))
+    })
+}
+
+fn seal_smime(host: &Identity, peer: &PeerCert, plain: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+    let no_extra = Stack::new()?;
+    // BINARY: sign the bytes as they are (no CRLF translation); opaque (not detached):
+    // the content travels inside the signature.
+    let flags = Pkcs7Flags::BINARY;
+    let signed = Pkcs7::sign(host.cert(), host.key(), &no_extra, plain, flags)?;
+    let entity = Plain(signed.to_smime(plain, flags)?);
+    let mut to = Stack::new()?;
+    to.push(peer.cert().clone())?;
+    let env = CmsContentInfo::encrypt(&to, &entity.0, Cipher::aes_256_cbc(), CMSOptions::BINARY)?;
+    env.to_der()
+}
+
+fn open_smime(
+    host: &Identity,
+    peer: &PeerCert,
+    ca: Option<&X509Store>,
+    sealed: &[u8],
+) -> Result<Rendezvous, OpenError> {
+    match content_type(sealed)? {
+        t if t == OID_ENVELOPED => {}
+        t if t == OID_SIGNED => return Err(OpenError::NotEncrypted),
+        t if t == OID_DATA => return Err(OpenError::NotEncrypted),
+        _ => return Err(OpenError::NotSmime("not CMS enveloped-data".into())),
+    }
+    let env = CmsContentInfo::from_der(sealed).map_err(|e| OpenError::NotSmime(e.to_string()))?;
+    let inner = Plain(env.decrypt(host.key(), host.cert()).map_err(|e| {
+        if has_reason(&e, LIB_CMS, CMS_R_NO_MATCHING_RECIPIENT) {
+            OpenError::NotForUs
+        } else {
+            OpenError::DecryptFailed(e.to_string())
+        }
+    })?);
+    if inner.0.len() > MAX_SEALED {
+        return Err(OpenError::Oversized { len: inner.0.len() });
+    }
+
+    let (p7, detached) = match Pkcs7::from_smime(&inner.0) {
+        Ok(v) => v,
+        // Text that is not S/MIME is an unsigned message; binary noise means the
+        // ciphertext was altered and still happened to decrypt with valid padding.
+        Err(_)
+            if inner
+                .0
+                .iter()
+                .all(|&b| b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b)) =>
+        {
+            return Err(OpenError::Unsigned)
+        }
+        Err(e) => {
+            return Err(OpenError::DecryptFailed(format!(
+                "decrypted content is not S/MIME ({e})"
+            )))
+        }
+    };
+    if p7.signed().is_none() {
+        return Err(OpenError::Unsigned);
+    }
+    // The signer must be exactly the pinned certificate (when the message carries it).
+    let none: Stack<X509> = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    if let Ok(signers) = p7.signers(&none, Pkcs7Flags::empty()) {
+        let pinned = peer
+            .cert()
+            .to_der()
+            .map_err(|e| OpenError::BadSignature(e.to_string()))?;
+        for s in &signers {
+            if s.to_der().ok().as_deref() != Some(&pinned[..]) {
+                return Err(OpenError::WrongSigner { found: describe(s) });
+            }
+        }
+    }
+    let mut pinned = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    pinned
+        .push(peer.cert().clone())
+        .map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    // NOINTERN: only the pinned certificate may be the signer, whatever the message carries.
+    let mut flags = Pkcs7Flags::NOINTERN;
+    let empty_store;
+    let store = match ca {
+        Some(s) => s,
+        None => {
+            // Pinned only: the pinned certificate is the trust; no chain to build.
+            flags |= Pkcs7Flags::NOVERIFY;
+            empty_store = X509StoreBuilder::new()
+                .map_err(|e| OpenError::BadSignature(e.to_string()))?
+                .build();
+            &empty_store
+        }
+    };
+    let mut content = Vec::new();
+    let verified = p7.verify(
+        &pinned,
+        store,
+        detached.as_deref(),
+        Some(&mut content),
+        flags,
+    );
+    let content = Plain(content);
+    verified.map_err(|e| {
+        if has_reason(&e, LIB_PKCS7, PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND) {
+            OpenError::WrongSigner {
+                found: "a certificate not included in the message".into(),
+            }
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_CERTIFICATE_VERIFY_ERROR) {
+            OpenError::CaChain(e.to_string())
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_DIGEST_FAILURE)
+            || has_reason(&e, LIB_PKCS7, PKCS7_R_SIGNATURE_FAILURE)
+        {
+            OpenError::BadSignature("digest or signature mismatch".into())
+        } else {
+            OpenError::BadSignature(e.to_string())
+        }
+    })?;
+    if content.0.len() > MAX_ENCODED {
+        return Err(OpenError::Malformed(MessageError::TooLarge {
+            len: content.0.len(),
+        }));
+    }
+    Rendezvous::decode(&content.0).map_err(OpenError::Malformed)
+}
+
+fn describe(cert: &openssl::x509::X509Ref) -> String {
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "no CN".into());
+    format!("CN={:?}, SHA-256 {}", cn, fingerprint_sha256(cert))
+}

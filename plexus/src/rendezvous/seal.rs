@@ -567,6 +567,23 @@ fn open_smime(
             len: content.0.len(),
         }));
     }
+    // Text signed in S/MIME canonical form (as mail clients and `openssl smime -sign`
+    // without -binary do, and as multipart/signed forces) has CRLF line ends; the
+    // message format has LF. A lone CR stays and is refused by the decoder.
+    let content = if content.0.windows(2).any(|w| w == b"\r\n") {
+        let mut lf = Vec::with_capacity(content.0.len());
+        let mut i = 0;
+        while i < content.0.len() {
+            if content.0[i] == b'\r' && content.0.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            lf.push(content.0[i]);
+            i += 1;
+        }
+        Plain(lf)
+    } else {
+        content
+    };
     Rendezvous::decode(&content.0).map_err(OpenError::Malformed)
 }
 
@@ -578,4 +595,469 @@ fn describe(cert: &openssl::x509::X509Ref) -> String {
         .and_then(|e| e.data().to_string().ok())
         .unwrap_or_else(|| "no CN".into());
     format!("CN={:?}, SHA-256 {}", cn, fingerprint_sha256(cert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::DemoCerts;
+    use crate::rendezvous::message::NatFacts;
+    use std::process::{Command, Stdio};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn envelope(demo: &DemoCerts, host: &str, peer: &str) -> Envelope {
+        Envelope::new(
+            demo.identity(host),
+            demo.peer(peer),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap()
+    }
+
+    fn invite(from: &str, to: &str) -> Rendezvous {
+        Rendezvous::invite(
+            DemoCerts::id(from),
+            DemoCerts::id(to),
+            NOW,
+            vec!["198.51.100.4:41000".parse().unwrap()],
+            vec!["10.1.0.2:41000".parse().unwrap()],
+            NatFacts {
+                nat: true,
+                ..NatFacts::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Sign with `signer`'s key and encrypt to `to`'s certificate whatever the ids say.
+    fn forge(demo: &DemoCerts, signer: &str, to: &str, msg: &Rendezvous) -> Vec<u8> {
+        seal_smime(
+            &demo.identity(signer),
+            &demo.peer(to),
+            &msg.encode().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn encrypt_raw(demo: &DemoCerts, to: &str, data: &[u8]) -> Vec<u8> {
+        let mut st = Stack::new().unwrap();
+        st.push(demo.peer(to).cert().clone()).unwrap();
+        CmsContentInfo::encrypt(&st, data, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+            .unwrap()
+            .to_der()
+            .unwrap()
+    }
+
+    #[test]
+    fn round_trip_rsa_and_ec() {
+        let demo = DemoCerts::new("seal-rt");
+        // alice and carol are RSA, bob is EC: cover RSA→RSA, RSA→EC, EC→RSA.
+        for (from, to) in [("alice", "carol"), ("alice", "bob"), ("bob", "alice")] {
+            let sender = envelope(&demo, from, to);
+            let mut receiver = envelope(&demo, to, from);
+            let msg = invite(from, to);
+            let sealed = sender.seal(&msg).unwrap();
+            assert!(
+                !sealed.windows(20).any(|w| w == b"PLEXUS-RENDEZVOUS 1\n"),
+                "plaintext leaked"
+            );
+            let opened = receiver.open(&sealed, NOW + 5).unwrap();
+            assert_eq!(opened, msg, "{from} -> {to}");
+            let accept =
+                Rendezvous::accept(&opened, NOW + 6, vec![], vec![], NatFacts::default()).unwrap();
+            let back = receiver.seal(&accept).unwrap();
+            let mut sender = sender;
+            assert_eq!(sender.open(&back, NOW + 7).unwrap(), accept);
+        }
+    }
+
+    #[test]
+    fn seal_refuses_ids_that_are_not_ours() {
+        let demo = DemoCerts::new("seal-ids");
+        let env = envelope(&demo, "alice", "bob");
+        assert!(matches!(
+            env.seal(&invite("alice", "carol")),
+            Err(SealError::WrongIds { .. })
+        ));
+        assert!(matches!(
+            env.seal(&invite("bob", "alice")),
+            Err(SealError::WrongIds { .. })
+        ));
+    }
+
+    #[test]
+    fn each_bad_input_has_its_own_error() {
+        let demo = DemoCerts::new("seal-bad");
+        let alice = envelope(&demo, "alice", "bob");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let msg = invite("alice", "bob");
+        let good = alice.seal(&msg).unwrap();
+
+        // Garbage, truncated DER, oversized input.
+        assert!(matches!(
+            bob.open(b"hello, this is not S/MIME", NOW),
+            Err(OpenError::NotSmime(_))
+        ));
+        assert!(matches!(bob.open(b"", NOW), Err(OpenError::NotSmime(_))));
+        let e = bob.open(&good[..good.len() / 2], NOW).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Truncated { need, .. } if need == good.len()),
+            "{e}"
+        );
+        assert!(matches!(
+            bob.open(&good[..3], NOW),
+            Err(OpenError::Truncated { .. })
+        ));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            bob.open(&trailing, NOW),
+            Err(OpenError::NotSmime(_))
+        ));
+        assert!(matches!(
+            bob.open(&vec![0x30; MAX_SEALED + 1], NOW),
+            Err(OpenError::Oversized { .. })
+        ));
+
+        // Signed but not encrypted.
+        let p7 = Pkcs7::sign(
+            demo.identity("alice").cert(),
+            demo.identity("alice").key(),
+            &Stack::new().unwrap(),
+            &msg.encode().unwrap(),
+            Pkcs7Flags::BINARY,
+        )
+        .unwrap();
+        assert!(matches!(
+            bob.open(&p7.to_der().unwrap(), NOW),
+            Err(OpenError::NotEncrypted)
+        ));
+
+        // Encrypted to bob but unsigned.
+        let unsigned = encrypt_raw(&demo, "bob", &msg.encode().unwrap());
+        assert!(matches!(bob.open(&unsigned, NOW), Err(OpenError::Unsigned)));
+
+        // Encrypted to someone else (carol).
+        let e = bob
+            .open(&forge(&demo, "alice", "carol", &msg), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::NotForUs), "{e}");
+
+        // Signed by another key (mallory claims to be alice).
+        let e = bob
+            .open(&forge(&demo, "mallory", "bob", &msg), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::WrongSigner { found } if found.contains("mallory")),
+            "{e}"
+        );
+        // Also when the other key is a CA-issued one (carol).
+        assert!(matches!(
+            bob.open(&forge(&demo, "carol", "bob", &msg), NOW),
+            Err(OpenError::WrongSigner { .. })
+        ));
+
+        // Tampered ciphertext: flipping the top bit of the penultimate block's last byte
+        // turns the final padding byte into >= 0x80, which CBC unpadding always rejects.
+        let mut t = good.clone();
+        let n = t.len();
+        t[n - 17] ^= 0x80;
+        assert!(matches!(
+            bob.open(&t, NOW),
+            Err(OpenError::DecryptFailed(_))
+        ));
+        // Tampering anywhere in the ciphertext never opens.
+        for back in [40, 100, 300] {
+            let mut t = good.clone();
+            t[n - back] ^= 0x01;
+            assert!(bob.open(&t, NOW).is_err(), "flip at -{back}");
+        }
+
+        // Content altered after signing (detached signature, altered body).
+        let al = demo.identity("alice");
+        let text = msg.encode().unwrap();
+        let det = Pkcs7::sign(
+            al.cert(),
+            al.key(),
+            &Stack::new().unwrap(),
+            &text,
+            Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED,
+        )
+        .unwrap();
+        let mime = String::from_utf8(
+            det.to_smime(&text, Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED)
+                .unwrap(),
+        )
+        .unwrap();
+        let altered = mime.replacen("198.51.100.4:41000", "198.51.100.9:41000", 1);
+        assert_ne!(mime, altered);
+        let e = bob
+            .open(&encrypt_raw(&demo, "bob", altered.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::BadSignature(_)), "{e}");
+
+        // Signed by the pinned key, but the ids inside are wrong.
+        let e = bob
+            .open(&forge(&demo, "alice", "bob", &invite("carol", "bob")), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::SenderMismatch { found, .. } if found.as_str() == "carol@lab.example/nas"),
+            "{e}"
+        );
+        let e = bob
+            .open(
+                &forge(&demo, "alice", "bob", &invite("alice", "carol")),
+                NOW,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::RecipientMismatch { found, .. } if found.as_str() == "carol@lab.example/nas"),
+            "{e}"
+        );
+
+        // Signed content that is not a rendezvous message.
+        let junk = seal_smime(&al, &demo.peer("bob"), b"hello bob\n").unwrap();
+        assert!(matches!(
+            bob.open(&junk, NOW),
+            Err(OpenError::Malformed(MessageError::BadMagic))
+        ));
+        let big = seal_smime(&al, &demo.peer("bob"), &vec![b'x'; MAX_ENCODED + 1]).unwrap();
+        assert!(matches!(
+            bob.open(&big, NOW),
+            Err(OpenError::Malformed(MessageError::TooLarge { .. }))
+        ));
+
+        // Time window: stale, from the future, and the edges that are still accepted.
+        let f = Freshness::default();
+        let e = bob.open(&good, NOW + f.max_age + 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Stale { age, .. } if age == f.max_age + 1),
+            "{e}"
+        );
+        let e = bob.open(&good, NOW - f.max_skew - 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::FromFuture { ahead, .. } if ahead == f.max_skew + 1),
+            "{e}"
+        );
+        assert_eq!(bob.open(&good, NOW + f.max_age).unwrap(), msg);
+
+        // Replay.
+        let e = bob.open(&good, NOW + 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Replayed { kind: Kind::Invite, session } if session == msg.session),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn replay_is_refused_after_a_restart() {
+        let demo = DemoCerts::new("seal-restart");
+        let state = demo.path("state/replay");
+        let alice = envelope(&demo, "alice", "bob");
+        let sealed = alice.seal(&invite("alice", "bob")).unwrap();
+        let bob = |demo: &DemoCerts| {
+            Envelope::new(
+                demo.identity("bob"),
+                demo.peer("alice"),
+                None,
+                Freshness::default(),
+                ReplayGuard::open(&state).unwrap(),
+            )
+            .unwrap()
+        };
+        bob(&demo).open(&sealed, NOW).unwrap();
+        // A new process (new envelope, state reloaded from the file) refuses it.
+        assert!(matches!(
+            bob(&demo).open(&sealed, NOW + 30),
+            Err(OpenError::Replayed { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_mode_chains_and_still_pins() {
+        let demo = DemoCerts::new("seal-ca");
+        let ca = vec![crate::identity::load_cert(&demo.path("ca.pem")).unwrap()];
+        let mk = |host: &str, peer: &str| {
+            Envelope::new(
+                demo.identity(host),
+                demo.peer(peer),
+                Some(&ca),
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+        };
+        let alice = mk("alice", "bob").unwrap();
+        let mut bob = mk("bob", "alice").unwrap();
+        let msg = invite("alice", "bob");
+        assert_eq!(bob.open(&alice.seal(&msg).unwrap(), NOW).unwrap(), msg);
+        // carol chains to the same CA, but she is not the pinned peer.
+        assert!(matches!(
+            bob.open(&forge(&demo, "carol", "bob", &msg), NOW),
+            Err(OpenError::WrongSigner { .. })
+        ));
+        // A pinned certificate outside the CA is a configuration error.
+        let e = mk("bob", "mallory").unwrap_err();
+        assert!(matches!(e, OpenError::CaChain(_)), "{e}");
+    }
+
+    #[test]
+    fn insecure_plaintext_still_checks_ids_time_and_replays() {
+        let mut a = Envelope::insecure_plaintext(
+            DemoCerts::id("alice"),
+            DemoCerts::id("bob"),
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        );
+        let mut b = Envelope::insecure_plaintext(
+            DemoCerts::id("bob"),
+            DemoCerts::id("alice"),
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        );
+        assert!(a.is_insecure());
+        let msg = invite("alice", "bob");
+        let wire = a.seal(&msg).unwrap();
+        assert_eq!(wire, msg.encode().unwrap());
+        assert_eq!(b.open(&wire, NOW).unwrap(), msg);
+        assert!(matches!(
+            b.open(&wire, NOW),
+            Err(OpenError::Replayed { .. })
+        ));
+        assert!(matches!(
+            a.open(&wire, NOW),
+            Err(OpenError::SenderMismatch { .. })
+        ));
+        let other = invite("alice", "bob");
+        assert!(matches!(
+            b.open(&other.encode().unwrap(), NOW + 10_000),
+            Err(OpenError::Stale { .. })
+        ));
+        assert!(matches!(
+            b.open(b"garbage", NOW),
+            Err(OpenError::Malformed(_))
+        ));
+    }
+
+    /// Bounded randomized robustness of the opener (fixed seed): mutated sealed messages
+    /// never panic and never open as anything but the original message.
+    #[test]
+    fn random_mutations_never_panic() {
+        let demo = DemoCerts::new("seal-fuzz");
+        let msg = invite("alice", "bob");
+        let good = envelope(&demo, "alice", "bob").seal(&msg).unwrap();
+        let mut bob = envelope(&demo, "bob", "alice");
+        let mut state: u64 = 0x0bad_5eed_0000_0007;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..400 {
+            let mut m = good.clone();
+            for _ in 0..1 + next() % 3 {
+                let pos = (next() as usize) % m.len();
+                match next() % 3 {
+                    0 => m[pos] ^= 1 << (next() % 8),
+                    1 => m[pos] = next() as u8,
+                    _ => m.truncate(pos.max(1)),
+                }
+            }
+            if let Ok(r) = bob.open(&m, NOW) {
+                assert_eq!(r, msg);
+            }
+        }
+    }
+
+    fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    #[test]
+    fn sealed_by_plexus_opens_with_the_openssl_cli() {
+        let demo = DemoCerts::new("seal-cli-out");
+        // RSA recipient: the classic `openssl smime` tools read it.
+        let msg = invite("alice", "carol");
+        std::fs::write(
+            demo.path("m.p7m"),
+            envelope(&demo, "alice", "carol").seal(&msg).unwrap(),
+        )
+        .unwrap();
+        let out = sh(
+            "openssl smime -decrypt -inform DER -in m.p7m -recip carol.pem -inkey carol.key > inner.eml
+             grep -q 'smime-type=signed-data' inner.eml
+             openssl smime -verify -CAfile ca.pem -in inner.eml",
+            &demo.dir,
+        );
+        assert_eq!(out, msg.encode().unwrap());
+        // EC recipient: key agreement needs CMS, so `openssl cms -decrypt`.
+        let msg = invite("alice", "bob");
+        std::fs::write(
+            demo.path("m2.p7m"),
+            envelope(&demo, "alice", "bob").seal(&msg).unwrap(),
+        )
+        .unwrap();
+        let out = sh(
+            "openssl cms -decrypt -inform DER -in m2.p7m -recip bob.pem -inkey bob.key | openssl smime -verify -CAfile ca.pem",
+            &demo.dir,
+        );
+        assert_eq!(out, msg.encode().unwrap());
+    }
+
+    #[test]
+    fn made_by_the_openssl_cli_opens_in_plexus() {
+        let demo = DemoCerts::new("seal-cli-in");
+        // Opaque signed-data, encrypted to an RSA recipient with `openssl smime`.
+        let msg = invite("alice", "carol");
+        std::fs::write(demo.path("msg.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl smime -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg.txt \
+             | openssl smime -encrypt -aes256 -binary -outform DER carol.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "carol", "alice").open(&der, NOW).unwrap(),
+            msg
+        );
+        // Detached multipart/signed in text mode (CRLF canonical form, as mail clients
+        // sign) by an EC signer, encrypted to an RSA recipient with `openssl cms`.
+        let msg = invite("bob", "alice");
+        std::fs::write(demo.path("msg2.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl smime -sign -signer bob.pem -inkey bob.key -in msg2.txt \
+             | openssl cms -encrypt -aes256 -binary -outform DER alice.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "alice", "bob").open(&der, NOW).unwrap(),
+            msg
+        );
+        // Opaque CMS signed-data by an RSA signer, encrypted to an EC recipient (ECDH).
+        let msg = invite("alice", "bob");
+        std::fs::write(demo.path("msg3.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl cms -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg3.txt \
+             | openssl cms -encrypt -aes256 -binary -outform DER bob.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "bob", "alice").open(&der, NOW).unwrap(),
+            msg
+        );
+    }
 }

@@ -1061,3 +1061,73 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fresh_identity_tests {
+    use super::*;
+    use crate::identity::{create, KeyKind, NewCert};
+    use crate::rendezvous::message::NatFacts;
+
+    /// Identities made by `plexus cert new` (self-signed, EC and RSA) seal and open with
+    /// each other, and `openssl smime -verify -CAfile <peer>.pem` accepts the signature.
+    #[test]
+    fn cert_new_identities_work_end_to_end() {
+        let dir = std::env::temp_dir().join(format!("plexus-smime-fresh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mk = |id: &str, kind| {
+            let id = PeerId::parse(id).unwrap();
+            let made = create(&NewCert {
+                id: id.clone(),
+                out_dir: dir.clone(),
+                kind,
+                days: 2,
+                csr: false,
+            })
+            .unwrap();
+            (
+                Identity::load(id.clone(), &made.cert, &made.key).unwrap(),
+                PeerCert::load(id, &made.cert).unwrap(),
+                made,
+            )
+        };
+        let (hi, hp, hmade) = mk("hana@example.org/a", KeyKind::Ec);
+        let (ii, ip, imade) = mk("ivan@example.org/b", KeyKind::Rsa);
+        let now = 1_900_000_000;
+        let h =
+            Envelope::new(hi, ip, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
+        let mut i =
+            Envelope::new(ii, hp, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
+        let msg = Rendezvous::invite(
+            h.host_id().clone(),
+            h.peer_id().clone(),
+            now,
+            vec![],
+            vec![],
+            NatFacts::default(),
+        )
+        .unwrap();
+        let sealed = h.seal(&msg).unwrap();
+        assert_eq!(i.open(&sealed, now).unwrap(), msg);
+
+        std::fs::write(dir.join("m.p7m"), &sealed).unwrap();
+        let script = format!(
+            "openssl smime -decrypt -inform DER -in m.p7m -recip '{}' -inkey '{}' | openssl smime -verify -CAfile '{}'",
+            imade.cert.display(),
+            imade.key.display(),
+            hmade.cert.display()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-ec")
+            .arg(&script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, msg.encode().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -13,4 +13,4 @@ pub mod seal;
 pub use crate::identity::PeerId;
 pub use message::{Kind, MessageError, NatFacts, Rendezvous, Secret, SessionId};
 pub use replay::{ReplayError, ReplayGuard};
-pub use seal::{Envelope, Freshness, OpenError, SealError};
+pub use seal::{Envelope, EnvelopeFiles, Freshness, OpenError, SealError, SetupError};

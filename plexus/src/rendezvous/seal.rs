@@ -28,7 +28,9 @@ use openssl::x509::{X509StoreContext, X509};
 
 use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
 use super::replay::{ReplayError, ReplayGuard};
-use crate::identity::{fingerprint_sha256, wipe, Identity, PeerCert, PeerId};
+use crate::identity::{
+    fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, PeerCert, PeerId,
+};
 
 /// Largest sealed message accepted: a sealed 4 KiB message with an RSA-4096 signer
 /// certificate and chain is ~16 KiB; anything much bigger is not ours.
@@ -43,6 +45,11 @@ const OID_SIGNED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02
 const OID_ENVELOPED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
 
 // OpenSSL library and reason codes (openssl/err.h, cmserr.h, pkcs7err.h).
+const LIB_ASN1: i32 = 13;
+const ASN1_R_HEADER_TOO_LONG: i32 = 123;
+const ASN1_R_MISSING_EOC: i32 = 137;
+const ASN1_R_NOT_ENOUGH_DATA: i32 = 142;
+const ASN1_R_TOO_LONG: i32 = 155;
 const LIB_PKCS7: i32 = 33;
 const LIB_CMS: i32 = 46;
 const CMS_R_NO_MATCHING_RECIPIENT: i32 = 132;
@@ -100,6 +107,51 @@ impl fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
+/// Why an envelope could not be set up from the configuration. There is no fallback:
+/// a missing or bad certificate stops plexus, it never downgrades to plaintext.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The host's or the peer's certificate or key could not be loaded (see inner error).
+    Identity(IdentityError),
+    /// The pinned peer certificate does not chain to the configured CA.
+    CaChain(String),
+    /// The replay state file is unusable.
+    Replay(ReplayError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Identity(e) => write!(f, "{e}"),
+            SetupError::CaChain(m) => write!(f, "the peer certificate does not chain to the configured CA: {m}; pin the right certificate or name the right CA"),
+            SetupError::Replay(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Where an S/MIME envelope's material lives (from the profile).
+#[derive(Debug, Clone)]
+pub struct EnvelopeFiles {
+    /// This host's id.
+    pub host_id: PeerId,
+    /// This host's certificate (PEM).
+    pub host_cert: std::path::PathBuf,
+    /// This host's private key (PEM, mode 0600).
+    pub host_key: std::path::PathBuf,
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The peer's pinned certificate (PEM or DER).
+    pub peer_cert: std::path::PathBuf,
+    /// A CA bundle the peer certificate must also chain to.
+    pub ca: Option<std::path::PathBuf>,
+    /// The replay state file; `None` keeps it in memory (forgotten on exit).
+    pub replay_state: Option<std::path::PathBuf>,
+    /// Freshness window.
+    pub freshness: Freshness,
+}
+
 /// Why a sealed message was refused. Each has its own message saying what was wrong.
 #[derive(Debug)]
 pub enum OpenError {
@@ -108,7 +160,7 @@ pub enum OpenError {
     /// Not DER-encoded S/MIME (CMS/PKCS#7) at all.
     NotSmime(String),
     /// DER that ends before its declared length.
-    Truncated { have: usize, need: usize },
+    Truncated { have: usize, need: Option<usize> },
     /// S/MIME signed but not encrypted: rendezvous content must never travel in clear.
     NotEncrypted,
     /// Encrypted, but not to this host's certificate.
@@ -144,7 +196,8 @@ impl fmt::Display for OpenError {
         match self {
             OpenError::Oversized { len } => write!(f, "sealed message is {len} bytes, more than the {MAX_SEALED} allowed; not a plexus message"),
             OpenError::NotSmime(d) => write!(f, "not an S/MIME (DER CMS/PKCS#7) message: {d}"),
-            OpenError::Truncated { have, need } => write!(f, "sealed message is truncated: {have} bytes of {need}; it was cut in transit"),
+            OpenError::Truncated { have, need: Some(need) } => write!(f, "sealed message is truncated: {have} bytes of {need}; it was cut in transit"),
+            OpenError::Truncated { have, need: None } => write!(f, "sealed message is truncated after {have} bytes; it was cut in transit"),
             OpenError::NotEncrypted => write!(f, "message is not encrypted (S/MIME signed-data only); plexus refuses rendezvous content sent in clear"),
             OpenError::NotForUs => write!(f, "message is not encrypted to this host's certificate; it was sealed for someone else, or the peer pinned an old certificate of ours"),
             OpenError::DecryptFailed(d) => write!(f, "decryption failed, the ciphertext was altered or damaged: {d}"),
@@ -171,24 +224,28 @@ fn has_reason(e: &ErrorStack, lib: i32, reason: i32) -> bool {
         .any(|x| x.library_code() == lib && x.reason_code() == reason)
 }
 
-/// Read a DER tag-length header at the start of `b`: (header length, content length).
-fn der_header(b: &[u8]) -> Option<(usize, usize)> {
+/// Read a tag-length header at the start of `b`: (header length, content length), the
+/// length `None` for BER indefinite length (NSS-based mail clients write those).
+fn der_header(b: &[u8]) -> Option<(usize, Option<usize>)> {
     let first = *b.get(1)?;
     if first < 0x80 {
-        return Some((2, first as usize));
+        return Some((2, Some(first as usize)));
     }
     let n = (first & 0x7f) as usize;
-    if n == 0 || n > 4 || b.len() < 2 + n {
+    if n == 0 {
+        return Some((2, None));
+    }
+    if n > 4 || b.len() < 2 + n {
         return None;
     }
     let len = b[2..2 + n]
         .iter()
         .fold(0usize, |acc, &x| (acc << 8) | x as usize);
-    Some((2 + n, len))
+    Some((2 + n, Some(len)))
 }
 
-/// Classify the outer DER before handing it to OpenSSL: garbage, truncated, or the
-/// content type OID of a ContentInfo.
+/// Classify the outer structure before handing it to OpenSSL: garbage, truncated, or
+/// the content type OID of a ContentInfo.
 fn content_type(b: &[u8]) -> Result<&[u8], OpenError> {
     if b.first() != Some(&0x30) {
         return Err(OpenError::NotSmime(
@@ -199,34 +256,43 @@ fn content_type(b: &[u8]) -> Result<&[u8], OpenError> {
         if b.len() < 6 {
             OpenError::Truncated {
                 have: b.len(),
-                need: 6,
+                need: None,
             }
         } else {
             OpenError::NotSmime("bad DER length".into())
         }
     })?;
-    let need = h.saturating_add(len);
-    if b.len() < need {
-        return Err(OpenError::Truncated {
-            have: b.len(),
-            need,
-        });
-    }
-    if b.len() > need {
-        return Err(OpenError::NotSmime(format!(
-            "{} bytes after the DER structure",
-            b.len() - need
-        )));
+    if let Some(len) = len {
+        let need = h.saturating_add(len);
+        if b.len() < need {
+            return Err(OpenError::Truncated {
+                have: b.len(),
+                need: Some(need),
+            });
+        }
+        if b.len() > need {
+            return Err(OpenError::NotSmime(format!(
+                "{} bytes after the DER structure",
+                b.len() - need
+            )));
+        }
     }
     let inner = &b[h..];
     if inner.first() != Some(&0x06) {
-        return Err(OpenError::NotSmime("no content type".into()));
+        return Err(if inner.is_empty() {
+            OpenError::Truncated {
+                have: b.len(),
+                need: None,
+            }
+        } else {
+            OpenError::NotSmime("no content type".into())
+        });
     }
-    let (oh, olen) =
-        der_header(inner).ok_or_else(|| OpenError::NotSmime("bad content type".into()))?;
-    inner
-        .get(oh..oh + olen)
-        .ok_or_else(|| OpenError::NotSmime("bad content type".into()))
+    let bad = || OpenError::NotSmime("bad content type".into());
+    match der_header(inner) {
+        Some((oh, Some(olen))) => inner.get(oh..oh + olen).ok_or_else(bad),
+        _ => Err(bad()),
+    }
 }
 
 /// A buffer holding decrypted or to-be-encrypted plaintext, wiped on drop.
@@ -286,12 +352,12 @@ impl Envelope {
         ca: Option<&[X509]>,
         freshness: Freshness,
         replay: ReplayGuard,
-    ) -> Result<Envelope, OpenError> {
+    ) -> Result<Envelope, SetupError> {
         let ca = match ca {
             None => None,
             Some(certs) => {
-                let store = build_store(certs).map_err(|e| OpenError::CaChain(e.to_string()))?;
-                check_chain(&store, peer.cert())?;
+                let store = build_store(certs).map_err(|e| SetupError::CaChain(e.to_string()))?;
+                check_chain(&store, peer.cert()).map_err(SetupError::CaChain)?;
                 Some(store)
             }
         };
@@ -302,6 +368,23 @@ impl Envelope {
             freshness,
             replay,
         })
+    }
+
+    /// Load everything named in `files` and build the envelope.
+    pub fn from_files(files: &EnvelopeFiles) -> Result<Envelope, SetupError> {
+        let host = Identity::load(files.host_id.clone(), &files.host_cert, &files.host_key)
+            .map_err(SetupError::Identity)?;
+        let peer = PeerCert::load(files.peer_id.clone(), &files.peer_cert)
+            .map_err(SetupError::Identity)?;
+        let ca = match &files.ca {
+            Some(p) => Some(load_cert_bundle(p).map_err(SetupError::Identity)?),
+            None => None,
+        };
+        let replay = match &files.replay_state {
+            Some(p) => ReplayGuard::open(p).map_err(SetupError::Replay)?,
+            None => ReplayGuard::in_memory(),
+        };
+        Envelope::new(host, peer, ca.as_deref(), files.freshness, replay)
     }
 
     /// INSECURE: no signature, no encryption; the message travels readable by anyone on
@@ -428,9 +511,9 @@ fn build_store(certs: &[X509]) -> Result<X509Store, ErrorStack> {
     Ok(b.build())
 }
 
-fn check_chain(store: &X509Store, cert: &X509) -> Result<(), OpenError> {
-    let chain = Stack::new().map_err(|e| OpenError::CaChain(e.to_string()))?;
-    let mut ctx = X509StoreContext::new().map_err(|e| OpenError::CaChain(e.to_string()))?;
+fn check_chain(store: &X509Store, cert: &X509) -> Result<(), String> {
+    let chain = Stack::new().map_err(|e| e.to_string())?;
+    let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
     let res = ctx
         .init(store, cert, &chain, |c| {
             let ok = c.verify_cert()?;
@@ -440,13 +523,8 @@ fn check_chain(store: &X509Store, cert: &X509) -> Result<(), OpenError> {
                 Err(c.error().error_string().to_string())
             })
         })
-        .map_err(|e| OpenError::CaChain(e.to_string()))?;
-    res.map_err(|reason| {
-        OpenError::CaChain(format!(
-            "pinned certificate {}: {reason}",
-            fingerprint_sha256(cert)
-        ))
-    })
+        .map_err(|e| e.to_string())?;
+    res.map_err(|reason| format!("pinned certificate {}: {reason}", fingerprint_sha256(cert)))
 }
 
 fn seal_smime(host: &Identity, peer: &PeerCert, plain: &[u8]) -> Result<Vec<u8>, ErrorStack> {
@@ -474,7 +552,22 @@ fn open_smime(
         t if t == OID_DATA => return Err(OpenError::NotEncrypted),
         _ => return Err(OpenError::NotSmime("not CMS enveloped-data".into())),
     }
-    let env = CmsContentInfo::from_der(sealed).map_err(|e| OpenError::NotSmime(e.to_string()))?;
+    let env = CmsContentInfo::from_der(sealed).map_err(|e| {
+        let short = [
+            ASN1_R_HEADER_TOO_LONG,
+            ASN1_R_MISSING_EOC,
+            ASN1_R_NOT_ENOUGH_DATA,
+            ASN1_R_TOO_LONG,
+        ];
+        if short.iter().any(|&r| has_reason(&e, LIB_ASN1, r)) {
+            OpenError::Truncated {
+                have: sealed.len(),
+                need: None,
+            }
+        } else {
+            OpenError::NotSmime(e.to_string())
+        }
+    })?;
     let inner = Plain(env.decrypt(host.key(), host.cert()).map_err(|e| {
         if has_reason(&e, LIB_CMS, CMS_R_NO_MATCHING_RECIPIENT) {
             OpenError::NotForUs
@@ -704,7 +797,7 @@ mod tests {
         assert!(matches!(bob.open(b"", NOW), Err(OpenError::NotSmime(_))));
         let e = bob.open(&good[..good.len() / 2], NOW).unwrap_err();
         assert!(
-            matches!(e, OpenError::Truncated { need, .. } if need == good.len()),
+            matches!(e, OpenError::Truncated { need, .. } if need == Some(good.len())),
             "{e}"
         );
         assert!(matches!(
@@ -853,6 +946,77 @@ mod tests {
     }
 
     #[test]
+    fn indefinite_length_ber_opens_and_its_truncation_is_detected() {
+        let demo = DemoCerts::new("seal-ber");
+        let msg = invite("alice", "carol");
+        std::fs::write(demo.path("msg.txt"), msg.encode().unwrap()).unwrap();
+        // -stream makes openssl write BER with indefinite lengths, as NSS-based clients do.
+        let ber = sh(
+            "openssl smime -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg.txt \
+             | openssl cms -encrypt -aes256 -binary -stream -outform DER carol.pem",
+            &demo.dir,
+        );
+        assert_eq!(&ber[..2], &[0x30, 0x80], "expected indefinite-length BER");
+        let mut carol = envelope(&demo, "carol", "alice");
+        for cut in [ber.len() - 1, ber.len() - 30, ber.len() / 2, 40] {
+            let e = carol.open(&ber[..cut], NOW).unwrap_err();
+            assert!(
+                matches!(e, OpenError::Truncated { need: None, .. }),
+                "cut at {cut}: {e}"
+            );
+        }
+        assert_eq!(carol.open(&ber, NOW).unwrap(), msg);
+    }
+
+    #[test]
+    fn from_files_loads_everything_and_never_downgrades() {
+        let demo = DemoCerts::new("seal-files");
+        let files = EnvelopeFiles {
+            host_id: DemoCerts::id("bob"),
+            host_cert: demo.path("bob.pem"),
+            host_key: demo.path("bob.key"),
+            peer_id: DemoCerts::id("alice"),
+            peer_cert: demo.path("alice.pem"),
+            ca: Some(demo.path("ca.pem")),
+            replay_state: Some(demo.path("state/replay")),
+            freshness: Freshness::default(),
+        };
+        let mut bob = Envelope::from_files(&files).unwrap();
+        assert!(!bob.is_insecure());
+        let sealed = envelope(&demo, "alice", "bob")
+            .seal(&invite("alice", "bob"))
+            .unwrap();
+        bob.open(&sealed, NOW).unwrap();
+        assert!(demo.path("state/replay").exists());
+
+        let missing = EnvelopeFiles {
+            peer_cert: demo.path("nobody.pem"),
+            ..files.clone()
+        };
+        let e = Envelope::from_files(&missing).unwrap_err();
+        assert!(
+            matches!(e, SetupError::Identity(IdentityError::Read { .. })),
+            "{e}"
+        );
+        let wrong_ca = EnvelopeFiles {
+            ca: Some(demo.path("mallory.pem")),
+            ..files.clone()
+        };
+        assert!(matches!(
+            Envelope::from_files(&wrong_ca),
+            Err(SetupError::CaChain(_))
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(demo.path("bob.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = Envelope::from_files(&files).unwrap_err();
+        assert!(
+            matches!(e, SetupError::Identity(IdentityError::KeyTooOpen { .. })),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn replay_is_refused_after_a_restart() {
         let demo = DemoCerts::new("seal-restart");
         let state = demo.path("state/replay");
@@ -900,7 +1064,7 @@ mod tests {
         ));
         // A pinned certificate outside the CA is a configuration error.
         let e = mk("bob", "mallory").unwrap_err();
-        assert!(matches!(e, OpenError::CaChain(_)), "{e}");
+        assert!(matches!(e, SetupError::CaChain(_)), "{e}");
     }
 
     #[test]
@@ -1129,5 +1293,70 @@ mod fresh_identity_tests {
         );
         assert_eq!(out.stdout, msg.encode().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Figures for the report, not assertions: `cargo test -p plexus --lib seal_figures --
+/// --ignored --nocapture`.
+#[cfg(test)]
+mod figures {
+    use super::*;
+    use crate::identity::tests::DemoCerts;
+    use crate::rendezvous::message::NatFacts;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn seal_figures() {
+        let demo = DemoCerts::new("figures");
+        for (from, to) in [("alice", "carol"), ("alice", "bob"), ("bob", "alice")] {
+            let s = Envelope::new(
+                demo.identity(from),
+                demo.peer(to),
+                None,
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+            .unwrap();
+            let mut r = Envelope::new(
+                demo.identity(to),
+                demo.peer(from),
+                None,
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+            .unwrap();
+            let mapped = vec![
+                "203.0.113.7:40000".parse().unwrap(),
+                "[2001:db8::7]:40000".parse().unwrap(),
+            ];
+            let n = 50u32;
+            let (mut seal_t, mut open_t, mut size, mut plain) = (0f64, 0f64, 0, 0);
+            for i in 0..n {
+                let m = Rendezvous::invite(
+                    s.host_id().clone(),
+                    s.peer_id().clone(),
+                    1000 + i as u64,
+                    mapped.clone(),
+                    vec![],
+                    NatFacts::default(),
+                )
+                .unwrap();
+                plain = m.encode().unwrap().len();
+                let t = Instant::now();
+                let sealed = s.seal(&m).unwrap();
+                seal_t += t.elapsed().as_secs_f64();
+                size = sealed.len();
+                let t = Instant::now();
+                r.open(&sealed, 1000 + i as u64).unwrap();
+                open_t += t.elapsed().as_secs_f64();
+            }
+            println!(
+                "{from:>5} -> {to:<5}: message {plain} B, sealed {size} B, seal {:.2} ms, open {:.2} ms (mean of {n}, {} build)",
+                seal_t * 1000.0 / n as f64,
+                open_t * 1000.0 / n as f64,
+                if cfg!(debug_assertions) { "debug" } else { "release" }
+            );
+        }
     }
 }

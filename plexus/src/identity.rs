@@ -860,6 +860,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn encrypted_keys_are_refused_without_prompting() {
+        let demo = DemoCerts::new("enc");
+        let key = load_private_key(&demo.path("bob.key")).unwrap();
+        let pem = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pw")
+            .unwrap();
+        let p = demo.path("enc.key");
+        fs::write(&p, pem).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_private_key(&p).unwrap_err();
+        assert!(matches!(e, IdentityError::KeyEncrypted { .. }), "{e}");
+    }
+
+    #[test]
     fn key_must_match_cert_and_cert_must_name_the_id() {
         let demo = DemoCerts::new("match");
         let err = Identity::load(

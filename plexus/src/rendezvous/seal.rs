@@ -55,6 +55,8 @@ const LIB_CMS: i32 = 46;
 const CMS_R_NO_MATCHING_RECIPIENT: i32 = 132;
 const PKCS7_R_DIGEST_FAILURE: i32 = 101;
 const PKCS7_R_SIGNATURE_FAILURE: i32 = 105;
+const PKCS7_R_NO_CONTENT: i32 = 122;
+const PKCS7_R_NO_SIGNATURES_ON_DATA: i32 = 123;
 const PKCS7_R_CERTIFICATE_VERIFY_ERROR: i32 = 117;
 const PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND: i32 = 128;
 
@@ -645,6 +647,11 @@ fn open_smime(
             OpenError::WrongSigner {
                 found: "a certificate not included in the message".into(),
             }
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_NO_SIGNATURES_ON_DATA)
+            || has_reason(&e, LIB_PKCS7, PKCS7_R_NO_CONTENT)
+        {
+            // A certificates-only signed-data, or a signature with no content.
+            OpenError::Unsigned
         } else if has_reason(&e, LIB_PKCS7, PKCS7_R_CERTIFICATE_VERIFY_ERROR) {
             OpenError::CaChain(e.to_string())
         } else if has_reason(&e, LIB_PKCS7, PKCS7_R_DIGEST_FAILURE)
@@ -832,6 +839,20 @@ mod tests {
         // Encrypted to bob but unsigned.
         let unsigned = encrypt_raw(&demo, "bob", &msg.encode().unwrap());
         assert!(matches!(bob.open(&unsigned, NOW), Err(OpenError::Unsigned)));
+
+        // A signed-data with certificates but no signature at all.
+        let degenerate = sh(
+            "openssl crl2pkcs7 -nocrl -certfile alice.pem -outform DER | openssl base64",
+            &demo.dir,
+        );
+        let mime = format!(
+            "MIME-Version: 1.0\nContent-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\nContent-Transfer-Encoding: base64\n\n{}",
+            String::from_utf8(degenerate).unwrap()
+        );
+        let e = bob
+            .open(&encrypt_raw(&demo, "bob", mime.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::Unsigned), "{e}");
 
         // Encrypted to someone else (carol).
         let e = bob

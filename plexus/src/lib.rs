@@ -6,8 +6,12 @@
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
 //! - [`executor`]: the trait for what runs on the punched path.
 //! - [`plugin`]: loads mediator and executor plugins from dynamic libraries (C ABI).
+//! - [`identity`]: peer ids, certificates and keys (`plexus cert new`).
+//! - [`rendezvous`]: the invite/accept message, S/MIME sealing and replay protection.
 
 pub mod executor;
+pub mod identity;
 pub mod mediator;
 pub mod nat;
 pub mod plugin;
+pub mod rendezvous;

@@ -8,11 +8,17 @@
 //! - [`punch`]: the corridor: low-TTL punch, hop discovery, authenticated handshake.
 //! - [`exec`]: the built-in command executor.
 //! - [`profile`]: YAML profiles, validated into plain configuration.
+//! - [`plugin`]: loads mediator and executor plugins from dynamic libraries (C ABI).
+//! - [`identity`]: peer ids, certificates and keys (`plexus cert new`).
+//! - [`rendezvous`]: the invite/accept message, S/MIME sealing and replay protection.
 
 pub mod exec;
 pub mod executor;
+pub mod identity;
 pub mod mediator;
 pub mod nat;
+pub mod plugin;
 pub mod profile;
 pub mod punch;
+pub mod rendezvous;
 pub mod secret;

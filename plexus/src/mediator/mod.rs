@@ -77,3 +77,5 @@ pub trait Mediator: Send {
     /// Report what became of a message returned by [`Mediator::receive`].
     fn acknowledge(&mut self, id: &str, outcome: Outcome) -> Result<(), MediatorError>;
 }
+
+pub mod email;

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Regenerate the lab CA and the lab mail server certificate (TEST ONLY, see README.md).
+# Usage: certs/lab/make.sh   (writes ca.pem ca.key mail.pem mail.key next to this script)
+set -eu
+cd "$(dirname "$0")"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/plexus-labcert.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# CA: EC P-256, 100 years, CA:TRUE, may only sign certificates.
+openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout ca.key -out ca.pem -days 36500 -sha256 \
+    -subj "/O=plexus lab/CN=plexus lab CA (test only)" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash"
+
+# Mail server: names the lab mail host by DNS name and by address.
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout mail.key -out "$tmp/mail.csr" -subj "/O=plexus lab/CN=mail.lab.example"
+cat > "$tmp/ext.cnf" <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:mail.lab.example,IP:203.0.113.25
+authorityKeyIdentifier=keyid
+subjectKeyIdentifier=hash
+EXT
+openssl x509 -req -in "$tmp/mail.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+    -CAserial "$tmp/ca.srl" -out mail.pem -days 36500 -sha256 -extfile "$tmp/ext.cnf"
+chmod 600 ca.key mail.key
+openssl verify -CAfile ca.pem mail.pem

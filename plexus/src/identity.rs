@@ -1,0 +1,967 @@
+//! Who is who: peer ids, certificates and private keys.
+//!
+//! An id is a mail address plus an instance name (`alice@example.org/laptop`): one person
+//! may run plexus on several machines with the same certificate. A host is an id with
+//! its certificate and private key ([`Identity`]); a peer is an id with the certificate
+//! pinned in the profile ([`PeerCert`]). Keys readable by group or others are refused, as
+//! ssh does. [`create`] makes a new key and self-signed S/MIME certificate
+//! (`plexus cert new`).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509NameBuilder, X509Ref, X509ReqBuilder, X509};
+
+/// Longest accepted mail local part (RFC 5321 §4.5.3.1.1).
+pub const MAX_LOCAL: usize = 64;
+/// Longest accepted mail domain (RFC 1035 name length).
+pub const MAX_DOMAIN: usize = 253;
+/// Longest accepted instance name.
+pub const MAX_INSTANCE: usize = 32;
+/// Largest certificate, key or CA file we read (they are a few KiB).
+const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// Why a text is not a valid peer id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdError {
+    /// There is no `/instance` part.
+    MissingInstance(String),
+    /// The part before `/` has no `@`.
+    MissingAt(String),
+    /// The mail local part is empty, too long or has a character outside `a-z 0-9 . _ + -`.
+    BadLocalPart(String),
+    /// The domain is empty, too long, or a label is not `a-z 0-9 -` (1–63, no edge `-`).
+    BadDomain(String),
+    /// The instance name is empty, too long or has a character outside `a-z 0-9 . _ -`.
+    BadInstance(String),
+}
+
+/// Shortened, escaped rendering of untrusted input for error messages.
+fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(80).collect();
+    let more = if s.chars().count() > 80 { "…" } else { "" };
+    format!("\"{}{more}\"", cut.escape_debug())
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const FORM: &str = "expected mail@domain/instance, e.g. alice@example.org/laptop";
+        match self {
+            IdError::MissingInstance(s) => write!(f, "peer id {} has no /instance; {FORM}", shown(s)),
+            IdError::MissingAt(s) => write!(f, "peer id {} has no @ in its mail address; {FORM}", shown(s)),
+            IdError::BadLocalPart(s) => write!(
+                f,
+                "peer id {}: the mail local part must be 1-{MAX_LOCAL} characters of lower-case a-z, 0-9, '.', '_', '+', '-' (no leading, trailing or double '.')",
+                shown(s)
+            ),
+            IdError::BadDomain(s) => write!(
+                f,
+                "peer id {}: the domain must be at most {MAX_DOMAIN} characters of dot-separated labels of lower-case a-z, 0-9, '-' (1-63 each, not starting or ending with '-')",
+                shown(s)
+            ),
+            IdError::BadInstance(s) => write!(
+                f,
+                "peer id {}: the instance name must be 1-{MAX_INSTANCE} characters of lower-case a-z, 0-9, '.', '_', '-'",
+                shown(s)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdError {}
+
+/// A peer id: `mail@domain/instance`, strictly validated and always in canonical form
+/// (lower-case ASCII), so two ids are equal exactly when their texts are.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId {
+    text: String,
+    slash: usize,
+}
+
+impl PeerId {
+    /// Parse and validate an id. Nothing is normalised: upper case is refused, not folded,
+    /// so that the id in a signed message is exactly the id in the profile.
+    pub fn parse(s: &str) -> Result<PeerId, IdError> {
+        let slash = s
+            .find('/')
+            .ok_or_else(|| IdError::MissingInstance(s.into()))?;
+        let (mail, instance) = (&s[..slash], &s[slash + 1..]);
+        let at = mail
+            .rfind('@')
+            .ok_or_else(|| IdError::MissingAt(s.into()))?;
+        let (local, domain) = (&mail[..at], &mail[at + 1..]);
+        let local_ok = !local.is_empty()
+            && local.len() <= MAX_LOCAL
+            && local
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'+' | b'-'))
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..");
+        if !local_ok {
+            return Err(IdError::BadLocalPart(s.into()));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        };
+        if domain.is_empty() || domain.len() > MAX_DOMAIN || !domain.split('.').all(label_ok) {
+            return Err(IdError::BadDomain(s.into()));
+        }
+        let instance_ok = !instance.is_empty()
+            && instance.len() <= MAX_INSTANCE
+            && instance
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && instance != "."
+            && instance != "..";
+        if !instance_ok {
+            return Err(IdError::BadInstance(s.into()));
+        }
+        Ok(PeerId {
+            text: s.to_owned(),
+            slash,
+        })
+    }
+
+    /// The whole id, `mail@domain/instance`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The mail address (`mail@domain`), as found in the certificate's subjectAltName.
+    pub fn mail(&self) -> &str {
+        &self.text[..self.slash]
+    }
+
+    /// The instance name after `/`.
+    pub fn instance(&self) -> &str {
+        &self.text[self.slash + 1..]
+    }
+
+    /// A file name stem for this id: `mail@domain_instance` (`_` cannot occur in a
+    /// domain, so the first `_` after `@` separates the two unambiguously).
+    pub fn file_stem(&self) -> String {
+        format!("{}_{}", self.mail(), self.instance())
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({})", self.text)
+    }
+}
+
+impl FromStr for PeerId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        PeerId::parse(s)
+    }
+}
+
+/// Errors loading or creating keys and certificates.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// A file could not be read (missing, unreadable, a directory).
+    Read { path: PathBuf, source: io::Error },
+    /// A private key file is readable or writable by group or others.
+    KeyTooOpen { path: PathBuf, mode: u32 },
+    /// A private key file is encrypted; plexus needs it unencrypted (protected by 0600).
+    KeyEncrypted { path: PathBuf },
+    /// A file is not the PEM (or DER) object we expected, or is larger than 1 MiB.
+    BadFile {
+        path: PathBuf,
+        expected: &'static str,
+        detail: String,
+    },
+    /// The private key does not belong to the certificate.
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// The certificate's subjectAltName does not name the id's mail address.
+    CertNotForId {
+        path: PathBuf,
+        id: String,
+        found: Vec<String>,
+    },
+    /// The pinned peer certificate does not chain to the configured CA.
+    NotIssuedByCa {
+        path: PathBuf,
+        ca: PathBuf,
+        reason: String,
+    },
+    /// `cert new` would overwrite an existing file.
+    Exists(PathBuf),
+    /// A new file could not be written.
+    Write { path: PathBuf, source: io::Error },
+    /// OpenSSL failed to generate a key or certificate.
+    Crypto(String),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Read { path, source } => {
+                write!(f, "cannot read '{}': {source}", path.display())
+            }
+            IdentityError::KeyTooOpen { path, mode } => write!(
+                f,
+                "permissions {:04o} for '{}' are too open: a private key must not be accessible by others; run chmod 600 '{}'",
+                mode & 0o7777,
+                path.display(),
+                path.display()
+            ),
+            IdentityError::KeyEncrypted { path } => write!(
+                f,
+                "private key '{}' is encrypted with a passphrase; plexus runs unattended and needs an unencrypted key kept at mode 0600 (openssl pkey -in KEY -out NEWKEY)",
+                path.display()
+            ),
+            IdentityError::BadFile { path, expected, detail } => {
+                write!(f, "'{}' is not {expected}: {detail}", path.display())
+            }
+            IdentityError::KeyMismatch { cert, key } => write!(
+                f,
+                "private key '{}' does not belong to certificate '{}'; check the profile's key and cert paths",
+                key.display(),
+                cert.display()
+            ),
+            IdentityError::CertNotForId { path, id, found } => write!(
+                f,
+                "certificate '{}' is not for {id}: its subjectAltName mail addresses are [{}]; use the certificate of that address or fix the id",
+                path.display(),
+                found.join(", ")
+            ),
+            IdentityError::NotIssuedByCa { path, ca, reason } => write!(
+                f,
+                "pinned certificate '{}' does not chain to the CA in '{}': {reason}",
+                path.display(),
+                ca.display()
+            ),
+            IdentityError::Exists(path) => write!(
+                f,
+                "'{}' already exists; plexus never overwrites a key or certificate: choose another --out directory or move the old files away",
+                path.display()
+            ),
+            IdentityError::Write { path, source } => {
+                write!(f, "cannot write '{}': {source}", path.display())
+            }
+            IdentityError::Crypto(m) => write!(f, "OpenSSL failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Read { source, .. } | IdentityError::Write { source, .. } => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn crypto(e: openssl::error::ErrorStack) -> IdentityError {
+    IdentityError::Crypto(e.to_string())
+}
+
+/// Read a whole (small) file from an already opened handle.
+fn read_bounded(mut file: File, path: &Path) -> Result<Vec<u8>, IdentityError> {
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| IdentityError::Read {
+            path: path.into(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_PEM_FILE {
+        return Err(IdentityError::BadFile {
+            path: path.into(),
+            expected: "a key or certificate",
+            detail: "larger than 1 MiB".into(),
+        });
+    }
+    Ok(buf)
+}
+
+fn open(path: &Path) -> Result<File, IdentityError> {
+    File::open(path).map_err(|source| IdentityError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Load an unencrypted PEM private key, refusing it when group or others may access it.
+/// The mode is checked on the opened file, so a swap between check and read cannot slip
+/// through.
+pub fn load_private_key(path: &Path) -> Result<PKey<Private>, IdentityError> {
+    let file = open(path)?;
+    let meta = file.metadata().map_err(|source| IdentityError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::KeyTooOpen {
+            path: path.into(),
+            mode,
+        });
+    }
+    let pem = read_bounded(file, path)?;
+    if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(IdentityError::KeyEncrypted { path: path.into() });
+    }
+    // A callback that supplies no passphrase: OpenSSL must never prompt on a terminal.
+    PKey::private_key_from_pem_callback(&pem, |_| Ok(0)).map_err(|e| IdentityError::BadFile {
+        path: path.into(),
+        expected: "a PEM private key",
+        detail: e.to_string(),
+    })
+}
+
+/// Load one certificate (PEM, or DER when the file is not PEM).
+pub fn load_cert(path: &Path) -> Result<X509, IdentityError> {
+    let data = read_bounded(open(path)?, path)?;
+    X509::from_pem(&data)
+        .or_else(|_| X509::from_der(&data))
+        .map_err(|e| IdentityError::BadFile {
+            path: path.into(),
+            expected: "a PEM or DER certificate",
+            detail: e.to_string(),
+        })
+}
+
+/// Load every certificate of a PEM bundle (a CA file); at least one is required.
+pub fn load_cert_bundle(path: &Path) -> Result<Vec<X509>, IdentityError> {
+    let data = read_bounded(open(path)?, path)?;
+    let certs = X509::stack_from_pem(&data).map_err(|e| IdentityError::BadFile {
+        path: path.into(),
+        expected: "a PEM certificate bundle",
+        detail: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(IdentityError::BadFile {
+            path: path.into(),
+            expected: "a PEM certificate bundle",
+            detail: "no certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// SHA-256 fingerprint of a certificate's DER, as `openssl x509 -fingerprint -sha256`
+/// prints it (`AB:CD:…`).
+pub fn fingerprint_sha256(cert: &X509Ref) -> String {
+    match cert.digest(MessageDigest::sha256()) {
+        Ok(d) => d
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        Err(_) => "<fingerprint unavailable>".into(),
+    }
+}
+
+/// The mail addresses in a certificate's subjectAltName.
+pub fn cert_emails(cert: &X509Ref) -> Vec<String> {
+    cert.subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.email().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check_cert_for_id(cert: &X509Ref, id: &PeerId, path: &Path) -> Result<(), IdentityError> {
+    let found = cert_emails(cert);
+    if found.iter().any(|m| m.eq_ignore_ascii_case(id.mail())) {
+        Ok(())
+    } else {
+        Err(IdentityError::CertNotForId {
+            path: path.into(),
+            id: id.to_string(),
+            found,
+        })
+    }
+}
+
+/// This host: its id, certificate and private key. `Debug` never prints the key.
+pub struct Identity {
+    id: PeerId,
+    cert: X509,
+    key: PKey<Private>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .field("cert", &fingerprint_sha256(&self.cert))
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Identity {
+    /// Load the host's certificate and key, checking the key's permissions, that the key
+    /// belongs to the certificate and that the certificate names the id's mail address.
+    pub fn load(id: PeerId, cert_path: &Path, key_path: &Path) -> Result<Identity, IdentityError> {
+        let cert = load_cert(cert_path)?;
+        let key = load_private_key(key_path)?;
+        let public = cert.public_key().map_err(crypto)?;
+        if !public.public_eq(&key) {
+            return Err(IdentityError::KeyMismatch {
+                cert: cert_path.into(),
+                key: key_path.into(),
+            });
+        }
+        check_cert_for_id(&cert, &id, cert_path)?;
+        Ok(Identity { id, cert, key })
+    }
+
+    /// The host's id.
+    pub fn id(&self) -> &PeerId {
+        &self.id
+    }
+
+    /// The host's certificate.
+    pub fn cert(&self) -> &X509 {
+        &self.cert
+    }
+
+    /// The host's private key.
+    pub fn key(&self) -> &PKey<Private> {
+        &self.key
+    }
+}
+
+/// The peer: its id and the certificate pinned for it in the profile.
+#[derive(Clone)]
+pub struct PeerCert {
+    id: PeerId,
+    cert: X509,
+}
+
+impl fmt::Debug for PeerCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCert")
+            .field("id", &self.id)
+            .field("cert", &fingerprint_sha256(&self.cert))
+            .finish()
+    }
+}
+
+impl PeerCert {
+    /// Load the pinned certificate of `id` and check that it names the id's address.
+    pub fn load(id: PeerId, path: &Path) -> Result<PeerCert, IdentityError> {
+        let cert = load_cert(path)?;
+        check_cert_for_id(&cert, &id, path)?;
+        Ok(PeerCert { id, cert })
+    }
+
+    /// The peer's id.
+    pub fn id(&self) -> &PeerId {
+        &self.id
+    }
+
+    /// The pinned certificate.
+    pub fn cert(&self) -> &X509 {
+        &self.cert
+    }
+}
+
+/// Key algorithm for a new identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA/ECDH on P-256: small and fast; S/MIME encryption to it needs CMS
+    /// (`openssl cms`, most current mail clients).
+    Ec,
+    /// RSA 3072: the most widely interoperable (`openssl smime`, every mail client).
+    Rsa,
+}
+
+/// What `plexus cert new` should create.
+#[derive(Debug, Clone)]
+pub struct NewCert {
+    /// The id the certificate is for.
+    pub id: PeerId,
+    /// Directory to write into (created if missing, mode 0700).
+    pub out_dir: PathBuf,
+    /// Key algorithm.
+    pub kind: KeyKind,
+    /// Validity in days.
+    pub days: u32,
+    /// Also write a certificate signing request for a real CA.
+    pub csr: bool,
+}
+
+/// What `plexus cert new` created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The private key (0600). Never leaves this machine.
+    pub key: PathBuf,
+    /// The self-signed certificate to hand to the peer.
+    pub cert: PathBuf,
+    /// The CSR, when asked for.
+    pub csr: Option<PathBuf>,
+    /// SHA-256 fingerprint of the certificate, to compare over another channel.
+    pub fingerprint: String,
+}
+
+/// Create a file that must not exist yet, with `mode`, and write `data` into it.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                IdentityError::Exists(path.into())
+            } else {
+                IdentityError::Write {
+                    path: path.into(),
+                    source,
+                }
+            }
+        })?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|source| IdentityError::Write {
+            path: path.into(),
+            source,
+        })
+}
+
+/// Generate a key and a self-signed S/MIME certificate (and optionally a CSR) for
+/// `req.id` in `req.out_dir`. Refuses to overwrite anything; on failure, removes what it
+/// wrote, so nothing is half-written.
+pub fn create(req: &NewCert) -> Result<Created, IdentityError> {
+    let stem = req.id.file_stem();
+    let key_path = req.out_dir.join(format!("{stem}.key"));
+    let cert_path = req.out_dir.join(format!("{stem}.pem"));
+    let csr_path = req.csr.then(|| req.out_dir.join(format!("{stem}.csr")));
+    for p in [Some(&key_path), Some(&cert_path), csr_path.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if p.symlink_metadata().is_ok() {
+            return Err(IdentityError::Exists(p.clone()));
+        }
+    }
+
+    let key = match req.kind {
+        KeyKind::Ec => {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(crypto)?;
+            PKey::from_ec_key(EcKey::generate(&group).map_err(crypto)?).map_err(crypto)?
+        }
+        KeyKind::Rsa => PKey::from_rsa(Rsa::generate(3072).map_err(crypto)?).map_err(crypto)?,
+    };
+    let cert = self_signed(&req.id, &key, req.kind, req.days).map_err(crypto)?;
+    let csr = if req.csr {
+        Some(make_csr(&req.id, &key).map_err(crypto)?)
+    } else {
+        None
+    };
+    let key_pem = zeroizing(key.private_key_to_pem_pkcs8().map_err(crypto)?);
+    let cert_pem = cert.to_pem().map_err(crypto)?;
+
+    if !req.out_dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&req.out_dir)
+            .map_err(|source| IdentityError::Write {
+                path: req.out_dir.clone(),
+                source,
+            })?;
+    }
+    // The key first: if it exists already we stop before touching anything.
+    write_new(&key_path, &key_pem.0, 0o600)?;
+    let rest = write_new(&cert_path, &cert_pem, 0o644).and_then(|_| match (&csr_path, &csr) {
+        (Some(p), Some(c)) => write_new(p, c, 0o644),
+        _ => Ok(()),
+    });
+    if let Err(e) = rest {
+        // Remove only what this call created (Exists means the file is not ours).
+        let _ = fs::remove_file(&key_path);
+        if !matches!(&e, IdentityError::Exists(p) if *p == cert_path) {
+            let _ = fs::remove_file(&cert_path);
+        }
+        return Err(e);
+    }
+    Ok(Created {
+        key: key_path,
+        cert: cert_path,
+        csr: csr_path,
+        fingerprint: fingerprint_sha256(&cert),
+    })
+}
+
+/// A byte buffer wiped on drop (for the PEM text of a private key).
+struct Zeroizing(Vec<u8>);
+
+fn zeroizing(v: Vec<u8>) -> Zeroizing {
+    Zeroizing(v)
+}
+
+impl Drop for Zeroizing {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Overwrite a buffer with zeros in a way the optimiser keeps.
+pub(crate) fn wipe(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+fn subject(id: &PeerId) -> Result<openssl::x509::X509Name, openssl::error::ErrorStack> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, id.as_str())?;
+    Ok(name.build())
+}
+
+fn self_signed(
+    id: &PeerId,
+    key: &PKey<Private>,
+    kind: KeyKind,
+    days: u32,
+) -> Result<X509, openssl::error::ErrorStack> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    // 127 random bits: positive, unique, within the 20-octet limit of RFC 5280.
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = Asn1Integer::from_bn(&serial)?;
+    b.set_serial_number(&serial)?;
+    let name = subject(id)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    b.set_pubkey(key)?;
+    b.append_extension(BasicConstraints::new().critical().build()?)?;
+    let mut ku = KeyUsage::new();
+    ku.critical().digital_signature();
+    match kind {
+        KeyKind::Rsa => ku.key_encipherment(),
+        KeyKind::Ec => ku.key_agreement(),
+    };
+    b.append_extension(ku.build()?)?;
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build()?)?;
+    let ctx = b.x509v3_context(None, None);
+    let san = SubjectAlternativeName::new().email(id.mail()).build(&ctx)?;
+    let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+    b.append_extension(san)?;
+    b.append_extension(ski)?;
+    b.sign(key, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+fn make_csr(id: &PeerId, key: &PKey<Private>) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let mut b = X509ReqBuilder::new()?;
+    b.set_version(0)?;
+    let name = subject(id)?;
+    b.set_subject_name(&name)?;
+    b.set_pubkey(key)?;
+    let mut exts = openssl::stack::Stack::new()?;
+    let ctx = b.x509v3_context(None);
+    exts.push(SubjectAlternativeName::new().email(id.mail()).build(&ctx)?)?;
+    exts.push(ExtendedKeyUsage::new().email_protection().build()?)?;
+    b.add_extensions(&exts)?;
+    b.sign(key, MessageDigest::sha256())?;
+    b.build().to_pem()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Copies the committed demo identities (checked out 0644 by git) into a fresh
+    /// temporary directory with keys at 0600, so tests can load them.
+    pub(crate) struct DemoCerts {
+        pub dir: PathBuf,
+    }
+
+    impl DemoCerts {
+        pub fn new(tag: &str) -> DemoCerts {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/demo");
+            let dir = std::env::temp_dir().join(format!(
+                "plexus-smime-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            for entry in fs::read_dir(&src).unwrap() {
+                let p = entry.unwrap().path();
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if ext == "pem" || ext == "key" {
+                    let to = dir.join(p.file_name().unwrap());
+                    fs::copy(&p, &to).unwrap();
+                    let mode = if ext == "key" { 0o600 } else { 0o644 };
+                    fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
+                }
+            }
+            DemoCerts { dir }
+        }
+
+        pub fn path(&self, file: &str) -> PathBuf {
+            self.dir.join(file)
+        }
+
+        pub fn id(name: &str) -> PeerId {
+            let s = match name {
+                "alice" => "alice@lab.example/home",
+                "bob" => "bob@lab.example/office",
+                "carol" => "carol@lab.example/nas",
+                "mallory" => "mallory@lab.example/evil",
+                other => panic!("no demo identity {other}"),
+            };
+            PeerId::parse(s).unwrap()
+        }
+
+        pub fn identity(&self, name: &str) -> Identity {
+            Identity::load(
+                Self::id(name),
+                &self.path(&format!("{name}.pem")),
+                &self.path(&format!("{name}.key")),
+            )
+            .unwrap()
+        }
+
+        pub fn peer(&self, name: &str) -> PeerCert {
+            PeerCert::load(Self::id(name), &self.path(&format!("{name}.pem"))).unwrap()
+        }
+    }
+
+    impl Drop for DemoCerts {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn ids_parse_strictly() {
+        let id = PeerId::parse("alice@example.org/laptop").unwrap();
+        assert_eq!(id.mail(), "alice@example.org");
+        assert_eq!(id.instance(), "laptop");
+        assert_eq!(id.file_stem(), "alice@example.org_laptop");
+        assert_eq!(id.to_string(), "alice@example.org/laptop");
+        for (bad, want) in [
+            (
+                "alice@example.org",
+                IdError::MissingInstance("alice@example.org".into()),
+            ),
+            (
+                "alice.example.org/x",
+                IdError::MissingAt("alice.example.org/x".into()),
+            ),
+            (
+                "@example.org/x",
+                IdError::BadLocalPart("@example.org/x".into()),
+            ),
+            (
+                "Alice@example.org/x",
+                IdError::BadLocalPart("Alice@example.org/x".into()),
+            ),
+            (
+                "a..b@example.org/x",
+                IdError::BadLocalPart("a..b@example.org/x".into()),
+            ),
+            (
+                "a b@example.org/x",
+                IdError::BadLocalPart("a b@example.org/x".into()),
+            ),
+            ("a@/x", IdError::BadDomain("a@/x".into())),
+            ("a@-x.org/x", IdError::BadDomain("a@-x.org/x".into())),
+            ("a@x..org/x", IdError::BadDomain("a@x..org/x".into())),
+            ("a@x.org/", IdError::BadInstance("a@x.org/".into())),
+            ("a@x.org/a/b", IdError::BadInstance("a@x.org/a/b".into())),
+            ("a@x.org/..", IdError::BadInstance("a@x.org/..".into())),
+            ("a@x.org/ä", IdError::BadInstance("a@x.org/ä".into())),
+        ] {
+            assert_eq!(PeerId::parse(bad), Err(want), "{bad}");
+        }
+        let long_local = format!("{}@x.org/i", "a".repeat(MAX_LOCAL + 1));
+        assert!(matches!(
+            PeerId::parse(&long_local),
+            Err(IdError::BadLocalPart(_))
+        ));
+        let long_inst = format!("a@x.org/{}", "i".repeat(MAX_INSTANCE + 1));
+        assert!(matches!(
+            PeerId::parse(&long_inst),
+            Err(IdError::BadInstance(_))
+        ));
+        let long_label = format!("a@{}.org/i", "d".repeat(64));
+        assert!(matches!(
+            PeerId::parse(&long_label),
+            Err(IdError::BadDomain(_))
+        ));
+    }
+
+    #[test]
+    fn demo_identities_load() {
+        let demo = DemoCerts::new("load");
+        for name in ["alice", "bob", "carol", "mallory"] {
+            let ident = demo.identity(name);
+            assert_eq!(ident.id(), &DemoCerts::id(name));
+            assert!(!format!("{ident:?}").contains("PRIVATE"));
+        }
+    }
+
+    #[test]
+    fn open_key_permissions_are_refused() {
+        let demo = DemoCerts::new("perm");
+        let key = demo.path("alice.key");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_private_key(&key).unwrap_err();
+            assert!(matches!(err, IdentityError::KeyTooOpen { mode: m, .. } if m & 0o777 == mode));
+            let text = err.to_string();
+            assert!(text.contains(&format!("permissions {mode:04o}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+        }
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+        load_private_key(&key).unwrap();
+    }
+
+    #[test]
+    fn encrypted_keys_are_refused_without_prompting() {
+        let demo = DemoCerts::new("enc");
+        let key = load_private_key(&demo.path("bob.key")).unwrap();
+        let pem = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pw")
+            .unwrap();
+        let p = demo.path("enc.key");
+        fs::write(&p, pem).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_private_key(&p).unwrap_err();
+        assert!(matches!(e, IdentityError::KeyEncrypted { .. }), "{e}");
+    }
+
+    #[test]
+    fn key_must_match_cert_and_cert_must_name_the_id() {
+        let demo = DemoCerts::new("match");
+        let err = Identity::load(
+            DemoCerts::id("alice"),
+            &demo.path("alice.pem"),
+            &demo.path("carol.key"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, IdentityError::KeyMismatch { .. }), "{err}");
+        let err = PeerCert::load(DemoCerts::id("bob"), &demo.path("alice.pem")).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::CertNotForId { found, .. } if found == &["alice@lab.example"]),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_files_are_typed_errors() {
+        let demo = DemoCerts::new("garbage");
+        let p = demo.path("junk.pem");
+        fs::write(&p, b"not a certificate").unwrap();
+        assert!(matches!(load_cert(&p), Err(IdentityError::BadFile { .. })));
+        assert!(matches!(
+            load_cert_bundle(&p),
+            Err(IdentityError::BadFile { .. })
+        ));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            load_private_key(&p),
+            Err(IdentityError::BadFile { .. })
+        ));
+        assert!(matches!(
+            load_cert(&demo.path("missing.pem")),
+            Err(IdentityError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn cert_new_creates_and_never_overwrites() {
+        let demo = DemoCerts::new("new");
+        let out = demo.path("mine");
+        for (kind, id) in [
+            (KeyKind::Ec, "dave@example.org/pc"),
+            (KeyKind::Rsa, "erin@example.org/nas"),
+        ] {
+            let req = NewCert {
+                id: PeerId::parse(id).unwrap(),
+                out_dir: out.clone(),
+                kind,
+                days: 30,
+                csr: true,
+            };
+            let made = create(&req).unwrap();
+            let mode = fs::metadata(&made.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let ident = Identity::load(req.id.clone(), &made.cert, &made.key).unwrap();
+            assert_eq!(fingerprint_sha256(ident.cert()), made.fingerprint);
+            assert_eq!(cert_emails(ident.cert()), vec![req.id.mail().to_string()]);
+            let csr = fs::read(made.csr.as_ref().unwrap()).unwrap();
+            openssl::x509::X509Req::from_pem(&csr).unwrap();
+
+            // A second run must fail and leave the key byte for byte as it was.
+            let key_before = fs::read(&made.key).unwrap();
+            let cert_before = fs::read(&made.cert).unwrap();
+            let err = create(&req).unwrap_err();
+            assert!(
+                matches!(&err, IdentityError::Exists(p) if *p == made.key),
+                "{err}"
+            );
+            assert_eq!(fs::read(&made.key).unwrap(), key_before);
+            assert_eq!(fs::read(&made.cert).unwrap(), cert_before);
+        }
+        // Only the certificate exists: still refused, and no stray key is left behind.
+        let id = PeerId::parse("frank@example.org/x").unwrap();
+        let stem = id.file_stem();
+        fs::write(out.join(format!("{stem}.pem")), b"keep me").unwrap();
+        let req = NewCert {
+            id,
+            out_dir: out.clone(),
+            kind: KeyKind::Ec,
+            days: 1,
+            csr: false,
+        };
+        assert!(matches!(create(&req), Err(IdentityError::Exists(_))));
+        assert!(!out.join(format!("{stem}.key")).exists());
+        assert_eq!(
+            fs::read(out.join(format!("{stem}.pem"))).unwrap(),
+            b"keep me"
+        );
+    }
+}

@@ -1,0 +1,1429 @@
+//! The built-in e-mail mediator: S/MIME mail over SMTP submission, picked up over IMAP.
+//!
+//! Sending wraps the core's sealed bytes (DER PKCS#7/CMS EnvelopedData) in a standard
+//! S/MIME message (`application/pkcs7-mime; smime-type=enveloped-data`, base64), marked
+//! with the header `X-Plexus: 1`, and submits it with lettre (implicit TLS or STARTTLS,
+//! AUTH, verified certificates).
+//!
+//! Receiving watches one IMAP folder (IDLE when the server has it, otherwise polling) and
+//! keeps the mailbox exactly as the user left it:
+//! 1. candidates come from a server-side `UID SEARCH` on our header and the peer's address;
+//! 2. only their headers are fetched, with `BODY.PEEK` (no `\Seen`), and checked again
+//!    here ([`classify_headers`]): our header and the configured peer in `From:`;
+//! 3. a candidate over the size limit is left alone (`RFC822.SIZE` is checked first);
+//! 4. only then the body is fetched, again with `BODY.PEEK`, and unwrapped ([`unwrap`]);
+//! 5. after [`Outcome::Handled`] that one message is deleted (`\Deleted` then
+//!    `UID EXPUNGE` of its UID — a plain `EXPUNGE` would also remove mail the user had
+//!    marked) or moved to a folder; after [`Outcome::Rejected`] it is left in place or
+//!    moved to a quarantine folder.
+//!
+//! Nothing else in the mailbox is ever fetched past its headers, flagged or deleted.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use imap::extensions::idle::WaitOutcome;
+use log::{debug, info, warn};
+use mailparse::MailHeaderMap;
+use native_tls::{Certificate, Identity, TlsConnector, TlsStream};
+
+use super::{Incoming, Mediator, MediatorError, Outcome};
+
+/// Our own header; its presence (value `1`) marks plexus mail.
+pub const PLEXUS_HEADER: &str = "X-Plexus";
+/// The recognisable subject of plexus mail.
+pub const SUBJECT: &str = "plexus rendezvous";
+/// Default upper bound for one plexus mail (whole RFC 822 message).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
+
+/// A password or other secret: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value (already resolved from a file, the environment or a command).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the SMTP connection is protected. There is no plaintext mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpMode {
+    /// TLS from the first byte (submissions, port 465).
+    ImplicitTls,
+    /// Plain connect, then STARTTLS is required before AUTH (submission, port 587).
+    StartTls,
+}
+
+/// Settings of the e-mail mediator (already validated and resolved by the profile layer).
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// SMTP submission server host name (or address); also the name checked in its certificate.
+    pub smtp_host: String,
+    /// SMTP submission port (465 for implicit TLS, 587 for STARTTLS).
+    pub smtp_port: u16,
+    /// Implicit TLS or STARTTLS.
+    pub smtp_mode: SmtpMode,
+    /// IMAP server host name (or address); also the name checked in its certificate.
+    pub imap_host: String,
+    /// IMAPS port (993).
+    pub imap_port: u16,
+    /// Login for both SMTP AUTH and IMAP LOGIN.
+    pub login: String,
+    /// Password for both.
+    pub password: Secret,
+    /// Our own mail address (the `From:` of what we send).
+    pub from: String,
+    /// The peer's mail address: only plexus mail from it is opened.
+    pub peer: String,
+    /// Extra CA certificate (PEM) trusted for the mail servers, e.g. a lab or company CA.
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate (PEM), if the servers want one.
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PKCS#8 PEM) of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Folder watched for incoming plexus mail.
+    pub folder: String,
+    /// Handled mail is moved here instead of being deleted.
+    pub done_folder: Option<String>,
+    /// Mail that failed to open is moved here instead of being left in place.
+    pub quarantine_folder: Option<String>,
+    /// Polling interval when the server has no IDLE (or `use_idle` is off).
+    pub poll_interval: Duration,
+    /// Longest single IDLE before it is re-issued (RFC 2177 advises under 29 minutes).
+    pub idle_timeout: Duration,
+    /// Use IDLE when the server offers it.
+    pub use_idle: bool,
+    /// Largest plexus mail accepted, in bytes; bigger ones are left unread.
+    pub max_message_size: u32,
+    /// TCP connect / read timeout towards the servers.
+    pub io_timeout: Duration,
+}
+
+impl EmailSettings {
+    /// Settings with the usual ports (465 implicit TLS, 993), INBOX, IDLE, 30 s polling.
+    pub fn new(host: &str, login: &str, password: Secret, from: &str, peer: &str) -> EmailSettings {
+        EmailSettings {
+            smtp_host: host.to_string(),
+            smtp_port: 465,
+            smtp_mode: SmtpMode::ImplicitTls,
+            imap_host: host.to_string(),
+            imap_port: 993,
+            login: login.to_string(),
+            password,
+            from: from.to_string(),
+            peer: peer.to_string(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            folder: "INBOX".to_string(),
+            done_folder: None,
+            quarantine_folder: None,
+            poll_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(25 * 60),
+            use_idle: true,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            io_timeout: Duration::from_secs(20),
+        }
+    }
+
+    fn validate(&self) -> Result<(), MediatorError> {
+        for (what, a) in [("from", &self.from), ("peer", &self.peer)] {
+            if !valid_address(a) {
+                return Err(MediatorError::Config(format!(
+                    "{what} address {a:?} is not a plain mail address (user@domain)"
+                )));
+            }
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(MediatorError::Config(
+                "client_cert and client_key must be given together".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() || self.idle_timeout.is_zero() {
+            return Err(MediatorError::Config(
+                "poll_interval and idle_timeout must be above zero".into(),
+            ));
+        }
+        if self.max_message_size < 1024 {
+            return Err(MediatorError::Config(
+                "max_message_size below 1024 bytes cannot hold any sealed message".into(),
+            ));
+        }
+        for f in [&self.folder]
+            .into_iter()
+            .chain(self.done_folder.iter())
+            .chain(self.quarantine_folder.iter())
+        {
+            if f.is_empty() || f.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                return Err(MediatorError::Config(format!(
+                    "folder name {f:?} is empty or has quotes, backslashes or control characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a mail is not (or not acceptably) a plexus mail from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailError {
+    /// The headers do not parse as RFC 5322 headers.
+    BadHeaders(String),
+    /// No `X-Plexus: 1` header: not plexus mail, never touched.
+    NotPlexus,
+    /// Plexus mail, but `From:` is not the configured peer: never touched.
+    NotFromPeer(String),
+    /// The mail (or the sealed payload) is larger than the configured limit.
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body is not a single `application/pkcs7-mime` part.
+    WrongContentType(String),
+    /// The base64 body does not decode, or is empty.
+    BadBody(String),
+    /// An address given to compose a mail is not a plain `user@domain`.
+    BadAddress(String),
+}
+
+impl fmt::Display for MailError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailError::BadHeaders(m) => write!(f, "mail headers do not parse: {m}"),
+            MailError::NotPlexus => write!(f, "not plexus mail (no {PLEXUS_HEADER}: 1 header)"),
+            MailError::NotFromPeer(a) => {
+                write!(f, "plexus mail from {a:?}, which is not the configured peer")
+            }
+            MailError::TooLarge { size, limit } => write!(
+                f,
+                "mail of {size} bytes is over the limit of {limit} bytes; raise max_message_size if it is genuine"
+            ),
+            MailError::WrongContentType(t) => write!(
+                f,
+                "mail body is {t:?}, expected application/pkcs7-mime (S/MIME enveloped data)"
+            ),
+            MailError::BadBody(m) => write!(f, "mail body is not valid base64 S/MIME data: {m}"),
+            MailError::BadAddress(a) => {
+                write!(f, "{a:?} is not a plain mail address (user@domain)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MailError {}
+
+/// A plain `user@domain` address: no display name, no spaces, quotes or control characters
+/// (so it can go into a header and an SMTP envelope as is).
+pub fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    a.len() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !local.contains('@')
+        && a.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(
+                    c,
+                    '<' | '>' | '(' | ')' | ',' | ';' | ':' | '"' | '\\' | '[' | ']'
+                )
+        })
+}
+
+static MESSAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Build the complete S/MIME mail (CRLF line ends) carrying `sealed` from `from` to `to`.
+pub fn wrap(from: &str, to: &str, sealed: &[u8], now: SystemTime) -> Result<Vec<u8>, MailError> {
+    for a in [from, to] {
+        if !valid_address(a) {
+            return Err(MailError::BadAddress(a.to_string()));
+        }
+    }
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("plexus.invalid");
+    let n = MESSAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut m = String::with_capacity(sealed.len() * 4 / 3 + 1024);
+    m.push_str(&format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {SUBJECT}\r\n"
+    ));
+    m.push_str(&format!("Date: {}\r\n", rfc5322_date(secs.as_secs())));
+    m.push_str(&format!(
+        "Message-ID: <plexus.{}.{}.{}.{n}@{domain}>\r\n",
+        secs.as_secs(),
+        secs.subsec_nanos(),
+        std::process::id()
+    ));
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!("{PLEXUS_HEADER}: 1\r\n"));
+    m.push_str(
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n",
+    );
+    m.push_str("Content-Transfer-Encoding: base64\r\n");
+    m.push_str("Content-Disposition: attachment; filename=smime.p7m\r\n");
+    m.push_str("Content-Description: S/MIME encrypted message\r\n\r\n");
+    let b64 = base64(sealed);
+    for line in b64.as_bytes().chunks(76) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        m.push_str(std::str::from_utf8(line).unwrap_or_default());
+        m.push_str("\r\n");
+    }
+    Ok(m.into_bytes())
+}
+
+/// Check the headers of a mail: `Ok(from)` when it is plexus mail from `peer`.
+pub fn classify_headers(headers: &[u8], peer: &str) -> Result<String, MailError> {
+    let (hs, _) =
+        mailparse::parse_headers(headers).map_err(|e| MailError::BadHeaders(e.to_string()))?;
+    let marked = hs
+        .get_all_values(PLEXUS_HEADER)
+        .iter()
+        .any(|v| v.trim() == "1");
+    if !marked {
+        return Err(MailError::NotPlexus);
+    }
+    let from_hdr = hs
+        .get_first_header("From")
+        .ok_or_else(|| MailError::NotFromPeer(String::new()))?;
+    let addrs = mailparse::addrparse_header(from_hdr)
+        .map_err(|e| MailError::BadHeaders(format!("From: {e}")))?;
+    let singles: Vec<_> = addrs
+        .iter()
+        .flat_map(|a| match a {
+            mailparse::MailAddr::Single(s) => vec![s.addr.clone()],
+            mailparse::MailAddr::Group(g) => g.addrs.iter().map(|s| s.addr.clone()).collect(),
+        })
+        .collect();
+    match singles.as_slice() {
+        [one] if one.eq_ignore_ascii_case(peer) => Ok(one.clone()),
+        _ => Err(MailError::NotFromPeer(from_hdr.get_value())),
+    }
+}
+
+/// A plexus mail taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwrapped {
+    /// The `From:` address (already checked against the peer).
+    pub from: String,
+    /// The sealed bytes.
+    pub sealed: Vec<u8>,
+}
+
+/// Take a complete plexus mail from `peer` apart; every check of [`classify_headers`]
+/// applies, then the content type, the base64 body and the size limit.
+pub fn unwrap(raw: &[u8], peer: &str, limit: u32) -> Result<Unwrapped, MailError> {
+    if raw.len() as u64 > u64::from(limit) {
+        return Err(MailError::TooLarge {
+            size: raw.len() as u64,
+            limit: limit.into(),
+        });
+    }
+    let from = classify_headers(raw, peer)?;
+    let mail = mailparse::parse_mail(raw).map_err(|e| MailError::BadHeaders(e.to_string()))?;
+    let ct = &mail.ctype;
+    if !ct.mimetype.eq_ignore_ascii_case("application/pkcs7-mime")
+        && !ct.mimetype.eq_ignore_ascii_case("application/x-pkcs7-mime")
+    {
+        return Err(MailError::WrongContentType(ct.mimetype.clone()));
+    }
+    if let Some(t) = ct.params.get("smime-type") {
+        if !t.eq_ignore_ascii_case("enveloped-data") {
+            return Err(MailError::WrongContentType(format!(
+                "{}; smime-type={t}",
+                ct.mimetype
+            )));
+        }
+    }
+    let sealed = match mail.get_body_encoded() {
+        mailparse::body::Body::Base64(b) => {
+            base64_decode(b.get_raw()).map_err(MailError::BadBody)?
+        }
+        _ => {
+            let cte = mail
+                .headers
+                .get_first_value("Content-Transfer-Encoding")
+                .unwrap_or_default();
+            return Err(MailError::BadBody(format!(
+                "Content-Transfer-Encoding is {cte:?}, expected base64"
+            )));
+        }
+    };
+    if sealed.is_empty() {
+        return Err(MailError::BadBody("empty body".into()));
+    }
+    Ok(Unwrapped { from, sealed })
+}
+
+/// The body as transported: strict base64 decoding (mailparse's own decoder skips garbage,
+/// which would hide a truncated or damaged body).
+fn base64_decode(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut vals = Vec::with_capacity(body.len());
+    let mut pad = 0usize;
+    for &c in body {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                pad += 1;
+                continue;
+            }
+            b'\r' | b'\n' | b' ' | b'\t' => continue,
+            _ => return Err(format!("byte 0x{c:02x} is not base64")),
+        };
+        if pad > 0 {
+            return Err("data after '=' padding".into());
+        }
+        vals.push(v);
+    }
+    if pad > 2 || (vals.len() + pad) % 4 != 0 || vals.len() % 4 == 1 {
+        return Err(format!(
+            "{} base64 characters with {pad} padding: truncated",
+            vals.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
+    for chunk in vals.chunks(4) {
+        let mut n = 0u32;
+        for (i, v) in chunk.iter().enumerate() {
+            n |= u32::from(*v) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Ok(out)
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `Tue, 24 Nov 2026 16:35:26 +0000` for a Unix time.
+fn rfc5322_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86400;
+    let rem = unix % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The error chain of `e` on one line (TLS libraries hide the useful part in sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn is_cert_failure(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("certificate verify failed")
+        || m.contains("unable to get local issuer")
+        || m.contains("self-signed certificate")
+        || m.contains("self signed certificate")
+        || m.contains("hostname mismatch")
+}
+
+fn tls_error(server: &str, host_port: &str, msg: String) -> MediatorError {
+    if is_cert_failure(&msg) {
+        MediatorError::Config(format!(
+            "the TLS certificate of the {server} server {host_port} could not be verified ({msg}); \
+             if it is issued by a private CA, pass that CA's certificate as ca_file, and check \
+             that the host name matches the certificate"
+        ))
+    } else {
+        MediatorError::Unreachable(format!(
+            "TLS with the {server} server {host_port} failed: {msg}"
+        ))
+    }
+}
+
+fn read_file(what: &str, p: &PathBuf) -> Result<Vec<u8>, MediatorError> {
+    std::fs::read(p)
+        .map_err(|e| MediatorError::Config(format!("cannot read {what} {}: {e}", p.display())))
+}
+
+/// Certificates and identity loaded once from the settings.
+struct TlsMaterial {
+    ca_pem: Option<Vec<u8>>,
+    cert_pem: Option<Vec<u8>>,
+    key_pem: Option<Vec<u8>>,
+}
+
+impl TlsMaterial {
+    fn load(s: &EmailSettings) -> Result<TlsMaterial, MediatorError> {
+        let ca_pem = s
+            .ca_file
+            .as_ref()
+            .map(|p| read_file("ca_file", p))
+            .transpose()?;
+        let cert_pem = s
+            .client_cert
+            .as_ref()
+            .map(|p| read_file("client_cert", p))
+            .transpose()?;
+        let key_pem = match &s.client_key {
+            Some(p) => {
+                refuse_readable_key(p)?;
+                Some(read_file("client_key", p)?)
+            }
+            None => None,
+        };
+        let m = TlsMaterial {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        };
+        // Parse now so a bad file is reported at connect, not at the first message.
+        m.native()?;
+        Ok(m)
+    }
+
+    fn native(&self) -> Result<TlsConnector, MediatorError> {
+        let mut b = TlsConnector::builder();
+        b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+        if let Some(ca) = &self.ca_pem {
+            let c = Certificate::from_pem(ca).map_err(|e| {
+                MediatorError::Config(format!("ca_file is not a PEM certificate: {e}"))
+            })?;
+            b.add_root_certificate(c);
+        }
+        if let (Some(c), Some(k)) = (&self.cert_pem, &self.key_pem) {
+            let id = Identity::from_pkcs8(c, k).map_err(|e| {
+                MediatorError::Config(format!(
+                    "client_cert/client_key are not a PEM certificate and PKCS#8 PEM key: {e}"
+                ))
+            })?;
+            b.identity(id);
+        }
+        b.build()
+            .map_err(|e| MediatorError::Config(format!("TLS setup failed: {e}")))
+    }
+}
+
+/// Refuse a private key file that group or others can read, as ssh does.
+fn refuse_readable_key(p: &PathBuf) -> Result<(), MediatorError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let md = std::fs::metadata(p).map_err(|e| {
+            MediatorError::Config(format!("cannot read client_key {}: {e}", p.display()))
+        })?;
+        if md.permissions().mode() & 0o077 != 0 {
+            return Err(MediatorError::Config(format!(
+                "client_key {} is readable by group or others; run chmod 600 on it",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What one pass over the folder found.
+enum Scan {
+    Found(Incoming),
+    Quarantine(u32, String),
+    Nothing,
+}
+
+type ImapSession = imap::Session<TlsStream<TcpStream>>;
+
+/// An open, logged-in IMAP session with the watched folder selected.
+struct Imap {
+    session: ImapSession,
+    /// The same socket as under the TLS stream: IDLE clears its read timeout, we restore it.
+    tcp: TcpStream,
+    uid_validity: u32,
+    idle: bool,
+    uidplus: bool,
+    moves: bool,
+}
+
+/// The e-mail mediator. See the module documentation.
+pub struct EmailMediator {
+    settings: EmailSettings,
+    tls: TlsMaterial,
+    imap: Option<Imap>,
+    /// UIDs returned by `receive` and not yet acknowledged, with the UIDVALIDITY they belong to.
+    pending: HashSet<(u32, u32)>,
+    /// UIDs left in place (rejected, oversized, undecodable): not offered again.
+    refused: HashSet<(u32, u32)>,
+    /// UIDs whose deletion could not be completed (no UIDPLUS): not offered again.
+    done: HashSet<(u32, u32)>,
+}
+
+impl fmt::Debug for EmailMediator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailMediator")
+            .field("settings", &self.settings)
+            .field("connected", &self.imap.is_some())
+            .finish()
+    }
+}
+
+/// First delay after a dropped connection; doubled up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl EmailMediator {
+    /// Check the settings, load the TLS material and log in to the IMAP server once, so
+    /// that a wrong password or CA is reported now.
+    pub fn connect(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
+        let mut m = EmailMediator::new(settings)?;
+        m.imap = Some(m.open_imap()?);
+        Ok(m)
+    }
+
+    /// Check the settings and load the TLS material without any network traffic; the
+    /// IMAP session is opened by the first `receive` (a sender-only use never opens it).
+    pub fn new(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
+        settings.validate()?;
+        let tls = TlsMaterial::load(&settings)?;
+        Ok(EmailMediator {
+            settings,
+            tls,
+            imap: None,
+            pending: HashSet::new(),
+            refused: HashSet::new(),
+            done: HashSet::new(),
+        })
+    }
+
+    /// Whether the current IMAP session waits with IDLE (false: polling).
+    pub fn uses_idle(&self) -> bool {
+        self.imap.as_ref().is_some_and(|i| i.idle)
+    }
+
+    fn imap_addr(&self) -> String {
+        format!("{}:{}", self.settings.imap_host, self.settings.imap_port)
+    }
+
+    fn open_imap(&self) -> Result<Imap, MediatorError> {
+        let s = &self.settings;
+        let hp = self.imap_addr();
+        let tcp = tcp_connect(&s.imap_host, s.imap_port, s.io_timeout, "IMAP")?;
+        let tcp_handle = tcp.try_clone()?;
+        let tls = self
+            .tls
+            .native()?
+            .connect(&s.imap_host, tcp)
+            .map_err(|e| match e {
+                native_tls::HandshakeError::Failure(e) => tls_error("IMAP", &hp, chain(&e)),
+                native_tls::HandshakeError::WouldBlock(_) => MediatorError::Unreachable(format!(
+                    "TLS handshake with the IMAP server {hp} timed out"
+                )),
+            })?;
+        let mut client = imap::Client::new(tls);
+        client
+            .read_greeting()
+            .map_err(|e| imap_err(&hp, "greeting", e))?;
+        let mut session = client
+            .login(&s.login, s.password.expose())
+            .map_err(|(e, _)| match e {
+                imap::Error::No(no) => MediatorError::Auth(format!(
+                    "the IMAP server {hp} refused the login of account {:?}: {}; check login and password",
+                    s.login, no.information
+                )),
+                imap::Error::Bad(bad) => MediatorError::Auth(format!(
+                    "the IMAP server {hp} refused the login of account {:?}: {}",
+                    s.login, bad.information
+                )),
+                e => imap_err(&hp, "LOGIN", e),
+            })?;
+        let caps = session
+            .capabilities()
+            .map_err(|e| imap_err(&hp, "CAPABILITY", e))?;
+        let idle = caps.has_str("IDLE");
+        let uidplus = caps.has_str("UIDPLUS");
+        let moves = caps.has_str("MOVE");
+        drop(caps);
+        let mb = session.select(&s.folder).map_err(|e| match e {
+            imap::Error::No(no) => MediatorError::Config(format!(
+                "folder {:?} on {hp} cannot be selected: {}",
+                s.folder, no.information
+            )),
+            e => imap_err(&hp, "SELECT", e),
+        })?;
+        let uid_validity = mb.uid_validity.unwrap_or(0);
+        debug!(
+            "email: logged in to {hp} as {}, folder {} (uidvalidity {uid_validity}, IDLE {idle}, UIDPLUS {uidplus}, MOVE {moves})",
+            s.login, s.folder
+        );
+        Ok(Imap {
+            session,
+            tcp: tcp_handle,
+            uid_validity,
+            idle,
+            uidplus,
+            moves,
+        })
+    }
+
+    /// Reconnect with bounded exponential backoff until `deadline`.
+    fn ensure_imap(&mut self, deadline: Instant) -> Result<(), MediatorError> {
+        let mut delay = BACKOFF_START;
+        loop {
+            if self.imap.is_some() {
+                return Ok(());
+            }
+            match self.open_imap() {
+                Ok(i) => {
+                    info!("email: connected to the IMAP server {}", self.imap_addr());
+                    self.imap = Some(i);
+                    return Ok(());
+                }
+                Err(e @ MediatorError::Unreachable(_)) => {
+                    let now = Instant::now();
+                    if now + delay >= deadline {
+                        return Err(e);
+                    }
+                    warn!("email: {e}; retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Look at the folder: the next plexus mail from the peer, if any.
+    fn scan(&mut self) -> Result<Option<Incoming>, MediatorError> {
+        loop {
+            let r = self.scan_once();
+            if let Some(i) = self.imap.as_mut() {
+                // Untagged EXISTS/EXPUNGE/FETCH updates are not needed (we search by UID);
+                // drop them so a long wait does not pile them up.
+                i.session.take_all_unsolicited().for_each(drop);
+            }
+            match r? {
+                Scan::Found(m) => return Ok(Some(m)),
+                Scan::Nothing => return Ok(None),
+                Scan::Quarantine(uid, folder) => self.move_to(uid, &folder)?,
+            }
+        }
+    }
+
+    fn scan_once(&mut self) -> Result<Scan, MediatorError> {
+        let hp = self.imap_addr();
+        let s = &self.settings;
+        let Some(imap) = self.imap.as_mut() else {
+            return Ok(Scan::Nothing);
+        };
+        let uv = imap.uid_validity;
+        // Server-side pre-filter; everything is checked again on the headers below.
+        let query = format!("UNDELETED HEADER {PLEXUS_HEADER} \"1\" FROM \"{}\"", s.peer);
+        let found = imap
+            .session
+            .uid_search(&query)
+            .map_err(|e| imap_err(&hp, "UID SEARCH", e))?;
+        let mut uids: Vec<u32> = found
+            .into_iter()
+            .filter(|u| {
+                let k = (uv, *u);
+                !self.pending.contains(&k) && !self.refused.contains(&k) && !self.done.contains(&k)
+            })
+            .collect();
+        uids.sort_unstable();
+        for uid in uids {
+            let key = (uv, uid);
+            let fetches = imap
+                .session
+                .uid_fetch(uid.to_string(), "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])")
+                .map_err(|e| imap_err(&hp, "UID FETCH", e))?;
+            let Some(f) = fetches.iter().find(|f| f.uid == Some(uid)) else {
+                continue; // expunged meanwhile
+            };
+            if f.flags().contains(&imap::types::Flag::Deleted) {
+                continue;
+            }
+            let from = match classify_headers(f.header().unwrap_or_default(), &s.peer) {
+                Ok(from) => from,
+                Err(e) => {
+                    // Not ours after all (the server's search is looser): never touch it.
+                    debug!("email: UID {uid} skipped: {e}");
+                    self.refused.insert(key);
+                    continue;
+                }
+            };
+            let size = f.size.unwrap_or(u32::MAX);
+            if size > s.max_message_size {
+                warn!(
+                    "email: plexus mail UID {uid} from {from} left unread: {}",
+                    MailError::TooLarge {
+                        size: size.into(),
+                        limit: s.max_message_size.into()
+                    }
+                );
+                self.refused.insert(key);
+                continue;
+            }
+            drop(fetches);
+            let fetches = imap
+                .session
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .map_err(|e| imap_err(&hp, "UID FETCH", e))?;
+            let Some(body) = fetches
+                .iter()
+                .find(|f| f.uid == Some(uid))
+                .and_then(|f| f.body())
+            else {
+                continue;
+            };
+            match unwrap(body, &s.peer, s.max_message_size) {
+                Ok(u) => {
+                    self.pending.insert(key);
+                    return Ok(Scan::Found(Incoming {
+                        id: format!("{uv}:{uid}"),
+                        from: u.from,
+                        sealed: u.sealed,
+                    }));
+                }
+                Err(e) => {
+                    warn!("email: plexus mail UID {uid} from {from} cannot be used: {e}");
+                    self.refused.insert(key);
+                    if let Some(q) = &s.quarantine_folder {
+                        return Ok(Scan::Quarantine(uid, q.clone()));
+                    }
+                }
+            }
+        }
+        Ok(Scan::Nothing)
+    }
+
+    /// Wait for the folder to change (IDLE) or for the next poll, at most until `deadline`.
+    fn wait(&mut self, deadline: Instant) -> Result<(), MediatorError> {
+        let hp = self.imap_addr();
+        let use_idle = self.settings.use_idle;
+        let poll = self.settings.poll_interval;
+        let idle_max = self.settings.idle_timeout;
+        let io_timeout = self.settings.io_timeout;
+        let Some(imap) = self.imap.as_mut() else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        if use_idle && imap.idle {
+            let outcome = {
+                let mut h = imap.session.idle();
+                h.timeout(left.min(idle_max).max(Duration::from_millis(10)))
+                    .keepalive(false);
+                // imap 3.0-alpha panics (unreachable!) if the server refuses IDLE after
+                // announcing it: turn that into an error instead of taking the host down.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    h.wait_while(imap::extensions::idle::stop_on_any)
+                }))
+            };
+            // wait_while leaves the socket without a read timeout; a hung server must not
+            // block later commands forever.
+            imap.tcp.set_read_timeout(Some(io_timeout))?;
+            match outcome {
+                Ok(Ok(WaitOutcome::MailboxChanged)) => debug!("email: IDLE: folder changed"),
+                Ok(Ok(WaitOutcome::TimedOut)) => {}
+                Ok(Err(e)) => return Err(imap_err(&hp, "IDLE", e)),
+                Err(_) => {
+                    return Err(MediatorError::Unreachable(format!(
+                        "IMAP server {hp} answered IDLE unexpectedly; reconnecting"
+                    )))
+                }
+            }
+            Ok(())
+        } else {
+            std::thread::sleep(left.min(poll));
+            // Some servers only report new mail in answer to a command.
+            imap.session.noop().map_err(|e| imap_err(&hp, "NOOP", e))
+        }
+    }
+
+    /// Make sure `folder` exists, then move `uid` there without touching other mail.
+    fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), MediatorError> {
+        let hp = self.imap_addr();
+        let Some(imap) = self.imap.as_mut() else {
+            return Err(MediatorError::Unreachable(format!("not connected to {hp}")));
+        };
+        // CREATE fails harmlessly when it exists; the MOVE/COPY below reports real problems.
+        let _ = imap.session.create(folder);
+        let set = uid.to_string();
+        if imap.moves {
+            imap.session
+                .uid_mv(&set, folder)
+                .map_err(|e| imap_err(&hp, "UID MOVE", e))?;
+        } else {
+            imap.session
+                .uid_copy(&set, folder)
+                .map_err(|e| imap_err(&hp, "UID COPY", e))?;
+            Self::delete_uid(imap, &hp, uid)?;
+        }
+        info!("email: moved UID {uid} to {folder}");
+        Ok(())
+    }
+
+    /// Flag `uid` \Deleted and expunge only that UID (UIDPLUS); without UIDPLUS it stays flagged.
+    fn delete_uid(imap: &mut Imap, hp: &str, uid: u32) -> Result<(), MediatorError> {
+        let set = uid.to_string();
+        imap.session
+            .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+            .map_err(|e| imap_err(hp, "UID STORE", e))?;
+        if imap.uidplus {
+            imap.session
+                .uid_expunge(&set)
+                .map_err(|e| imap_err(hp, "UID EXPUNGE", e))?;
+        } else {
+            warn!(
+                "email: {hp} lacks UIDPLUS: UID {uid} is flagged \\Deleted but not expunged \
+                 (a plain EXPUNGE would also remove mail you marked); set done_folder to move it instead"
+            );
+        }
+        Ok(())
+    }
+
+    fn parse_id(&self, id: &str) -> Result<(u32, u32), MediatorError> {
+        id.split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .filter(|k| self.pending.contains(k))
+            .ok_or_else(|| {
+                MediatorError::Protocol(format!(
+                    "message id {id:?} was not returned by receive or was already acknowledged"
+                ))
+            })
+    }
+
+    fn acknowledge_once(&mut self, key: (u32, u32), outcome: Outcome) -> Result<(), MediatorError> {
+        let hp = self.imap_addr();
+        let (uv, uid) = key;
+        let current = self.imap.as_ref().map(|i| i.uid_validity);
+        if current != Some(uv) {
+            return Err(MediatorError::Protocol(format!(
+                "folder {} on {hp} changed UIDVALIDITY since UID {uid} was read; the message is left where it is",
+                self.settings.folder
+            )));
+        }
+        match outcome {
+            Outcome::Handled => {
+                if let Some(f) = self.settings.done_folder.clone() {
+                    self.move_to(uid, &f)
+                } else if let Some(imap) = self.imap.as_mut() {
+                    Self::delete_uid(imap, &hp, uid)?;
+                    info!("email: deleted handled UID {uid}");
+                    Ok(())
+                } else {
+                    Ok(())
+                }
+            }
+            Outcome::Rejected => match self.settings.quarantine_folder.clone() {
+                Some(q) => self.move_to(uid, &q),
+                None => {
+                    info!("email: rejected UID {uid} left in place");
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+fn tcp_connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    what: &str,
+) -> Result<TcpStream, MediatorError> {
+    let hp = format!("{host}:{port}");
+    let addrs = (host, port).to_socket_addrs().map_err(|e| {
+        MediatorError::Unreachable(format!("cannot resolve the {what} server {hp}: {e}"))
+    })?;
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(t) => {
+                t.set_read_timeout(Some(timeout))?;
+                t.set_write_timeout(Some(timeout))?;
+                return Ok(t);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(MediatorError::Unreachable(match last {
+        Some(e) => format!("cannot connect to the {what} server {hp}: {e}"),
+        None => format!("the {what} server name {hp} resolves to no address"),
+    }))
+}
+
+/// Map an IMAP error: connection trouble is `Unreachable` (the caller reconnects).
+fn imap_err(hp: &str, cmd: &str, e: imap::Error) -> MediatorError {
+    match e {
+        imap::Error::Io(_)
+        | imap::Error::ConnectionLost
+        | imap::Error::Bye(_)
+        | imap::Error::Tls(_)
+        | imap::Error::TagMismatch(_) => {
+            MediatorError::Unreachable(format!("IMAP server {hp} during {cmd}: {}", chain(&e)))
+        }
+        e => MediatorError::Protocol(format!("IMAP server {hp} during {cmd}: {}", chain(&e))),
+    }
+}
+
+impl Mediator for EmailMediator {
+    fn name(&self) -> &str {
+        "email"
+    }
+
+    fn send(&mut self, to: &str, sealed: &[u8]) -> Result<(), MediatorError> {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::client::{
+            Certificate as LCert, Identity as LId, Tls, TlsParameters,
+        };
+        use lettre::transport::smtp::extension::ClientId;
+        use lettre::{Address, Transport};
+
+        let s = &self.settings;
+        let hp = format!("{}:{}", s.smtp_host, s.smtp_port);
+        let mail = wrap(&s.from, to, sealed, SystemTime::now())
+            .map_err(|e| MediatorError::Config(e.to_string()))?;
+        if mail.len() as u64 > u64::from(s.max_message_size) {
+            return Err(MediatorError::Config(format!(
+                "{}; the peer would refuse it",
+                MailError::TooLarge {
+                    size: mail.len() as u64,
+                    limit: s.max_message_size.into()
+                }
+            )));
+        }
+        let addr = |a: &str| {
+            Address::from_str(a).map_err(|e| MediatorError::Config(format!("address {a:?}: {e}")))
+        };
+        let envelope = lettre::address::Envelope::new(Some(addr(&s.from)?), vec![addr(to)?])
+            .map_err(|e| MediatorError::Config(format!("envelope: {e}")))?;
+
+        let mut tb = TlsParameters::builder(s.smtp_host.clone());
+        if let Some(ca) = &self.tls.ca_pem {
+            tb = tb.add_root_certificate(
+                LCert::from_pem(ca).map_err(|e| MediatorError::Config(format!("ca_file: {e}")))?,
+            );
+        }
+        if let (Some(c), Some(k)) = (&self.tls.cert_pem, &self.tls.key_pem) {
+            tb = tb.identify_with(
+                LId::from_pem(c, k)
+                    .map_err(|e| MediatorError::Config(format!("client_cert/client_key: {e}")))?,
+            );
+        }
+        let params = tb
+            .build_native()
+            .map_err(|e| MediatorError::Config(format!("SMTP TLS setup: {}", chain(&e))))?;
+        let tls = match s.smtp_mode {
+            SmtpMode::ImplicitTls => Tls::Wrapper(params),
+            SmtpMode::StartTls => Tls::Required(params),
+        };
+        let helo = s
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_else(|| "localhost".into());
+        let transport = lettre::SmtpTransport::builder_dangerous(s.smtp_host.clone())
+            .port(s.smtp_port)
+            .tls(tls)
+            .hello_name(ClientId::Domain(helo))
+            .credentials(Credentials::new(
+                s.login.clone(),
+                s.password.expose().to_string(),
+            ))
+            .timeout(Some(s.io_timeout))
+            .build();
+        let started = Instant::now();
+        transport.send_raw(&envelope, &mail).map_err(|e| {
+            let msg = chain(&e);
+            let code = e.status().map(|c| c.to_string());
+            if e.is_tls() || is_cert_failure(&msg) {
+                tls_error("SMTP", &hp, msg)
+            } else if matches!(code.as_deref(), Some("535") | Some("534") | Some("530")) {
+                MediatorError::Auth(format!(
+                    "the SMTP server {hp} refused the login of account {:?}: {msg}; check login and password",
+                    s.login
+                ))
+            } else if e.is_permanent() || e.is_response() {
+                MediatorError::Protocol(format!("the SMTP server {hp} refused the mail to {to}: {msg}"))
+            } else {
+                MediatorError::Unreachable(format!("SMTP server {hp}: {msg}"))
+            }
+        })?;
+        info!(
+            "email: sent {} bytes to {to} through {hp} in {:?}",
+            mail.len(),
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    fn receive(&mut self, timeout: Duration) -> Result<Option<Incoming>, MediatorError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = BACKOFF_START;
+        loop {
+            self.ensure_imap(deadline)?;
+            let step = match self.scan() {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) if Instant::now() >= deadline => return Ok(None),
+                Ok(None) => self.wait(deadline),
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(()) => delay = BACKOFF_START,
+                Err(e @ MediatorError::Unreachable(_)) => {
+                    warn!("email: connection lost ({e}); reconnecting");
+                    self.imap = None;
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, id: &str, outcome: Outcome) -> Result<(), MediatorError> {
+        let key = self.parse_id(id)?;
+        let deadline = Instant::now() + self.settings.io_timeout;
+        let r = match self.ensure_imap(deadline) {
+            Ok(()) => match self.acknowledge_once(key, outcome) {
+                Err(e @ MediatorError::Unreachable(_)) => {
+                    // One more try on a fresh connection: UIDs survive reconnects.
+                    self.imap = None;
+                    warn!("email: {e}; reconnecting to acknowledge {id}");
+                    self.ensure_imap(deadline)
+                        .and_then(|()| self.acknowledge_once(key, outcome))
+                }
+                r => r,
+            },
+            Err(e) => Err(e),
+        };
+        self.pending.remove(&key);
+        match (&r, outcome) {
+            (Ok(()), Outcome::Handled) => {
+                self.done.insert(key);
+            }
+            _ => {
+                self.refused.insert(key);
+            }
+        }
+        r
+    }
+}
+
+impl Drop for EmailMediator {
+    fn drop(&mut self) {
+        if let Some(mut i) = self.imap.take() {
+            let _ = i.session.logout();
+        }
+    }
+}
+
+// Keep the stream bound explicit: IDLE needs a read timeout on the TLS stream.
+const _: fn() = || {
+    fn needs<T: Read + Write + imap::extensions::idle::SetReadTimeout>() {}
+    needs::<TlsStream<TcpStream>>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "alice@lab.example";
+    const ME: &str = "bob@lab.example";
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_538_126)
+    }
+
+    #[test]
+    fn wrap_unwrap_round_trip_all_lengths() {
+        for len in [1, 2, 3, 4, 57, 58, 1000, 4096] {
+            let sealed = sample(len);
+            let mail = wrap(PEER, ME, &sealed, t0()).unwrap();
+            let u = unwrap(&mail, PEER, DEFAULT_MAX_MESSAGE_SIZE).unwrap();
+            assert_eq!(u.sealed, sealed, "length {len}");
+            assert_eq!(u.from, PEER);
+        }
+    }
+
+    #[test]
+    fn wrapped_mail_is_standard_smime() {
+        let mail = wrap(PEER, ME, &sample(100), t0()).unwrap();
+        let p = mailparse::parse_mail(&mail).unwrap();
+        assert_eq!(p.ctype.mimetype, "application/pkcs7-mime");
+        assert_eq!(p.ctype.params.get("smime-type").unwrap(), "enveloped-data");
+        assert_eq!(p.ctype.params.get("name").unwrap(), "smime.p7m");
+        assert_eq!(p.headers.get_first_value("X-Plexus").unwrap(), "1");
+        assert_eq!(p.headers.get_first_value("Subject").unwrap(), SUBJECT);
+        assert_eq!(
+            p.headers.get_first_value("Content-Disposition").unwrap(),
+            "attachment; filename=smime.p7m"
+        );
+        assert_eq!(
+            p.headers.get_first_value("Date").unwrap(),
+            "Tue, 24 Nov 2026 16:35:26 +0000"
+        );
+        let text = String::from_utf8(mail).unwrap();
+        assert!(text.lines().all(|l| l.len() <= 998));
+        assert!(text.split("\r\n").all(|l| !l.contains('\n')), "bare LF");
+    }
+
+    #[test]
+    fn header_injection_refused() {
+        for bad in [
+            "a@b\r\nBcc: x@y",
+            "Alice <a@b>",
+            "a b@c",
+            "noat",
+            "@b",
+            "a@",
+            "a@b@c",
+        ] {
+            assert_eq!(
+                wrap(bad, ME, b"x", t0()),
+                Err(MailError::BadAddress(bad.to_string()))
+            );
+            assert!(wrap(PEER, bad, b"x", t0()).is_err());
+        }
+    }
+
+    fn headers(from: &str, marker: Option<&str>) -> Vec<u8> {
+        let mut h = format!("From: {from}\r\nSubject: {SUBJECT}\r\n");
+        if let Some(m) = marker {
+            h.push_str(&format!("X-Plexus: {m}\r\n"));
+        }
+        h.push_str("\r\n");
+        h.into_bytes()
+    }
+
+    #[test]
+    fn header_filter() {
+        assert_eq!(
+            classify_headers(&headers("<alice@lab.example>", Some("1")), PEER),
+            Ok(PEER.to_string())
+        );
+        assert_eq!(
+            classify_headers(&headers("Alice <ALICE@lab.example>", Some("1")), PEER),
+            Ok("ALICE@lab.example".to_string())
+        );
+        assert_eq!(
+            classify_headers(&headers("alice@lab.example", None), PEER),
+            Err(MailError::NotPlexus)
+        );
+        assert_eq!(
+            classify_headers(&headers("alice@lab.example", Some("0")), PEER),
+            Err(MailError::NotPlexus)
+        );
+        assert!(matches!(
+            classify_headers(&headers("carol@lab.example", Some("1")), PEER),
+            Err(MailError::NotFromPeer(_))
+        ));
+        // A look-alike that a substring search on the server would match.
+        assert!(matches!(
+            classify_headers(&headers("xalice@lab.example.evil", Some("1")), PEER),
+            Err(MailError::NotFromPeer(_))
+        ));
+        // Two senders: refused, the peer must be the only one.
+        assert!(matches!(
+            classify_headers(
+                &headers("alice@lab.example, carol@lab.example", Some("1")),
+                PEER
+            ),
+            Err(MailError::NotFromPeer(_))
+        ));
+        assert!(matches!(
+            classify_headers(b"X-Plexus: 1\r\n\r\n", PEER),
+            Err(MailError::NotFromPeer(_))
+        ));
+    }
+
+    #[test]
+    fn size_limit() {
+        let mail = wrap(PEER, ME, &sample(3000), t0()).unwrap();
+        let limit = (mail.len() - 1) as u32;
+        assert_eq!(
+            unwrap(&mail, PEER, limit),
+            Err(MailError::TooLarge {
+                size: mail.len() as u64,
+                limit: limit.into()
+            })
+        );
+        assert!(unwrap(&mail, PEER, mail.len() as u32).is_ok());
+    }
+
+    #[test]
+    fn bad_bodies_refused() {
+        let mail = String::from_utf8(wrap(PEER, ME, &sample(300), t0()).unwrap()).unwrap();
+        // Truncated base64 (a line cut in the middle of a quantum).
+        let cut = mail.trim_end().len() - 3;
+        let truncated = format!("{}\r\n", &mail[..cut]);
+        assert!(matches!(
+            unwrap(truncated.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::BadBody(_))
+        ));
+        // Garbage in the base64.
+        let garbage = mail.replacen("\r\n\r\n", "\r\n\r\n#!*", 1);
+        assert!(matches!(
+            unwrap(garbage.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::BadBody(_))
+        ));
+        // Other content types.
+        let plain = mail.replace(
+            "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
+            "text/plain",
+        );
+        assert_eq!(
+            unwrap(plain.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::WrongContentType("text/plain".into()))
+        );
+        let signed = mail.replace("smime-type=enveloped-data", "smime-type=signed-data");
+        assert!(matches!(
+            unwrap(signed.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::WrongContentType(_))
+        ));
+        let qp = mail.replace("Transfer-Encoding: base64", "Transfer-Encoding: 8bit");
+        assert!(matches!(
+            unwrap(qp.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::BadBody(_))
+        ));
+        let empty = format!("{}\r\n\r\n", mail.split("\r\n\r\n").next().unwrap());
+        assert_eq!(
+            unwrap(empty.as_bytes(), PEER, DEFAULT_MAX_MESSAGE_SIZE),
+            Err(MailError::BadBody("empty body".into()))
+        );
+        // Garbage that is not a mail at all.
+        assert!(unwrap(b"\x00\x01\x02garbage", PEER, DEFAULT_MAX_MESSAGE_SIZE).is_err());
+    }
+
+    /// Every truncation and many byte flips of a valid mail: an error or a result,
+    /// never a panic (the mailbox is untrusted input).
+    #[test]
+    fn damaged_mail_never_panics() {
+        let mail = wrap(PEER, ME, &sample(200), t0()).unwrap();
+        for cut in 0..mail.len() {
+            let _ = unwrap(&mail[..cut], PEER, DEFAULT_MAX_MESSAGE_SIZE);
+            let _ = classify_headers(&mail[..cut], PEER);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut m = mail.clone();
+            let i = (x as usize) % m.len();
+            m[i] = (x >> 32) as u8;
+            if let Ok(u) = unwrap(&m, PEER, DEFAULT_MAX_MESSAGE_SIZE) {
+                assert_eq!(u.from.to_ascii_lowercase(), PEER);
+            }
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), enc);
+            assert_eq!(base64_decode(enc.as_bytes()).unwrap(), plain.as_bytes());
+        }
+        assert!(base64_decode(b"Zm9=v").is_err());
+        assert!(base64_decode(b"Z").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = EmailSettings::new("h", "l", Secret::new("hunter2"), PEER, ME);
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn settings_validation() {
+        let ok = EmailSettings::new("h", "l", Secret::new("p"), ME, PEER);
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.peer = "Alice <alice@lab.example>".into();
+        assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
+        let mut bad = ok.clone();
+        bad.client_cert = Some("c.pem".into());
+        assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
+        let mut bad = ok;
+        bad.quarantine_folder = Some("a\"b".into());
+        assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
+    }
+}

@@ -1,0 +1,1071 @@
+//! The rendezvous message: what an invite or an accept says, and its exact encoding.
+//!
+//! The encoding is a strict line-based text format rather than JSON: once decrypted it is
+//! readable in a mail client or after `openssl smime -decrypt`, and there is exactly one
+//! valid encoding of each message (fixed key order, canonical numbers and addresses, no
+//! optional whitespace, no escapes), so the parser stays small and a golden vector pins
+//! it byte for byte. JSON would allow duplicate keys, key reordering, escapes and number
+//! forms that each need a rule.
+//!
+//! ```text
+//! PLEXUS-RENDEZVOUS 1
+//! kind: invite
+//! from: alice@lab.example/home
+//! to: bob@lab.example/office
+//! session: 000102030405060708090a0b0c0d0e0f
+//! time: 1700000000
+//! mapped: 203.0.113.7:40000 [2001:db8::7]:40000
+//! local: 192.168.1.20:40000
+//! nat: yes
+//! mapping: endpoint-independent
+//! filtering: address-and-port-dependent
+//! hairpin: unknown
+//! port-preserved: no
+//! secret: <64 lower-case hex digits>
+//! ```
+//!
+//! Every line is `key: value` ending in `\n` (no CR, printable ASCII only); every key is
+//! required, in this order, once. Lists are space-separated, `-` when empty. Unknown facts
+//! are `unknown`. A message larger than [`MAX_ENCODED`] is refused before parsing.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::identity::{wipe, IdError, PeerId};
+use crate::nat::Behaviour;
+
+/// The first line of every message; the number is the format version.
+pub const MAGIC: &str = "PLEXUS-RENDEZVOUS";
+/// The format version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// Largest encoded message accepted (a full message with 16 IPv6 endpoints is ~1.5 KiB).
+pub const MAX_ENCODED: usize = 4096;
+/// Most endpoints in one list (mapped or local).
+pub const MAX_ENDPOINTS: usize = 8;
+
+/// The keys, in their required order.
+const FIELDS: [&str; 13] = [
+    "kind",
+    "from",
+    "to",
+    "session",
+    "time",
+    "mapped",
+    "local",
+    "nat",
+    "mapping",
+    "filtering",
+    "hairpin",
+    "port-preserved",
+    "secret",
+];
+
+/// Invite (first message of a session) or accept (the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Sent by the side that starts a session.
+    Invite,
+    /// Sent back by the side that accepted an invite.
+    Accept,
+}
+
+impl Kind {
+    /// The spelling in the encoding.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Invite => "invite",
+            Kind::Accept => "accept",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A random 16-byte session id, shared by an invite and its accept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A fresh id from OpenSSL's CSPRNG.
+    pub fn random() -> Result<SessionId, MessageError> {
+        let mut b = [0u8; 16];
+        openssl::rand::rand_bytes(&mut b).map_err(|e| MessageError::Random(e.to_string()))?;
+        Ok(SessionId(b))
+    }
+
+    /// Lower-case hex (32 digits).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Parse exactly 32 lower-case hex digits.
+    pub fn from_hex(s: &str) -> Option<SessionId> {
+        let mut b = [0u8; 16];
+        unhex(s, &mut b).then_some(SessionId(b))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.to_hex())
+    }
+}
+
+/// A fresh 32-byte secret; the handshake key is derived from both sides' secrets.
+/// `Debug` prints a placeholder, equality is constant-time, and the bytes are wiped on drop.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    /// A fresh secret from OpenSSL's CSPRNG.
+    pub fn random() -> Result<Secret, MessageError> {
+        let mut b = [0u8; 32];
+        openssl::rand::rand_bytes(&mut b).map_err(|e| MessageError::Random(e.to_string()))?;
+        Ok(Secret(b))
+    }
+
+    /// Wrap known bytes (tests, key derivation inputs).
+    pub fn from_bytes(b: [u8; 32]) -> Secret {
+        Secret(b)
+    }
+
+    /// The raw bytes, for key derivation only; never log them.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        openssl::memcmp::eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Secret {}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// What a side knows about its NAT (RFC 4787 vocabulary). Facts that could not be measured
+/// are `None`, never guessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatFacts {
+    /// Whether the host is behind a NAT at all (mapped address differs from local).
+    pub nat: bool,
+    /// Mapping behaviour, if measured.
+    pub mapping: Option<Behaviour>,
+    /// Filtering behaviour, if measured.
+    pub filtering: Option<Behaviour>,
+    /// Whether the NAT hairpins, if measured.
+    pub hairpin: Option<bool>,
+    /// Whether the NAT keeps the local port, if measured.
+    pub port_preserved: Option<bool>,
+}
+
+/// One rendezvous message (an invite or an accept), before sealing / after opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// Invite or accept.
+    pub kind: Kind,
+    /// Who sends it (checked against the pinned peer when opened).
+    pub from: PeerId,
+    /// Who it is for (checked against this host when opened).
+    pub to: PeerId,
+    /// The session; an accept repeats its invite's id.
+    pub session: SessionId,
+    /// When it was made, unix seconds.
+    pub time: u64,
+    /// The sender's public endpoints as its NAT maps them (from STUN).
+    pub mapped: Vec<SocketAddr>,
+    /// The sender's local endpoints, for peers behind the same NAT.
+    pub local: Vec<SocketAddr>,
+    /// The sender's NAT behaviour.
+    pub nat: NatFacts,
+    /// The sender's fresh secret for the handshake key.
+    pub secret: Secret,
+}
+
+/// Why a message could not be encoded or decoded. Every malformed input has its own
+/// variant; line numbers count from 1 (the magic line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageError {
+    /// The encoding is larger than [`MAX_ENCODED`] bytes.
+    TooLarge { len: usize },
+    /// A byte that is not printable ASCII or `\n` (CR, tab, NUL, UTF-8…).
+    NotText { offset: usize },
+    /// The text does not end with `\n` (cut off?).
+    Unterminated,
+    /// The first line is not `PLEXUS-RENDEZVOUS <n>`: not a rendezvous message.
+    BadMagic,
+    /// A rendezvous message of a version this build does not read.
+    UnsupportedVersion(String),
+    /// A line is not `key: value`.
+    BadLine { line: usize },
+    /// A key this version does not know.
+    UnknownField { line: usize, key: String },
+    /// A key appears a second time.
+    DuplicateField { line: usize, key: &'static str },
+    /// A key appears before one that must come first (or that one is missing).
+    OutOfOrder {
+        line: usize,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// The message ends before this required key.
+    MissingField(&'static str),
+    /// Lines after the last key.
+    TrailingData { line: usize },
+    /// A value is not valid for its key.
+    BadValue { field: &'static str, reason: String },
+    /// `from` or `to` is not a valid peer id.
+    BadId { field: &'static str, error: IdError },
+    /// An endpoint list is longer than [`MAX_ENDPOINTS`].
+    TooManyEndpoints { field: &'static str, count: usize },
+    /// The same endpoint twice in one list.
+    DuplicateEndpoint {
+        field: &'static str,
+        addr: SocketAddr,
+    },
+    /// The system random generator failed.
+    Random(String),
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageError::TooLarge { len } => write!(f, "rendezvous message is {len} bytes, more than the {MAX_ENCODED} allowed"),
+            MessageError::NotText { offset } => write!(f, "rendezvous message has a non-printable or non-ASCII byte at offset {offset}"),
+            MessageError::Unterminated => write!(f, "rendezvous message does not end with a newline (truncated?)"),
+            MessageError::BadMagic => write!(f, "not a plexus rendezvous message (the first line is not '{MAGIC} {VERSION}')"),
+            MessageError::UnsupportedVersion(v) => write!(f, "rendezvous message version {v:?} is not supported by this plexus (it reads version {VERSION}); upgrade plexus on both sides"),
+            MessageError::BadLine { line } => write!(f, "rendezvous message line {line} is not 'key: value'"),
+            MessageError::UnknownField { line, key } => write!(f, "rendezvous message line {line} has unknown key {:?}", key.escape_debug().to_string()),
+            MessageError::DuplicateField { line, key } => write!(f, "rendezvous message line {line} repeats key '{key}'"),
+            MessageError::OutOfOrder { line, expected, found } => write!(f, "rendezvous message line {line} has '{found}' where '{expected}' must come"),
+            MessageError::MissingField(key) => write!(f, "rendezvous message ends before the required key '{key}'"),
+            MessageError::TrailingData { line } => write!(f, "rendezvous message has extra data from line {line}"),
+            MessageError::BadValue { field, reason } => write!(f, "rendezvous message field '{field}': {reason}"),
+            MessageError::BadId { field, error } => write!(f, "rendezvous message field '{field}': {error}"),
+            MessageError::TooManyEndpoints { field, count } => write!(f, "rendezvous message field '{field}' lists {count} endpoints, more than the {MAX_ENDPOINTS} allowed"),
+            MessageError::DuplicateEndpoint { field, addr } => write!(f, "rendezvous message field '{field}' lists {addr} twice"),
+            MessageError::Random(m) => write!(f, "random number generator failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Decode exactly `2 * out.len()` lower-case hex digits.
+fn unhex(s: &str, out: &mut [u8]) -> bool {
+    let s = s.as_bytes();
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        match (digit(s[2 * i]), digit(s[2 * i + 1])) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn check_endpoints(field: &'static str, list: &[SocketAddr]) -> Result<(), MessageError> {
+    if list.len() > MAX_ENDPOINTS {
+        return Err(MessageError::TooManyEndpoints {
+            field,
+            count: list.len(),
+        });
+    }
+    for (i, a) in list.iter().enumerate() {
+        if a.port() == 0 {
+            return Err(MessageError::BadValue {
+                field,
+                reason: format!("{a} has port 0"),
+            });
+        }
+        if let SocketAddr::V6(v6) = a {
+            if v6.scope_id() != 0 || v6.flowinfo() != 0 {
+                return Err(MessageError::BadValue {
+                    field,
+                    reason: format!(
+                        "{a} carries a scope id or flow label, which mean nothing to the peer"
+                    ),
+                });
+            }
+        }
+        if list[..i].contains(a) {
+            return Err(MessageError::DuplicateEndpoint { field, addr: *a });
+        }
+    }
+    Ok(())
+}
+
+fn endpoints_text(list: &[SocketAddr]) -> String {
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn parse_endpoints(field: &'static str, v: &str) -> Result<Vec<SocketAddr>, MessageError> {
+    if v == "-" {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = v.split(' ').collect();
+    if parts.len() > MAX_ENDPOINTS {
+        return Err(MessageError::TooManyEndpoints {
+            field,
+            count: parts.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let a: SocketAddr = p.parse().map_err(|_| MessageError::BadValue {
+            field,
+            reason: format!("{:?} is not an IP address and port", p),
+        })?;
+        // Only the canonical spelling (RFC 5952 for IPv6) is accepted: one encoding per message.
+        if a.to_string() != p {
+            return Err(MessageError::BadValue {
+                field,
+                reason: format!("{p:?} is not written canonically (expected {a})"),
+            });
+        }
+        out.push(a);
+    }
+    check_endpoints(field, &out)?;
+    Ok(out)
+}
+
+fn opt_text<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "unknown".to_string(), |x| x.to_string())
+}
+
+fn bad(field: &'static str, v: &str, want: &str) -> MessageError {
+    MessageError::BadValue {
+        field,
+        reason: format!("{:?} is not {want}", v.escape_debug().to_string()),
+    }
+}
+
+fn parse_bool(field: &'static str, v: &str) -> Result<bool, MessageError> {
+    match v {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(bad(field, v, "yes or no")),
+    }
+}
+
+fn parse_opt_bool(field: &'static str, v: &str) -> Result<Option<bool>, MessageError> {
+    match v {
+        "unknown" => Ok(None),
+        _ => parse_bool(field, v)
+            .map(Some)
+            .map_err(|_| bad(field, v, "yes, no or unknown")),
+    }
+}
+
+fn parse_opt_behaviour(field: &'static str, v: &str) -> Result<Option<Behaviour>, MessageError> {
+    match v {
+        "unknown" => Ok(None),
+        _ => v.parse().map(Some).map_err(|_| {
+            bad(
+                field,
+                v,
+                "endpoint-independent, address-dependent, address-and-port-dependent or unknown",
+            )
+        }),
+    }
+}
+
+impl Rendezvous {
+    /// A new invite from `from` to `to`, with a fresh session id and secret.
+    pub fn invite(
+        from: PeerId,
+        to: PeerId,
+        now: u64,
+        mapped: Vec<SocketAddr>,
+        local: Vec<SocketAddr>,
+        nat: NatFacts,
+    ) -> Result<Rendezvous, MessageError> {
+        check_endpoints("mapped", &mapped)?;
+        check_endpoints("local", &local)?;
+        Ok(Rendezvous {
+            kind: Kind::Invite,
+            from,
+            to,
+            session: SessionId::random()?,
+            time: now,
+            mapped,
+            local,
+            nat,
+            secret: Secret::random()?,
+        })
+    }
+
+    /// The accept answering `invite`: same session id, ids swapped, a fresh secret.
+    pub fn accept(
+        invite: &Rendezvous,
+        now: u64,
+        mapped: Vec<SocketAddr>,
+        local: Vec<SocketAddr>,
+        nat: NatFacts,
+    ) -> Result<Rendezvous, MessageError> {
+        check_endpoints("mapped", &mapped)?;
+        check_endpoints("local", &local)?;
+        Ok(Rendezvous {
+            kind: Kind::Accept,
+            from: invite.to.clone(),
+            to: invite.from.clone(),
+            session: invite.session,
+            time: now,
+            mapped,
+            local,
+            nat,
+            secret: Secret::random()?,
+        })
+    }
+
+    /// The canonical encoding. It contains the secret: callers wipe it after use.
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        check_endpoints("mapped", &self.mapped)?;
+        check_endpoints("local", &self.local)?;
+        let n = &self.nat;
+        let values = [
+            self.kind.as_str().to_string(),
+            self.from.to_string(),
+            self.to.to_string(),
+            self.session.to_hex(),
+            self.time.to_string(),
+            endpoints_text(&self.mapped),
+            endpoints_text(&self.local),
+            yes_no(n.nat).to_string(),
+            opt_text(n.mapping),
+            opt_text(n.filtering),
+            opt_text(n.hairpin.map(yes_no)),
+            opt_text(n.port_preserved.map(yes_no)),
+            hex(&self.secret.0),
+        ];
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(format!("{MAGIC} {VERSION}\n").as_bytes());
+        for (k, mut v) in FIELDS.iter().zip(values) {
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'\n');
+            // SAFETY of the wipe: the secret's hex must not linger in freed heap memory.
+            // Zeroes are valid UTF-8, so the String stays well-formed.
+            unsafe { wipe(v.as_bytes_mut()) };
+        }
+        if out.len() > MAX_ENCODED {
+            let len = out.len();
+            wipe(&mut out);
+            return Err(MessageError::TooLarge { len });
+        }
+        Ok(out)
+    }
+
+    /// Strictly decode a message: exactly the canonical encoding, nothing else.
+    pub fn decode(bytes: &[u8]) -> Result<Rendezvous, MessageError> {
+        if bytes.len() > MAX_ENCODED {
+            return Err(MessageError::TooLarge { len: bytes.len() });
+        }
+        if let Some(offset) = bytes
+            .iter()
+            .position(|&b| b != b'\n' && !(0x20..0x7f).contains(&b))
+        {
+            return Err(MessageError::NotText { offset });
+        }
+        // Only printable ASCII and '\n' remain, so this cannot fail.
+        let text = std::str::from_utf8(bytes).map_err(|e| MessageError::NotText {
+            offset: e.valid_up_to(),
+        })?;
+        let mut lines = text.split('\n');
+        let first = lines.next().unwrap_or("");
+        match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
+            Some(v) if v == VERSION.to_string() => {}
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(MessageError::UnsupportedVersion(v.into()))
+            }
+            _ => return Err(MessageError::BadMagic),
+        }
+        if !text.ends_with('\n') {
+            return Err(MessageError::Unterminated);
+        }
+        let mut values: Vec<&str> = Vec::with_capacity(FIELDS.len());
+        for (i, expected) in FIELDS.iter().enumerate() {
+            let line_no = i + 2;
+            let line = match lines.next() {
+                Some(l) if !l.is_empty() || lines.clone().next().is_some() => l,
+                // The empty piece after the final '\n' is the end of the input.
+                _ => return Err(MessageError::MissingField(expected)),
+            };
+            let (key, value) = line
+                .split_once(": ")
+                .ok_or(MessageError::BadLine { line: line_no })?;
+            if key != *expected {
+                return Err(match FIELDS.iter().position(|k| *k == key) {
+                    Some(j) if j < i => MessageError::DuplicateField {
+                        line: line_no,
+                        key: FIELDS[j],
+                    },
+                    Some(j) => MessageError::OutOfOrder {
+                        line: line_no,
+                        expected,
+                        found: FIELDS[j],
+                    },
+                    None => MessageError::UnknownField {
+                        line: line_no,
+                        key: key.chars().take(40).collect(),
+                    },
+                });
+            }
+            values.push(value);
+        }
+        // What is left must be exactly the empty piece after the final '\n'.
+        let rest: Vec<&str> = lines.collect();
+        if rest != [""] {
+            let line = FIELDS.len() + 2;
+            if let Some((key, _)) = rest[0].split_once(": ") {
+                if let Some(j) = FIELDS.iter().position(|k| *k == key) {
+                    return Err(MessageError::DuplicateField {
+                        line,
+                        key: FIELDS[j],
+                    });
+                }
+            }
+            return Err(MessageError::TrailingData { line });
+        }
+
+        let kind = match values[0] {
+            "invite" => Kind::Invite,
+            "accept" => Kind::Accept,
+            v => return Err(bad("kind", v, "invite or accept")),
+        };
+        let from = PeerId::parse(values[1]).map_err(|error| MessageError::BadId {
+            field: "from",
+            error,
+        })?;
+        let to =
+            PeerId::parse(values[2]).map_err(|error| MessageError::BadId { field: "to", error })?;
+        let session = SessionId::from_hex(values[3])
+            .ok_or_else(|| bad("session", values[3], "32 lower-case hex digits"))?;
+        let t = values[4];
+        let canonical_number = !t.is_empty()
+            && t.len() <= 20
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && (t == "0" || !t.starts_with('0'));
+        let time = canonical_number
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                bad(
+                    "time",
+                    t,
+                    "unix seconds (a decimal number without leading zeros)",
+                )
+            })?;
+        let mapped = parse_endpoints("mapped", values[5])?;
+        let local = parse_endpoints("local", values[6])?;
+        let nat = NatFacts {
+            nat: parse_bool("nat", values[7])?,
+            mapping: parse_opt_behaviour("mapping", values[8])?,
+            filtering: parse_opt_behaviour("filtering", values[9])?,
+            hairpin: parse_opt_bool("hairpin", values[10])?,
+            port_preserved: parse_opt_bool("port-preserved", values[11])?,
+        };
+        let mut secret = Secret([0; 32]);
+        if !unhex(values[12], &mut secret.0) {
+            // Never echo the secret's text in an error.
+            return Err(MessageError::BadValue {
+                field: "secret",
+                reason: "not 64 lower-case hex digits".into(),
+            });
+        }
+        Ok(Rendezvous {
+            kind,
+            from,
+            to,
+            session,
+            time,
+            mapped,
+            local,
+            nat,
+            secret,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden() -> Rendezvous {
+        Rendezvous {
+            kind: Kind::Invite,
+            from: PeerId::parse("alice@lab.example/home").unwrap(),
+            to: PeerId::parse("bob@lab.example/office").unwrap(),
+            session: SessionId(
+                *b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f",
+            ),
+            time: 1_700_000_000,
+            mapped: vec![
+                "203.0.113.7:40000".parse().unwrap(),
+                "[2001:db8::7]:40000".parse().unwrap(),
+            ],
+            local: vec!["192.168.1.20:40000".parse().unwrap()],
+            nat: NatFacts {
+                nat: true,
+                mapping: Some(Behaviour::EndpointIndependent),
+                filtering: Some(Behaviour::AddressAndPortDependent),
+                hairpin: None,
+                port_preserved: Some(false),
+            },
+            secret: Secret::from_bytes(core::array::from_fn(|i| (0xa0 + i) as u8)),
+        }
+    }
+
+    const GOLDEN: &str = "PLEXUS-RENDEZVOUS 1\n\
+kind: invite\n\
+from: alice@lab.example/home\n\
+to: bob@lab.example/office\n\
+session: 000102030405060708090a0b0c0d0e0f\n\
+time: 1700000000\n\
+mapped: 203.0.113.7:40000 [2001:db8::7]:40000\n\
+local: 192.168.1.20:40000\n\
+nat: yes\n\
+mapping: endpoint-independent\n\
+filtering: address-and-port-dependent\n\
+hairpin: unknown\n\
+port-preserved: no\n\
+secret: a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf\n";
+
+    const GOLDEN_ACCEPT: &str = "PLEXUS-RENDEZVOUS 1\n\
+kind: accept\n\
+from: bob@lab.example/office\n\
+to: alice@lab.example/home\n\
+session: 000102030405060708090a0b0c0d0e0f\n\
+time: 0\n\
+mapped: -\n\
+local: -\n\
+nat: no\n\
+mapping: unknown\n\
+filtering: unknown\n\
+hairpin: yes\n\
+port-preserved: unknown\n\
+secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
+
+    #[test]
+    fn golden_invite_encodes_and_decodes_exactly() {
+        let m = golden();
+        assert_eq!(String::from_utf8(m.encode().unwrap()).unwrap(), GOLDEN);
+        assert_eq!(Rendezvous::decode(GOLDEN.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn golden_accept_with_empty_lists_and_unknowns() {
+        let m = Rendezvous {
+            kind: Kind::Accept,
+            from: PeerId::parse("bob@lab.example/office").unwrap(),
+            to: PeerId::parse("alice@lab.example/home").unwrap(),
+            session: golden().session,
+            time: 0,
+            mapped: vec![],
+            local: vec![],
+            nat: NatFacts {
+                nat: false,
+                mapping: None,
+                filtering: None,
+                hairpin: Some(true),
+                port_preserved: None,
+            },
+            secret: Secret::from_bytes([0; 32]),
+        };
+        assert_eq!(
+            String::from_utf8(m.encode().unwrap()).unwrap(),
+            GOLDEN_ACCEPT
+        );
+        assert_eq!(Rendezvous::decode(GOLDEN_ACCEPT.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn constructors_make_fresh_randomness() {
+        let a = golden();
+        let i1 = Rendezvous::invite(
+            a.from.clone(),
+            a.to.clone(),
+            5,
+            a.mapped.clone(),
+            vec![],
+            a.nat,
+        )
+        .unwrap();
+        let i2 = Rendezvous::invite(
+            a.from.clone(),
+            a.to.clone(),
+            5,
+            a.mapped.clone(),
+            vec![],
+            a.nat,
+        )
+        .unwrap();
+        assert_ne!(i1.session, i2.session);
+        assert_ne!(i1.secret, i2.secret);
+        let acc = Rendezvous::accept(&i1, 6, vec![], vec![], NatFacts::default()).unwrap();
+        assert_eq!(
+            (acc.kind, acc.session, &acc.from, &acc.to),
+            (Kind::Accept, i1.session, &i1.to, &i1.from)
+        );
+        assert_ne!(acc.secret, i1.secret);
+        let round = Rendezvous::decode(&i1.encode().unwrap()).unwrap();
+        assert_eq!(round, i1);
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let text = format!("{:?}", golden());
+        assert!(text.contains("Secret(<redacted>)"));
+        assert!(!text.contains("a0a1a2"));
+        assert!(!text.contains("160, 161"));
+    }
+
+    fn with(line: usize, new: &str) -> String {
+        let mut lines: Vec<&str> = GOLDEN.lines().collect();
+        lines[line] = new;
+        lines.join("\n") + "\n"
+    }
+
+    fn err(input: &str) -> MessageError {
+        Rendezvous::decode(input.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn each_malformation_has_its_own_error() {
+        use MessageError as E;
+        assert_eq!(
+            err(&"x".repeat(MAX_ENCODED + 1)),
+            E::TooLarge {
+                len: MAX_ENCODED + 1
+            }
+        );
+        assert_eq!(
+            err(&GOLDEN.replace("kind: invite\n", "kind: invite\r\n")),
+            E::NotText { offset: 32 }
+        );
+        assert!(matches!(
+            err(&GOLDEN.replace("home", "hömé")),
+            E::NotText { .. }
+        ));
+        assert_eq!(err(GOLDEN.trim_end()), E::Unterminated);
+        assert_eq!(err(""), E::BadMagic);
+        assert_eq!(err("PLEXUS-RENDEZVOUS 1\n"), E::MissingField("kind"));
+        assert_eq!(err("hello\n"), E::BadMagic);
+        assert_eq!(
+            err(&with(0, "PLEXUS-RENDEZVOUS 2")),
+            E::UnsupportedVersion("2".into())
+        );
+        assert_eq!(err(&with(0, "PLEXUS-RENDEZVOUS  1")), E::BadMagic);
+        assert_eq!(err(&with(1, "kind:invite")), E::BadLine { line: 2 });
+        assert_eq!(
+            err(&with(1, "colour: blue")),
+            E::UnknownField {
+                line: 2,
+                key: "colour".into()
+            }
+        );
+        assert_eq!(
+            err(&with(2, "kind: invite")),
+            E::DuplicateField {
+                line: 3,
+                key: "kind"
+            }
+        );
+        assert_eq!(
+            err(&with(2, "to: bob@lab.example/office")),
+            E::OutOfOrder {
+                line: 3,
+                expected: "from",
+                found: "to"
+            }
+        );
+        let cut: String = GOLDEN.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert_eq!(err(&cut), E::MissingField("time"));
+        assert_eq!(
+            err(&format!("{GOLDEN}secret: 00\n")),
+            E::DuplicateField {
+                line: 15,
+                key: "secret"
+            }
+        );
+        assert_eq!(
+            err(&format!("{GOLDEN}more\n")),
+            E::TrailingData { line: 15 }
+        );
+        assert_eq!(err(&format!("{GOLDEN}\n")), E::TrailingData { line: 15 });
+        assert!(matches!(
+            err(&with(1, "kind: hello")),
+            E::BadValue { field: "kind", .. }
+        ));
+        assert!(matches!(
+            err(&with(2, "from: Alice@lab.example/home")),
+            E::BadId {
+                field: "from",
+                error: IdError::BadLocalPart(_)
+            }
+        ));
+        assert!(matches!(
+            err(&with(3, "to: bob@lab.example")),
+            E::BadId {
+                field: "to",
+                error: IdError::MissingInstance(_)
+            }
+        ));
+        assert!(matches!(
+            err(&with(4, "session: 000102")),
+            E::BadValue {
+                field: "session",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(4, "session: 000102030405060708090A0B0C0D0E0F")),
+            E::BadValue {
+                field: "session",
+                ..
+            }
+        ));
+        for t in ["01700000000", "", "-1", "+5", "1e9", "99999999999999999999"] {
+            assert!(
+                matches!(
+                    err(&with(5, &format!("time: {t}"))),
+                    E::BadValue { field: "time", .. }
+                ),
+                "{t}"
+            );
+        }
+        assert!(matches!(
+            err(&with(6, "mapped: 203.0.113.7")),
+            E::BadValue {
+                field: "mapped",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(6, "mapped: [2001:DB8::7]:40000")),
+            E::BadValue {
+                field: "mapped",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(6, "mapped: 203.0.113.7:0")),
+            E::BadValue {
+                field: "mapped",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(6, "mapped: 203.0.113.7:1  203.0.113.7:2")),
+            E::BadValue {
+                field: "mapped",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(6, "mapped: ")),
+            E::BadValue {
+                field: "mapped",
+                ..
+            }
+        ));
+        assert_eq!(
+            err(&with(7, "local: 10.0.0.1:5 10.0.0.1:5")),
+            E::DuplicateEndpoint {
+                field: "local",
+                addr: "10.0.0.1:5".parse().unwrap()
+            }
+        );
+        let nine: Vec<String> = (1..=9).map(|p| format!("10.0.0.1:{p}")).collect();
+        assert_eq!(
+            err(&with(7, &format!("local: {}", nine.join(" ")))),
+            E::TooManyEndpoints {
+                field: "local",
+                count: 9
+            }
+        );
+        assert!(matches!(
+            err(&with(8, "nat: maybe")),
+            E::BadValue { field: "nat", .. }
+        ));
+        assert!(matches!(
+            err(&with(8, "nat: unknown")),
+            E::BadValue { field: "nat", .. }
+        ));
+        assert!(matches!(
+            err(&with(9, "mapping: symmetric")),
+            E::BadValue {
+                field: "mapping",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(10, "filtering: ")),
+            E::BadValue {
+                field: "filtering",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(11, "hairpin: true")),
+            E::BadValue {
+                field: "hairpin",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(&with(12, "port-preserved: 1")),
+            E::BadValue {
+                field: "port-preserved",
+                ..
+            }
+        ));
+        let e = err(&with(
+            13,
+            "secret: a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbe",
+        ));
+        assert!(matches!(
+            e,
+            E::BadValue {
+                field: "secret",
+                ..
+            }
+        ));
+        assert!(
+            !e.to_string().contains("a0a1"),
+            "the secret must not be echoed: {e}"
+        );
+    }
+
+    #[test]
+    fn encode_refuses_what_decode_would_refuse() {
+        let mut m = golden();
+        m.local = (1..=9)
+            .map(|p| SocketAddr::from(([10, 0, 0, 1], p)))
+            .collect();
+        assert!(matches!(
+            m.encode(),
+            Err(MessageError::TooManyEndpoints {
+                field: "local",
+                count: 9
+            })
+        ));
+        m.local = vec![SocketAddr::from(([10, 0, 0, 1], 0))];
+        assert!(matches!(
+            m.encode(),
+            Err(MessageError::BadValue { field: "local", .. })
+        ));
+        m.local = vec!["[fe80::1%2]:5".parse().unwrap()];
+        assert!(matches!(
+            m.encode(),
+            Err(MessageError::BadValue { field: "local", .. })
+        ));
+    }
+
+    #[test]
+    fn largest_message_fits_the_bound() {
+        let mut m = golden();
+        let v6 = |p| {
+            SocketAddr::from((
+                [
+                    0x2001, 0xdb8, 0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666,
+                ],
+                p,
+            ))
+        };
+        m.mapped = (1..=MAX_ENDPOINTS as u16).map(|p| v6(60000 + p)).collect();
+        m.local = (1..=MAX_ENDPOINTS as u16).map(|p| v6(50000 + p)).collect();
+        m.from = PeerId::parse(&format!(
+            "{}@{}/{}",
+            "a".repeat(64),
+            vec!["d".repeat(63); 3].join("."),
+            "i".repeat(32)
+        ))
+        .unwrap();
+        m.to = m.from.clone();
+        let enc = m.encode().unwrap();
+        assert!(enc.len() <= MAX_ENCODED, "{}", enc.len());
+        assert_eq!(Rendezvous::decode(&enc).unwrap(), m);
+    }
+
+    /// Bounded randomized robustness: mutated golden messages never panic and either
+    /// fail with an error or decode to something that re-encodes to the same bytes.
+    #[test]
+    fn random_mutations_never_panic() {
+        let mut state: u64 = 0x5eed_1234_abcd_0001;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let base = GOLDEN.as_bytes().to_vec();
+        for _ in 0..20_000 {
+            let mut m = base.clone();
+            for _ in 0..1 + next() % 4 {
+                let pos = (next() as usize) % (m.len() + 1);
+                match next() % 4 {
+                    0 if pos < m.len() => m[pos] = next() as u8,
+                    1 if pos < m.len() => {
+                        m.remove(pos);
+                    }
+                    2 => m.insert(pos, b" :\n-0a@/.[]"[(next() % 11) as usize]),
+                    _ => m.truncate(pos),
+                }
+            }
+            if let Ok(r) = Rendezvous::decode(&m) {
+                assert_eq!(r.encode().unwrap(), m, "decoded input must be canonical");
+            }
+        }
+    }
+}

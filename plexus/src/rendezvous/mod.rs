@@ -1,0 +1,47 @@
+//! Rendezvous messages: what peers tell each other through a mediator, and how it is
+//! protected.
+//!
+//! - [`message`]: the invite/accept message and its strict, versioned text encoding.
+//! - [`seal`]: S/MIME sign-then-encrypt with the host's key to the pinned peer
+//!   certificate, and opening with all checks ([`Envelope`]).
+//! - [`replay`]: the state file that refuses a message seen before.
+//!
+//! ```no_run
+//! use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness, NatFacts, Rendezvous};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = EnvelopeFiles {
+//!     host_id: "alice@lab.example/home".parse()?,
+//!     host_cert: "alice.pem".into(),
+//!     host_key: "alice.key".into(), // mode 0600, or loading fails
+//!     peer_id: "bob@lab.example/office".parse()?,
+//!     peer_cert: "bob.pem".into(), // pinned: only this certificate's key may sign
+//!     ca: None,
+//!     replay_state: Some("replay.state".into()),
+//!     freshness: Freshness::default(),
+//! };
+//! let mut env = Envelope::from_files(&files)?;
+//! let now = 1_700_000_000; // unix seconds, from the caller's clock
+//! let invite = Rendezvous::invite(
+//!     env.host_id().clone(),
+//!     env.peer_id().clone(),
+//!     now,
+//!     vec!["203.0.113.7:40000".parse()?],
+//!     vec![],
+//!     NatFacts::default(),
+//! )?;
+//! let sealed: Vec<u8> = env.seal(&invite)?; // DER; the mediator carries it
+//! # let received = sealed;
+//! let answer = env.open(&received, now + 3)?; // every check, or a typed OpenError
+//! # let _ = answer;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod message;
+pub mod replay;
+pub mod seal;
+
+pub use crate::identity::PeerId;
+pub use message::{Kind, MessageError, NatFacts, Rendezvous, Secret, SessionId};
+pub use replay::{ReplayError, ReplayGuard};
+pub use seal::{Envelope, EnvelopeFiles, Freshness, OpenError, SealError, SetupError};

@@ -1,0 +1,1383 @@
+//! Sealing and opening rendezvous messages with S/MIME (OpenSSL).
+//!
+//! Seal: encode the message, sign it with the host's key (PKCS#7 signed-data, opaque, the
+//! signer certificate included) and write that as an S/MIME entity
+//! (`application/pkcs7-mime; smime-type=signed-data`); then encrypt the entity to the
+//! peer's certificate (CMS enveloped-data, AES-256-CBC) and return its DER. So
+//! `openssl smime -decrypt` (RSA) or `openssl cms -decrypt` (RSA and EC) followed by
+//! `openssl smime -verify` reads it, and so does a mail client holding the key.
+//!
+//! CMS is used for the encryption because PKCS#7 cannot encrypt to EC keys (ECDH key
+//! agreement exists only in CMS); for RSA recipients the output is the same structure
+//! PKCS#7 tools read.
+//!
+//! Open: decrypt with the host key, verify the signature against the peer certificate
+//! pinned in the profile (the exact certificate, compared by DER; and its chain to the CA
+//! when one is configured), then check the ids, the time and the replay state.
+
+use std::fmt;
+
+use log::warn;
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::error::ErrorStack;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509StoreContext, X509};
+
+use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
+use super::replay::{ReplayError, ReplayGuard};
+use crate::identity::{
+    fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, PeerCert, PeerId,
+};
+
+/// Largest sealed message accepted: a sealed 4 KiB message with an RSA-4096 signer
+/// certificate and chain is ~16 KiB; anything much bigger is not ours.
+pub const MAX_SEALED: usize = 64 * 1024;
+/// Default freshness window: messages older than this are refused.
+pub const DEFAULT_MAX_AGE: u64 = 600;
+/// Default allowance for the sender's clock being ahead of ours.
+pub const DEFAULT_MAX_SKEW: u64 = 120;
+
+const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+const OID_SIGNED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+const OID_ENVELOPED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
+
+// OpenSSL library and reason codes (openssl/err.h, cmserr.h, pkcs7err.h).
+const LIB_ASN1: i32 = 13;
+const ASN1_R_HEADER_TOO_LONG: i32 = 123;
+const ASN1_R_MISSING_EOC: i32 = 137;
+const ASN1_R_NOT_ENOUGH_DATA: i32 = 142;
+const ASN1_R_TOO_LONG: i32 = 155;
+const LIB_PKCS7: i32 = 33;
+const LIB_CMS: i32 = 46;
+const CMS_R_NO_MATCHING_RECIPIENT: i32 = 132;
+const PKCS7_R_DIGEST_FAILURE: i32 = 101;
+const PKCS7_R_SIGNATURE_FAILURE: i32 = 105;
+const PKCS7_R_NO_CONTENT: i32 = 122;
+const PKCS7_R_NO_SIGNATURES_ON_DATA: i32 = 123;
+const PKCS7_R_CERTIFICATE_VERIFY_ERROR: i32 = 117;
+const PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND: i32 = 128;
+
+/// How old and how far ahead a message may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Seconds a message stays acceptable after its timestamp.
+    pub max_age: u64,
+    /// Seconds a message's timestamp may be ahead of our clock.
+    pub max_skew: u64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            max_age: DEFAULT_MAX_AGE,
+            max_skew: DEFAULT_MAX_SKEW,
+        }
+    }
+}
+
+/// Errors while sealing.
+#[derive(Debug)]
+pub enum SealError {
+    /// The message's `from`/`to` are not this host and the configured peer.
+    WrongIds {
+        from: String,
+        to: String,
+        host: String,
+        peer: String,
+    },
+    /// The message cannot be encoded (see the inner error).
+    Message(MessageError),
+    /// OpenSSL failed to sign or encrypt.
+    Crypto(String),
+}
+
+impl fmt::Display for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SealError::WrongIds { from, to, host, peer } => write!(
+                f,
+                "refusing to seal a message from {from} to {to}: this envelope is for {host} to {peer}"
+            ),
+            SealError::Message(e) => write!(f, "cannot encode the rendezvous message: {e}"),
+            SealError::Crypto(m) => write!(f, "OpenSSL failed to sign or encrypt: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SealError {}
+
+/// Why an envelope could not be set up from the configuration. There is no fallback:
+/// a missing or bad certificate stops plexus, it never downgrades to plaintext.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The host's or the peer's certificate or key could not be loaded (see inner error).
+    Identity(IdentityError),
+    /// The pinned peer certificate does not chain to the configured CA.
+    CaChain(String),
+    /// The replay state file is unusable.
+    Replay(ReplayError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Identity(e) => write!(f, "{e}"),
+            SetupError::CaChain(m) => write!(f, "the peer certificate does not chain to the configured CA: {m}; pin the right certificate or name the right CA"),
+            SetupError::Replay(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Where an S/MIME envelope's material lives (from the profile).
+#[derive(Debug, Clone)]
+pub struct EnvelopeFiles {
+    /// This host's id.
+    pub host_id: PeerId,
+    /// This host's certificate (PEM).
+    pub host_cert: std::path::PathBuf,
+    /// This host's private key (PEM, mode 0600).
+    pub host_key: std::path::PathBuf,
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The peer's pinned certificate (PEM or DER).
+    pub peer_cert: std::path::PathBuf,
+    /// A CA bundle the peer certificate must also chain to.
+    pub ca: Option<std::path::PathBuf>,
+    /// The replay state file; `None` keeps it in memory (forgotten on exit).
+    pub replay_state: Option<std::path::PathBuf>,
+    /// Freshness window.
+    pub freshness: Freshness,
+}
+
+/// Why a sealed message was refused. Each has its own message saying what was wrong.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Larger than [`MAX_SEALED`] bytes.
+    Oversized { len: usize },
+    /// Not DER-encoded S/MIME (CMS/PKCS#7) at all.
+    NotSmime(String),
+    /// DER that ends before its declared length.
+    Truncated { have: usize, need: Option<usize> },
+    /// S/MIME signed but not encrypted: rendezvous content must never travel in clear.
+    NotEncrypted,
+    /// Encrypted, but not to this host's certificate.
+    NotForUs,
+    /// Decryption failed: the ciphertext was altered or damaged.
+    DecryptFailed(String),
+    /// The decrypted content carries no S/MIME signature.
+    Unsigned,
+    /// Signed by a certificate other than the one pinned for the peer.
+    WrongSigner { found: String },
+    /// The signature does not verify: the content was altered after signing.
+    BadSignature(String),
+    /// The pinned certificate does not chain to the configured CA.
+    CaChain(String),
+    /// The signed content is not a valid rendezvous message.
+    Malformed(MessageError),
+    /// The signed sender id is not the configured peer.
+    SenderMismatch { expected: PeerId, found: PeerId },
+    /// The signed recipient id is not this host.
+    RecipientMismatch { expected: PeerId, found: PeerId },
+    /// Older than the freshness window.
+    Stale { age: u64, max_age: u64 },
+    /// Timestamped further ahead than the allowed clock skew.
+    FromFuture { ahead: u64, max_skew: u64 },
+    /// Already accepted once.
+    Replayed { kind: Kind, session: SessionId },
+    /// The replay state could not be read or written (the message was not accepted).
+    ReplayState(ReplayError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Oversized { len } => write!(f, "sealed message is {len} bytes, more than the {MAX_SEALED} allowed; not a plexus message"),
+            OpenError::NotSmime(d) => write!(f, "not an S/MIME (DER CMS/PKCS#7) message: {d}"),
+            OpenError::Truncated { have, need: Some(need) } => write!(f, "sealed message is truncated: {have} bytes of {need}; it was cut in transit"),
+            OpenError::Truncated { have, need: None } => write!(f, "sealed message is truncated after {have} bytes; it was cut in transit"),
+            OpenError::NotEncrypted => write!(f, "message is not encrypted (S/MIME signed-data only); plexus refuses rendezvous content sent in clear"),
+            OpenError::NotForUs => write!(f, "message is not encrypted to this host's certificate; it was sealed for someone else, or the peer pinned an old certificate of ours"),
+            OpenError::DecryptFailed(d) => write!(f, "decryption failed, the ciphertext was altered or damaged: {d}"),
+            OpenError::Unsigned => write!(f, "decrypted content is not S/MIME signed; plexus only accepts messages signed by the pinned peer certificate"),
+            OpenError::WrongSigner { found } => write!(f, "message is signed by another key ({found}), not by the certificate pinned for the peer"),
+            OpenError::BadSignature(d) => write!(f, "signature does not verify, the content was altered: {d}"),
+            OpenError::CaChain(d) => write!(f, "the signer certificate does not chain to the configured CA: {d}"),
+            OpenError::Malformed(e) => write!(f, "signed content is not a valid rendezvous message: {e}"),
+            OpenError::SenderMismatch { expected, found } => write!(f, "signed sender id is {found}, but the peer is {expected}"),
+            OpenError::RecipientMismatch { expected, found } => write!(f, "signed recipient id is {found}, but this host is {expected}"),
+            OpenError::Stale { age, max_age } => write!(f, "message is {age} s old, older than the {max_age} s window; ask the peer to send a new one"),
+            OpenError::FromFuture { ahead, max_skew } => write!(f, "message is dated {ahead} s in the future (more than the {max_skew} s skew allowed); check both clocks"),
+            OpenError::Replayed { kind, session } => write!(f, "replayed message: {kind} {session} was already accepted"),
+            OpenError::ReplayState(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+fn has_reason(e: &ErrorStack, lib: i32, reason: i32) -> bool {
+    e.errors()
+        .iter()
+        .any(|x| x.library_code() == lib && x.reason_code() == reason)
+}
+
+/// Read a tag-length header at the start of `b`: (header length, content length), the
+/// length `None` for BER indefinite length (NSS-based mail clients write those).
+fn der_header(b: &[u8]) -> Option<(usize, Option<usize>)> {
+    let first = *b.get(1)?;
+    if first < 0x80 {
+        return Some((2, Some(first as usize)));
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 {
+        return Some((2, None));
+    }
+    if n > 4 || b.len() < 2 + n {
+        return None;
+    }
+    let len = b[2..2 + n]
+        .iter()
+        .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+    Some((2 + n, Some(len)))
+}
+
+/// Classify the outer structure before handing it to OpenSSL: garbage, truncated, or
+/// the content type OID of a ContentInfo.
+fn content_type(b: &[u8]) -> Result<&[u8], OpenError> {
+    if b.first() != Some(&0x30) {
+        return Err(OpenError::NotSmime(
+            "does not start with a DER SEQUENCE".into(),
+        ));
+    }
+    let (h, len) = der_header(b).ok_or_else(|| {
+        if b.len() < 6 {
+            OpenError::Truncated {
+                have: b.len(),
+                need: None,
+            }
+        } else {
+            OpenError::NotSmime("bad DER length".into())
+        }
+    })?;
+    if let Some(len) = len {
+        let need = h.saturating_add(len);
+        if b.len() < need {
+            return Err(OpenError::Truncated {
+                have: b.len(),
+                need: Some(need),
+            });
+        }
+        if b.len() > need {
+            return Err(OpenError::NotSmime(format!(
+                "{} bytes after the DER structure",
+                b.len() - need
+            )));
+        }
+    }
+    let inner = &b[h..];
+    if inner.first() != Some(&0x06) {
+        return Err(if inner.is_empty() {
+            OpenError::Truncated {
+                have: b.len(),
+                need: None,
+            }
+        } else {
+            OpenError::NotSmime("no content type".into())
+        });
+    }
+    let bad = || OpenError::NotSmime("bad content type".into());
+    match der_header(inner) {
+        Some((oh, Some(olen))) => inner.get(oh..oh + olen).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// A buffer holding decrypted or to-be-encrypted plaintext, wiped on drop.
+struct Plain(Vec<u8>);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+enum Mode {
+    Smime {
+        host: Identity,
+        peer: PeerCert,
+        ca: Option<X509Store>,
+    },
+    InsecurePlaintext,
+}
+
+/// Seals messages to the configured peer and opens messages from it.
+pub struct Envelope {
+    host_id: PeerId,
+    peer_id: PeerId,
+    mode: Mode,
+    freshness: Freshness,
+    replay: ReplayGuard,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.mode {
+            Mode::Smime { ca, .. } => {
+                if ca.is_some() {
+                    "s/mime, pinned + CA"
+                } else {
+                    "s/mime, pinned"
+                }
+            }
+            Mode::InsecurePlaintext => "INSECURE PLAINTEXT",
+        };
+        f.debug_struct("Envelope")
+            .field("host", &self.host_id)
+            .field("peer", &self.peer_id)
+            .field("mode", &mode)
+            .field("freshness", &self.freshness)
+            .finish()
+    }
+}
+
+impl Envelope {
+    /// S/MIME envelope between `host` and the pinned `peer`. With `ca`, the peer's
+    /// certificate must chain to it (checked now, and again on every message).
+    pub fn new(
+        host: Identity,
+        peer: PeerCert,
+        ca: Option<&[X509]>,
+        freshness: Freshness,
+        replay: ReplayGuard,
+    ) -> Result<Envelope, SetupError> {
+        let ca = match ca {
+            None => None,
+            Some(certs) => {
+                let store = build_store(certs).map_err(|e| SetupError::CaChain(e.to_string()))?;
+                check_chain(&store, peer.cert()).map_err(SetupError::CaChain)?;
+                Some(store)
+            }
+        };
+        Ok(Envelope {
+            host_id: host.id().clone(),
+            peer_id: peer.id().clone(),
+            mode: Mode::Smime { host, peer, ca },
+            freshness,
+            replay,
+        })
+    }
+
+    /// Load everything named in `files` and build the envelope.
+    pub fn from_files(files: &EnvelopeFiles) -> Result<Envelope, SetupError> {
+        let host = Identity::load(files.host_id.clone(), &files.host_cert, &files.host_key)
+            .map_err(SetupError::Identity)?;
+        let peer = PeerCert::load(files.peer_id.clone(), &files.peer_cert)
+            .map_err(SetupError::Identity)?;
+        let ca = match &files.ca {
+            Some(p) => Some(load_cert_bundle(p).map_err(SetupError::Identity)?),
+            None => None,
+        };
+        let replay = match &files.replay_state {
+            Some(p) => ReplayGuard::open(p).map_err(SetupError::Replay)?,
+            None => ReplayGuard::in_memory(),
+        };
+        Envelope::new(host, peer, ca.as_deref(), files.freshness, replay)
+    }
+
+    /// INSECURE: no signature, no encryption; the message travels readable by anyone on
+    /// the channel, and anyone can forge one. Ids, freshness and replays are still
+    /// checked. Only for `--insecure-plaintext`; every message sealed or opened logs a
+    /// warning.
+    pub fn insecure_plaintext(
+        host: PeerId,
+        peer: PeerId,
+        freshness: Freshness,
+        replay: ReplayGuard,
+    ) -> Envelope {
+        warn!("INSECURE: rendezvous messages with {peer} are neither signed nor encrypted (--insecure-plaintext)");
+        Envelope {
+            host_id: host,
+            peer_id: peer,
+            mode: Mode::InsecurePlaintext,
+            freshness,
+            replay,
+        }
+    }
+
+    /// Whether this envelope is the insecure plaintext one.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self.mode, Mode::InsecurePlaintext)
+    }
+
+    /// This host's id.
+    pub fn host_id(&self) -> &PeerId {
+        &self.host_id
+    }
+
+    /// The peer's id.
+    pub fn peer_id(&self) -> &PeerId {
+        &self.peer_id
+    }
+
+    /// Sign and encrypt `msg` (which must be from this host to the peer); DER bytes out.
+    pub fn seal(&self, msg: &Rendezvous) -> Result<Vec<u8>, SealError> {
+        if msg.from != self.host_id || msg.to != self.peer_id {
+            return Err(SealError::WrongIds {
+                from: msg.from.to_string(),
+                to: msg.to.to_string(),
+                host: self.host_id.to_string(),
+                peer: self.peer_id.to_string(),
+            });
+        }
+        let plain = Plain(msg.encode().map_err(SealError::Message)?);
+        match &self.mode {
+            Mode::InsecurePlaintext => {
+                warn!(
+                    "INSECURE: sending {} {} to {} in PLAINTEXT (--insecure-plaintext): anyone on the channel can read its endpoints and secret",
+                    msg.kind, msg.session, self.peer_id
+                );
+                Ok(plain.0.clone())
+            }
+            Mode::Smime { host, peer, .. } => {
+                seal_smime(host, peer, &plain.0).map_err(|e| SealError::Crypto(e.to_string()))
+            }
+        }
+    }
+
+    /// Decrypt, verify and check a sealed message received at `now` (unix seconds). On
+    /// success the message is remembered, so the same message is refused next time.
+    pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Rendezvous, OpenError> {
+        if sealed.len() > MAX_SEALED {
+            return Err(OpenError::Oversized { len: sealed.len() });
+        }
+        let msg = match &self.mode {
+            Mode::InsecurePlaintext => {
+                warn!(
+                    "INSECURE: opening a PLAINTEXT rendezvous message claiming to be from {} (--insecure-plaintext): it is not authenticated",
+                    self.peer_id
+                );
+                Rendezvous::decode(sealed).map_err(OpenError::Malformed)?
+            }
+            Mode::Smime { host, peer, ca } => open_smime(host, peer, ca.as_ref(), sealed)?,
+        };
+        if msg.from != self.peer_id {
+            return Err(OpenError::SenderMismatch {
+                expected: self.peer_id.clone(),
+                found: msg.from,
+            });
+        }
+        if msg.to != self.host_id {
+            return Err(OpenError::RecipientMismatch {
+                expected: self.host_id.clone(),
+                found: msg.to,
+            });
+        }
+        let f = self.freshness;
+        if msg.time > now.saturating_add(f.max_skew) {
+            return Err(OpenError::FromFuture {
+                ahead: msg.time - now,
+                max_skew: f.max_skew,
+            });
+        }
+        if now > msg.time.saturating_add(f.max_age) {
+            return Err(OpenError::Stale {
+                age: now - msg.time,
+                max_age: f.max_age,
+            });
+        }
+        // Entries are kept for max_age + max_skew: a message dated ahead stays acceptable
+        // that much longer.
+        let keep = f.max_age.saturating_add(f.max_skew);
+        self.replay
+            .check_and_record(msg.kind, &msg.from, msg.session, msg.time, now, keep)
+            .map_err(|e| match e {
+                ReplayError::Replayed { kind, session, .. } => {
+                    OpenError::Replayed { kind, session }
+                }
+                other => OpenError::ReplayState(other),
+            })?;
+        Ok(msg)
+    }
+}
+
+fn build_store(certs: &[X509]) -> Result<X509Store, ErrorStack> {
+    let mut b = X509StoreBuilder::new()?;
+    for c in certs {
+        b.add_cert(c.clone())?;
+    }
+    Ok(b.build())
+}
+
+fn check_chain(store: &X509Store, cert: &X509) -> Result<(), String> {
+    let chain = Stack::new().map_err(|e| e.to_string())?;
+    let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
+    let res = ctx
+        .init(store, cert, &chain, |c| {
+            let ok = c.verify_cert()?;
+            Ok(if ok {
+                Ok(())
+            } else {
+                Err(c.error().error_string().to_string())
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    res.map_err(|reason| format!("pinned certificate {}: {reason}", fingerprint_sha256(cert)))
+}
+
+fn seal_smime(host: &Identity, peer: &PeerCert, plain: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+    let no_extra = Stack::new()?;
+    // BINARY: sign the bytes as they are (no CRLF translation); opaque (not detached):
+    // the content travels inside the signature.
+    let flags = Pkcs7Flags::BINARY;
+    let signed = Pkcs7::sign(host.cert(), host.key(), &no_extra, plain, flags)?;
+    let entity = Plain(signed.to_smime(plain, flags)?);
+    let mut to = Stack::new()?;
+    to.push(peer.cert().clone())?;
+    let env = CmsContentInfo::encrypt(&to, &entity.0, Cipher::aes_256_cbc(), CMSOptions::BINARY)?;
+    env.to_der()
+}
+
+fn open_smime(
+    host: &Identity,
+    peer: &PeerCert,
+    ca: Option<&X509Store>,
+    sealed: &[u8],
+) -> Result<Rendezvous, OpenError> {
+    match content_type(sealed)? {
+        t if t == OID_ENVELOPED => {}
+        t if t == OID_SIGNED => return Err(OpenError::NotEncrypted),
+        t if t == OID_DATA => return Err(OpenError::NotEncrypted),
+        _ => return Err(OpenError::NotSmime("not CMS enveloped-data".into())),
+    }
+    let env = CmsContentInfo::from_der(sealed).map_err(|e| {
+        let short = [
+            ASN1_R_HEADER_TOO_LONG,
+            ASN1_R_MISSING_EOC,
+            ASN1_R_NOT_ENOUGH_DATA,
+            ASN1_R_TOO_LONG,
+        ];
+        if short.iter().any(|&r| has_reason(&e, LIB_ASN1, r)) {
+            OpenError::Truncated {
+                have: sealed.len(),
+                need: None,
+            }
+        } else {
+            OpenError::NotSmime(e.to_string())
+        }
+    })?;
+    let inner = Plain(env.decrypt(host.key(), host.cert()).map_err(|e| {
+        if has_reason(&e, LIB_CMS, CMS_R_NO_MATCHING_RECIPIENT) {
+            OpenError::NotForUs
+        } else {
+            OpenError::DecryptFailed(e.to_string())
+        }
+    })?);
+    if inner.0.len() > MAX_SEALED {
+        return Err(OpenError::Oversized { len: inner.0.len() });
+    }
+
+    let (p7, detached) = match Pkcs7::from_smime(&inner.0) {
+        Ok(v) => v,
+        // Text that is not S/MIME is an unsigned message; binary noise means the
+        // ciphertext was altered and still happened to decrypt with valid padding.
+        Err(_)
+            if inner
+                .0
+                .iter()
+                .all(|&b| b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b)) =>
+        {
+            return Err(OpenError::Unsigned)
+        }
+        Err(e) => {
+            return Err(OpenError::DecryptFailed(format!(
+                "decrypted content is not S/MIME ({e})"
+            )))
+        }
+    };
+    if p7.signed().is_none() {
+        return Err(OpenError::Unsigned);
+    }
+    // The signer must be exactly the pinned certificate (when the message carries it).
+    let none: Stack<X509> = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    if let Ok(signers) = p7.signers(&none, Pkcs7Flags::empty()) {
+        let pinned = peer
+            .cert()
+            .to_der()
+            .map_err(|e| OpenError::BadSignature(e.to_string()))?;
+        for s in &signers {
+            if s.to_der().ok().as_deref() != Some(&pinned[..]) {
+                return Err(OpenError::WrongSigner { found: describe(s) });
+            }
+        }
+    }
+    let mut pinned = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    pinned
+        .push(peer.cert().clone())
+        .map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    // NOINTERN: only the pinned certificate may be the signer, whatever the message carries.
+    let mut flags = Pkcs7Flags::NOINTERN;
+    let empty_store;
+    let store = match ca {
+        Some(s) => s,
+        None => {
+            // Pinned only: the pinned certificate is the trust; no chain to build.
+            flags |= Pkcs7Flags::NOVERIFY;
+            empty_store = X509StoreBuilder::new()
+                .map_err(|e| OpenError::BadSignature(e.to_string()))?
+                .build();
+            &empty_store
+        }
+    };
+    let mut content = Vec::new();
+    let verified = p7.verify(
+        &pinned,
+        store,
+        detached.as_deref(),
+        Some(&mut content),
+        flags,
+    );
+    let content = Plain(content);
+    verified.map_err(|e| {
+        if has_reason(&e, LIB_PKCS7, PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND) {
+            OpenError::WrongSigner {
+                found: "a certificate not included in the message".into(),
+            }
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_NO_SIGNATURES_ON_DATA)
+            || has_reason(&e, LIB_PKCS7, PKCS7_R_NO_CONTENT)
+        {
+            // A certificates-only signed-data, or a signature with no content.
+            OpenError::Unsigned
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_CERTIFICATE_VERIFY_ERROR) {
+            OpenError::CaChain(e.to_string())
+        } else if has_reason(&e, LIB_PKCS7, PKCS7_R_DIGEST_FAILURE)
+            || has_reason(&e, LIB_PKCS7, PKCS7_R_SIGNATURE_FAILURE)
+        {
+            OpenError::BadSignature("digest or signature mismatch".into())
+        } else {
+            OpenError::BadSignature(e.to_string())
+        }
+    })?;
+    if content.0.len() > MAX_ENCODED {
+        return Err(OpenError::Malformed(MessageError::TooLarge {
+            len: content.0.len(),
+        }));
+    }
+    // Text signed in S/MIME canonical form (as mail clients and `openssl smime -sign`
+    // without -binary do, and as multipart/signed forces) has CRLF line ends; the
+    // message format has LF. A lone CR stays and is refused by the decoder.
+    let content = if content.0.windows(2).any(|w| w == b"\r\n") {
+        let mut lf = Vec::with_capacity(content.0.len());
+        let mut i = 0;
+        while i < content.0.len() {
+            if content.0[i] == b'\r' && content.0.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            lf.push(content.0[i]);
+            i += 1;
+        }
+        Plain(lf)
+    } else {
+        content
+    };
+    Rendezvous::decode(&content.0).map_err(OpenError::Malformed)
+}
+
+fn describe(cert: &openssl::x509::X509Ref) -> String {
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "no CN".into());
+    format!("CN={:?}, SHA-256 {}", cn, fingerprint_sha256(cert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::DemoCerts;
+    use crate::rendezvous::message::NatFacts;
+    use std::process::{Command, Stdio};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn envelope(demo: &DemoCerts, host: &str, peer: &str) -> Envelope {
+        Envelope::new(
+            demo.identity(host),
+            demo.peer(peer),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap()
+    }
+
+    fn invite(from: &str, to: &str) -> Rendezvous {
+        Rendezvous::invite(
+            DemoCerts::id(from),
+            DemoCerts::id(to),
+            NOW,
+            vec!["198.51.100.4:41000".parse().unwrap()],
+            vec!["10.1.0.2:41000".parse().unwrap()],
+            NatFacts {
+                nat: true,
+                ..NatFacts::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Sign with `signer`'s key and encrypt to `to`'s certificate whatever the ids say.
+    fn forge(demo: &DemoCerts, signer: &str, to: &str, msg: &Rendezvous) -> Vec<u8> {
+        seal_smime(
+            &demo.identity(signer),
+            &demo.peer(to),
+            &msg.encode().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn encrypt_raw(demo: &DemoCerts, to: &str, data: &[u8]) -> Vec<u8> {
+        let mut st = Stack::new().unwrap();
+        st.push(demo.peer(to).cert().clone()).unwrap();
+        CmsContentInfo::encrypt(&st, data, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+            .unwrap()
+            .to_der()
+            .unwrap()
+    }
+
+    #[test]
+    fn round_trip_rsa_and_ec() {
+        let demo = DemoCerts::new("seal-rt");
+        // alice and carol are RSA, bob is EC: cover RSA→RSA, RSA→EC, EC→RSA.
+        for (from, to) in [("alice", "carol"), ("alice", "bob"), ("bob", "alice")] {
+            let sender = envelope(&demo, from, to);
+            let mut receiver = envelope(&demo, to, from);
+            let msg = invite(from, to);
+            let sealed = sender.seal(&msg).unwrap();
+            assert!(
+                !sealed.windows(20).any(|w| w == b"PLEXUS-RENDEZVOUS 1\n"),
+                "plaintext leaked"
+            );
+            let opened = receiver.open(&sealed, NOW + 5).unwrap();
+            assert_eq!(opened, msg, "{from} -> {to}");
+            let accept =
+                Rendezvous::accept(&opened, NOW + 6, vec![], vec![], NatFacts::default()).unwrap();
+            let back = receiver.seal(&accept).unwrap();
+            let mut sender = sender;
+            assert_eq!(sender.open(&back, NOW + 7).unwrap(), accept);
+        }
+    }
+
+    #[test]
+    fn seal_refuses_ids_that_are_not_ours() {
+        let demo = DemoCerts::new("seal-ids");
+        let env = envelope(&demo, "alice", "bob");
+        assert!(matches!(
+            env.seal(&invite("alice", "carol")),
+            Err(SealError::WrongIds { .. })
+        ));
+        assert!(matches!(
+            env.seal(&invite("bob", "alice")),
+            Err(SealError::WrongIds { .. })
+        ));
+    }
+
+    #[test]
+    fn each_bad_input_has_its_own_error() {
+        let demo = DemoCerts::new("seal-bad");
+        let alice = envelope(&demo, "alice", "bob");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let msg = invite("alice", "bob");
+        let good = alice.seal(&msg).unwrap();
+
+        // Garbage, truncated DER, oversized input.
+        assert!(matches!(
+            bob.open(b"hello, this is not S/MIME", NOW),
+            Err(OpenError::NotSmime(_))
+        ));
+        assert!(matches!(bob.open(b"", NOW), Err(OpenError::NotSmime(_))));
+        let e = bob.open(&good[..good.len() / 2], NOW).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Truncated { need, .. } if need == Some(good.len())),
+            "{e}"
+        );
+        assert!(matches!(
+            bob.open(&good[..3], NOW),
+            Err(OpenError::Truncated { .. })
+        ));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            bob.open(&trailing, NOW),
+            Err(OpenError::NotSmime(_))
+        ));
+        assert!(matches!(
+            bob.open(&vec![0x30; MAX_SEALED + 1], NOW),
+            Err(OpenError::Oversized { .. })
+        ));
+
+        // Signed but not encrypted.
+        let p7 = Pkcs7::sign(
+            demo.identity("alice").cert(),
+            demo.identity("alice").key(),
+            &Stack::new().unwrap(),
+            &msg.encode().unwrap(),
+            Pkcs7Flags::BINARY,
+        )
+        .unwrap();
+        assert!(matches!(
+            bob.open(&p7.to_der().unwrap(), NOW),
+            Err(OpenError::NotEncrypted)
+        ));
+
+        // Encrypted to bob but unsigned.
+        let unsigned = encrypt_raw(&demo, "bob", &msg.encode().unwrap());
+        assert!(matches!(bob.open(&unsigned, NOW), Err(OpenError::Unsigned)));
+
+        // A signed-data with certificates but no signature at all.
+        let degenerate = sh(
+            "openssl crl2pkcs7 -nocrl -certfile alice.pem -outform DER | openssl base64",
+            &demo.dir,
+        );
+        let mime = format!(
+            "MIME-Version: 1.0\nContent-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\nContent-Transfer-Encoding: base64\n\n{}",
+            String::from_utf8(degenerate).unwrap()
+        );
+        let e = bob
+            .open(&encrypt_raw(&demo, "bob", mime.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::Unsigned), "{e}");
+
+        // Encrypted to someone else (carol).
+        let e = bob
+            .open(&forge(&demo, "alice", "carol", &msg), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::NotForUs), "{e}");
+
+        // Signed by another key (mallory claims to be alice).
+        let e = bob
+            .open(&forge(&demo, "mallory", "bob", &msg), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::WrongSigner { found } if found.contains("mallory")),
+            "{e}"
+        );
+        // Also when the other key is a CA-issued one (carol).
+        assert!(matches!(
+            bob.open(&forge(&demo, "carol", "bob", &msg), NOW),
+            Err(OpenError::WrongSigner { .. })
+        ));
+
+        // Tampered ciphertext: flipping the top bit of the penultimate block's last byte
+        // turns the final padding byte into >= 0x80, which CBC unpadding always rejects.
+        let mut t = good.clone();
+        let n = t.len();
+        t[n - 17] ^= 0x80;
+        assert!(matches!(
+            bob.open(&t, NOW),
+            Err(OpenError::DecryptFailed(_))
+        ));
+        // Tampering anywhere in the ciphertext never opens.
+        for back in [40, 100, 300] {
+            let mut t = good.clone();
+            t[n - back] ^= 0x01;
+            assert!(bob.open(&t, NOW).is_err(), "flip at -{back}");
+        }
+
+        // Content altered after signing (detached signature, altered body).
+        let al = demo.identity("alice");
+        let text = msg.encode().unwrap();
+        let det = Pkcs7::sign(
+            al.cert(),
+            al.key(),
+            &Stack::new().unwrap(),
+            &text,
+            Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED,
+        )
+        .unwrap();
+        let mime = String::from_utf8(
+            det.to_smime(&text, Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED)
+                .unwrap(),
+        )
+        .unwrap();
+        let altered = mime.replacen("198.51.100.4:41000", "198.51.100.9:41000", 1);
+        assert_ne!(mime, altered);
+        let e = bob
+            .open(&encrypt_raw(&demo, "bob", altered.as_bytes()), NOW)
+            .unwrap_err();
+        assert!(matches!(e, OpenError::BadSignature(_)), "{e}");
+
+        // Signed by the pinned key, but the ids inside are wrong.
+        let e = bob
+            .open(&forge(&demo, "alice", "bob", &invite("carol", "bob")), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::SenderMismatch { found, .. } if found.as_str() == "carol@lab.example/nas"),
+            "{e}"
+        );
+        let e = bob
+            .open(
+                &forge(&demo, "alice", "bob", &invite("alice", "carol")),
+                NOW,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpenError::RecipientMismatch { found, .. } if found.as_str() == "carol@lab.example/nas"),
+            "{e}"
+        );
+
+        // Signed content that is not a rendezvous message.
+        let junk = seal_smime(&al, &demo.peer("bob"), b"hello bob\n").unwrap();
+        assert!(matches!(
+            bob.open(&junk, NOW),
+            Err(OpenError::Malformed(MessageError::BadMagic))
+        ));
+        let big = seal_smime(&al, &demo.peer("bob"), &vec![b'x'; MAX_ENCODED + 1]).unwrap();
+        assert!(matches!(
+            bob.open(&big, NOW),
+            Err(OpenError::Malformed(MessageError::TooLarge { .. }))
+        ));
+
+        // Time window: stale, from the future, and the edges that are still accepted.
+        let f = Freshness::default();
+        let e = bob.open(&good, NOW + f.max_age + 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Stale { age, .. } if age == f.max_age + 1),
+            "{e}"
+        );
+        let e = bob.open(&good, NOW - f.max_skew - 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::FromFuture { ahead, .. } if ahead == f.max_skew + 1),
+            "{e}"
+        );
+        assert_eq!(bob.open(&good, NOW + f.max_age).unwrap(), msg);
+
+        // Replay.
+        let e = bob.open(&good, NOW + 1).unwrap_err();
+        assert!(
+            matches!(e, OpenError::Replayed { kind: Kind::Invite, session } if session == msg.session),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn indefinite_length_ber_opens_and_its_truncation_is_detected() {
+        let demo = DemoCerts::new("seal-ber");
+        let msg = invite("alice", "carol");
+        std::fs::write(demo.path("msg.txt"), msg.encode().unwrap()).unwrap();
+        // -stream makes openssl write BER with indefinite lengths, as NSS-based clients do.
+        let ber = sh(
+            "openssl smime -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg.txt \
+             | openssl cms -encrypt -aes256 -binary -stream -outform DER carol.pem",
+            &demo.dir,
+        );
+        assert_eq!(&ber[..2], &[0x30, 0x80], "expected indefinite-length BER");
+        let mut carol = envelope(&demo, "carol", "alice");
+        for cut in [ber.len() - 1, ber.len() - 30, ber.len() / 2, 40] {
+            let e = carol.open(&ber[..cut], NOW).unwrap_err();
+            assert!(
+                matches!(e, OpenError::Truncated { need: None, .. }),
+                "cut at {cut}: {e}"
+            );
+        }
+        assert_eq!(carol.open(&ber, NOW).unwrap(), msg);
+    }
+
+    #[test]
+    fn from_files_loads_everything_and_never_downgrades() {
+        let demo = DemoCerts::new("seal-files");
+        let files = EnvelopeFiles {
+            host_id: DemoCerts::id("bob"),
+            host_cert: demo.path("bob.pem"),
+            host_key: demo.path("bob.key"),
+            peer_id: DemoCerts::id("alice"),
+            peer_cert: demo.path("alice.pem"),
+            ca: Some(demo.path("ca.pem")),
+            replay_state: Some(demo.path("state/replay")),
+            freshness: Freshness::default(),
+        };
+        let mut bob = Envelope::from_files(&files).unwrap();
+        assert!(!bob.is_insecure());
+        let sealed = envelope(&demo, "alice", "bob")
+            .seal(&invite("alice", "bob"))
+            .unwrap();
+        bob.open(&sealed, NOW).unwrap();
+        assert!(demo.path("state/replay").exists());
+
+        let missing = EnvelopeFiles {
+            peer_cert: demo.path("nobody.pem"),
+            ..files.clone()
+        };
+        let e = Envelope::from_files(&missing).unwrap_err();
+        assert!(
+            matches!(e, SetupError::Identity(IdentityError::Read { .. })),
+            "{e}"
+        );
+        let wrong_ca = EnvelopeFiles {
+            ca: Some(demo.path("mallory.pem")),
+            ..files.clone()
+        };
+        assert!(matches!(
+            Envelope::from_files(&wrong_ca),
+            Err(SetupError::CaChain(_))
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(demo.path("bob.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = Envelope::from_files(&files).unwrap_err();
+        assert!(
+            matches!(e, SetupError::Identity(IdentityError::KeyTooOpen { .. })),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn replay_is_refused_after_a_restart() {
+        let demo = DemoCerts::new("seal-restart");
+        let state = demo.path("state/replay");
+        let alice = envelope(&demo, "alice", "bob");
+        let sealed = alice.seal(&invite("alice", "bob")).unwrap();
+        let bob = |demo: &DemoCerts| {
+            Envelope::new(
+                demo.identity("bob"),
+                demo.peer("alice"),
+                None,
+                Freshness::default(),
+                ReplayGuard::open(&state).unwrap(),
+            )
+            .unwrap()
+        };
+        bob(&demo).open(&sealed, NOW).unwrap();
+        // A new process (new envelope, state reloaded from the file) refuses it.
+        assert!(matches!(
+            bob(&demo).open(&sealed, NOW + 30),
+            Err(OpenError::Replayed { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_mode_chains_and_still_pins() {
+        let demo = DemoCerts::new("seal-ca");
+        let ca = vec![crate::identity::load_cert(&demo.path("ca.pem")).unwrap()];
+        let mk = |host: &str, peer: &str| {
+            Envelope::new(
+                demo.identity(host),
+                demo.peer(peer),
+                Some(&ca),
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+        };
+        let alice = mk("alice", "bob").unwrap();
+        let mut bob = mk("bob", "alice").unwrap();
+        let msg = invite("alice", "bob");
+        assert_eq!(bob.open(&alice.seal(&msg).unwrap(), NOW).unwrap(), msg);
+        // carol chains to the same CA, but she is not the pinned peer.
+        assert!(matches!(
+            bob.open(&forge(&demo, "carol", "bob", &msg), NOW),
+            Err(OpenError::WrongSigner { .. })
+        ));
+        // A pinned certificate outside the CA is a configuration error.
+        let e = mk("bob", "mallory").unwrap_err();
+        assert!(matches!(e, SetupError::CaChain(_)), "{e}");
+    }
+
+    #[test]
+    fn insecure_plaintext_still_checks_ids_time_and_replays() {
+        let mut a = Envelope::insecure_plaintext(
+            DemoCerts::id("alice"),
+            DemoCerts::id("bob"),
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        );
+        let mut b = Envelope::insecure_plaintext(
+            DemoCerts::id("bob"),
+            DemoCerts::id("alice"),
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        );
+        assert!(a.is_insecure());
+        let msg = invite("alice", "bob");
+        let wire = a.seal(&msg).unwrap();
+        assert_eq!(wire, msg.encode().unwrap());
+        assert_eq!(b.open(&wire, NOW).unwrap(), msg);
+        assert!(matches!(
+            b.open(&wire, NOW),
+            Err(OpenError::Replayed { .. })
+        ));
+        assert!(matches!(
+            a.open(&wire, NOW),
+            Err(OpenError::SenderMismatch { .. })
+        ));
+        let other = invite("alice", "bob");
+        assert!(matches!(
+            b.open(&other.encode().unwrap(), NOW + 10_000),
+            Err(OpenError::Stale { .. })
+        ));
+        assert!(matches!(
+            b.open(b"garbage", NOW),
+            Err(OpenError::Malformed(_))
+        ));
+    }
+
+    /// Bounded randomized robustness of the opener (fixed seed): mutated sealed messages
+    /// never panic and never open as anything but the original message.
+    #[test]
+    fn random_mutations_never_panic() {
+        let demo = DemoCerts::new("seal-fuzz");
+        let msg = invite("alice", "bob");
+        let good = envelope(&demo, "alice", "bob").seal(&msg).unwrap();
+        let mut bob = envelope(&demo, "bob", "alice");
+        let mut state: u64 = 0x0bad_5eed_0000_0007;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..400 {
+            let mut m = good.clone();
+            for _ in 0..1 + next() % 3 {
+                let pos = (next() as usize) % m.len();
+                match next() % 3 {
+                    0 => m[pos] ^= 1 << (next() % 8),
+                    1 => m[pos] = next() as u8,
+                    _ => m.truncate(pos.max(1)),
+                }
+            }
+            if let Ok(r) = bob.open(&m, NOW) {
+                assert_eq!(r, msg);
+            }
+        }
+    }
+
+    fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    #[test]
+    fn sealed_by_plexus_opens_with_the_openssl_cli() {
+        let demo = DemoCerts::new("seal-cli-out");
+        // RSA recipient: the classic `openssl smime` tools read it.
+        let msg = invite("alice", "carol");
+        std::fs::write(
+            demo.path("m.p7m"),
+            envelope(&demo, "alice", "carol").seal(&msg).unwrap(),
+        )
+        .unwrap();
+        let out = sh(
+            "openssl smime -decrypt -inform DER -in m.p7m -recip carol.pem -inkey carol.key > inner.eml
+             grep -q 'smime-type=signed-data' inner.eml
+             openssl smime -verify -CAfile ca.pem -in inner.eml",
+            &demo.dir,
+        );
+        assert_eq!(out, msg.encode().unwrap());
+        // EC recipient: key agreement needs CMS, so `openssl cms -decrypt`.
+        let msg = invite("alice", "bob");
+        std::fs::write(
+            demo.path("m2.p7m"),
+            envelope(&demo, "alice", "bob").seal(&msg).unwrap(),
+        )
+        .unwrap();
+        let out = sh(
+            "openssl cms -decrypt -inform DER -in m2.p7m -recip bob.pem -inkey bob.key | openssl smime -verify -CAfile ca.pem",
+            &demo.dir,
+        );
+        assert_eq!(out, msg.encode().unwrap());
+    }
+
+    #[test]
+    fn made_by_the_openssl_cli_opens_in_plexus() {
+        let demo = DemoCerts::new("seal-cli-in");
+        // Opaque signed-data, encrypted to an RSA recipient with `openssl smime`.
+        let msg = invite("alice", "carol");
+        std::fs::write(demo.path("msg.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl smime -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg.txt \
+             | openssl smime -encrypt -aes256 -binary -outform DER carol.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "carol", "alice").open(&der, NOW).unwrap(),
+            msg
+        );
+        // Detached multipart/signed in text mode (CRLF canonical form, as mail clients
+        // sign) by an EC signer, encrypted to an RSA recipient with `openssl cms`.
+        let msg = invite("bob", "alice");
+        std::fs::write(demo.path("msg2.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl smime -sign -signer bob.pem -inkey bob.key -in msg2.txt \
+             | openssl cms -encrypt -aes256 -binary -outform DER alice.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "alice", "bob").open(&der, NOW).unwrap(),
+            msg
+        );
+        // Opaque CMS signed-data by an RSA signer, encrypted to an EC recipient (ECDH).
+        let msg = invite("alice", "bob");
+        std::fs::write(demo.path("msg3.txt"), msg.encode().unwrap()).unwrap();
+        let der = sh(
+            "openssl cms -sign -binary -nodetach -signer alice.pem -inkey alice.key -in msg3.txt \
+             | openssl cms -encrypt -aes256 -binary -outform DER bob.pem",
+            &demo.dir,
+        );
+        assert_eq!(
+            envelope(&demo, "bob", "alice").open(&der, NOW).unwrap(),
+            msg
+        );
+    }
+}
+
+#[cfg(test)]
+mod fresh_identity_tests {
+    use super::*;
+    use crate::identity::{create, KeyKind, NewCert};
+    use crate::rendezvous::message::NatFacts;
+
+    /// Identities made by `plexus cert new` (self-signed, EC and RSA) seal and open with
+    /// each other, and `openssl smime -verify -CAfile <peer>.pem` accepts the signature.
+    #[test]
+    fn cert_new_identities_work_end_to_end() {
+        let dir = std::env::temp_dir().join(format!("plexus-smime-fresh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mk = |id: &str, kind| {
+            let id = PeerId::parse(id).unwrap();
+            let made = create(&NewCert {
+                id: id.clone(),
+                out_dir: dir.clone(),
+                kind,
+                days: 2,
+                csr: false,
+            })
+            .unwrap();
+            (
+                Identity::load(id.clone(), &made.cert, &made.key).unwrap(),
+                PeerCert::load(id, &made.cert).unwrap(),
+                made,
+            )
+        };
+        let (hi, hp, hmade) = mk("hana@example.org/a", KeyKind::Ec);
+        let (ii, ip, imade) = mk("ivan@example.org/b", KeyKind::Rsa);
+        let now = 1_900_000_000;
+        let h =
+            Envelope::new(hi, ip, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
+        let mut i =
+            Envelope::new(ii, hp, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
+        let msg = Rendezvous::invite(
+            h.host_id().clone(),
+            h.peer_id().clone(),
+            now,
+            vec![],
+            vec![],
+            NatFacts::default(),
+        )
+        .unwrap();
+        let sealed = h.seal(&msg).unwrap();
+        assert_eq!(i.open(&sealed, now).unwrap(), msg);
+
+        std::fs::write(dir.join("m.p7m"), &sealed).unwrap();
+        let script = format!(
+            "openssl smime -decrypt -inform DER -in m.p7m -recip '{}' -inkey '{}' | openssl smime -verify -CAfile '{}'",
+            imade.cert.display(),
+            imade.key.display(),
+            hmade.cert.display()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-ec")
+            .arg(&script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, msg.encode().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Figures for the report, not assertions: `cargo test -p plexus --lib seal_figures --
+/// --ignored --nocapture`.
+#[cfg(test)]
+mod figures {
+    use super::*;
+    use crate::identity::tests::DemoCerts;
+    use crate::rendezvous::message::NatFacts;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn seal_figures() {
+        let demo = DemoCerts::new("figures");
+        for (from, to) in [("alice", "carol"), ("alice", "bob"), ("bob", "alice")] {
+            let s = Envelope::new(
+                demo.identity(from),
+                demo.peer(to),
+                None,
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+            .unwrap();
+            let mut r = Envelope::new(
+                demo.identity(to),
+                demo.peer(from),
+                None,
+                Freshness::default(),
+                ReplayGuard::in_memory(),
+            )
+            .unwrap();
+            let mapped = vec![
+                "203.0.113.7:40000".parse().unwrap(),
+                "[2001:db8::7]:40000".parse().unwrap(),
+            ];
+            let n = 50u32;
+            let (mut seal_t, mut open_t, mut size, mut plain) = (0f64, 0f64, 0, 0);
+            for i in 0..n {
+                let m = Rendezvous::invite(
+                    s.host_id().clone(),
+                    s.peer_id().clone(),
+                    1000 + i as u64,
+                    mapped.clone(),
+                    vec![],
+                    NatFacts::default(),
+                )
+                .unwrap();
+                plain = m.encode().unwrap().len();
+                let t = Instant::now();
+                let sealed = s.seal(&m).unwrap();
+                seal_t += t.elapsed().as_secs_f64();
+                size = sealed.len();
+                let t = Instant::now();
+                r.open(&sealed, 1000 + i as u64).unwrap();
+                open_t += t.elapsed().as_secs_f64();
+            }
+            println!(
+                "{from:>5} -> {to:<5}: message {plain} B, sealed {size} B, seal {:.2} ms, open {:.2} ms (mean of {n}, {} build)",
+                seal_t * 1000.0 / n as f64,
+                open_t * 1000.0 / n as f64,
+                if cfg!(debug_assertions) { "debug" } else { "release" }
+            );
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The e-mail mediator against the lab's real postfix + dovecot (tests/lab/mail.sh).
+//!
+//! Each test runs its clients inside a site host namespace (`b-full`, claimed so no loss
+//! test disturbs it and so the mail tests, which share four mailboxes and restart
+//! dovecot, run one at a time). Latencies are printed, never asserted.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use plexus::mediator::email::{EmailMediator, EmailSettings, Secret, SmtpMode};
+use plexus::mediator::{Mediator, MediatorError, Outcome};
+
+use crate::lab::{Account, Lab, Mail};
+
+/// How long a receiver waits before the send starts (to be in IDLE already).
+const LEAD: Duration = Duration::from_millis(300);
+
+/// The site whose host runs the mail clients.
+const SITE: &str = "b-full";
+
+type Session = imap::Session<native_tls::TlsStream<TcpStream>>;
+
+fn account<'a>(mail: &'a Mail, user: &str) -> &'a Account {
+    mail.accounts
+        .iter()
+        .find(|a| a.address.starts_with(&format!("{user}@")))
+        .unwrap_or_else(|| panic!("lab mail has no account {user}"))
+}
+
+fn settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
+    let mut s = EmailSettings::new(
+        &mail.ip.to_string(),
+        &me.login,
+        Secret::new(me.password.clone()),
+        &me.address,
+        &peer.address,
+    );
+    s.smtp_port = mail.smtps_port;
+    s.imap_port = mail.imaps_port;
+    s.ca_file = Some(mail.ca_file.clone());
+    s.io_timeout = Duration::from_secs(10);
+    s.poll_interval = Duration::from_millis(500);
+    s
+}
+
+/// An independent IMAP client (the "user's mail program") to plant and inspect mail.
+fn user_session(mail: &Mail, who: &Account) -> Session {
+    let ca = std::fs::read(&mail.ca_file).unwrap();
+    let tls = native_tls::TlsConnector::builder()
+        .add_root_certificate(native_tls::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let tcp = TcpStream::connect((mail.ip, mail.imaps_port)).expect("connect to lab IMAPS");
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let stream = tls
+        .connect(&mail.ip.to_string(), tcp)
+        .expect("TLS to lab IMAPS");
+    let mut client = imap::Client::new(stream);
+    client.read_greeting().unwrap();
+    let mut s = client
+        .login(&who.login, &who.password)
+        .map_err(|(e, _)| e)
+        .expect("user login");
+    s.select("INBOX").unwrap();
+    s
+}
+
+/// Empty the INBOX of a test account (each test starts from a known mailbox).
+fn clear(s: &mut Session) {
+    s.select("INBOX").unwrap();
+    let all = s.uid_search("ALL").unwrap();
+    if !all.is_empty() {
+        s.uid_store("1:*", "+FLAGS.SILENT (\\Deleted)").unwrap();
+        s.expunge().unwrap();
+    }
+}
+
+/// (UID, sorted flags, size) of every message in `folder`, read without touching \Seen.
+fn snapshot(s: &mut Session, folder: &str) -> Vec<(u32, Vec<String>, u32)> {
+    s.select(folder).unwrap();
+    if s.uid_search("ALL").unwrap().is_empty() {
+        return Vec::new();
+    }
+    let fetches = s.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE)").unwrap();
+    let mut v: Vec<_> = fetches
+        .iter()
+        .map(|f| {
+            let mut fl: Vec<String> = f
+                .flags()
+                .iter()
+                .map(|x| format!("{x:?}"))
+                .filter(|x| x != "Recent")
+                .collect();
+            fl.sort();
+            (f.uid.unwrap(), fl, f.size.unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn append(s: &mut Session, raw: &str, flags: &[imap::types::Flag<'static>]) {
+    let mut cmd = s.append("INBOX", raw.as_bytes());
+    for f in flags {
+        cmd.flag(f.clone());
+    }
+    cmd.finish().expect("APPEND");
+}
+
+fn plain_mail(from: &str, to: &str, subject: &str, extra: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <{subject}.{}@lab.example>\r\n{extra}\r\nhello, this is not for plexus\r\n",
+        subject.len()
+    )
+}
+
+/// Run the openssl CLI, panicking with its stderr on failure.
+fn openssl(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A DER PKCS#7 EnvelopedData made with the openssl CLI for a throwaway RSA recipient
+/// (the sealed bytes the core would hand over), so a received mail can be decrypted
+/// again with `openssl smime -decrypt`.
+fn sealed_blob(dir: &Path, plaintext: &str) -> Vec<u8> {
+    let (key, cert) = (dir.join("rcpt.key"), dir.join("rcpt.pem"));
+    if !cert.exists() {
+        openssl(&[
+            "req".as_ref(),
+            "-x509".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-days".as_ref(),
+            "2".as_ref(),
+            "-subj".as_ref(),
+            "/CN=plexus test recipient".as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-out".as_ref(),
+            cert.as_os_str(),
+        ]);
+    }
+    let input = dir.join("plain.txt");
+    let out = dir.join("sealed.der");
+    std::fs::write(&input, plaintext).unwrap();
+    openssl(&[
+        "smime".as_ref(),
+        "-encrypt".as_ref(),
+        "-binary".as_ref(),
+        "-aes256".as_ref(),
+        "-outform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        input.as_os_str(),
+        "-out".as_ref(),
+        out.as_os_str(),
+        cert.as_os_str(),
+    ]);
+    std::fs::read(&out).unwrap()
+}
+
+/// `openssl smime -decrypt` on a whole saved mail; returns the plaintext.
+fn openssl_decrypt(dir: &Path, mail: &[u8]) -> String {
+    let eml = dir.join("received.eml");
+    std::fs::write(&eml, mail).unwrap();
+    let out = openssl(&[
+        "smime".as_ref(),
+        "-decrypt".as_ref(),
+        "-in".as_ref(),
+        eml.as_os_str(),
+        "-inkey".as_ref(),
+        dir.join("rcpt.key").as_os_str(),
+        "-recip".as_ref(),
+        dir.join("rcpt.pem").as_os_str(),
+    ]);
+    String::from_utf8(out).unwrap()
+}
+
+/// Send `sealed` from `sender` and measure until `receiver` returns it (receive is
+/// already waiting, in IDLE or polling, when the send starts).
+fn send_and_receive(
+    sender: &mut EmailMediator,
+    to: &str,
+    receiver: EmailMediator,
+    sealed: &[u8],
+    lead: Duration,
+) -> (
+    EmailMediator,
+    plexus::mediator::Incoming,
+    Duration,
+    Duration,
+) {
+    std::thread::scope(|sc| {
+        let waiter = sc.spawn(move || {
+            let mut r = receiver;
+            let got = r.receive(Duration::from_secs(30));
+            (r, got, Instant::now())
+        });
+        // Let the receiver reach its wait (IDLE or sleep) first; not an assertion.
+        std::thread::sleep(lead);
+        let t0 = Instant::now();
+        sender
+            .send(to, sealed)
+            .expect("send through the lab postfix");
+        let sent = t0.elapsed();
+        let (r, got, t1) = waiter.join().unwrap();
+        let msg = got
+            .expect("receive failed")
+            .expect("no plexus mail arrived within 30 s");
+        (r, msg, sent, t1 - t0)
+    })
+}
+
+fn with_mail<R: Send>(f: impl FnOnce(&Lab, &Mail, &str) -> R + Send) -> Option<R> {
+    let lab = crate::lab::lab()?;
+    let mail = lab.mail();
+    let _claim = lab.claim(&[SITE]);
+    let ns = lab.site(SITE).host_netns.clone();
+    Some(lab.in_ns(&ns, || f(lab, mail, &ns)))
+}
+
+#[test]
+fn mail_invite_delivered_through_idle_465_and_587_and_opens_with_openssl() {
+    with_mail(|lab, mail, _| {
+        let dir = lab.scratch("mail_idle");
+        let (alice, bob) = (account(mail, "alice"), account(mail, "bob"));
+        let mut user = user_session(mail, bob);
+        clear(&mut user);
+        let plaintext = "plexus invite test: 198.51.100.7:40000";
+        let sealed = sealed_blob(&dir, plaintext);
+
+        for mode in [SmtpMode::ImplicitTls, SmtpMode::StartTls] {
+            let mut s = settings(mail, alice, bob);
+            s.smtp_mode = mode;
+            s.smtp_port = match mode {
+                SmtpMode::ImplicitTls => mail.smtps_port,
+                SmtpMode::StartTls => mail.submission_port,
+            };
+            let mut sender = EmailMediator::connect(s).expect("alice connects");
+            let receiver =
+                EmailMediator::connect(settings(mail, bob, alice)).expect("bob connects");
+            assert!(receiver.uses_idle(), "dovecot offers IDLE and it is used");
+            let (mut receiver, msg, sent, total) =
+                send_and_receive(&mut sender, &bob.address, receiver, &sealed, LEAD);
+            println!(
+                "mail latency ({mode:?}, IDLE): send {:.0} ms, send-to-receipt {:.0} ms",
+                sent.as_secs_f64() * 1e3,
+                total.as_secs_f64() * 1e3
+            );
+            assert_eq!(msg.sealed, sealed);
+            assert_eq!(msg.from, alice.address);
+
+            // The stored mail is a standard S/MIME message: openssl decrypts it as is.
+            let uid: u32 = msg.id.split(':').nth(1).unwrap().parse().unwrap();
+            user.select("INBOX").unwrap();
+            let f = user.uid_fetch(uid.to_string(), "BODY.PEEK[]").unwrap();
+            let raw = f.iter().next().and_then(|f| f.body()).unwrap().to_vec();
+            drop(f);
+            assert_eq!(openssl_decrypt(&dir, &raw), plaintext);
+            // Fetched with PEEK by the mediator: still unseen before the acknowledgement.
+            let before = snapshot(&mut user, "INBOX");
+            assert_eq!(before.len(), 1);
+            assert!(before[0].1.is_empty(), "flags changed: {:?}", before[0].1);
+
+            receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();
+            assert!(
+                snapshot(&mut user, "INBOX").is_empty(),
+                "handled mail was not removed"
+            );
+            assert!(
+                receiver.acknowledge(&msg.id, Outcome::Handled).is_err(),
+                "a second acknowledgement of the same id is refused"
+            );
+        }
+    });
+}
+
+#[test]
+fn mail_mailbox_with_other_mail_is_left_exactly_as_it_was() {
+    with_mail(|lab, mail, _| {
+        let dir = lab.scratch("mail_hygiene");
+        let (carol, dave, alice) = (
+            account(mail, "carol"),
+            account(mail, "dave"),
+            account(mail, "alice"),
+        );
+        let mut user = user_session(mail, carol);
+        clear(&mut user);
+        let _ = user.delete("plexus-quarantine");
+        use imap::types::Flag;
+        let to = &carol.address;
+        append(
+            &mut user,
+            &plain_mail(&dave.address, to, "read-mail", ""),
+            &[Flag::Seen],
+        );
+        append(
+            &mut user,
+            &plain_mail(&dave.address, to, "unread-mail", ""),
+            &[],
+        );
+        append(
+            &mut user,
+            &plain_mail("x@lab.example", to, "marked-for-deletion-by-the-user", ""),
+            &[Flag::Deleted, Flag::Flagged],
+        );
+        // Our header but not from the peer; from the peer but without our header.
+        append(
+            &mut user,
+            &plain_mail(&alice.address, to, "plexus rendezvous", "X-Plexus: 1\r\n"),
+            &[],
+        );
+        append(
+            &mut user,
+            &plain_mail(&dave.address, to, "plexus rendezvous", ""),
+            &[],
+        );
+        // From the peer with our header: too big, and not S/MIME.
+        let big = format!(
+            "{}{}",
+            plain_mail(&dave.address, to, "plexus rendezvous", "X-Plexus: 1\r\n"),
+            "A".repeat(300 * 1024)
+        );
+        append(&mut user, &big, &[]);
+        append(
+            &mut user,
+            &plain_mail(&dave.address, to, "plexus rendezvous", "X-Plexus: 1\r\n"),
+            &[],
+        );
+        let before = snapshot(&mut user, "INBOX");
+        assert_eq!(before.len(), 7);
+
+        let sealed = sealed_blob(&dir, "hygiene");
+        let mut sender = EmailMediator::connect(settings(mail, dave, carol)).unwrap();
+        let receiver = EmailMediator::connect(settings(mail, carol, dave)).unwrap();
+        let (mut receiver, msg, _, _) = send_and_receive(&mut sender, to, receiver, &sealed, LEAD);
+        assert_eq!(msg.sealed, sealed);
+        receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();
+        // Nothing else is offered: the rest is not plexus mail from the peer, too big,
+        // or unusable.
+        assert!(receiver.receive(Duration::from_secs(1)).unwrap().is_none());
+        let after = snapshot(&mut user, "INBOX");
+        assert_eq!(before, after, "the mailbox changed");
+
+        // A rejected message stays in place, unseen, and is not offered again...
+        sender.send(to, &sealed).unwrap();
+        let msg = receiver
+            .receive(Duration::from_secs(20))
+            .unwrap()
+            .expect("second mail");
+        receiver.acknowledge(&msg.id, Outcome::Rejected).unwrap();
+        assert!(receiver.receive(Duration::from_secs(1)).unwrap().is_none());
+        let with_rejected = snapshot(&mut user, "INBOX");
+        assert_eq!(with_rejected.len(), before.len() + 1);
+        assert!(with_rejected.last().unwrap().1.is_empty());
+        drop(receiver);
+        // ...unless a quarantine folder is configured: then only it moves there.
+        let mut qs = settings(mail, carol, dave);
+        qs.quarantine_folder = Some("plexus-quarantine".into());
+        let mut q = EmailMediator::connect(qs).unwrap();
+        let again = q
+            .receive(Duration::from_secs(10))
+            .unwrap()
+            .expect("offered again");
+        assert_eq!(again.sealed, sealed);
+        q.acknowledge(&again.id, Outcome::Rejected).unwrap();
+        // The quarantining mediator also moves the plexus mail from the peer that is not
+        // S/MIME (it fails to open); everything else stays exactly as it was.
+        let not_smime = before.last().unwrap().clone();
+        let mut expected = before.clone();
+        expected.pop();
+        assert_eq!(
+            snapshot(&mut user, "INBOX"),
+            expected,
+            "only unusable plexus mail moved"
+        );
+        let quarantined = snapshot(&mut user, "plexus-quarantine");
+        assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+        assert!(quarantined.iter().any(|m| m.2 == not_smime.2));
+        assert!(
+            quarantined.iter().all(|m| m.1.is_empty()),
+            "flags changed: {quarantined:?}"
+        );
+        user.select("INBOX").unwrap();
+    });
+}
+
+#[test]
+fn mail_imap_server_restart_while_waiting_is_survived() {
+    with_mail(|lab, mail, _| {
+        let dir = lab.scratch("mail_restart");
+        let (alice, bob) = (account(mail, "alice"), account(mail, "bob"));
+        let mut user = user_session(mail, alice);
+        clear(&mut user);
+        drop(user);
+        let sealed = sealed_blob(&dir, "restart");
+        let receiver = EmailMediator::connect(settings(mail, alice, bob)).unwrap();
+        let mut sender = EmailMediator::connect(settings(mail, bob, alice)).unwrap();
+        let mail_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lab/mail.sh");
+        let state = lab.state_dir.join("mail");
+        let (mut receiver, got, restarted) = std::thread::scope(|sc| {
+            let waiter = sc.spawn(move || {
+                let mut r = receiver;
+                let got = r.receive(Duration::from_secs(60));
+                (r, got)
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            let t = Instant::now();
+            let out = Command::new(&mail_sh)
+                .arg("restart-imap")
+                .arg(&state)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mail.sh restart-imap: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let restarted = t.elapsed();
+            sender.send(&alice.address, &sealed).unwrap();
+            let (r, got) = waiter.join().unwrap();
+            (r, got, restarted)
+        });
+        println!("dovecot restarted in {restarted:?} while plexus waited");
+        let msg = got
+            .expect("receive across the restart")
+            .expect("mail after restart");
+        assert_eq!(msg.sealed, sealed);
+        receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();
+    });
+}
+
+#[test]
+fn mail_wrong_password_and_missing_ca_are_clear_errors() {
+    with_mail(|_, mail, _| {
+        let (dave, alice) = (account(mail, "dave"), account(mail, "alice"));
+        let mut s = settings(mail, dave, alice);
+        s.password = Secret::new("not-the-password");
+        match EmailMediator::connect(s) {
+            Err(MediatorError::Auth(m)) => {
+                println!("wrong password: {m}");
+                assert!(m.contains(&dave.login), "names the account: {m}");
+                assert!(
+                    m.contains(&format!("{}:{}", mail.ip, mail.imaps_port)),
+                    "{m}"
+                );
+            }
+            other => panic!("expected MediatorError::Auth, got {other:?}"),
+        }
+        // The same through SMTP submission (sender-only mediator, no IMAP session).
+        for (mode, port) in [
+            (SmtpMode::ImplicitTls, mail.smtps_port),
+            (SmtpMode::StartTls, mail.submission_port),
+        ] {
+            let mut s = settings(mail, dave, alice);
+            s.password = Secret::new("not-the-password");
+            s.smtp_mode = mode;
+            s.smtp_port = port;
+            let mut m = EmailMediator::new(s).unwrap();
+            match m.send(&alice.address, b"\x30\x03\x02\x01\x00") {
+                Err(MediatorError::Auth(m)) => {
+                    println!("wrong password ({mode:?}): {m}");
+                    assert!(m.contains(&dave.login), "names the account: {m}");
+                    assert!(m.contains(&format!("{}:{port}", mail.ip)), "{m}");
+                }
+                other => panic!("expected MediatorError::Auth from SMTP, got {other:?}"),
+            }
+        }
+        let mut s = settings(mail, dave, alice);
+        s.ca_file = None;
+        match EmailMediator::connect(s) {
+            Err(MediatorError::Config(m)) => {
+                println!("no CA: {m}");
+                assert!(m.contains("ca_file"), "says to pass the CA file: {m}");
+            }
+            other => panic!("expected MediatorError::Config about the CA, got {other:?}"),
+        }
+        let mut s = settings(mail, dave, alice);
+        s.ca_file = None;
+        match EmailMediator::new(s)
+            .unwrap()
+            .send(&alice.address, b"\x30\x00")
+        {
+            Err(MediatorError::Config(m)) => {
+                println!("no CA (SMTP): {m}");
+                assert!(m.contains("ca_file"), "says to pass the CA file: {m}");
+            }
+            other => panic!("expected MediatorError::Config about the CA, got {other:?}"),
+        }
+        let mut s = settings(mail, dave, alice);
+        s.imap_port = 9;
+        match EmailMediator::connect(s) {
+            Err(MediatorError::Unreachable(m)) => assert!(m.contains(":9"), "names host:port: {m}"),
+            other => panic!("expected MediatorError::Unreachable, got {other:?}"),
+        }
+    });
+}
+
+/// Benchmark-style figures: send-to-receipt with IDLE and with 500 ms polling.
+#[test]
+fn mail_latency_idle_vs_polling() {
+    with_mail(|lab, mail, _| {
+        let dir = lab.scratch("mail_latency");
+        let (alice, dave) = (account(mail, "alice"), account(mail, "dave"));
+        let mut user = user_session(mail, dave);
+        clear(&mut user);
+        let sealed = sealed_blob(&dir, "latency");
+        let mut sender = EmailMediator::connect(settings(mail, alice, dave)).unwrap();
+        for use_idle in [true, false] {
+            let mut s = settings(mail, dave, alice);
+            s.use_idle = use_idle;
+            let mut receiver = EmailMediator::connect(s).unwrap();
+            let mut figures = Vec::new();
+            for i in 0..6u64 {
+                // Vary the phase against the polling period, or every round measures the same.
+                let lead = Duration::from_millis(300 + 83 * i);
+                let (r, msg, _, total) =
+                    send_and_receive(&mut sender, &dave.address, receiver, &sealed, lead);
+                receiver = r;
+                assert_eq!(msg.sealed, sealed);
+                receiver.acknowledge(&msg.id, Outcome::Handled).unwrap();
+                figures.push(total.as_secs_f64() * 1e3);
+            }
+            let mean = figures.iter().sum::<f64>() / figures.len() as f64;
+            let max = figures.iter().cloned().fold(0.0, f64::max);
+            let min = figures.iter().cloned().fold(f64::MAX, f64::min);
+            println!(
+                "mail send-to-receipt ({}): mean {mean:.0} ms, min {min:.0} ms, max {max:.0} ms over {} mails",
+                if use_idle { "IDLE" } else { "polling every 500 ms" },
+                figures.len()
+            );
+        }
+        assert!(snapshot(&mut user, "INBOX").is_empty());
+    });
+}

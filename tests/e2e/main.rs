@@ -1,0 +1,11 @@
+//! End-to-end tests against the NAT lab: one test binary, modules with shared
+//! helpers (see `lab.rs`). Run as root with plain `cargo test --test e2e`; without
+//! root the lab tests skip loudly, with `CI=true` that skip is a failure.
+
+#[macro_use]
+mod lab;
+
+mod lab_sanity;
+mod mail;
+mod nat;
+mod ttl;

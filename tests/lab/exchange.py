@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Executor used by the corridor tests: proves the punched path carries datagrams.
+
+plexus starts it with the article's six arguments
+    innerip innerport outerip outerport peerip peerport
+after releasing the punched socket. It binds the same local endpoint, sends numbered
+greetings to the peer and answers the peer's greetings, until it has both received a
+greeting and seen its own greeting acknowledged (or a bounded time passes). The outcome
+goes as one JSON line to the file named by EXCHANGE_OUT (and stdout); exit 0 only when
+datagrams went both ways.
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+TOTAL_SECONDS = float(os.environ.get("EXCHANGE_SECONDS", "10"))
+
+
+def main() -> int:
+    if len(sys.argv) != 7:
+        print("usage: exchange.py innerip innerport outerip outerport peerip peerport", file=sys.stderr)
+        return 2
+    inner = (sys.argv[1], int(sys.argv[2]))
+    peer = (sys.argv[5], int(sys.argv[6]))
+    me = os.environ.get("PLEXUS_HOST_ID", "?")
+    key = os.environ.get("PLEXUS_KEY", "")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(inner)
+    sock.settimeout(0.1)
+    got_greeting = None
+    got_ack = False
+    sent = 0
+    deadline = time.monotonic() + TOTAL_SECONDS
+    while time.monotonic() < deadline and not (got_greeting and got_ack):
+        if not got_ack:
+            sock.sendto(f"hello {sent} from {me}".encode(), peer)
+            sent += 1
+        try:
+            data, src = sock.recvfrom(2048)
+        except socket.timeout:
+            continue
+        text = data.decode(errors="replace")
+        if text.startswith("hello "):
+            got_greeting = {"text": text, "from": f"{src[0]}:{src[1]}"}
+            sock.sendto(f"ack {text}".encode(), src)
+        elif text.startswith("ack "):
+            got_ack = True
+    # Keep answering briefly so a slower peer gets its acknowledgement too.
+    linger = time.monotonic() + 1.0
+    while time.monotonic() < linger:
+        try:
+            data, src = sock.recvfrom(2048)
+        except socket.timeout:
+            continue
+        if data.startswith(b"hello "):
+            sock.sendto(b"ack " + data, src)
+    result = {
+        "host": me,
+        "inner": f"{inner[0]}:{inner[1]}",
+        "outer": f"{sys.argv[3]}:{sys.argv[4]}",
+        "peer": f"{peer[0]}:{peer[1]}",
+        "received": got_greeting,
+        "acknowledged": got_ack,
+        "sent": sent,
+        "key_len": len(key),
+    }
+    line = json.dumps(result)
+    print(line)
+    out = os.environ.get("EXCHANGE_OUT")
+    if out:
+        with open(out + ".tmp", "w") as f:
+            f.write(line + "\n")
+        os.replace(out + ".tmp", out)
+    return 0 if (got_greeting and got_ack) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# The plexus NAT lab: a routed "internet" of network namespaces with real NATs
+# (nftables), a real STUN server (coturn, RFC 5780) and a real mail host.
+#
+#   lab.sh up [--name NAME] [--extra-routers N] [--no-mail] [--owner PID]
+#   lab.sh down NAME          tear a lab down completely (daemons, netns, state)
+#   lab.sh gc                 tear down every lab whose owner process is gone
+#   lab.sh status NAME        exit 0 when every netns and daemon is there
+#   lab.sh exec NAME NODE CMD...   run CMD in NODE (netns name or its suffix: a-port-h)
+#   lab.sh loss NAME SITE PCT      drop PCT % of the site's public-link packets (0 = off)
+#   lab.sh watch NAME         (internal) wait for the owner to die, then `down`
+#
+# Every namespace is called NAME-<node>; NAME is `plx` + lowercase letters/digits,
+# so labs never collide with each other or with anything else on the machine.
+# State lives in /run/plexus-lab/NAME/ (lab.json describes everything).
+# The namespaces have no link to the root namespace: nothing can leak out.
+# See README.md, "The lab", for the topology drawing and addresses.
+set -euo pipefail
+
+LAB_ROOT=/run/plexus-lab
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAIL_SH="$HERE/mail.sh"
+
+die() { echo "lab.sh: $*" >&2; exit 1; }
+warn() { echo "lab.sh: warning: $*" >&2; }
+
+valid_name() { [[ $1 =~ ^plx[a-z0-9]{1,12}$ ]]; }
+
+# Sites: name nat-type extra-routers(default|fixed number) number-of-hosts.
+# Two of each of none/full/address/port so every ordered pair (also same type)
+# exists; c-port/d-port always sit behind 2 extra routers so TTL-limited punching
+# can be tested on a longer path in the same lab.
+site_table() {
+    cat <<EOF
+a-none none N 1
+b-none none N 1
+a-full full N 1
+b-full full N 1
+a-address address N 1
+b-address address N 1
+a-port port N 1
+b-port port N 1
+a-symmetric symmetric N 1
+hairpin hairpin N 2
+c-port port 2 1
+d-port port 2 1
+EOF
+}
+
+# Owner identity is "pid starttime" so a recycled PID does not keep a lab alive.
+proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
+owner_alive() {
+    local f=$1/owner pid start
+    [[ -f $f ]] || return 1
+    read -r pid start <"$f" || return 1
+    [[ -n ${pid:-} ]] || return 1
+    [[ $pid == 0 ]] && return 0          # --owner 0: kept until `down`
+    [[ -d /proc/$pid ]] || return 1
+    [[ "$(proc_start "$pid")" == "$start" ]]
+}
+
+lab_netns() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$1-" || true; }
+
+cmd_down() {
+    local name=$1 st=$LAB_ROOT/$1 ns pid pids=() self=$$
+    valid_name "$name" || die "bad lab name '$name' (expected plx + up to 12 of [a-z0-9])"
+    if [[ -x $MAIL_SH && -d $st/mail ]]; then
+        "$MAIL_SH" stop "$st/mail" >/dev/null 2>&1 || warn "mail.sh stop failed (daemons killed below)"
+    fi
+    # Every process living in one of this lab's namespaces is ours: daemons the lab
+    # started and anything tests spawned there.
+    for ns in $(lab_netns "$name"); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            [[ $pid == "$self" ]] || pids+=("$pid")
+        done
+    done
+    if [[ -f $st/watchdog ]]; then
+        pid=$(cat "$st/watchdog")
+        [[ -n $pid && $pid != "$self" ]] && kill -TERM "$pid" 2>/dev/null || true
+    fi
+    if [[ -f $st/pids ]]; then
+        while read -r pid; do [[ -n $pid && -d /proc/$pid ]] && pids+=("$pid"); done <"$st/pids"
+    fi
+    if ((${#pids[@]})); then
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        for _ in $(seq 1 20); do
+            local alive=0
+            for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
+    for ns in $(lab_netns "$name"); do ip netns del "$ns" 2>/dev/null || warn "could not delete netns $ns"; done
+    rm -rf "$st"
+}
+
+cmd_gc() {
+    local st name ns
+    [[ -d $LAB_ROOT ]] && for st in "$LAB_ROOT"/plx*; do
+        [[ -d $st ]] || continue
+        name=$(basename "$st")
+        valid_name "$name" || continue
+        # A lab being built has its owner file written first; give it a grace period.
+        if [[ ! -f $st/owner ]] && (($(date +%s) - $(stat -c %Y "$st") < 60)); then continue; fi
+        owner_alive "$st" || { echo "lab.sh: gc: removing lab $name (owner gone)" >&2; cmd_down "$name"; }
+    done
+    # Namespaces of a lab whose state dir is gone (crash while deleting it).
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^plx[a-z0-9]{1,12}-' || true); do
+        name=${ns%%-*}
+        [[ -d $LAB_ROOT/$name ]] || { echo "lab.sh: gc: removing orphan netns $ns" >&2; cmd_down "$name"; }
+    done
+}
+
+cmd_watch() {
+    local name=$1 st=$LAB_ROOT/$1
+    while [[ -d $st ]] && owner_alive "$st"; do sleep 0.5; done
+    [[ -d $st ]] && cmd_down "$name"
+}
+
+cmd_status() {
+    local name=$1 st=$LAB_ROOT/$1 ns pid ok=0
+    [[ -f $st/lab.json ]] || { echo "lab $name: not up"; return 1; }
+    while read -r ns; do
+        [[ -e /run/netns/$ns ]] || { echo "missing netns $ns"; ok=1; }
+    done <"$st/netns"
+    while read -r pid; do
+        [[ -n $pid ]] || continue
+        [[ -d /proc/$pid ]] || { echo "daemon pid $pid is dead"; ok=1; }
+    done <"$st/pids"
+    if ((ok == 0)); then echo "lab $name: up ($(wc -l <"$st/netns") namespaces), $st/lab.json"; fi
+    if owner_alive "$st"; then :; else echo "owner process is gone (gc will remove it)"; fi
+    return $ok
+}
+
+resolve_node() {
+    local name=$1 node=$2
+    if [[ -e /run/netns/$node ]]; then echo "$node"
+    elif [[ -e /run/netns/$name-$node ]]; then echo "$name-$node"
+    else die "no node '$node' in lab $name"; fi
+}
+
+cmd_exec() {
+    local name=$1 node=$2; shift 2
+    local ns; ns=$(resolve_node "$name" "$node")
+    exec ip netns exec "$ns" "$@"
+}
+
+chain_of() { echo "loss_${1//-/_}"; }
+
+cmd_loss() {
+    local name=$1 site=$2 pct=$3 chain
+    [[ $pct =~ ^[0-9]+$ ]] && ((pct <= 100)) || die "loss: PCT must be 0..100, got '$pct'"
+    grep -qx "$site" "$LAB_ROOT/$name/sites" 2>/dev/null || die "loss: no site '$site' in lab $name"
+    chain=$(chain_of "$site")
+    ip netns exec "$name-inet" nft flush chain inet lab "$chain"
+    if ((pct == 100)); then
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" drop
+    elif ((pct > 0)); then
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" numgen random mod 100 '<' "$pct" drop
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# up
+
+cmd_up() {
+    local name="" extra=0 mail=1 owner=$PPID
+    while (($#)); do
+        case $1 in
+            --name) name=$2; shift 2 ;;
+            --extra-routers) extra=$2; shift 2 ;;
+            --no-mail) mail=0; shift ;;
+            --owner) owner=$2; shift 2 ;;
+            *) die "up: unknown option '$1' (see the header of lab.sh)" ;;
+        esac
+    done
+    [[ -n $name ]] || name=plx$(tr -dc 'a-z0-9' </dev/urandom | head -c 5)
+    valid_name "$name" || die "bad lab name '$name' (expected plx + up to 12 of [a-z0-9])"
+    [[ $extra =~ ^[0-4]$ ]] || die "--extra-routers must be 0..4 (the 198.51.100.0/24 links run out), got '$extra'"
+    [[ $owner =~ ^[0-9]+$ ]] || die "--owner must be a PID"
+    [[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
+
+    local st=$LAB_ROOT/$name
+    if [[ -f $st/lab.json ]] && cmd_status "$name" >/dev/null 2>&1; then
+        echo "$st/lab.json"; return 0
+    fi
+    [[ -d $st ]] && cmd_down "$name"
+    # Pre-flight with a throwaway name so a machine without netns fails cleanly.
+    ip netns add "$name-probe" 2>/dev/null || die "cannot create network namespaces (ip netns add failed)"
+    ip netns del "$name-probe"
+
+    mkdir -p "$st"
+    if [[ $owner == 0 ]]; then echo "0 0" >"$st/owner"; else echo "$owner $(proc_start "$owner")" >"$st/owner"; fi
+    : >"$st/pids"; : >"$st/netns"; : >"$st/sites"
+    # Any failure below (die, a failed command) tears the half-built lab down.
+    trap 'if [[ -z ${LAB_BUILT:-} ]]; then echo "lab.sh: up failed, tearing down $name" >&2; cmd_down "$name"; fi' EXIT
+    build "$name" "$st" "$extra" "$mail"
+    LAB_BUILT=1
+    # A watchdog outside the lab removes it when the owner dies, even by SIGKILL
+    # (the owner's own teardown, if it runs, kills the watchdog first).
+    if [[ $owner != 0 ]]; then
+        setsid "$HERE/lab.sh" watch "$name" </dev/null >/dev/null 2>&1 &
+        echo $! >"$st/watchdog"
+    fi
+    echo "$st/lab.json"
+}
+
+build() {
+    local name=$1 st=$2 extra=$3 mail=$4
+    local t0; t0=$(date +%s%N)
+    local inet=$name-inet stun=$name-stun mailns=$name-mail
+    local veths=$st/veths.batch; : >"$veths"
+    declare -A batch=()      # netns -> ip batch lines (addresses, routes)
+    declare -A kind=()       # netns -> router|host|server
+    local ns_list=("$inet" "$stun")
+    ((mail)) && ns_list+=("$mailns")
+    kind[$inet]=router; kind[$stun]=server; kind[$mailns]=server
+
+    # Servers: 203.0.113.0/29 for STUN (two addresses for RFC 5780), .24/29 for mail.
+    echo "link add stun netns $inet type veth peer name eth0 netns $stun" >>"$veths"
+    batch[$inet]+="addr add 203.0.113.1/29 dev stun"$'\n'"link set stun up"$'\n'
+    batch[$stun]+="addr add 203.0.113.3/29 dev eth0"$'\n'"addr add 203.0.113.4/29 dev eth0"$'\n'
+    batch[$stun]+="link set eth0 up"$'\n'"route add default via 203.0.113.1 dev eth0 onlink"$'\n'
+    if ((mail)); then
+        echo "link add mail netns $inet type veth peer name eth0 netns $mailns" >>"$veths"
+        batch[$inet]+="addr add 203.0.113.30/29 dev mail"$'\n'"link set mail up"$'\n'
+        batch[$mailns]+="addr add 203.0.113.25/29 dev eth0"$'\n'"link set eth0 up"$'\n'
+        batch[$mailns]+="route add default via 203.0.113.30 dev eth0 onlink"$'\n'
+    fi
+
+    local inet_nft="table inet lab {"$'\n'
+    local inet_fwd="  chain forward { type filter hook forward priority filter; policy accept;"$'\n'
+    local sites_json="" link=0 none_idx=0 idx=0
+    local site nat k nhosts
+    while read -r site nat k nhosts; do
+        idx=$((idx + 1))
+        [[ $k == N ]] && k=$extra
+        echo "$site" >>"$st/sites"
+        local r=$name-$site-r chain; chain=$(chain_of "$site")
+        ns_list+=("$r"); kind[$r]=router
+        # Public chain: inet -(link j0)- x1 -(j0+1)- ... xk -(j0+k)- NAT router.
+        # Link j is 198.51.100.4j/30: upstream .4j+1, downstream .4j+2.
+        local j0=$link i up_ns down_ns routers_json=""
+        link=$((link + k + 1))
+        ((link <= 64)) || die "out of 198.51.100.0/24 /30 links (too many extra routers)"
+        for ((i = 0; i <= k; i++)); do
+            local j=$((j0 + i)) a b
+            a=198.51.100.$((4 * j + 1)); b=198.51.100.$((4 * j + 2))
+            if ((i == 0)); then up_ns=$inet; else up_ns=$name-$site-x$i; fi
+            if ((i == k)); then down_ns=$r; else
+                down_ns=$name-$site-x$((i + 1)); ns_list+=("$down_ns"); kind[$down_ns]=router
+                routers_json+="\"$down_ns\","
+            fi
+            local up_if=sub; ((i == 0)) && up_if=s$idx
+            echo "link add $up_if netns $up_ns type veth peer name wan netns $down_ns" >>"$veths"
+            batch[$up_ns]+="addr add $a/30 dev $up_if"$'\n'"link set $up_if up"$'\n'
+            batch[$down_ns]+="addr add $b/30 dev wan"$'\n'"link set wan up"$'\n'
+            batch[$down_ns]+="route add default via $a dev wan onlink"$'\n'
+        done
+        local public=198.51.100.$((4 * (j0 + k) + 2))
+        # LAN: 192.0.2.8m/29 (public, no NAT) or 10.idx.0.0/24 behind the NAT.
+        local lan_prefix router_lan host_ips=() lan_net
+        if [[ $nat == none ]]; then
+            lan_net=192.0.2.$((8 * none_idx))/29
+            router_lan=192.0.2.$((8 * none_idx + 1)); lan_prefix=29
+            host_ips=("192.0.2.$((8 * none_idx + 2))")
+            none_idx=$((none_idx + 1))
+        else
+            lan_net=10.$idx.0.0/24; router_lan=10.$idx.0.1; lan_prefix=24
+            for ((i = 0; i < nhosts; i++)); do host_ips+=("10.$idx.0.$((i + 2))"); done
+        fi
+        # Every router upstream of the site routes its downstream links and LAN.
+        for ((i = 0; i <= k; i++)); do
+            local via=198.51.100.$((4 * (j0 + i) + 2)) rns
+            if ((i == 0)); then rns=$inet; else rns=$name-$site-x$i; fi
+            local dev=sub; ((i == 0)) && dev=s$idx
+            for ((m = j0 + i + 1; m <= j0 + k; m++)); do
+                batch[$rns]+="route add 198.51.100.$((4 * m))/30 via $via dev $dev onlink"$'\n'
+            done
+            [[ $nat == none ]] && batch[$rns]+="route add $lan_net via $via dev $dev onlink"$'\n'
+        done
+        # LAN side: one veth for a single host, a bridge for the hairpin site.
+        local hosts_json="" h lan_if=lan first_host=""
+        if ((nhosts > 1)); then
+            batch[$r]+="link add br0 type bridge"$'\n'"link set br0 up"$'\n'
+            lan_if=br0
+        fi
+        batch[$r]+="addr add $router_lan/$lan_prefix dev $lan_if"$'\n'
+        for ((i = 0; i < nhosts; i++)); do
+            if ((nhosts > 1)); then h=$name-$site-h$((i + 1)); else h=$name-$site-h; fi
+            ns_list+=("$h"); kind[$h]=host
+            local rif=lan; ((nhosts > 1)) && rif=lan$((i + 1))
+            echo "link add $rif netns $r type veth peer name eth0 netns $h" >>"$veths"
+            ((nhosts > 1)) && batch[$r]+="link set $rif master br0"$'\n'
+            batch[$r]+="link set $rif up"$'\n'
+            batch[$h]+="addr add ${host_ips[i]}/$lan_prefix dev eth0"$'\n'"link set eth0 up"$'\n'
+            batch[$h]+="route add default via $router_lan dev eth0 onlink"$'\n'
+            hosts_json+="{\"netns\":\"$h\",\"ip\":\"${host_ips[i]}\"},"
+            ((i == 0)) && first_host=$h
+        done
+        nat_rules "$nat" "$public" "${host_ips[0]}" "10.$idx.0.0/24" "$lan_if" >"$st/$site.nft"
+        inet_nft+="  chain $chain { }"$'\n'
+        inet_fwd+="    iifname \"s$idx\" jump $chain"$'\n'"    oifname \"s$idx\" jump $chain"$'\n'
+        local pub_json=$public; [[ $nat == none ]] && pub_json=${host_ips[0]}
+        sites_json+="\"$site\":{\"nat\":\"$nat\",\"hosts\":[${hosts_json%,}],"
+        sites_json+="\"host_netns\":\"$first_host\","
+        sites_json+="\"host_ip\":\"${host_ips[0]}\",\"router_netns\":\"$r\",\"public_ip\":\"$pub_json\","
+        sites_json+="\"router_wan_ip\":\"$public\",\"lan\":\"$lan_net\",\"gateway\":\"$router_lan\","
+        sites_json+="\"uplink_iface\":\"s$idx\",\"extra_routers\":[${routers_json%,}]},"
+    done < <(site_table)
+    inet_nft+="$inet_fwd  }"$'\n'"}"$'\n'
+    printf '%s' "$inet_nft" >"$st/inet.nft"
+
+    # 1. namespaces (one ip batch), 2. veths straight into their namespaces.
+    printf '%s\n' "${ns_list[@]}" >"$st/netns"
+    sed 's/^/netns add /' "$st/netns" | ip -batch -
+    ip -batch "$veths"
+    # 3. per namespace: sysctls, addresses, routes, nftables.
+    local ns setup_pids=()
+    for ns in "${ns_list[@]}"; do
+        local sc="net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.icmp_ratelimit=0"
+        sc+=" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+        [[ ${kind[$ns]} == router ]] && sc+=" net.ipv4.ip_forward=1"
+        local nftf=""
+        case $ns in
+            "$inet") nftf=$st/inet.nft ;;
+            "$name"-*-r) nftf=$st/${ns#"$name"-}; nftf=${nftf%-r}.nft ;;
+        esac
+        {
+            printf 'link set lo up\n'
+            printf '%s' "${batch[$ns]:-}"
+        } >"$st/$ns.ip"
+        # rp_filter is checked per interface too; set it for the ones just made.
+        ip netns exec "$ns" sh -ec "
+            sysctl -q -w $sc >/dev/null
+            for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 >\$f; done
+            [ -d /proc/sys/net/bridge ] && for f in /proc/sys/net/bridge/bridge-nf-call-*; do echo 0 >\$f; done
+            ip -batch '$st/$ns.ip'
+            [ -z '$nftf' ] || nft -f '$nftf'
+        " &
+        setup_pids+=($!)
+    done
+    local p failed=0
+    for p in "${setup_pids[@]}"; do wait "$p" || failed=1; done
+    ((failed == 0)) || die "namespace setup failed (see the errors above)"
+
+    # 4. STUN: coturn with the lab's own config (RFC 5780 on, no Debian defaults).
+    cat >"$st/coturn.conf" <<EOF
+listening-ip=203.0.113.3
+listening-ip=203.0.113.4
+listening-port=3478
+alt-listening-port=3479
+stun-only
+no-cli
+no-tls
+no-dtls
+no-auth
+simple-log
+log-file=$st/coturn.log
+pidfile=$st/coturn.pid
+userdb=$st/coturn.db
+EOF
+    setsid ip netns exec "$stun" turnserver -c "$st/coturn.conf" </dev/null >"$st/coturn.out" 2>&1 &
+    echo $! >>"$st/pids"
+
+    # 5. Mail, written by mail.sh; merged into lab.json under "mail".
+    local mail_json=null
+    if ((mail)); then
+        if [[ -x $MAIL_SH ]]; then
+            mkdir -p "$st/mail"
+            "$MAIL_SH" start "$mailns" 203.0.113.25 "$st/mail" >"$st/mail.out" 2>&1 \
+                || { cat "$st/mail.out" >&2; die "mail.sh start failed (see above)"; }
+            [[ -f $st/mail/mail.json ]] || die "mail.sh did not write $st/mail/mail.json"
+            mail_json=$(cat "$st/mail/mail.json")
+        else
+            warn "tests/lab/mail.sh is missing: lab without mail"
+        fi
+    fi
+
+    # coturn must answer before the lab is called up (bounded: 5 s).
+    wait_stun "$name"
+
+    local ms=$((($(date +%s%N) - t0) / 1000000))
+    local owner_pid; owner_pid=$(awk '{print $1}' "$st/owner")
+    cat >"$st/lab.json.tmp" <<EOF
+{"name":"$name","state_dir":"$st","owner_pid":$owner_pid,"extra_routers":$extra,"start_ms":$ms,
+"netns":[$(sed 's/.*/"&"/' "$st/netns" | paste -sd,)],
+"inet":{"netns":"$inet"},
+"stun":{"netns":"$stun","ips":["203.0.113.3","203.0.113.4"],"port":3478,"alt_port":3479},
+"sites":{${sites_json%,}},
+"mail":$mail_json}
+EOF
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$st/lab.json.tmp" \
+        || die "internal error: lab.json is not valid JSON"
+    mv "$st/lab.json.tmp" "$st/lab.json"
+    echo "lab.sh: lab $name up in ${ms} ms" >&2
+}
+
+# A STUN binding request to 203.0.113.3:3478 from the inet router (bounded).
+wait_stun() {
+    local name=$1
+    ip netns exec "$name-inet" python3 - <<'EOF' || die "coturn did not answer STUN within 5 s (see coturn.log)"
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+req = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)
+end = time.time() + 5
+while time.time() < end:
+    try:
+        s.sendto(req, ("203.0.113.3", 3478))
+        d, _ = s.recvfrom(2048)
+        if d[8:20] == req[8:20]:
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+EOF
+}
+
+# nftables for one NAT router. Args: type public-ip host-ip lan lan-iface.
+nat_rules() {
+    local nat=$1 pub=$2 host=$3 lan=$4 lanif=$5
+    case $nat in
+    none) echo "# no NAT: the router only routes" ;;
+    full)
+        # EIM + EIF: 1:1 source NAT keeps the port (one host, so it is always
+        # free); everything arriving at the public address goes to the host.
+        cat <<EOF
+table ip nat {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan" ip daddr $pub dnat to $host
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" snat to $pub
+  }
+}
+EOF
+        ;;
+    address)
+        # EIM + ADF: as full, but a new inbound flow is let in only when that
+        # mapping (internal port = public port here) has sent to that remote
+        # address. Keyed per mapping, not per host: otherwise one probe opens
+        # the host to a server for every later port and it looks like full cone.
+        cat <<EOF
+table ip nat {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan" ip daddr $pub dnat to $host
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" snat to $pub
+  }
+}
+table ip filter {
+  set adf { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 3m;
+  }
+  chain forward { type filter hook forward priority filter; policy accept;
+    iifname "$lanif" oifname "wan" meta l4proto udp update @adf { ip daddr . udp sport }
+    iifname "wan" ct state established,related accept
+    iifname "wan" meta l4proto udp ip saddr . udp dport @adf accept
+    iifname "wan" drop
+  }
+}
+EOF
+        ;;
+    port)
+        # EIM + APDF: Linux masquerade (port kept when free, conntrack filters).
+        # No input drop policy: an unsolicited packet must create its conntrack
+        # entry like on a real router (that is what the TTL test shows).
+        cat <<EOF
+table ip nat {
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" masquerade
+  }
+}
+EOF
+        ;;
+    symmetric)
+        # APDM: a random public port for every new (remote address, port).
+        cat <<EOF
+table ip nat {
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" masquerade fully-random
+  }
+}
+EOF
+        ;;
+    hairpin)
+        # Port-restricted masquerade for several hosts, plus hairpinning: each
+        # UDP mapping (public port -> internal address.port) is recorded after
+        # source NAT; a LAN packet to the public address is sent back in to the
+        # mapping's owner, with its source translated to the public address
+        # (RFC 4787 REQ-9), so the receiver sees the sender's public endpoint.
+        cat <<EOF
+table ip nat {
+  map hp { type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; timeout 3m;
+  }
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    iifname "$lanif" ip daddr $pub meta l4proto udp dnat ip to udp dport map @hp
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    ip saddr $lan ip daddr $lan ct status dnat snat to $pub
+    oifname "wan" masquerade
+  }
+  chain record { type filter hook postrouting priority 200; policy accept;
+    oifname "wan" meta l4proto udp ct direction original update @hp { udp sport : ct original ip saddr . ct original proto-src }
+  }
+}
+EOF
+        ;;
+    *) die "unknown NAT type $nat" ;;
+    esac
+}
+
+main() {
+    (($#)) || die "usage: lab.sh up|down|gc|status|exec|loss ... (see the header of lab.sh)"
+    local cmd=$1; shift
+    case $cmd in
+        up) cmd_up "$@" ;;
+        down) (($# == 1)) || die "usage: lab.sh down NAME"; cmd_down "$1" ;;
+        gc) cmd_gc ;;
+        status) (($# == 1)) || die "usage: lab.sh status NAME"; cmd_status "$1" ;;
+        exec) (($# >= 3)) || die "usage: lab.sh exec NAME NODE CMD..."; cmd_exec "$@" ;;
+        watch) (($# == 1)) || die "usage: lab.sh watch NAME"; cmd_watch "$1" ;;
+        loss) (($# == 3)) || die "usage: lab.sh loss NAME SITE PCT"; cmd_loss "$@" ;;
+        *) die "unknown command '$cmd'" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# THE test command (README, "Tests"; .ci/run runs exactly this). As root on a
+# fresh Debian 12: installs what is missing, builds, checks format and lints,
+# runs every test including the NAT lab end-to-end tests, removes leftover labs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+START=$(date +%s)
+
+step() { printf '\n==> %s (+%ss)\n' "$*" "$(($(date +%s) - START))"; }
+
+# Leftover labs of crashed runs go first; ours go at the end, whatever happens.
+finish() {
+    local rc=$?
+    if [[ $(id -u) == 0 ]]; then ./tests/lab/lab.sh gc || true; fi
+    printf '\n==> run-all.sh: %s after %ss\n' "$( ((rc == 0)) && echo PASSED || echo "FAILED (exit $rc)")" \
+        "$(($(date +%s) - START))"
+    exit $rc
+}
+trap finish EXIT
+
+if [[ $(id -u) == 0 ]]; then
+    step "system packages"
+    PKGS=(coturn postfix dovecot-imapd dovecot-lmtpd nftables iproute2 conntrack python3 openssl
+          ca-certificates procps coreutils build-essential pkg-config libssl-dev)
+    missing=()
+    for p in "${PKGS[@]}"; do
+        [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "installing: ${missing[*]}"
+        # Package scripts must not start coturn/postfix/dovecot on the host: the lab
+        # starts its own instances inside namespaces.
+        policy=/usr/sbin/policy-rc.d made_policy=0
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made_policy=1
+        fi
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+        ((made_policy)) && rm -f "$policy"
+    fi
+    ./tests/lab/lab.sh gc || true
+else
+    echo "run-all.sh: not root: cannot install packages, and the NAT lab tests will SKIP" >&2
+    echo "            (sudo ./tests/run-all.sh runs everything)" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+    [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "run-all.sh: cargo not found: install Rust stable (rustup) first" >&2; exit 1; }
+
+step "build"
+cargo build --workspace --all-targets
+step "format"
+cargo fmt --all --check
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+step "tests (unit, and end-to-end in the NAT lab)"
+# Plain cargo test: the e2e binary starts one lab for all its tests.
+cargo test --workspace

@@ -203,13 +203,15 @@ fn run_command(argv: &[String], timeout: Duration) -> Result<Secret, SecretError
         .join()
         .map_err(|_| SecretError::Command(format!("{prog}: reading output failed")))?
         .map_err(|e| SecretError::Command(format!("{prog}: {e}")))?;
-    if !status.success() {
-        return Err(SecretError::Command(format!("{prog} failed: {status}")));
-    }
+    // Size first: we stop reading past the limit, so a chatty command may die of
+    // SIGPIPE, and "too much output" is the real reason then.
     if buf.len() > MAX_SECRET_LEN {
         return Err(SecretError::Command(format!(
             "{prog} printed more than {MAX_SECRET_LEN} bytes"
         )));
+    }
+    if !status.success() {
+        return Err(SecretError::Command(format!("{prog} failed: {status}")));
     }
     let s = String::from_utf8(buf)
         .map_err(|_| SecretError::Command(format!("{prog} printed non-UTF-8 output")))?;

@@ -78,6 +78,19 @@ pub struct Secrets {
     pub acceptor: [u8; 32],
 }
 
+impl Secrets {
+    /// From the invite's and the accept's rendezvous secrets.
+    pub fn from_rendezvous(
+        inviter: &crate::rendezvous::Secret,
+        acceptor: &crate::rendezvous::Secret,
+    ) -> Secrets {
+        Secrets {
+            inviter: *inviter.expose(),
+            acceptor: *acceptor.expose(),
+        }
+    }
+}
+
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secrets(<redacted>)")
@@ -359,6 +372,16 @@ mod tests {
             decode(&k2, Role::Inviter, &sid, &bytes),
             Err(DecodeError::BadMac)
         );
+    }
+
+    #[test]
+    fn secrets_from_rendezvous() {
+        let s = Secrets::from_rendezvous(
+            &crate::rendezvous::Secret::from_bytes([0x11; 32]),
+            &crate::rendezvous::Secret::from_bytes([0x22; 32]),
+        );
+        let (keys, sid) = fixture();
+        assert_eq!(Keys::derive(&s, &sid).session_key(), keys.session_key());
     }
 
     #[test]

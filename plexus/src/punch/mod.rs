@@ -81,6 +81,38 @@ impl From<io::Error> for PunchError {
     }
 }
 
+/// The acceptor's punch (step 1 of the module docs): when this side is behind a NAT
+/// (`own_mapped` is not one of the host's addresses), find the TTL (`hops`; probes go to
+/// `probe_target`, which must not be the peer) and send the punch packet toward the
+/// inviter's mapped endpoint from `socket`. Returns the TTL used, or `None` when no
+/// punch was needed.
+pub fn acceptor_punch(
+    socket: &UdpSocket,
+    core: &mut Handshake,
+    inviter: SocketAddr,
+    own_mapped: SocketAddr,
+    hops: PunchHops,
+    probe_target: SocketAddr,
+    config: &HopsConfig,
+) -> Result<Option<u8>, PunchError> {
+    if !hops::behind_nat(own_mapped.ip())? {
+        log::info!("public address {}: no punch needed", own_mapped.ip());
+        return Ok(None);
+    }
+    if probe_target.ip() == inviter.ip() && hops == PunchHops::Auto {
+        // Probing the peer would open our NAT toward it at full TTL: the very thing the
+        // low-TTL punch avoids.
+        return Err(PunchError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the hop probe target is the peer's address: probe toward the STUN server",
+        )));
+    }
+    let ttl = discover_punch_ttl(socket, probe_target, hops, config)?;
+    log::info!("punching toward {inviter} with TTL {ttl}");
+    send_with_ttl(socket, inviter, &core.punch_packet(), ttl)?;
+    Ok(Some(ttl))
+}
+
 /// A completed handshake.
 #[derive(Debug, Clone)]
 pub struct Connected {
@@ -220,6 +252,62 @@ mod tests {
         assert_eq!(ci.key, ca.key);
         // The socket's read timeout is left as it was.
         assert_eq!(a.read_timeout().unwrap(), None);
+    }
+
+    #[test]
+    fn no_punch_from_a_public_address_and_never_probe_the_peer() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let now = Instant::now();
+        let mut core = Handshake::new(
+            Role::Acceptor,
+            &secrets(),
+            [5; 16],
+            vec![],
+            now,
+            Config::default(),
+        );
+        let own = s.local_addr().unwrap(); // "mapped" = a local address: no NAT
+        let pa = peer.local_addr().unwrap();
+        let r = acceptor_punch(
+            &s,
+            &mut core,
+            pa,
+            own,
+            PunchHops::Auto,
+            pa,
+            &HopsConfig::default(),
+        );
+        assert_eq!(r.unwrap(), None);
+        let mut buf = [0u8; 64];
+        assert!(peer.recv_from(&mut buf).is_err(), "nothing was sent");
+        // Behind a NAT (a mapped address that is not ours) with the peer as probe target.
+        let mapped: SocketAddr = "192.0.2.255:4000".parse().unwrap();
+        let r = acceptor_punch(
+            &s,
+            &mut core,
+            pa,
+            mapped,
+            PunchHops::Auto,
+            pa,
+            &HopsConfig::default(),
+        );
+        assert!(matches!(r, Err(PunchError::Io(_))), "{r:?}");
+        // A fixed TTL needs no probe: the punch goes out.
+        let r = acceptor_punch(
+            &s,
+            &mut core,
+            pa,
+            mapped,
+            PunchHops::Fixed(4),
+            pa,
+            &HopsConfig::default(),
+        );
+        assert_eq!(r.unwrap(), Some(4));
+        peer.set_nonblocking(false).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(peer.recv_from(&mut buf).unwrap().0, wire::PACKET_LEN);
     }
 
     #[test]

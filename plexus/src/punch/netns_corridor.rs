@@ -108,10 +108,12 @@ fn corridor(tag: &str, hops: PunchHops) -> Outcome {
         s.send_to(b"stun", STUN_B.parse::<SocketAddr>().unwrap())
             .unwrap();
         let target: SocketAddr = "198.51.100.5:9".parse().unwrap();
-        let ttl = discover_punch_ttl(&s, target, hops, &HopsConfig::default()).unwrap();
         let now = Instant::now();
         let mut core = Handshake::new(Role::Acceptor, &secrets, sid, vec![a_mapped], now, cfg);
-        send_with_ttl(&s, a_mapped, &core.punch_packet(), ttl).unwrap();
+        let hcfg = HopsConfig::default();
+        let ttl = acceptor_punch(&s, &mut core, a_mapped, b_mapped, hops, target, &hcfg)
+            .unwrap()
+            .expect("behind a NAT: a punch is sent");
         // Give the punch time to reach wherever it dies before the inviter starts.
         std::thread::sleep(Duration::from_millis(100));
         punched_tx.send(()).unwrap();

@@ -171,7 +171,8 @@ pub struct Handshake {
     next_seq: u64,
     replay: ReplayWindow,
     peer: Option<SocketAddr>,
-    /// Source of the newest packet, used to tell a later, reordered one.
+    /// Sequence number of the newest valid packet: only a newer packet may move `peer`,
+    /// so a late, reordered packet from an old port does not undo a remap.
     peer_seq: u64,
     seen_peer: bool,
     peer_confirmed: bool,

@@ -594,9 +594,9 @@ mod tests {
     }
 }
 
-/// Real hop probes across network namespaces with a masquerading router (needs root;
-/// `cargo test -p plexus --lib punch::hops::netns -- --ignored`). Every namespace is
-/// prefixed `crd-` and removed afterwards; traffic never leaves them.
+/// Real hop probes across network namespaces with masquerading routers. They need root
+/// (as the project's test command runs) and skip otherwise, like the lab tests. Every
+/// namespace is prefixed `crd-` and removed afterwards; traffic never leaves them.
 #[cfg(test)]
 mod netns {
     use super::*;
@@ -691,9 +691,11 @@ mod netns {
     }
 
     #[test]
-    #[ignore = "needs root and network namespaces"]
     fn netns_one_nat_no_extra_router() {
-        assert!(root(), "run as root");
+        if !root() {
+            eprintln!("SKIP: needs root for network namespaces");
+            return;
+        }
         let (_chain, host, target) = build("a", &["10.77.0"], 0);
         let (obs, ttl) = probe(&host, target);
         // TTL 1 dies at the NAT, which answers from its private LAN address; TTL 2
@@ -703,9 +705,11 @@ mod netns {
     }
 
     #[test]
-    #[ignore = "needs root and network namespaces"]
     fn netns_one_nat_two_routers() {
-        assert!(root(), "run as root");
+        if !root() {
+            eprintln!("SKIP: needs root for network namespaces");
+            return;
+        }
         let (_chain, host, target) = build("b", &["10.78.0"], 2);
         let (obs, ttl) = probe(&host, target);
         // TTL 2 dies at the first public router, the one right past the NAT.
@@ -717,9 +721,11 @@ mod netns {
     }
 
     #[test]
-    #[ignore = "needs root and network namespaces"]
     fn netns_double_nat_needs_three() {
-        assert!(root(), "run as root");
+        if !root() {
+            eprintln!("SKIP: needs root for network namespaces");
+            return;
+        }
         // Home NAT (10.79.0/30 inside) behind a carrier-grade NAT (100.64.7/30 inside).
         let (_chain, host, target) = build("c", &["10.79.0", "100.64.7"], 1);
         let (obs, ttl) = probe(&host, target);

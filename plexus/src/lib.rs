@@ -11,3 +11,4 @@ pub mod executor;
 pub mod mediator;
 pub mod nat;
 pub mod plugin;
+pub mod stun;

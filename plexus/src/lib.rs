@@ -22,3 +22,4 @@ pub mod profile;
 pub mod punch;
 pub mod rendezvous;
 pub mod secret;
+pub mod stun;

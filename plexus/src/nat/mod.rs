@@ -45,3 +45,304 @@ impl FromStr for Behaviour {
         }
     }
 }
+
+pub mod discover;
+#[cfg(test)]
+mod sim;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::stun::{StunError, Timing};
+use discover::{Discovery, Findings, Plan, SOCKETS};
+
+/// Why discovery could not run or produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatError {
+    /// No STUN server answered test I within the probe deadline.
+    NoAnswer {
+        /// The servers asked.
+        servers: Vec<SocketAddr>,
+        /// The per-probe deadline.
+        timeout: Duration,
+    },
+    /// The server answered with an error (or a broken response).
+    Server(StunError),
+    /// No server was given.
+    NoServer,
+    /// A local socket could not be bound or used.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error text.
+        error: String,
+    },
+}
+
+impl fmt::Display for NatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatError::NoAnswer { servers, timeout } => {
+                let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "no STUN server answered within {} ms ({}): check the address and port \
+                     (default 3478), that outgoing UDP is allowed, or raise --timeout",
+                    timeout.as_millis(),
+                    list.join(", ")
+                )
+            }
+            NatError::Server(e) => write!(f, "{e}"),
+            NatError::NoServer => write!(
+                f,
+                "pass --stun HOST[:PORT] (a STUN server with RFC 5780, e.g. coturn, gives the full profile)"
+            ),
+            NatError::Io { what, error } => write!(f, "cannot {what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for NatError {}
+
+/// What to probe and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverConfig {
+    /// STUN servers (resolved); the first one is used for the RFC 5780 tests.
+    pub servers: Vec<SocketAddr>,
+    /// Local endpoint of the primary socket (`0.0.0.0:0` for any).
+    pub bind: SocketAddr,
+    /// Per-probe deadline: no answer by then means filtered.
+    pub probe_timeout: Duration,
+}
+
+/// Default per-probe deadline: 3 sends inside it on a LAN-to-Internet path.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The NAT profile of this host (`plexus nat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatReport {
+    /// Behind a NAT (mapped endpoint differs from the local one).
+    pub nat: bool,
+    /// Mapping behaviour, `None` when not measured.
+    pub mapping: Option<Behaviour>,
+    /// Filtering behaviour, `None` when not measured.
+    pub filtering: Option<Behaviour>,
+    /// The NAT hairpins, `None` when not measured.
+    pub hairpin: Option<bool>,
+    /// The mapped port equals the local port.
+    pub port_preserved: bool,
+    /// The public address was the same in every answer.
+    pub address_stable: Option<bool>,
+    /// Local endpoint of the primary socket.
+    pub local: SocketAddr,
+    /// Public (mapped) endpoint of the primary socket.
+    pub mapped: SocketAddr,
+    /// Whether this side can take part in a direct punch.
+    pub punchable: bool,
+    /// Why (not), and what would help; a caution when something is unknown.
+    pub reason: String,
+    /// Time the whole profile took.
+    pub elapsed: Duration,
+    /// The server supports RFC 5780 (OTHER-ADDRESS), so mapping/filtering were measured.
+    pub rfc5780: bool,
+    /// The servers asked.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Reason given for a symmetric mapping.
+pub const SYMMETRIC_REASON: &str = "address-and-port-dependent (symmetric) mapping: the peer cannot \
+predict your public port; a direct punch needs endpoint-independent mapping on this side (a router \
+setting such as full-cone NAT / EIM, UPnP or a port forward, a host with a public address) or a relay";
+
+/// Decides `punchable` and `reason`. Only a mapping known to depend on the
+/// destination rules a punch out (the corridor refuses exactly that); an unknown
+/// mapping is reported punchable with a plain caution, since refusing would
+/// block hosts that work.
+pub fn judge(f: &Findings) -> (bool, String) {
+    if !f.nat {
+        return (
+            true,
+            "no NAT: this host has a public address; the peer can reach it directly".into(),
+        );
+    }
+    match f.mapping {
+        Some(Behaviour::EndpointIndependent) => (
+            true,
+            match f.filtering {
+                Some(Behaviour::EndpointIndependent) => {
+                    "endpoint-independent mapping and filtering (full cone): anyone can reach your public endpoint".into()
+                }
+                Some(b) => format!(
+                    "endpoint-independent mapping: the peer can predict your public port; {b} filtering \
+                     is opened by the punch itself"
+                ),
+                None => "endpoint-independent mapping: the peer can predict your public port; filtering unknown".into(),
+            },
+        ),
+        Some(Behaviour::AddressDependent) => (
+            false,
+            "address-dependent mapping: your public port changes with the peer's address, so the peer \
+             cannot predict it; a direct punch needs endpoint-independent mapping (full-cone NAT / EIM, \
+             UPnP or a port forward) or a relay"
+                .into(),
+        ),
+        Some(Behaviour::AddressAndPortDependent) => (false, SYMMETRIC_REASON.into()),
+        None if f.mapping_varies => (
+            false,
+            "the two STUN servers saw different public ports: the mapping depends on the destination \
+             (address-dependent or symmetric; these servers cannot tell which), so the peer cannot \
+             predict your port; a direct punch needs endpoint-independent mapping (full-cone NAT / EIM, \
+             UPnP or a port forward) or a relay"
+                .into(),
+        ),
+        None => (
+            true,
+            "mapping unknown (the server does not support RFC 5780 and only one server answered): a \
+             punch may work; give an RFC 5780 server (e.g. coturn) or a second --stun server to know"
+                .into(),
+        ),
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatError {
+    let what = what.into();
+    move |e| NatError::Io {
+        what,
+        error: e.to_string(),
+    }
+}
+
+/// The local IP the kernel would use toward `server` (for a wildcard bind).
+fn route_ip(server: SocketAddr) -> Result<IpAddr, NatError> {
+    let any: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any).map_err(io_err("bind a UDP socket"))?;
+    s.connect(server)
+        .map_err(io_err(format!("find a route to {server}")))?;
+    Ok(s.local_addr()
+        .map_err(io_err("read the local address"))?
+        .ip())
+}
+
+/// Runs the full profile with real sockets: one receiving thread per socket,
+/// the core driven from the calling thread.
+pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
+    let start = Instant::now();
+    let Some(&first) = cfg.servers.first() else {
+        return Err(NatError::NoServer);
+    };
+    let mut socks = Vec::with_capacity(SOCKETS);
+    for i in 0..SOCKETS {
+        let addr = if i == discover::PRIMARY {
+            cfg.bind
+        } else {
+            SocketAddr::new(cfg.bind.ip(), 0)
+        };
+        socks.push(UdpSocket::bind(addr).map_err(io_err(format!("bind UDP {addr}")))?);
+    }
+    let mut locals = [cfg.bind; SOCKETS];
+    for (l, s) in locals.iter_mut().zip(&socks) {
+        *l = s.local_addr().map_err(io_err("read the local address"))?;
+        if l.ip().is_unspecified() {
+            l.set_ip(route_ip(first)?);
+        }
+    }
+    let plan = Plan {
+        servers: cfg.servers.clone(),
+        locals,
+        timing: Timing::for_deadline(cfg.probe_timeout),
+    };
+    let mut core = Discovery::new(plan, start);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>();
+    let result = std::thread::scope(|scope| {
+        for (i, s) in socks.iter().enumerate() {
+            let tx = tx.clone();
+            let stop = &stop;
+            scope.spawn(move || {
+                // Short read timeout so the thread notices `stop` soon after the core is done.
+                let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
+                let mut buf = [0u8; 1500];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            if tx.send((i, from, buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(e) => {
+                            log::warn!("socket {i}: receive failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let r = run_core(&mut core, &socks, &rx);
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    result?;
+    let f = core.findings()?;
+    let (punchable, reason) = judge(&f);
+    Ok(NatReport {
+        nat: f.nat,
+        mapping: f.mapping,
+        filtering: f.filtering,
+        hairpin: f.hairpin,
+        port_preserved: f.port_preserved,
+        address_stable: f.address_stable,
+        local: f.local,
+        mapped: f.mapped,
+        punchable,
+        reason,
+        elapsed: start.elapsed(),
+        rfc5780: f.rfc5780,
+        servers: cfg.servers.clone(),
+    })
+}
+
+fn run_core(
+    core: &mut Discovery,
+    socks: &[UdpSocket],
+    rx: &mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
+) -> Result<(), NatError> {
+    loop {
+        let now = Instant::now();
+        core.handle_timeout(now);
+        while let Some(t) = core.poll_transmit(now) {
+            if let Err(e) = socks[t.socket].send_to(&t.payload, t.dest) {
+                // An unreachable destination is a probe that gets no answer, not a failure.
+                log::debug!("socket {}: send to {} failed: {e}", t.socket, t.dest);
+            }
+        }
+        if core.is_done() {
+            return Ok(());
+        }
+        let Some(wake) = core.poll_timeout() else {
+            return Ok(());
+        };
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok((i, from, data)) => core.handle_input(i, from, &data, Instant::now()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(NatError::Io {
+                    what: "receive on the probe sockets".into(),
+                    error: "all receivers stopped".into(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! STUN (RFC 8489/5389, RFC 5780 attributes): a pure codec, a sans-IO binding
+//! transaction with RFC 8489 retransmission, and [`binding`], a small blocking
+//! driver for an already-bound socket.
+//!
+//! The transaction never reads the clock or touches a socket:
+//! 1. [`Transaction::new`] with `now`;
+//! 2. send whatever [`Transaction::poll_transmit`] returns;
+//! 3. wait for a datagram or [`Transaction::poll_timeout`];
+//! 4. feed [`Transaction::handle_input`] / [`Transaction::handle_timeout`];
+//! 5. repeat until [`Transaction::outcome`] is `Some`.
+
+pub mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+pub use codec::{decode, Attribute, Class, DecodeError, Message, TransactionId};
+
+/// Why a binding transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StunError {
+    /// No answer before the overall deadline.
+    Timeout {
+        /// The server asked.
+        server: SocketAddr,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The server answered with an error response.
+    ErrorResponse {
+        /// The server asked.
+        server: SocketAddr,
+        /// ERROR-CODE (0 when the response carried none).
+        code: u16,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// A success response without (XOR-)MAPPED-ADDRESS.
+    NoMappedAddress {
+        /// The server asked.
+        server: SocketAddr,
+    },
+    /// A socket operation failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error text.
+        error: String,
+    },
+}
+
+impl fmt::Display for StunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StunError::Timeout { server, after } => write!(
+                f,
+                "STUN server {server} did not answer within {} ms: check the address and port \
+                 (default 3478), that UDP to it is not blocked, or raise --timeout",
+                after.as_millis()
+            ),
+            StunError::ErrorResponse { server, code, reason } => write!(
+                f,
+                "STUN server {server} answered with error {code} {reason:?}: use a server that \
+                 accepts unauthenticated Binding requests"
+            ),
+            StunError::NoMappedAddress { server } => write!(
+                f,
+                "STUN server {server} answered without a mapped address: it is broken or not a STUN server"
+            ),
+            StunError::Io { what, error } => write!(f, "STUN socket error while {what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StunError {}
+
+/// RFC 8489 §6.2.1 timing: first RTO, doubling, bounded by an overall deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// First retransmission timeout (RFC 8489 recommends 500 ms on the Internet).
+    pub initial_rto: Duration,
+    /// No answer by then: the transaction fails (or, in discovery, the path is filtered).
+    pub deadline: Duration,
+}
+
+impl Timing {
+    /// Timing for a deadline: RTO a quarter of it, so there are 3 sends (0, ¼, ¾).
+    pub fn for_deadline(deadline: Duration) -> Timing {
+        Timing {
+            initial_rto: (deadline / 4).max(Duration::from_millis(1)),
+            deadline,
+        }
+    }
+}
+
+/// Which source address a response must come from to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Exactly the destination of the request.
+    SameEndpoint,
+    /// Another IP and another port than the destination (CHANGE-REQUEST ip+port).
+    ChangedIpAndPort,
+    /// The same IP, another port (CHANGE-REQUEST port).
+    ChangedPort,
+}
+
+/// A successful Binding response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The mapped (server-reflexive) endpoint.
+    pub mapped: SocketAddr,
+    /// OTHER-ADDRESS (or RFC 3489 CHANGED-ADDRESS): the server supports RFC 5780.
+    pub other: Option<SocketAddr>,
+    /// Where the response came from.
+    pub from: SocketAddr,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub dest: SocketAddr,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+}
+
+/// A fresh random transaction id.
+pub fn new_transaction_id() -> TransactionId {
+    let mut id = [0u8; 12];
+    if openssl::rand::rand_bytes(&mut id).is_err() {
+        // Uniqueness, not secrecy, is what matters for matching; fall back to time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        id.copy_from_slice(&t.to_le_bytes()[..12]);
+    }
+    TransactionId(id)
+}
+
+/// One Binding request/response exchange, sans-IO.
+#[derive(Debug)]
+pub struct Transaction {
+    id: TransactionId,
+    dest: SocketAddr,
+    request: Vec<u8>,
+    expect: Expect,
+    rto: Duration,
+    next_send: Option<Instant>,
+    deadline: Instant,
+    timing: Timing,
+    outcome: Option<Result<Response, StunError>>,
+}
+
+impl Transaction {
+    /// A Binding request to `dest` carrying `attributes`, first send at `now`.
+    pub fn new(
+        id: TransactionId,
+        dest: SocketAddr,
+        attributes: Vec<Attribute>,
+        expect: Expect,
+        timing: Timing,
+        now: Instant,
+    ) -> Transaction {
+        let request = Message::binding_request(id, attributes).encode();
+        Transaction {
+            id,
+            dest,
+            request,
+            expect,
+            rto: timing.initial_rto,
+            next_send: Some(now),
+            deadline: now + timing.deadline,
+            timing,
+            outcome: None,
+        }
+    }
+
+    /// The transaction id.
+    pub fn id(&self) -> TransactionId {
+        self.id
+    }
+
+    /// The destination.
+    pub fn dest(&self) -> SocketAddr {
+        self.dest
+    }
+
+    /// The next datagram to send now, if any (first send and retransmissions).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        let due = self.next_send.filter(|t| *t <= now)?;
+        let next = due.max(now) + self.rto;
+        self.rto = self.rto.saturating_mul(2);
+        // A retransmission at or after the deadline could not be answered in time.
+        self.next_send = (next < self.deadline).then_some(next);
+        Some(Transmit {
+            dest: self.dest,
+            payload: self.request.clone(),
+        })
+    }
+
+    /// When the transaction next needs attention (a retransmission or the deadline).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        Some(
+            self.next_send
+                .map_or(self.deadline, |t| t.min(self.deadline)),
+        )
+    }
+
+    /// Time passes: fails the transaction once the deadline is reached.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.outcome.is_none() && now >= self.deadline {
+            self.outcome = Some(Err(StunError::Timeout {
+                server: self.dest,
+                after: self.timing.deadline,
+            }));
+        }
+    }
+
+    /// A decoded message arrived from `from`. Returns true when it answered this
+    /// transaction; strays (other id, unexpected source, requests) return false.
+    pub fn handle_input(&mut self, from: SocketAddr, msg: &Message) -> bool {
+        if self.outcome.is_some() || msg.transaction_id != self.id {
+            return false;
+        }
+        let d = self.dest;
+        let source_ok = match self.expect {
+            Expect::SameEndpoint => from == d,
+            Expect::ChangedIpAndPort => from.ip() != d.ip() && from.port() != d.port(),
+            Expect::ChangedPort => from.ip() == d.ip() && from.port() != d.port(),
+        };
+        if !source_ok {
+            log::debug!("STUN response for {d} from unexpected source {from} ignored");
+            return false;
+        }
+        let outcome = match msg.class {
+            Class::Success => match msg.mapped() {
+                Some(mapped) => Ok(Response {
+                    mapped,
+                    other: msg.other_address(),
+                    from,
+                }),
+                None => Err(StunError::NoMappedAddress { server: d }),
+            },
+            Class::Error => {
+                let (code, reason) = msg.error_code().unwrap_or((0, String::new()));
+                Err(StunError::ErrorResponse {
+                    server: d,
+                    code,
+                    reason,
+                })
+            }
+            Class::Request | Class::Indication => return false,
+        };
+        self.outcome = Some(outcome);
+        true
+    }
+
+    /// The result once known.
+    pub fn outcome(&self) -> Option<&Result<Response, StunError>> {
+        self.outcome.as_ref()
+    }
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> StunError {
+    move |e| StunError::Io {
+        what,
+        error: e.to_string(),
+    }
+}
+
+/// The mapped endpoint of an already-bound `sock` as seen by `server`, within
+/// `timeout` (RFC 8489 retransmissions inside it). Datagrams that are not the
+/// answer are discarded; the socket's read timeout is restored afterwards.
+pub fn binding(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<SocketAddr, StunError> {
+    let old = sock
+        .read_timeout()
+        .map_err(io("reading the socket timeout"))?;
+    let now = Instant::now();
+    let mut tx = Transaction::new(
+        new_transaction_id(),
+        server,
+        Vec::new(),
+        Expect::SameEndpoint,
+        Timing::for_deadline(timeout),
+        now,
+    );
+    let r = drive(sock, &mut tx);
+    sock.set_read_timeout(old)
+        .map_err(io("restoring the socket timeout"))?;
+    r
+}
+
+fn drive(sock: &UdpSocket, tx: &mut Transaction) -> Result<SocketAddr, StunError> {
+    let mut buf = [0u8; 1500];
+    loop {
+        let now = Instant::now();
+        tx.handle_timeout(now);
+        while let Some(t) = tx.poll_transmit(now) {
+            sock.send_to(&t.payload, t.dest)
+                .map_err(io("sending a Binding request"))?;
+        }
+        if let Some(o) = tx.outcome() {
+            return o.clone().map(|r| r.mapped);
+        }
+        let Some(wake) = tx.poll_timeout() else {
+            continue;
+        };
+        let wait = wake
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(wait))
+            .map_err(io("setting the socket timeout"))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => match decode(&buf[..n]) {
+                Ok(m) => {
+                    tx.handle_input(from, &m);
+                }
+                Err(e) => log::debug!("ignoring a datagram from {from}: {e}"),
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // ICMP port unreachable from an earlier send surfaces here on Linux; keep waiting.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(io("receiving")(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod transaction_tests {
+    use super::*;
+
+    fn server() -> SocketAddr {
+        "203.0.113.3:3478".parse().unwrap()
+    }
+
+    fn answer(id: TransactionId, mapped: &str) -> Message {
+        Message {
+            class: Class::Success,
+            method: codec::METHOD_BINDING,
+            transaction_id: id,
+            attributes: vec![Attribute::XorMappedAddress(mapped.parse().unwrap())],
+            padding: 0,
+        }
+    }
+
+    #[test]
+    fn retransmits_with_doubling_rto_until_the_deadline() {
+        let t0 = Instant::now();
+        let timing = Timing {
+            initial_rto: Duration::from_millis(100),
+            deadline: Duration::from_millis(400),
+        };
+        let mut tx = Transaction::new(
+            new_transaction_id(),
+            server(),
+            vec![],
+            Expect::SameEndpoint,
+            timing,
+            t0,
+        );
+        let mut sends = vec![];
+        let mut now = t0;
+        while tx.outcome().is_none() {
+            tx.handle_timeout(now);
+            while tx.poll_transmit(now).is_some() {
+                sends.push(now - t0);
+            }
+            match tx.poll_timeout() {
+                Some(t) => now = t,
+                None => break,
+            }
+        }
+        let ms: Vec<u128> = sends.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![0, 100, 300]);
+        assert_eq!(now - t0, Duration::from_millis(400));
+        assert!(matches!(tx.outcome(), Some(Err(StunError::Timeout { .. }))));
+    }
+
+    #[test]
+    fn matches_id_and_source_and_ignores_strays() {
+        let t0 = Instant::now();
+        let id = new_transaction_id();
+        let mut tx = Transaction::new(
+            id,
+            server(),
+            vec![],
+            Expect::SameEndpoint,
+            Timing::for_deadline(Duration::from_secs(1)),
+            t0,
+        );
+        assert!(tx.poll_transmit(t0).is_some());
+        let other = new_transaction_id();
+        assert!(
+            !tx.handle_input(server(), &answer(other, "198.51.100.1:1")),
+            "wrong id"
+        );
+        assert!(
+            !tx.handle_input(
+                "203.0.113.9:3478".parse().unwrap(),
+                &answer(id, "198.51.100.1:1")
+            ),
+            "spoofed source"
+        );
+        let mut req = answer(id, "198.51.100.1:1");
+        req.class = Class::Request;
+        assert!(
+            !tx.handle_input(server(), &req),
+            "a request is not an answer"
+        );
+        assert!(tx.outcome().is_none());
+        assert!(tx.handle_input(server(), &answer(id, "198.51.100.1:4242")));
+        assert_eq!(
+            tx.outcome().unwrap().as_ref().unwrap().mapped,
+            "198.51.100.1:4242".parse().unwrap()
+        );
+        assert!(
+            tx.poll_transmit(t0 + Duration::from_secs(5)).is_none(),
+            "done: no more sends"
+        );
+    }
+
+    #[test]
+    fn error_response_is_a_typed_error() {
+        let t0 = Instant::now();
+        let id = new_transaction_id();
+        let mut tx = Transaction::new(
+            id,
+            server(),
+            vec![],
+            Expect::SameEndpoint,
+            Timing::for_deadline(Duration::from_secs(1)),
+            t0,
+        );
+        let mut m = answer(id, "198.51.100.1:1");
+        m.class = Class::Error;
+        m.attributes = vec![Attribute::ErrorCode {
+            code: 420,
+            reason: "Unknown Attribute".into(),
+        }];
+        assert!(tx.handle_input(server(), &m));
+        assert_eq!(
+            tx.outcome(),
+            Some(&Err(StunError::ErrorResponse {
+                server: server(),
+                code: 420,
+                reason: "Unknown Attribute".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn changed_source_expectations() {
+        let t0 = Instant::now();
+        let id = new_transaction_id();
+        let t = Timing::for_deadline(Duration::from_secs(1));
+        let mut both = Transaction::new(id, server(), vec![], Expect::ChangedIpAndPort, t, t0);
+        assert!(
+            !both.handle_input(server(), &answer(id, "198.51.100.1:1")),
+            "primary did not honour CHANGE-REQUEST"
+        );
+        assert!(!both.handle_input(
+            "203.0.113.4:3478".parse().unwrap(),
+            &answer(id, "198.51.100.1:1")
+        ));
+        assert!(both.handle_input(
+            "203.0.113.4:3479".parse().unwrap(),
+            &answer(id, "198.51.100.1:1")
+        ));
+        let mut port = Transaction::new(id, server(), vec![], Expect::ChangedPort, t, t0);
+        assert!(!port.handle_input(
+            "203.0.113.4:3479".parse().unwrap(),
+            &answer(id, "198.51.100.1:1")
+        ));
+        assert!(port.handle_input(
+            "203.0.113.3:3479".parse().unwrap(),
+            &answer(id, "198.51.100.1:1")
+        ));
+    }
+}

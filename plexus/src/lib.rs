@@ -22,4 +22,5 @@ pub mod profile;
 pub mod punch;
 pub mod rendezvous;
 pub mod secret;
+pub mod session;
 pub mod stun;

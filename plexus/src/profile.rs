@@ -18,7 +18,7 @@
 //! stun: ["stun.example.net:3478"]
 //! bind: "0.0.0.0:40000"
 //! punch_hops: auto            # or a number
-//! timeouts: { discovery_ms: 3000, rendezvous_s: 300, handshake_ms: 10000 }
+//! timeouts: { discovery_ms: 400, rendezvous_s: 300, handshake_ms: 10000 }
 //! replay: { window_s: 600, state_file: replay.state }
 //! mediator:
 //!   email:
@@ -221,7 +221,7 @@ impl fmt::Display for HostPort {
 /// Timeouts of the phases.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
-    /// NAT discovery (STUN).
+    /// Per-probe STUN deadline: a filtering probe unanswered by then counts as filtered.
     pub discovery: Duration,
     /// Waiting for the peer's rendezvous message.
     pub rendezvous: Duration,
@@ -232,7 +232,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            discovery: Duration::from_millis(3000),
+            discovery: Duration::from_millis(400),
             rendezvous: Duration::from_secs(300),
             handshake: Duration::from_millis(10_000),
         }
@@ -314,6 +314,8 @@ pub struct PluginConfig {
     pub location: PluginLocation,
     /// The `settings:` map, as JSON text for the plugin (opaque to plexus).
     pub settings_json: String,
+    /// Mediator plugins: the peer's address on the plugin's channel (`to:`).
+    pub to: Option<String>,
 }
 
 /// The rendezvous transport.
@@ -674,6 +676,7 @@ struct EmailRaw {
 struct PluginRaw {
     path: Option<PathBuf>,
     name: Option<String>,
+    to: Option<String>,
     #[serde(default)]
     settings: Option<serde_yaml::Mapping>,
 }
@@ -1070,6 +1073,7 @@ fn plugin(pl: PluginRaw, dir: &Path, key: &str, path: &Path) -> Result<PluginCon
     Ok(PluginConfig {
         location,
         settings_json,
+        to: pl.to,
     })
 }
 

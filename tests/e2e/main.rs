@@ -7,5 +7,6 @@ mod lab;
 
 mod lab_sanity;
 mod mail;
+mod corridor;
 mod nat;
 mod ttl;

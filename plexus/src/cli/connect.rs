@@ -1,0 +1,615 @@
+//! `plexus invite`, `plexus accept` and the original tool's flat command line
+//! (`plexus --accept --host-id … --email-smtps …`).
+//!
+//! Flags override the profile (`--profile`), which overrides the environment's defaults;
+//! everything is turned once into a validated [`Prepared`] before anything touches the
+//! network.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use plexus::exec::{CommandConfig, CommandExecutor};
+use plexus::executor::Executor;
+use plexus::identity::PeerId;
+use plexus::mediator::email::{EmailMediator, EmailSettings, Secret as MailSecret, SmtpMode};
+use plexus::mediator::Mediator;
+use plexus::plugin::{PluginExecutor, PluginMediator};
+use plexus::profile::{
+    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, PluginConfig, PluginLocation,
+    Profile, SmtpTls, DEFAULT_STUN_PORT,
+};
+use plexus::punch::PunchHops;
+use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness};
+use plexus::secret::SecretSource;
+use plexus::session::{self, ExecutorFactory, Finished, SessionSettings};
+
+use super::Failure;
+
+/// Options shared by `invite`, `accept` and the flat command line.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConnectArgs {
+    /// Profile: a name under ~/.config/plexus/profiles/NAME.yaml, or a path. Flags
+    /// override it.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub profile: Option<String>,
+    /// This host's id, `mail@domain/instance` (profile: host.id).
+    #[arg(long, value_name = "ID")]
+    pub host_id: Option<String>,
+    /// The peer's id, `mail@domain/instance` (profile: peer.id).
+    #[arg(long, value_name = "ID")]
+    pub peer_id: Option<String>,
+
+    /// SMTP submission server with implicit TLS, HOST:PORT (port default 465).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub email_smtps: Option<String>,
+    /// Use STARTTLS instead of implicit TLS for SMTP (e.g. port 587).
+    #[arg(long)]
+    pub email_starttls: bool,
+    /// IMAP server with TLS, HOST:PORT (port default 993).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub email_imaps: Option<String>,
+    /// Login for SMTP and IMAP.
+    #[arg(long, value_name = "LOGIN")]
+    pub email_login: Option<String>,
+    /// Mail password. Visible to other users in the process list: prefer
+    /// --email-passwd-file, --email-passwd-env or PLEXUS_EMAIL_PASSWORD.
+    #[arg(long, value_name = "PASSWORD", hide_env_values = true)]
+    pub email_passwd: Option<String>,
+    /// Read the mail password from this file (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub email_passwd_file: Option<PathBuf>,
+    /// Read the mail password from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub email_passwd_env: Option<String>,
+    /// This host's mail address (the From: of what it sends).
+    #[arg(long, value_name = "ADDRESS")]
+    pub email_from: Option<String>,
+    /// The peer's mail address (where invites/accepts go; only its mail is opened).
+    #[arg(long, value_name = "ADDRESS")]
+    pub email_to: Option<String>,
+    /// TLS client certificate for the mail servers (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub email_cert: Option<PathBuf>,
+    /// Key of --email-cert (PEM, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub email_key: Option<PathBuf>,
+    /// CA certificate(s) trusted for the mail servers' TLS (besides the system's).
+    #[arg(long, value_name = "PATH")]
+    pub email_ca: Option<PathBuf>,
+
+    /// This host's S/MIME certificate (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub smime_cert: Option<PathBuf>,
+    /// This host's S/MIME private key (PEM, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub smime_key: Option<PathBuf>,
+    /// The peer's pinned S/MIME certificate (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub smime_peer: Option<PathBuf>,
+    /// A CA the peer's certificate must also chain to.
+    #[arg(long, value_name = "PATH")]
+    pub smime_ca: Option<PathBuf>,
+    /// Replay-protection state file [default: ~/.local/state/plexus/replay-HOST-PEER].
+    #[arg(long, value_name = "PATH")]
+    pub replay_state: Option<PathBuf>,
+
+    /// STUN server, HOST[:PORT]; repeat for more (profile: stun).
+    #[arg(long = "stun", value_name = "HOST[:PORT]")]
+    pub stun: Vec<String>,
+    /// STUN server address (the original tool's flag; same as --stun).
+    #[arg(long, value_name = "HOST")]
+    pub stun_ip: Option<String>,
+    /// Port for --stun-ip [default: 3478].
+    #[arg(long, value_name = "PORT")]
+    pub stun_port: Option<u16>,
+    /// Local address to punch from [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// Local port to punch from [default: 0, any].
+    #[arg(long, value_name = "PORT")]
+    pub bind_port: Option<u16>,
+    /// TTL of the acceptor's first punch: `auto` (probe how many hops pass the own NAT)
+    /// or a number [default: auto].
+    #[arg(long, value_name = "auto|N")]
+    pub punch_hops: Option<PunchHops>,
+
+    /// Executor program, started with `innerip innerport outerip outerport peerip
+    /// peerport` (no shell).
+    #[arg(long, value_name = "PROGRAM")]
+    pub exec_command: Option<String>,
+    /// Argument template instead of the six defaults; repeat per argument. Placeholders:
+    /// {inner_ip} {inner_port} {outer_ip} {outer_port} {peer_ip} {peer_port} {host_id}
+    /// {peer_id}.
+    #[arg(long = "exec-arg", value_name = "TEMPLATE")]
+    pub exec_args: Vec<String>,
+    /// Working directory of the executor.
+    #[arg(long, value_name = "DIR")]
+    pub exec_pwd: Option<PathBuf>,
+    /// Append the executor's output to this file (created 0600).
+    #[arg(long, value_name = "PATH")]
+    pub exec_log_file: Option<PathBuf>,
+
+    /// Per-probe STUN deadline in milliseconds [default: profile or 400].
+    #[arg(long, value_name = "MS")]
+    pub stun_timeout: Option<u64>,
+    /// How long to wait for the peer's answer, seconds (accept: total waiting time;
+    /// default forever) [default: profile or 300 for invite].
+    #[arg(long, value_name = "SECS")]
+    pub rendezvous_timeout: Option<u64>,
+    /// Handshake timeout in milliseconds [default: profile or 10000].
+    #[arg(long, value_name = "MS")]
+    pub handshake_timeout: Option<u64>,
+    /// accept: handle one invitation, then exit with its result.
+    #[arg(long)]
+    pub once: bool,
+    /// INSECURE: send rendezvous messages unsigned and unencrypted. For tests only;
+    /// every message logs a warning.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+}
+
+/// A validated run: everything resolved, nothing connected yet.
+pub struct Prepared {
+    settings: SessionSettings,
+    envelope: Envelope,
+    mediator: Box<dyn Mediator>,
+    executors: ExecutorFactory,
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure::Usage(msg.into())
+}
+
+fn failed(msg: impl Into<String>) -> Failure {
+    Failure::Failed(msg.into())
+}
+
+/// Load the profile (if any), apply the environment and the flags.
+pub fn resolve_profile(args: &ConnectArgs) -> Result<Profile, Failure> {
+    let mut p = match &args.profile {
+        Some(name) => Profile::load(name).map_err(|e| usage(e.to_string()))?,
+        None => Profile::default(),
+    };
+    p.apply_env(|k| std::env::var(k).ok())
+        .map_err(|e| usage(e.to_string()))?;
+    apply_flags(&mut p, args)?;
+    for w in &p.warnings {
+        log::warn!("{w}");
+    }
+    Ok(p)
+}
+
+fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
+    if let Some(v) = &a.host_id {
+        p.host.id = v.clone();
+    }
+    if let Some(v) = &a.peer_id {
+        p.peer.id = v.clone();
+    }
+    if let Some(v) = &a.smime_cert {
+        p.host.cert = v.clone();
+    }
+    if let Some(v) = &a.smime_key {
+        p.host.key = v.clone();
+    }
+    if let Some(v) = &a.smime_peer {
+        p.peer.cert = v.clone();
+    }
+    if let Some(v) = &a.smime_ca {
+        p.peer.ca = Some(v.clone());
+    }
+    if let Some(v) = &a.replay_state {
+        p.replay.state_file = Some(v.clone());
+    }
+    let mut stun: Vec<HostPort> = Vec::new();
+    for s in &a.stun {
+        stun.push(HostPort::parse(s, Some(DEFAULT_STUN_PORT)).map_err(|e| usage(format!("--stun: {e}")))?);
+    }
+    if let Some(ip) = &a.stun_ip {
+        let port = a.stun_port.unwrap_or(DEFAULT_STUN_PORT);
+        stun.push(HostPort {
+            host: ip.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+        });
+    } else if a.stun_port.is_some() {
+        return Err(usage("--stun-port needs --stun-ip"));
+    }
+    if !stun.is_empty() {
+        p.stun = stun;
+    }
+    if let Some(ip) = a.bind_ip {
+        p.bind.set_ip(ip);
+    }
+    if let Some(port) = a.bind_port {
+        p.bind.set_port(port);
+    }
+    if let Some(h) = a.punch_hops {
+        p.punch_hops = h;
+    }
+    if let Some(ms) = a.stun_timeout {
+        p.timeouts.discovery = Duration::from_millis(ms.max(1));
+    }
+    if let Some(s) = a.rendezvous_timeout {
+        p.timeouts.rendezvous = Duration::from_secs(s.max(1));
+    }
+    if let Some(ms) = a.handshake_timeout {
+        p.timeouts.handshake = Duration::from_millis(ms.max(1));
+    }
+    if a.insecure_plaintext {
+        p.insecure_plaintext = true;
+    }
+    apply_email_flags(p, a)?;
+    apply_exec_flags(p, a);
+    Ok(())
+}
+
+fn any_email_flag(a: &ConnectArgs) -> bool {
+    a.email_smtps.is_some()
+        || a.email_imaps.is_some()
+        || a.email_login.is_some()
+        || a.email_passwd.is_some()
+        || a.email_passwd_file.is_some()
+        || a.email_passwd_env.is_some()
+        || a.email_from.is_some()
+        || a.email_to.is_some()
+        || a.email_ca.is_some()
+        || a.email_cert.is_some()
+        || a.email_key.is_some()
+        || a.email_starttls
+}
+
+fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
+    if !any_email_flag(a) {
+        return Ok(());
+    }
+    let mut e = match p.mediator.take() {
+        Some(MediatorConfig::Email(e)) => e,
+        Some(MediatorConfig::Plugin(_)) => {
+            return Err(usage(
+                "--email-* flags given but the profile's mediator is a plugin: remove one",
+            ))
+        }
+        None => {
+            let need = |v: &Option<String>, flag: &str| {
+                v.clone().ok_or_else(|| usage(format!("e-mail rendezvous needs {flag}")))
+            };
+            let smtp = need(&a.email_smtps, "--email-smtps HOST:PORT")?;
+            let imap = need(&a.email_imaps, "--email-imaps HOST:PORT")?;
+            let smtp_port = if a.email_starttls { 587 } else { 465 };
+            EmailConfig {
+                smtp: HostPort::parse(&smtp, Some(smtp_port)).map_err(|e| usage(format!("--email-smtps: {e}")))?,
+                smtp_tls: SmtpTls::Implicit,
+                imap: HostPort::parse(&imap, Some(993)).map_err(|e| usage(format!("--email-imaps: {e}")))?,
+                login: String::new(),
+                password: SecretSource::Env("PLEXUS_EMAIL_PASSWORD".into()),
+                from: String::new(),
+                to: String::new(),
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                folder: "INBOX".into(),
+                quarantine: None,
+                poll_interval: Duration::from_secs(30),
+            }
+        }
+    };
+    if let Some(v) = &a.email_smtps {
+        let port = if a.email_starttls { 587 } else { 465 };
+        e.smtp = HostPort::parse(v, Some(port)).map_err(|er| usage(format!("--email-smtps: {er}")))?;
+    }
+    if a.email_starttls {
+        e.smtp_tls = SmtpTls::Starttls;
+    }
+    if let Some(v) = &a.email_imaps {
+        e.imap = HostPort::parse(v, Some(993)).map_err(|er| usage(format!("--email-imaps: {er}")))?;
+    }
+    if let Some(v) = &a.email_login {
+        e.login = v.clone();
+    }
+    let sources = [
+        a.email_passwd.is_some(),
+        a.email_passwd_file.is_some(),
+        a.email_passwd_env.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(usage(
+            "give only one of --email-passwd, --email-passwd-file, --email-passwd-env",
+        ));
+    }
+    if let Some(v) = &a.email_passwd {
+        log::warn!("--email-passwd puts the password in the process list; prefer --email-passwd-file");
+        e.password = SecretSource::Plain(plexus::secret::Secret::new(v.clone()));
+    }
+    if let Some(v) = &a.email_passwd_file {
+        e.password = SecretSource::File(v.clone());
+    }
+    if let Some(v) = &a.email_passwd_env {
+        e.password = SecretSource::Env(v.clone());
+    }
+    if let Some(v) = &a.email_from {
+        e.from = v.clone();
+    }
+    if let Some(v) = &a.email_to {
+        e.to = v.clone();
+    }
+    if let Some(v) = &a.email_ca {
+        e.ca_file = Some(v.clone());
+    }
+    if let Some(v) = &a.email_cert {
+        e.client_cert = Some(v.clone());
+    }
+    if let Some(v) = &a.email_key {
+        e.client_key = Some(v.clone());
+    }
+    if e.login.is_empty() {
+        e.login = e.from.clone();
+    }
+    p.mediator = Some(MediatorConfig::Email(e));
+    Ok(())
+}
+
+fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) {
+    let any = a.exec_command.is_some()
+        || !a.exec_args.is_empty()
+        || a.exec_pwd.is_some()
+        || a.exec_log_file.is_some();
+    if !any {
+        return;
+    }
+    let mut c = match p.executor.take() {
+        Some(ExecutorConfig::Command(c)) => c,
+        _ => CommandConfig::default(),
+    };
+    if let Some(v) = &a.exec_command {
+        c.program = v.clone();
+    }
+    if !a.exec_args.is_empty() {
+        c.args = Some(a.exec_args.clone());
+    }
+    if let Some(v) = &a.exec_pwd {
+        c.pwd = Some(v.clone());
+    }
+    if let Some(v) = &a.exec_log_file {
+        c.log_file = Some(v.clone());
+    }
+    p.executor = Some(ExecutorConfig::Command(c));
+}
+
+fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(
+        base.join("plexus")
+            .join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())),
+    )
+}
+
+fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, Failure> {
+    if p.stun.is_empty() {
+        return Err(usage(
+            "no STUN server: pass --stun HOST[:PORT] (or --stun-ip) or set `stun:` in the profile",
+        ));
+    }
+    let want_v4 = p.bind.is_ipv4();
+    let mut out = Vec::new();
+    for hp in &p.stun {
+        let addrs = (hp.host.as_str(), hp.port)
+            .to_socket_addrs()
+            .map_err(|e| failed(format!("cannot resolve STUN server {hp}: {e}")))?;
+        match addrs.into_iter().find(|a| a.is_ipv4() == want_v4) {
+            Some(a) => out.push(a),
+            None => {
+                return Err(failed(format!(
+                    "STUN server {hp} has no {} address",
+                    if want_v4 { "IPv4" } else { "IPv6" }
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn build_mediator(p: &Profile) -> Result<(Box<dyn Mediator>, String), Failure> {
+    match &p.mediator {
+        None => Err(usage(
+            "no rendezvous channel: pass --email-smtps/--email-imaps/… or set `mediator:` in the profile",
+        )),
+        Some(MediatorConfig::Email(e)) => {
+            if e.from.is_empty() || e.to.is_empty() {
+                return Err(usage("e-mail rendezvous needs --email-from and --email-to"));
+            }
+            let password = e
+                .password
+                .resolve()
+                .map_err(|er| usage(format!("mail password: {er}")))?;
+            let mut s = EmailSettings::new(
+                &e.smtp.host,
+                &e.login,
+                MailSecret::new(password.expose().to_string()),
+                &e.from,
+                &e.to,
+            );
+            s.smtp_port = e.smtp.port;
+            s.smtp_mode = match e.smtp_tls {
+                SmtpTls::Implicit => SmtpMode::ImplicitTls,
+                SmtpTls::Starttls => SmtpMode::StartTls,
+            };
+            s.imap_host = e.imap.host.clone();
+            s.imap_port = e.imap.port;
+            s.ca_file = e.ca_file.clone();
+            s.client_cert = e.client_cert.clone();
+            s.client_key = e.client_key.clone();
+            s.folder = e.folder.clone();
+            s.quarantine_folder = e.quarantine.clone();
+            s.poll_interval = e.poll_interval;
+            let m = EmailMediator::new(s).map_err(|er| usage(er.to_string()))?;
+            Ok((Box::new(m), e.to.clone()))
+        }
+        Some(MediatorConfig::Plugin(pl)) => {
+            let to = pl.to.clone().ok_or_else(|| {
+                usage("the mediator plugin needs `to:` (the peer's address on its channel)")
+            })?;
+            let m = match &pl.location {
+                PluginLocation::Path(path) => PluginMediator::open(path, &pl.settings_json),
+                PluginLocation::Name(n) => PluginMediator::load(n, &pl.settings_json),
+            }
+            .map_err(|e| failed(e.to_string()))?;
+            Ok((Box::new(m), to))
+        }
+    }
+}
+
+fn executor_factory(p: &Profile) -> Result<ExecutorFactory, Failure> {
+    match p.executor.clone() {
+        None => Err(usage(
+            "no executor: pass --exec-command PROGRAM or set `executor:` in the profile",
+        )),
+        Some(ExecutorConfig::Command(c)) => {
+            // Validate once now, so a bad template is a usage error, not a late failure.
+            CommandExecutor::new(c.clone()).map_err(|e| usage(e.to_string()))?;
+            Ok(Arc::new(move || {
+                CommandExecutor::new(c.clone()).map(|e| Box::new(e) as Box<dyn Executor>)
+            }))
+        }
+        Some(ExecutorConfig::Plugin(pl)) => {
+            let load = move |pl: &PluginConfig| match &pl.location {
+                PluginLocation::Path(path) => PluginExecutor::open(path, &pl.settings_json),
+                PluginLocation::Name(n) => PluginExecutor::load(n, &pl.settings_json),
+            };
+            load(&pl).map_err(|e| failed(e.to_string()))?;
+            Ok(Arc::new(move || {
+                load(&pl)
+                    .map(|e| Box::new(e) as Box<dyn Executor>)
+                    .map_err(|e| plexus::executor::ExecError::Config(e.to_string()))
+            }))
+        }
+    }
+}
+
+/// Turn the arguments into a ready-to-run session.
+pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure> {
+    let p = resolve_profile(args)?;
+    if p.host.id.is_empty() || p.peer.id.is_empty() {
+        return Err(usage("pass --host-id and --peer-id (or set host.id and peer.id in the profile)"));
+    }
+    let host_id = PeerId::parse(&p.host.id).map_err(|e| usage(format!("host id: {e}")))?;
+    let peer_id = PeerId::parse(&p.peer.id).map_err(|e| usage(format!("peer id: {e}")))?;
+    let stun = resolve_stun(&p)?;
+    let freshness = Freshness {
+        max_age: p.replay.window.as_secs(),
+        ..Freshness::default()
+    };
+    let replay_state = p
+        .replay
+        .state_file
+        .clone()
+        .or_else(|| default_replay_state(&host_id, &peer_id));
+    if let Some(dir) = replay_state.as_ref().and_then(|f| f.parent()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let envelope = if p.insecure_plaintext {
+        let replay = match &replay_state {
+            Some(path) => plexus::rendezvous::ReplayGuard::open(path)
+                .map_err(|e| failed(e.to_string()))?,
+            None => plexus::rendezvous::ReplayGuard::in_memory(),
+        };
+        Envelope::insecure_plaintext(host_id, peer_id, freshness, replay)
+    } else {
+        let missing: Vec<&str> = [
+            (p.host.cert.as_os_str().is_empty(), "--smime-cert"),
+            (p.host.key.as_os_str().is_empty(), "--smime-key"),
+            (p.peer.cert.as_os_str().is_empty(), "--smime-peer"),
+        ]
+        .iter()
+        .filter(|(m, _)| *m)
+        .map(|(_, f)| *f)
+        .collect();
+        if !missing.is_empty() {
+            return Err(usage(format!(
+                "rendezvous messages are S/MIME sealed: pass {} (or set host.cert, host.key, \
+                 peer.cert in the profile); make a certificate with `plexus cert new`",
+                missing.join(", ")
+            )));
+        }
+        Envelope::from_files(&EnvelopeFiles {
+            host_id,
+            host_cert: p.host.cert.clone(),
+            host_key: p.host.key.clone(),
+            peer_id,
+            peer_cert: p.peer.cert.clone(),
+            ca: p.peer.ca.clone(),
+            replay_state,
+            freshness,
+        })
+        .map_err(|e| usage(e.to_string()))?
+    };
+    let (mediator, peer_address) = build_mediator(&p)?;
+    let executors = executor_factory(&p)?;
+    let settings = SessionSettings {
+        stun,
+        bind: p.bind,
+        punch_hops: p.punch_hops,
+        discovery_timeout: p.timeouts.discovery,
+        rendezvous_timeout: if accepting && args.rendezvous_timeout.is_none() {
+            None
+        } else {
+            Some(p.timeouts.rendezvous)
+        },
+        handshake_timeout: p.timeouts.handshake,
+        peer_address,
+    };
+    Ok(Prepared {
+        settings,
+        envelope,
+        mediator,
+        executors,
+    })
+}
+
+fn report(f: &Finished) -> Result<(), Failure> {
+    println!(
+        "corridor {} -> {} (public {}), {}",
+        f.corridor.inner, f.corridor.peer, f.corridor.outer, f.timeline
+    );
+    match &f.exec {
+        Ok(_) => Ok(()),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// `plexus invite`.
+pub fn run_invite(args: &ConnectArgs) -> Result<(), Failure> {
+    if args.once {
+        return Err(usage("--once is for accept"));
+    }
+    let mut p = prepare(args, false)?;
+    let mut executor = (p.executors)().map_err(|e| usage(e.to_string()))?;
+    let f = session::invite(
+        &p.settings,
+        &mut p.envelope,
+        p.mediator.as_mut(),
+        executor.as_mut(),
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    report(&f)
+}
+
+/// `plexus accept`.
+pub fn run_accept(args: &ConnectArgs) -> Result<(), Failure> {
+    let mut p = prepare(args, true)?;
+    let f = session::accept(
+        &p.settings,
+        &mut p.envelope,
+        p.mediator.as_mut(),
+        p.executors.clone(),
+        args.once,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    report(&f)
+}

@@ -1,0 +1,601 @@
+//! One invitation, end to end: discovery, the sealed rendezvous, the punch, the
+//! authenticated handshake and the executor (DESIGN.md "The flow").
+//!
+//! The pieces live in their own layers; this module only sequences them around the one
+//! UDP socket whose mapped endpoint goes into the rendezvous message (the socket must
+//! not change between the STUN binding and the handshake, or the NAT mapping changes
+//! with it).
+//!
+//! Inviter: discover NAT → bind → STUN binding on that socket → seal + send invite →
+//! wait for the accept (refreshing the mapping) → handshake → release the socket → run
+//! the executor.
+//!
+//! Acceptor: discover NAT once → wait for an invite → for each: bind → STUN binding →
+//! low-TTL punch toward the inviter → seal + send accept → handshake → executor, while
+//! the main loop goes back to waiting.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+
+use crate::executor::{Corridor, ExecError, ExecReport, Executor};
+use crate::mediator::{Mediator, MediatorError, Outcome};
+use crate::nat::{self, Behaviour, NatReport};
+use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
+use crate::rendezvous::{Envelope, Kind, NatFacts, Rendezvous, SealError};
+use crate::stun;
+
+/// How long the inviter waits for a mediator answer before refreshing its NAT mapping.
+/// Linux conntrack forgets an unreplied UDP flow after 30 s; home routers vary.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
+/// Everything a session needs besides its components (resolved from profile and flags).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// STUN servers, first one used for the corridor socket's binding.
+    pub stun: Vec<SocketAddr>,
+    /// Where the corridor socket binds.
+    pub bind: SocketAddr,
+    /// Punch TTL (acceptor only).
+    pub punch_hops: PunchHops,
+    /// Per-probe deadline of NAT discovery and the STUN binding.
+    pub discovery_timeout: Duration,
+    /// How long the inviter waits for the accept; how long an acceptor waits in total
+    /// (`None`: forever).
+    pub rendezvous_timeout: Option<Duration>,
+    /// Overall handshake timeout.
+    pub handshake_timeout: Duration,
+    /// The peer's address on the mediator's channel (its mail address, a plugin address).
+    pub peer_address: String,
+}
+
+/// Where time went, for the progress lines and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// NAT discovery (and, for the acceptor, the hop probe and punch).
+    pub discovery: Duration,
+    /// Sealing and handing our message to the mediator.
+    pub send: Duration,
+    /// From our message sent (inviter) or the session start (acceptor) to the peer's
+    /// message opened.
+    pub wait: Duration,
+    /// The UDP handshake.
+    pub handshake: Duration,
+    /// From the start to the corridor being open.
+    pub total: Duration,
+}
+
+impl fmt::Display for Timeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "discovery {} ms, send {} ms, wait {} ms, handshake {} ms, total {} ms",
+            self.discovery.as_millis(),
+            self.send.as_millis(),
+            self.wait.as_millis(),
+            self.handshake.as_millis(),
+            self.total.as_millis()
+        )
+    }
+}
+
+/// A finished session.
+#[derive(Debug)]
+pub struct Finished {
+    /// What the executor was given.
+    pub corridor: Corridor,
+    /// Where the time went.
+    pub timeline: Timeline,
+    /// The executor's result.
+    pub exec: Result<ExecReport, ExecError>,
+}
+
+/// Errors of a session; each says what failed and what to try.
+#[derive(Debug)]
+pub enum SessionError {
+    /// This side's NAT cannot take part in a direct punch.
+    NatRefused(String),
+    /// NAT discovery or the STUN binding failed.
+    Stun(String),
+    /// The corridor socket could not be bound or used.
+    Socket(String),
+    /// The mediator failed.
+    Mediator(MediatorError),
+    /// Our message could not be sealed.
+    Seal(SealError),
+    /// No answer from the peer in time.
+    RendezvousTimeout(Duration),
+    /// The UDP handshake failed.
+    Punch(punch::PunchError),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::NatRefused(m) => write!(f, "this NAT cannot punch directly: {m}"),
+            SessionError::Stun(m) => write!(f, "STUN: {m}"),
+            SessionError::Socket(m) => write!(f, "corridor socket: {m}"),
+            SessionError::Mediator(e) => write!(f, "{e}"),
+            SessionError::Seal(e) => write!(f, "sealing the rendezvous message: {e}"),
+            SessionError::RendezvousTimeout(d) => write!(
+                f,
+                "no answer from the peer within {} s: is `plexus accept` running on the \
+                 peer, with this host's certificate pinned and the same mail settings?",
+                d.as_secs()
+            ),
+            SessionError::Punch(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl From<MediatorError> for SessionError {
+    fn from(e: MediatorError) -> Self {
+        SessionError::Mediator(e)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The facts a rendezvous message carries about this side's NAT.
+pub fn facts_of(report: &NatReport) -> NatFacts {
+    NatFacts {
+        nat: report.nat,
+        mapping: report.mapping,
+        filtering: report.filtering,
+        hairpin: report.hairpin,
+        port_preserved: Some(report.port_preserved),
+    }
+}
+
+/// Discover this side's NAT and refuse up front when the peer could not predict our
+/// public endpoint (address- or address-and-port-dependent mapping).
+pub fn discover(settings: &SessionSettings) -> Result<NatReport, SessionError> {
+    info!("discovering NAT…");
+    // Discovery uses sockets of its own: the corridor socket's port must not be spent
+    // on probes toward the STUN server's alternate addresses.
+    let report = nat::discover(&nat::DiscoverConfig {
+        servers: settings.stun.clone(),
+        bind: SocketAddr::new(settings.bind.ip(), 0),
+        probe_timeout: settings.discovery_timeout,
+    })
+    .map_err(|e| SessionError::Stun(e.to_string()))?;
+    info!(
+        "NAT: {} ({} ms)",
+        describe_facts(&facts_of(&report)),
+        report.elapsed.as_millis()
+    );
+    match report.mapping {
+        Some(Behaviour::AddressAndPortDependent) | Some(Behaviour::AddressDependent) => {
+            Err(SessionError::NatRefused(report.reason.clone()))
+        }
+        None if report.nat => {
+            warn!(
+                "the NAT's mapping could not be measured ({}); trying anyway",
+                report.reason
+            );
+            Ok(report)
+        }
+        _ => Ok(report),
+    }
+}
+
+/// Bind the corridor socket and learn its public endpoint from the first STUN server.
+fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr), SessionError> {
+    let socket = UdpSocket::bind(settings.bind).map_err(|e| {
+        SessionError::Socket(format!(
+            "cannot bind {}: {e} (is another plexus or the previous executor using it?)",
+            settings.bind
+        ))
+    })?;
+    let server = settings.stun[0];
+    // Unlike a filtering probe, this one must be answered: allow retransmissions.
+    let timeout = (settings.discovery_timeout * 5).max(Duration::from_secs(2));
+    let mapped = stun::binding(&socket, server, timeout)
+        .map_err(|e| SessionError::Stun(format!("binding via {server}: {e}")))?;
+    Ok((socket, mapped))
+}
+
+/// This socket's local endpoints worth telling a peer behind the same NAT.
+fn local_endpoints(socket: &UdpSocket) -> Vec<SocketAddr> {
+    let Ok(local) = socket.local_addr() else {
+        return Vec::new();
+    };
+    if !local.ip().is_unspecified() {
+        return vec![local];
+    }
+    hops::local_addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ip| ip.is_ipv4() == local.is_ipv4() && !ip.is_loopback())
+        .filter(|ip| !matches!(ip, IpAddr::V4(v4) if v4.is_link_local()))
+        .take(8)
+        .map(|ip| SocketAddr::new(ip, local.port()))
+        .collect()
+}
+
+/// The local address the kernel would use toward `peer` (for an unspecified bind).
+fn inner_endpoint(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
+    let local = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let probe = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+        .and_then(|s| s.connect(peer).map(|_| s))
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(a) => SocketAddr::new(a.ip(), local.port()),
+        Err(_) => local,
+    }
+}
+
+/// Where to send handshake packets: the peer's public endpoints, and its local ones
+/// when both sides sit behind the same public address (a NAT without hairpin).
+fn candidates(peer: &Rendezvous, own_mapped: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = peer.mapped.clone();
+    if peer.mapped.iter().any(|m| m.ip() == own_mapped.ip()) {
+        out.extend(peer.local.iter().copied());
+    }
+    out
+}
+
+fn handshake_config(settings: &SessionSettings) -> punch::Config {
+    punch::Config {
+        timeout: settings.handshake_timeout,
+        ..punch::Config::default()
+    }
+}
+
+/// Invite the peer and, once the corridor is open, run `executor` on it.
+pub fn invite(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+    executor: &mut dyn Executor,
+) -> Result<Finished, SessionError> {
+    let start = Instant::now();
+    let report = discover(settings)?;
+    let (socket, mapped) = corridor_socket(settings)?;
+    let mut timeline = Timeline {
+        discovery: start.elapsed(),
+        ..Timeline::default()
+    };
+    info!("public endpoint {mapped} (local {})", socket.local_addr().map(|a| a.to_string()).unwrap_or_default());
+
+    let t = Instant::now();
+    let invite = Rendezvous::invite(
+        envelope.host_id().clone(),
+        envelope.peer_id().clone(),
+        unix_now(),
+        vec![mapped],
+        local_endpoints(&socket),
+        facts_of(&report),
+    )
+    .map_err(|e| SessionError::Socket(format!("building the invite: {e}")))?;
+    let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
+    mediator.send(&settings.peer_address, &sealed)?;
+    timeline.send = t.elapsed();
+    info!(
+        "invite sent to {} via {} (session {})",
+        settings.peer_address,
+        mediator.name(),
+        invite.session.to_hex()
+    );
+
+    info!("waiting for the answer…");
+    let t = Instant::now();
+    let accept = wait_for(
+        envelope,
+        mediator,
+        |m| m.kind == Kind::Accept && m.session == invite.session,
+        settings.rendezvous_timeout,
+        Some((&socket, settings.stun[0])),
+    )?;
+    timeline.wait = t.elapsed();
+    info!(
+        "accept from {} at {:?} (NAT {})",
+        accept.from,
+        accept.mapped,
+        describe_facts(&accept.nat)
+    );
+
+    let t = Instant::now();
+    let core = Handshake::new(
+        Role::Inviter,
+        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        invite.session.0,
+        candidates(&accept, mapped),
+        Instant::now(),
+        handshake_config(settings),
+    );
+    info!("punching toward {:?}…", candidates(&accept, mapped));
+    let connected = punch::run_handshake(&socket, core, Instant::now() + settings.handshake_timeout + Duration::from_secs(3))
+        .map_err(SessionError::Punch)?;
+    timeline.handshake = t.elapsed();
+    timeline.total = start.elapsed();
+    let corridor = Corridor {
+        inner: inner_endpoint(&socket, connected.peer),
+        outer: mapped,
+        peer: connected.peer,
+        host_id: envelope.host_id().to_string(),
+        peer_id: envelope.peer_id().to_string(),
+        key: connected.key,
+        accepted: false,
+    };
+    info!(
+        "connected to {} in {} ms ({timeline})",
+        corridor.peer,
+        timeline.total.as_millis()
+    );
+    drop(socket);
+    let exec = run_executor(executor, &corridor);
+    Ok(Finished {
+        corridor,
+        timeline,
+        exec,
+    })
+}
+
+fn run_executor(executor: &mut dyn Executor, corridor: &Corridor) -> Result<ExecReport, ExecError> {
+    info!("starting executor {}", executor.name());
+    let result = executor.run(corridor);
+    match &result {
+        Ok(r) => info!(
+            "executor {} finished: status {}, output {}",
+            executor.name(),
+            r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.output
+        ),
+        Err(e) => warn!("executor {}: {e}", executor.name()),
+    }
+    result
+}
+
+fn describe_facts(f: &NatFacts) -> String {
+    if !f.nat {
+        return "none".into();
+    }
+    let b = |x: Option<Behaviour>| x.map(|b| b.as_str()).unwrap_or("unknown");
+    format!("mapping {}, filtering {}", b(f.mapping), b(f.filtering))
+}
+
+/// Wait for a message that opens and satisfies `want`. Everything else the mediator
+/// hands us is acknowledged: refused (left or quarantined) when it fails to open,
+/// consumed when it opened but is not what this session waits for (a stale accept,
+/// say — it is authentic, and replay protection already remembers it).
+fn wait_for(
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+    want: impl Fn(&Rendezvous) -> bool,
+    timeout: Option<Duration>,
+    keepalive: Option<(&UdpSocket, SocketAddr)>,
+) -> Result<Rendezvous, SessionError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+    loop {
+        let now = Instant::now();
+        if let Some((socket, server)) = keepalive {
+            if now >= next_keepalive {
+                // Keep the NAT mapping that went into our message alive.
+                if let Err(e) = stun::binding(socket, server, Duration::from_secs(2)) {
+                    debug!("keepalive binding via {server}: {e}");
+                }
+                next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+            }
+        }
+        let mut slice = KEEPALIVE_EVERY;
+        if let Some(d) = deadline {
+            if now >= d {
+                return Err(SessionError::RendezvousTimeout(timeout.unwrap_or_default()));
+            }
+            slice = slice.min(d - now);
+        }
+        let Some(incoming) = mediator.receive(slice)? else {
+            continue;
+        };
+        match envelope.open(&incoming.sealed, unix_now()) {
+            Err(e) => {
+                warn!(
+                    "refused a rendezvous message from {} ({}): {e}",
+                    incoming.from, incoming.id
+                );
+                mediator.acknowledge(&incoming.id, Outcome::Rejected)?;
+            }
+            Ok(msg) if want(&msg) => {
+                mediator.acknowledge(&incoming.id, Outcome::Handled)?;
+                return Ok(msg);
+            }
+            Ok(msg) => {
+                info!(
+                    "ignoring a {} from {} for session {} (not the one awaited)",
+                    msg.kind.as_str(),
+                    msg.from,
+                    msg.session.to_hex()
+                );
+                mediator.acknowledge(&incoming.id, Outcome::Handled)?;
+            }
+        }
+    }
+}
+
+/// Builds a fresh executor for each accepted corridor (they may run concurrently).
+pub type ExecutorFactory =
+    Arc<dyn Fn() -> Result<Box<dyn Executor>, ExecError> + Send + Sync + 'static>;
+
+/// Serve invitations: for each valid invite, punch, answer, handshake and run a fresh
+/// executor in its own thread, then go back to waiting. With `once`, handle a single
+/// invite and return its result; otherwise this returns only on an error (or when the
+/// rendezvous timeout, if any, runs out). Refused or failed invitations are logged and
+/// the acceptor keeps waiting.
+pub fn accept(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+    executors: ExecutorFactory,
+    once: bool,
+) -> Result<Finished, SessionError> {
+    let report = discover(settings)?;
+    let facts = facts_of(&report);
+    let started = Instant::now();
+    info!("waiting for invites from {} via {}…", envelope.peer_id(), mediator.name());
+    loop {
+        let remaining = match settings.rendezvous_timeout {
+            Some(t) => Some(t.checked_sub(started.elapsed()).unwrap_or_default()),
+            None => None,
+        };
+        let invite = wait_for(
+            envelope,
+            mediator,
+            |m| m.kind == Kind::Invite,
+            remaining,
+            None,
+        )?;
+        let session_start = Instant::now();
+        info!(
+            "invite from {} (session {}) at {:?}, NAT {}",
+            invite.from,
+            invite.session.to_hex(),
+            invite.mapped,
+            describe_facts(&invite.nat)
+        );
+        let prepared = match answer(settings, envelope, mediator, &invite, facts) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("invite {} failed: {e}", invite.session.to_hex());
+                if once {
+                    return Err(e);
+                }
+                continue;
+            }
+        };
+        let settings2 = settings.clone();
+        let host_id = envelope.host_id().to_string();
+        let peer_id = envelope.peer_id().to_string();
+        let factory = executors.clone();
+        let run = move || -> Result<Finished, SessionError> {
+            let Prepared {
+                socket,
+                mapped,
+                core,
+                mut timeline,
+            } = prepared;
+            let t = Instant::now();
+            let connected = punch::run_handshake(
+                &socket,
+                core,
+                Instant::now() + settings2.handshake_timeout + Duration::from_secs(3),
+            )
+            .map_err(SessionError::Punch)?;
+            timeline.handshake = t.elapsed();
+            timeline.total = session_start.elapsed();
+            let corridor = Corridor {
+                inner: inner_endpoint(&socket, connected.peer),
+                outer: mapped,
+                peer: connected.peer,
+                host_id,
+                peer_id,
+                key: connected.key,
+                accepted: true,
+            };
+            info!(
+                "connected to {} in {} ms ({timeline})",
+                corridor.peer,
+                timeline.total.as_millis()
+            );
+            drop(socket);
+            let exec = match factory() {
+                Ok(mut ex) => run_executor(ex.as_mut(), &corridor),
+                Err(e) => Err(e),
+            };
+            Ok(Finished {
+                corridor,
+                timeline,
+                exec,
+            })
+        };
+        if once {
+            return run();
+        }
+        std::thread::spawn(move || {
+            if let Err(e) = run() {
+                warn!("corridor failed: {e}");
+            }
+        });
+    }
+}
+
+/// An answered invite, ready for its handshake.
+struct Prepared {
+    socket: UdpSocket,
+    mapped: SocketAddr,
+    core: Handshake,
+    timeline: Timeline,
+}
+
+/// The acceptor's part before the handshake: bind, binding, punch, send the accept.
+fn answer(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+    invite: &Rendezvous,
+    facts: NatFacts,
+) -> Result<Prepared, SessionError> {
+    let start = Instant::now();
+    let Some(&inviter) = invite.mapped.first() else {
+        return Err(SessionError::Socket("the invite names no endpoint".into()));
+    };
+    let (socket, mapped) = corridor_socket(settings)?;
+    let accept = Rendezvous::accept(
+        invite,
+        unix_now(),
+        vec![mapped],
+        local_endpoints(&socket),
+        facts,
+    )
+    .map_err(|e| SessionError::Socket(format!("building the accept: {e}")))?;
+    let mut core = Handshake::new(
+        Role::Acceptor,
+        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        invite.session.0,
+        candidates(invite, mapped),
+        Instant::now(),
+        handshake_config(settings),
+    );
+    info!("punching toward {inviter}…");
+    punch::acceptor_punch(
+        &socket,
+        &mut core,
+        inviter,
+        mapped,
+        settings.punch_hops,
+        settings.stun[0],
+        &HopsConfig::default(),
+    )
+    .map_err(SessionError::Punch)?;
+    let discovery = start.elapsed();
+    let t = Instant::now();
+    let sealed = envelope.seal(&accept).map_err(SessionError::Seal)?;
+    mediator.send(&settings.peer_address, &sealed)?;
+    info!("accept sent to {} via {}", settings.peer_address, mediator.name());
+    Ok(Prepared {
+        socket,
+        mapped,
+        core,
+        timeline: Timeline {
+            discovery,
+            send: t.elapsed(),
+            ..Timeline::default()
+        },
+    })
+}

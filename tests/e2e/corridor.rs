@@ -1,0 +1,543 @@
+//! `plexus invite` / `plexus accept` end to end in the lab: real NATs, real coturn,
+//! real postfix + dovecot, S/MIME-sealed rendezvous, and `tests/lab/exchange.py` as
+//! the executor on both sides proving datagrams cross the punched path both ways.
+//!
+//! Each test claims its two sites (so no loss test disturbs it) and takes two fresh
+//! mailboxes from the lab's pool, so tests running at the same time never read each
+//! other's mail. Timelines are printed, never asserted.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::lab::{plexus_bin, Account, Lab};
+
+/// Next unused mailbox of the pool (p01, p02, …).
+static NEXT_MAILBOX: AtomicUsize = AtomicUsize::new(1);
+
+fn take_mailbox(lab: &Lab) -> Account {
+    let n = NEXT_MAILBOX.fetch_add(1, Ordering::SeqCst);
+    let want = format!("p{n:02}@");
+    lab.mail()
+        .accounts
+        .iter()
+        .find(|a| a.address.starts_with(&want))
+        .unwrap_or_else(|| panic!("the lab's mailbox pool is used up (wanted {want}…)"))
+        .clone()
+}
+
+/// The demo identities, copied with private keys at 0600 (git does not keep modes).
+fn demo_certs(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/demo");
+    let out = dir.join("certs");
+    fs::create_dir_all(&out).unwrap();
+    for entry in fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "pem" || ext == "key" {
+            let to = out.join(p.file_name().unwrap());
+            fs::copy(&p, &to).unwrap();
+            let mode = if ext == "key" { 0o600 } else { 0o644 };
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    out
+}
+
+fn id_of(who: &str) -> &'static str {
+    match who {
+        "alice" => "alice@lab.example/home",
+        "bob" => "bob@lab.example/office",
+        "carol" => "carol@lab.example/nas",
+        other => panic!("no demo identity {other}"),
+    }
+}
+
+/// One side's command line.
+struct Side {
+    site: String,
+    who: &'static str,
+    peer: &'static str,
+    mailbox: Account,
+    peer_mailbox: Account,
+    accept: bool,
+    extra: Vec<String>,
+}
+
+impl Side {
+    fn args(&self, lab: &Lab, dir: &Path, certs: &Path) -> Vec<String> {
+        let mail = lab.mail();
+        let pw = dir.join(format!("{}.pw", self.who));
+        fs::write(&pw, &self.mailbox.password).unwrap();
+        fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+        let c = |f: &str| certs.join(f).display().to_string();
+        let mut a: Vec<String> = vec![
+            if self.accept { "accept" } else { "invite" }.into(),
+            "--log-level".into(),
+            "debug".into(),
+            "--host-id".into(),
+            id_of(self.who).into(),
+            "--peer-id".into(),
+            id_of(self.peer).into(),
+            "--smime-cert".into(),
+            c(&format!("{}.pem", self.who)),
+            "--smime-key".into(),
+            c(&format!("{}.key", self.who)),
+            "--smime-peer".into(),
+            c(&format!("{}.pem", self.peer)),
+            "--replay-state".into(),
+            dir.join(format!("{}.replay", self.who)).display().to_string(),
+            "--email-smtps".into(),
+            format!("{}:{}", mail.ip, mail.smtps_port),
+            "--email-imaps".into(),
+            format!("{}:{}", mail.ip, mail.imaps_port),
+            "--email-login".into(),
+            self.mailbox.login.clone(),
+            "--email-passwd-file".into(),
+            pw.display().to_string(),
+            "--email-from".into(),
+            self.mailbox.address.clone(),
+            "--email-to".into(),
+            self.peer_mailbox.address.clone(),
+            "--email-ca".into(),
+            mail.ca_file.display().to_string(),
+            "--stun".into(),
+            format!("{}:{}", lab.stun.ips[0], lab.stun.port),
+            "--exec-command".into(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/lab/exchange.py")
+                .display()
+                .to_string(),
+        ];
+        if self.accept {
+            a.push("--once".into());
+        } else {
+            a.extend(["--rendezvous-timeout".into(), "60".into()]);
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    fn spawn(&self, lab: &Lab, dir: &Path, certs: &Path) -> Child {
+        let netns = &lab.site(&self.site).host_netns;
+        let log = fs::File::create(dir.join(format!("{}.log", self.who))).unwrap();
+        let out = fs::File::create(dir.join(format!("{}.out", self.who))).unwrap();
+        lab.command(netns, &plexus_bin())
+            .args(self.args(lab, dir, certs))
+            .env(
+                "EXCHANGE_OUT",
+                dir.join(format!("{}.exchange.json", self.who)),
+            )
+            .env("EXCHANGE_SECONDS", "8")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start plexus in the lab")
+    }
+}
+
+fn read(path: PathBuf) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Wait for `child` at most `limit`; kill it (we started it) when it overstays.
+fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Wait until `file` contains `text` (bounded).
+fn wait_for_text(file: &Path, text: &str, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if read(file.to_path_buf()).contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+struct Run {
+    dir: PathBuf,
+    inviter: Option<ExitStatus>,
+    acceptor: Option<ExitStatus>,
+}
+
+impl Run {
+    fn log(&self, who: &str) -> String {
+        read(self.dir.join(format!("{who}.log")))
+    }
+    fn out(&self, who: &str) -> String {
+        read(self.dir.join(format!("{who}.out")))
+    }
+    fn exchange(&self, who: &str) -> Option<serde_json::Value> {
+        serde_json::from_str(read(self.dir.join(format!("{who}.exchange.json"))).trim()).ok()
+    }
+    fn dump(&self) -> String {
+        format!(
+            "--- alice (inviter) {:?}\n{}\n{}\n--- bob (acceptor) {:?}\n{}\n{}",
+            self.inviter,
+            self.out("alice"),
+            self.log("alice"),
+            self.acceptor,
+            self.out("bob"),
+            self.log("bob")
+        )
+    }
+    fn assert_connected(&self) {
+        assert!(
+            self.inviter.map(|s| s.success()).unwrap_or(false)
+                && self.acceptor.map(|s| s.success()).unwrap_or(false),
+            "both sides should connect and their executors exchange datagrams:\n{}",
+            self.dump()
+        );
+        for who in ["alice", "bob"] {
+            let ex = self
+                .exchange(who)
+                .unwrap_or_else(|| panic!("{who}'s executor left no result:\n{}", self.dump()));
+            assert!(
+                ex["received"].is_object() && ex["acknowledged"] == true,
+                "{who}'s executor: {ex}\n{}",
+                self.dump()
+            );
+            assert_eq!(ex["key_len"], 64, "PLEXUS_KEY is a 256-bit hex key");
+        }
+        eprintln!(
+            "corridor {}: inviter: {}",
+            self.dir.file_name().unwrap().to_string_lossy(),
+            self.out("alice").trim()
+        );
+    }
+}
+
+/// alice invites from `inviter_site`, bob accepts at `acceptor_site`.
+fn corridor(
+    lab: &Lab,
+    test: &str,
+    inviter_site: &str,
+    acceptor_site: &str,
+    inviter_extra: &[&str],
+    acceptor_extra: &[&str],
+) -> Run {
+    let dir = lab.scratch(test);
+    let certs = demo_certs(&dir);
+    let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let acceptor = Side {
+        site: acceptor_site.into(),
+        who: "bob",
+        peer: "alice",
+        mailbox: m_bob.clone(),
+        peer_mailbox: m_alice.clone(),
+        accept: true,
+        extra: acceptor_extra.iter().map(|s| s.to_string()).collect(),
+    };
+    let inviter = Side {
+        site: inviter_site.into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: m_alice,
+        peer_mailbox: m_bob,
+        accept: false,
+        extra: inviter_extra.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut bob = acceptor.spawn(lab, &dir, &certs);
+    let ready = wait_for_text(
+        &dir.join("bob.log"),
+        "waiting for invites",
+        Duration::from_secs(20),
+    );
+    let mut alice = inviter.spawn(lab, &dir, &certs);
+    let a = wait(&mut alice, Duration::from_secs(90));
+    let b = if ready {
+        wait(&mut bob, Duration::from_secs(30))
+    } else {
+        wait(&mut bob, Duration::from_secs(1))
+    };
+    Run {
+        dir,
+        inviter: a,
+        acceptor: b,
+    }
+}
+
+fn pair(inviter: &str, acceptor: &str) {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&[inviter, acceptor]);
+    let run = corridor(
+        lab,
+        &format!("corridor-{inviter}-{acceptor}"),
+        inviter,
+        acceptor,
+        &[],
+        &[],
+    );
+    run.assert_connected();
+}
+
+macro_rules! pairs {
+    ($($name:ident: $inv:literal => $acc:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                pair($inv, $acc);
+            }
+        )*
+    };
+}
+
+pairs! {
+    none_to_none: "a-none" => "b-none",
+    none_to_full: "a-none" => "b-full",
+    none_to_address: "a-none" => "b-address",
+    none_to_port: "a-none" => "b-port",
+    full_to_none: "a-full" => "b-none",
+    full_to_full: "a-full" => "b-full",
+    full_to_address: "a-full" => "b-address",
+    full_to_port: "a-full" => "b-port",
+    address_to_none: "a-address" => "b-none",
+    address_to_full: "a-address" => "b-full",
+    address_to_address: "a-address" => "b-address",
+    address_to_port: "a-address" => "b-port",
+    port_to_none: "a-port" => "b-none",
+    port_to_full: "a-port" => "b-full",
+    port_to_address: "a-port" => "b-address",
+    port_to_port: "a-port" => "b-port",
+}
+
+/// Two extra routers on each side: `auto` still punches just past the own NAT.
+#[test]
+fn port_to_port_two_extra_routers_auto_hops() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["c-port", "d-port"]);
+    let run = corridor(lab, "corridor-extra-routers", "c-port", "d-port", &[], &[]);
+    run.assert_connected();
+    let log = run.log("bob");
+    assert!(
+        log.contains("punching toward") && log.contains("with TTL"),
+        "the acceptor should punch with a chosen TTL:\n{log}"
+    );
+}
+
+/// A punch whose TTL reaches the inviter's port-restricted NAT makes that NAT give the
+/// inviter's handshake a new public port, which the acceptor's NAT filters: no corridor.
+#[test]
+fn port_to_port_punch_reaching_the_other_nat_breaks_it() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-port", "b-port"]);
+    let run = corridor(
+        lab,
+        "corridor-ttl-64",
+        "a-port",
+        "b-port",
+        &["--handshake-timeout", "3000"],
+        &["--punch-hops", "64", "--handshake-timeout", "3000"],
+    );
+    assert_eq!(
+        run.inviter.and_then(|s| s.code()),
+        Some(1),
+        "the inviter should fail (exit 1):\n{}",
+        run.dump()
+    );
+    assert!(
+        run.log("alice").contains("handshake timed out"),
+        "the inviter should report a handshake timeout:\n{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn symmetric_side_is_refused_up_front() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-symmetric"]);
+    let dir = lab.scratch("corridor-symmetric");
+    let certs = demo_certs(&dir);
+    let side = Side {
+        site: "a-symmetric".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: take_mailbox(lab),
+        peer_mailbox: take_mailbox(lab),
+        accept: false,
+        extra: vec![],
+    };
+    let mut child = side.spawn(lab, &dir, &certs);
+    let st = wait(&mut child, Duration::from_secs(30));
+    let log = read(dir.join("alice.log"));
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "exit 1 expected:\n{log}");
+    assert!(
+        log.contains("symmetric") && log.contains("cannot punch"),
+        "the refusal names the reason:\n{log}"
+    );
+    assert!(
+        !log.contains("invite sent"),
+        "nothing is sent when the NAT is refused:\n{log}"
+    );
+}
+
+#[test]
+fn twenty_percent_loss_still_connects() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-port", "b-address"]);
+    lab.set_loss("a-port", 20);
+    lab.set_loss("b-address", 20);
+    let run = corridor(lab, "corridor-loss", "a-port", "b-address", &[], &[]);
+    run.assert_connected();
+}
+
+#[test]
+fn silent_peer_ends_in_a_clear_timeout() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-full"]);
+    let dir = lab.scratch("corridor-silent");
+    let certs = demo_certs(&dir);
+    let side = Side {
+        site: "a-full".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: take_mailbox(lab),
+        peer_mailbox: take_mailbox(lab),
+        accept: false,
+        extra: vec!["--rendezvous-timeout".into(), "4".into()],
+    };
+    let mut child = side.spawn(lab, &dir, &certs);
+    let st = wait(&mut child, Duration::from_secs(60));
+    let err = read(dir.join("alice.log"));
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "exit 1 expected:\n{err}");
+    assert!(
+        err.contains("no answer from the peer within 4 s"),
+        "a clear timeout message:\n{err}"
+    );
+}
+
+/// A message signed by another key (mallory's, sent from alice's mailbox) is refused
+/// and the acceptor keeps waiting; the real invite after it connects.
+#[test]
+fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
+    use plexus::identity::{Identity, PeerCert, PeerId};
+    use plexus::mediator::email::{EmailMediator, EmailSettings, Secret};
+    use plexus::mediator::Mediator;
+    use plexus::nat::Behaviour;
+    use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
+
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-full", "b-port"]);
+    let dir = lab.scratch("corridor-forged");
+    let certs = demo_certs(&dir);
+    let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let bob = Side {
+        site: "b-port".into(),
+        who: "bob",
+        peer: "alice",
+        mailbox: m_bob.clone(),
+        peer_mailbox: m_alice.clone(),
+        accept: true,
+        extra: vec![],
+    };
+    let mut bob_child = bob.spawn(lab, &dir, &certs);
+    assert!(wait_for_text(
+        &dir.join("bob.log"),
+        "waiting for invites",
+        Duration::from_secs(20)
+    ));
+
+    // Mallory claims to be alice: her own key, alice's id, sent from alice's mailbox.
+    let mallory = Identity::load(
+        PeerId::parse("mallory@lab.example/evil").unwrap(),
+        &certs.join("mallory.pem"),
+        &certs.join("mallory.key"),
+    )
+    .unwrap();
+    let bob_cert = PeerCert::load(PeerId::parse(id_of("bob")).unwrap(), &certs.join("bob.pem")).unwrap();
+    let env = Envelope::new(
+        mallory,
+        bob_cert,
+        None,
+        Freshness::default(),
+        ReplayGuard::in_memory(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = Rendezvous::invite(
+        PeerId::parse("mallory@lab.example/evil").unwrap(),
+        PeerId::parse(id_of("bob")).unwrap(),
+        now,
+        vec!["198.51.100.200:4000".parse().unwrap()],
+        vec![],
+        NatFacts {
+            nat: true,
+            mapping: Some(Behaviour::EndpointIndependent),
+            ..NatFacts::default()
+        },
+    )
+    .unwrap();
+    let sealed = env.seal(&forged).unwrap();
+    let mail = lab.mail();
+    let mut s = EmailSettings::new(
+        &mail.ip.to_string(),
+        &m_alice.login,
+        Secret::new(m_alice.password.clone()),
+        &m_alice.address,
+        &m_bob.address,
+    );
+    s.smtp_port = mail.smtps_port;
+    s.imap_port = mail.imaps_port;
+    s.ca_file = Some(mail.ca_file.clone());
+    let alice_netns = lab.site("a-full").host_netns.clone();
+    let to = m_bob.address.clone();
+    lab.in_ns(&alice_netns, move || {
+        let mut m = EmailMediator::new(s).unwrap();
+        m.send(&to, &sealed).unwrap();
+    });
+    assert!(
+        wait_for_text(
+            &dir.join("bob.log"),
+            "refused a rendezvous message",
+            Duration::from_secs(20)
+        ),
+        "the forged invite should be refused:\n{}",
+        read(dir.join("bob.log"))
+    );
+
+    // Still waiting: the real alice now connects.
+    let alice = Side {
+        site: "a-full".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: m_alice,
+        peer_mailbox: m_bob,
+        accept: false,
+        extra: vec![],
+    };
+    let mut alice_child = alice.spawn(lab, &dir, &certs);
+    let run = Run {
+        inviter: wait(&mut alice_child, Duration::from_secs(90)),
+        acceptor: wait(&mut bob_child, Duration::from_secs(30)),
+        dir,
+    };
+    assert!(
+        run.log("bob").contains("signed by another key"),
+        "the refusal names the reason:\n{}",
+        run.dump()
+    );
+    run.assert_connected();
+}

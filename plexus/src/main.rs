@@ -13,7 +13,8 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
         .level(cli.log_level)
         .chain(std::io::stderr());
     if let Some(p) = &cli.log_file {
-        let f = fern::log_file(p).map_err(|e| format!("cannot open --log-file {}: {e}", p.display()))?;
+        let f = fern::log_file(p)
+            .map_err(|e| format!("cannot open --log-file {}: {e}", p.display()))?;
         d = d.chain(f);
     }
     d.apply().map_err(|e| format!("cannot set up logging: {e}"))

@@ -62,13 +62,21 @@ pub fn parse_server(s: &str) -> Result<SocketAddr, UsageError> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, STUN_PORT));
     }
-    let with_port = if s.contains(':') { s.to_string() } else { format!("{s}:{STUN_PORT}") };
-    let mut addrs = with_port
-        .to_socket_addrs()
-        .map_err(|e| UsageError(format!("--stun {s}: cannot resolve ({e}); give HOST[:PORT] or IP[:PORT]")))?;
-    addrs
-        .next()
-        .ok_or_else(|| UsageError(format!("--stun {s}: the name has no address; give an IP instead")))
+    let with_port = if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:{STUN_PORT}")
+    };
+    let mut addrs = with_port.to_socket_addrs().map_err(|e| {
+        UsageError(format!(
+            "--stun {s}: cannot resolve ({e}); give HOST[:PORT] or IP[:PORT]"
+        ))
+    })?;
+    addrs.next().ok_or_else(|| {
+        UsageError(format!(
+            "--stun {s}: the name has no address; give an IP instead"
+        ))
+    })
 }
 
 impl NatArgs {
@@ -77,7 +85,11 @@ impl NatArgs {
         if self.stun.is_empty() {
             return Err(UsageError(plexus::nat::NatError::NoServer.to_string()));
         }
-        let servers = self.stun.iter().map(|s| parse_server(s)).collect::<Result<Vec<_>, _>>()?;
+        let servers = self
+            .stun
+            .iter()
+            .map(|s| parse_server(s))
+            .collect::<Result<Vec<_>, _>>()?;
         let bind = match self.bind {
             Some(b) => {
                 if servers.iter().any(|s| s.is_ipv4() != b.is_ipv4()) {
@@ -87,10 +99,21 @@ impl NatArgs {
                 }
                 b
             }
-            None if servers[0].is_ipv6() => "[::]:0".parse().map_err(|_| UsageError("internal".into()))?,
-            None => "0.0.0.0:0".parse().map_err(|_| UsageError("internal".into()))?,
+            None if servers[0].is_ipv6() => "[::]:0"
+                .parse()
+                .map_err(|_| UsageError("internal".into()))?,
+            None => "0.0.0.0:0"
+                .parse()
+                .map_err(|_| UsageError("internal".into()))?,
         };
-        Ok((DiscoverConfig { servers, bind, probe_timeout: Duration::from_millis(self.timeout) }, self.json))
+        Ok((
+            DiscoverConfig {
+                servers,
+                bind,
+                probe_timeout: Duration::from_millis(self.timeout),
+            },
+            self.json,
+        ))
     }
 }
 
@@ -142,8 +165,12 @@ pub fn to_text(r: &NatReport) -> String {
     } else {
         match (r.mapping, r.filtering) {
             (Some(EndpointIndependent), Some(EndpointIndependent)) => "full cone NAT".into(),
-            (Some(EndpointIndependent), Some(AddressDependent)) => "address-restricted cone NAT".into(),
-            (Some(EndpointIndependent), Some(AddressAndPortDependent)) => "port-restricted cone NAT".into(),
+            (Some(EndpointIndependent), Some(AddressDependent)) => {
+                "address-restricted cone NAT".into()
+            }
+            (Some(EndpointIndependent), Some(AddressAndPortDependent)) => {
+                "port-restricted cone NAT".into()
+            }
             (Some(EndpointIndependent), None) => "cone NAT (filtering unknown)".into(),
             (Some(AddressAndPortDependent), _) => "symmetric NAT".into(),
             (Some(AddressDependent), _) => "address-dependent mapping NAT".into(),
@@ -170,11 +197,19 @@ pub fn to_text(r: &NatReport) -> String {
         yes_no(r.address_stable),
         r.local,
         r.mapped,
-        if r.punchable { "possible" } else { "not possible directly" },
+        if r.punchable {
+            "possible"
+        } else {
+            "not possible directly"
+        },
         r.reason,
         servers.join(", "),
         r.elapsed.as_millis(),
-        if r.rfc5780 { ", RFC 5780" } else { "; the server lacks RFC 5780, so the profile is partial" },
+        if r.rfc5780 {
+            ", RFC 5780"
+        } else {
+            "; the server lacks RFC 5780, so the profile is partial"
+        },
     )
 }
 
@@ -184,9 +219,18 @@ mod tests {
 
     #[test]
     fn server_forms() {
-        assert_eq!(parse_server("203.0.113.3").unwrap(), "203.0.113.3:3478".parse().unwrap());
-        assert_eq!(parse_server("203.0.113.3:9").unwrap(), "203.0.113.3:9".parse().unwrap());
-        assert_eq!(parse_server("[2001:db8::1]").unwrap(), "[2001:db8::1]:3478".parse().unwrap());
+        assert_eq!(
+            parse_server("203.0.113.3").unwrap(),
+            "203.0.113.3:3478".parse().unwrap()
+        );
+        assert_eq!(
+            parse_server("203.0.113.3:9").unwrap(),
+            "203.0.113.3:9".parse().unwrap()
+        );
+        assert_eq!(
+            parse_server("[2001:db8::1]").unwrap(),
+            "[2001:db8::1]:3478".parse().unwrap()
+        );
         assert_eq!(parse_server("localhost").unwrap().port(), 3478);
         assert!(parse_server("no such host.invalid:x").is_err());
     }

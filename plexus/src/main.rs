@@ -1,35 +1,97 @@
-//! The `plexus` command. Exit codes: 0 success, 1 the operation failed, 2 usage error.
+//! The `plexus` binary: parse, validate, run, map the outcome to an exit code
+//! (0 success, 1 the operation failed, 2 usage, 130 interrupted).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 mod cli;
 
-/// Direct UDP paths between machines behind NAT, through rendezvous channels you control.
-#[derive(Debug, Parser)]
-#[command(name = "plexus", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use cli::{nat, Cli, Command, Failure, ProfileCommand};
+
+fn init_logging(cli: &Cli, default: log::LevelFilter) -> Result<(), String> {
+    let level = cli.log_level.unwrap_or(default);
+    let d = fern::Dispatch::new()
+        .format(|out, msg, rec| {
+            out.finish(format_args!(
+                "{} {} {}: {msg}",
+                humantime_now(),
+                rec.level(),
+                rec.target()
+            ))
+        })
+        .level(level);
+    let d = match &cli.log_file {
+        Some(p) => d.chain(
+            fern::log_file(p).map_err(|e| format!("cannot open --log-file {}: {e}", p.display()))?,
+        ),
+        None => d.chain(std::io::stderr()),
+    };
+    d.apply().map_err(|e| format!("cannot set up logging: {e}"))
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create keys and S/MIME certificates for rendezvous messages.
-    Cert(cli::cert::CertArgs),
+/// Seconds.milliseconds since the epoch: sortable, and needs no time-zone database.
+fn humantime_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", t.as_secs(), t.subsec_millis())
+}
+
+fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
+    let (cfg, json) = args
+        .config()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let r = plexus::nat::discover(&cfg).map_err(|e| Failure::Failed(e.to_string()))?;
+    if json {
+        println!("{}", nat::to_json(&r));
+    } else {
+        print!("{}", nat::to_text(&r));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let connecting = matches!(
+        cli.command,
+        None | Some(Command::Invite(_)) | Some(Command::Accept(_))
+    );
+    let default_level = if connecting {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    };
+    if let Err(e) = init_logging(&cli, default_level) {
+        eprintln!("plexus: {e}");
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
-        Command::Cert(args) => cli::cert::run_cert(args, &mut std::io::stdout().lock()),
+        Some(Command::Nat(args)) => run_nat(args),
+        Some(Command::Invite(args)) => cli::connect::run_invite(args),
+        Some(Command::Accept(args)) => cli::connect::run_accept(args),
+        Some(Command::Cert(args)) => cli::cert::run_cert(args, &mut std::io::stdout().lock())
+            .map_err(|e| Failure::Failed(e.to_string())),
+        Some(Command::Profile(p)) => match &p.command {
+            ProfileCommand::Check { profile } => plexus::profile::check(profile)
+                .map(|text| print!("{text}"))
+                .map_err(|e| Failure::Usage(e.to_string())),
+        },
+        None if cli.accept => cli::connect::run_accept(&cli.connect),
+        None => {
+            if cli.connect == cli::connect::ConnectArgs::default() {
+                use clap::CommandFactory;
+                let _ = Cli::command().print_help();
+                return ExitCode::from(2);
+            }
+            cli::connect::run_invite(&cli.connect)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("plexus: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.code())
         }
     }
 }

@@ -30,7 +30,7 @@ use plexus::session::{self, ExecutorFactory, Finished, SessionSettings};
 use super::Failure;
 
 /// Options shared by `invite`, `accept` and the flat command line.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args, Default, PartialEq)]
 pub struct ConnectArgs {
     /// Profile: a name under ~/.config/plexus/profiles/NAME.yaml, or a path. Flags
     /// override it.

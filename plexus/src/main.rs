@@ -23,7 +23,8 @@ fn init_logging(cli: &Cli, default: log::LevelFilter) -> Result<(), String> {
         .level(level);
     let d = match &cli.log_file {
         Some(p) => d.chain(
-            fern::log_file(p).map_err(|e| format!("cannot open --log-file {}: {e}", p.display()))?,
+            fern::log_file(p)
+                .map_err(|e| format!("cannot open --log-file {}: {e}", p.display()))?,
         ),
         None => d.chain(std::io::stderr()),
     };
@@ -39,9 +40,7 @@ fn humantime_now() -> String {
 }
 
 fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
-    let (cfg, json) = args
-        .config()
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let (cfg, json) = args.config().map_err(|e| Failure::Usage(e.to_string()))?;
     let r = plexus::nat::discover(&cfg).map_err(|e| Failure::Failed(e.to_string()))?;
     if json {
         println!("{}", nat::to_json(&r));

@@ -271,7 +271,13 @@ pub fn invite(
         discovery: start.elapsed(),
         ..Timeline::default()
     };
-    info!("public endpoint {mapped} (local {})", socket.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    info!(
+        "public endpoint {mapped} (local {})",
+        socket
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
 
     let t = Instant::now();
     let invite = Rendezvous::invite(
@@ -320,8 +326,12 @@ pub fn invite(
         handshake_config(settings),
     );
     info!("punching toward {:?}…", candidates(&accept, mapped));
-    let connected = punch::run_handshake(&socket, core, Instant::now() + settings.handshake_timeout + Duration::from_secs(3))
-        .map_err(SessionError::Punch)?;
+    let connected = punch::run_handshake(
+        &socket,
+        core,
+        Instant::now() + settings.handshake_timeout + Duration::from_secs(3),
+    )
+    .map_err(SessionError::Punch)?;
     timeline.handshake = t.elapsed();
     timeline.total = start.elapsed();
     let corridor = Corridor {
@@ -354,7 +364,9 @@ fn run_executor(executor: &mut dyn Executor, corridor: &Corridor) -> Result<Exec
         Ok(r) => info!(
             "executor {} finished: status {}, output {}",
             executor.name(),
-            r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.output
         ),
         Err(e) => warn!("executor {}: {e}", executor.name()),
@@ -448,7 +460,11 @@ pub fn accept(
     let report = discover(settings)?;
     let facts = facts_of(&report);
     let started = Instant::now();
-    info!("waiting for invites from {} via {}…", envelope.peer_id(), mediator.name());
+    info!(
+        "waiting for invites from {} via {}…",
+        envelope.peer_id(),
+        mediator.name()
+    );
     loop {
         let remaining = match settings.rendezvous_timeout {
             Some(t) => Some(t.checked_sub(started.elapsed()).unwrap_or_default()),
@@ -587,7 +603,11 @@ fn answer(
     let t = Instant::now();
     let sealed = envelope.seal(&accept).map_err(SessionError::Seal)?;
     mediator.send(&settings.peer_address, &sealed)?;
-    info!("accept sent to {} via {}", settings.peer_address, mediator.name());
+    info!(
+        "accept sent to {} via {}",
+        settings.peer_address,
+        mediator.name()
+    );
     Ok(Prepared {
         socket,
         mapped,

@@ -11,16 +11,34 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::lab::{plexus_bin, Account, Lab};
 
-/// Next unused mailbox of the pool (p01, p02, …).
-static NEXT_MAILBOX: AtomicUsize = AtomicUsize::new(1);
-
+/// Next unused mailbox of the pool (p01, p02, …). The counter lives in the lab's state
+/// dir, so test runs against one long-lived lab (`PLEXUS_LAB`) never reuse a mailbox
+/// that may still hold an earlier run's unconsumed invite.
 fn take_mailbox(lab: &Lab) -> Account {
-    let n = NEXT_MAILBOX.fetch_add(1, Ordering::SeqCst);
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    static LOCAL: Mutex<()> = Mutex::new(());
+    let _g = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lab.state_dir.join("mailbox-pool.next"))
+        .unwrap();
+    // SAFETY: flock on a descriptor we own; released when `f` closes.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    let n: usize = text.trim().parse().unwrap_or(1);
+    f.set_len(0).unwrap();
+    f.rewind().unwrap();
+    write!(f, "{}", n + 1).unwrap();
     let want = format!("p{n:02}@");
     lab.mail()
         .accounts
@@ -90,7 +108,9 @@ impl Side {
             "--smime-peer".into(),
             c(&format!("{}.pem", self.peer)),
             "--replay-state".into(),
-            dir.join(format!("{}.replay", self.who)).display().to_string(),
+            dir.join(format!("{}.replay", self.who))
+                .display()
+                .to_string(),
             "--email-smtps".into(),
             format!("{}:{}", mail.ip, mail.smtps_port),
             "--email-imaps".into(),
@@ -115,7 +135,7 @@ impl Side {
         ];
         if self.accept {
             a.push("--once".into());
-        } else {
+        } else if !self.extra.iter().any(|e| e == "--rendezvous-timeout") {
             a.extend(["--rendezvous-timeout".into(), "60".into()]);
         }
         a.extend(self.extra.iter().cloned());
@@ -380,7 +400,11 @@ fn symmetric_side_is_refused_up_front() {
     let mut child = side.spawn(lab, &dir, &certs);
     let st = wait(&mut child, Duration::from_secs(30));
     let log = read(dir.join("alice.log"));
-    assert_eq!(st.and_then(|s| s.code()), Some(1), "exit 1 expected:\n{log}");
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(1),
+        "exit 1 expected:\n{log}"
+    );
     assert!(
         log.contains("symmetric") && log.contains("cannot punch"),
         "the refusal names the reason:\n{log}"
@@ -419,7 +443,11 @@ fn silent_peer_ends_in_a_clear_timeout() {
     let mut child = side.spawn(lab, &dir, &certs);
     let st = wait(&mut child, Duration::from_secs(60));
     let err = read(dir.join("alice.log"));
-    assert_eq!(st.and_then(|s| s.code()), Some(1), "exit 1 expected:\n{err}");
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(1),
+        "exit 1 expected:\n{err}"
+    );
     assert!(
         err.contains("no answer from the peer within 4 s"),
         "a clear timeout message:\n{err}"
@@ -464,7 +492,8 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
         &certs.join("mallory.key"),
     )
     .unwrap();
-    let bob_cert = PeerCert::load(PeerId::parse(id_of("bob")).unwrap(), &certs.join("bob.pem")).unwrap();
+    let bob_cert =
+        PeerCert::load(PeerId::parse(id_of("bob")).unwrap(), &certs.join("bob.pem")).unwrap();
     let env = Envelope::new(
         mallory,
         bob_cert,

@@ -5,8 +5,8 @@
 #[macro_use]
 mod lab;
 
+mod corridor;
 mod lab_sanity;
 mod mail;
-mod corridor;
 mod nat;
 mod ttl;

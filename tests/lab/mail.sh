@@ -17,9 +17,10 @@ set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CERTS=$(cd "$HERE/../../certs/lab" && pwd)
-# alice..dave for the mail tests; p01..p40 a pool the corridor tests take mailboxes
+# alice..dave for the mail tests; p01..p60 a pool the corridor tests take mailboxes
 # from, so that tests running at the same time never read each other's mail.
-ACCOUNTS="alice bob carol dave $(seq -f 'p%02g' 1 40 | tr '\n' ' ')"
+ACCOUNTS="alice bob carol dave $(seq -f 'p%02g' 1 60 | tr '\n' ' ')"
+NACCOUNTS=$(echo $ACCOUNTS | wc -w)
 DOMAIN=lab.example
 HOST=mail.lab.example
 
@@ -108,15 +109,16 @@ start() {
     : >"$m/dovecot/users"
     : >"$m/postfix/etc/vmailbox"
     # One openssl call for all passwords: 44 separate ones cost a visible part of start.
-    mapfile -t pws < <(openssl rand -hex $((12 * $(wc -w <<<"$ACCOUNTS"))) | fold -w 24)
+    openssl rand -hex $((12 * NACCOUNTS)) | fold -w 24 >"$m/pwpool"
     i=0
     for a in $ACCOUNTS; do
-        pw=${pws[i]}
         i=$((i + 1))
+        pw=$(sed -n "${i}p" "$m/pwpool")
         echo "$a@$DOMAIN:$pw" >>"$m/passwords"
         echo "$a@$DOMAIN:{PLAIN}$pw:8:8::$m/vmail/$a::" >>"$m/dovecot/users"
         echo "$a@$DOMAIN OK" >>"$m/postfix/etc/vmailbox"
     done
+    rm -f "$m/pwpool"
     chmod 0600 "$m/passwords"
     chown root:dovecot "$m/dovecot/users"
     chmod 0640 "$m/dovecot/users"

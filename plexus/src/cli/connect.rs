@@ -19,8 +19,8 @@ use plexus::mediator::email::{EmailMediator, EmailSettings, Secret as MailSecret
 use plexus::mediator::Mediator;
 use plexus::plugin::{PluginExecutor, PluginMediator};
 use plexus::profile::{
-    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, PluginConfig, PluginLocation,
-    Profile, SmtpTls, DEFAULT_STUN_PORT,
+    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, PluginConfig, PluginLocation, Profile,
+    SmtpTls, DEFAULT_STUN_PORT,
 };
 use plexus::punch::PunchHops;
 use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness};
@@ -207,7 +207,10 @@ fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     }
     let mut stun: Vec<HostPort> = Vec::new();
     for s in &a.stun {
-        stun.push(HostPort::parse(s, Some(DEFAULT_STUN_PORT)).map_err(|e| usage(format!("--stun: {e}")))?);
+        stun.push(
+            HostPort::parse(s, Some(DEFAULT_STUN_PORT))
+                .map_err(|e| usage(format!("--stun: {e}")))?,
+        );
     }
     if let Some(ip) = &a.stun_ip {
         let port = a.stun_port.unwrap_or(DEFAULT_STUN_PORT);
@@ -275,15 +278,18 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
         }
         None => {
             let need = |v: &Option<String>, flag: &str| {
-                v.clone().ok_or_else(|| usage(format!("e-mail rendezvous needs {flag}")))
+                v.clone()
+                    .ok_or_else(|| usage(format!("e-mail rendezvous needs {flag}")))
             };
             let smtp = need(&a.email_smtps, "--email-smtps HOST:PORT")?;
             let imap = need(&a.email_imaps, "--email-imaps HOST:PORT")?;
             let smtp_port = if a.email_starttls { 587 } else { 465 };
             EmailConfig {
-                smtp: HostPort::parse(&smtp, Some(smtp_port)).map_err(|e| usage(format!("--email-smtps: {e}")))?,
+                smtp: HostPort::parse(&smtp, Some(smtp_port))
+                    .map_err(|e| usage(format!("--email-smtps: {e}")))?,
                 smtp_tls: SmtpTls::Implicit,
-                imap: HostPort::parse(&imap, Some(993)).map_err(|e| usage(format!("--email-imaps: {e}")))?,
+                imap: HostPort::parse(&imap, Some(993))
+                    .map_err(|e| usage(format!("--email-imaps: {e}")))?,
                 login: String::new(),
                 password: SecretSource::Env("PLEXUS_EMAIL_PASSWORD".into()),
                 from: String::new(),
@@ -299,13 +305,15 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     };
     if let Some(v) = &a.email_smtps {
         let port = if a.email_starttls { 587 } else { 465 };
-        e.smtp = HostPort::parse(v, Some(port)).map_err(|er| usage(format!("--email-smtps: {er}")))?;
+        e.smtp =
+            HostPort::parse(v, Some(port)).map_err(|er| usage(format!("--email-smtps: {er}")))?;
     }
     if a.email_starttls {
         e.smtp_tls = SmtpTls::Starttls;
     }
     if let Some(v) = &a.email_imaps {
-        e.imap = HostPort::parse(v, Some(993)).map_err(|er| usage(format!("--email-imaps: {er}")))?;
+        e.imap =
+            HostPort::parse(v, Some(993)).map_err(|er| usage(format!("--email-imaps: {er}")))?;
     }
     if let Some(v) = &a.email_login {
         e.login = v.clone();
@@ -321,7 +329,9 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
         ));
     }
     if let Some(v) = &a.email_passwd {
-        log::warn!("--email-passwd puts the password in the process list; prefer --email-passwd-file");
+        log::warn!(
+            "--email-passwd puts the password in the process list; prefer --email-passwd-file"
+        );
         e.password = SecretSource::Plain(plexus::secret::Secret::new(v.clone()));
     }
     if let Some(v) = &a.email_passwd_file {
@@ -495,7 +505,9 @@ fn executor_factory(p: &Profile) -> Result<ExecutorFactory, Failure> {
 pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure> {
     let p = resolve_profile(args)?;
     if p.host.id.is_empty() || p.peer.id.is_empty() {
-        return Err(usage("pass --host-id and --peer-id (or set host.id and peer.id in the profile)"));
+        return Err(usage(
+            "pass --host-id and --peer-id (or set host.id and peer.id in the profile)",
+        ));
     }
     let host_id = PeerId::parse(&p.host.id).map_err(|e| usage(format!("host id: {e}")))?;
     let peer_id = PeerId::parse(&p.peer.id).map_err(|e| usage(format!("peer id: {e}")))?;
@@ -515,8 +527,9 @@ pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure>
     }
     let envelope = if p.insecure_plaintext {
         let replay = match &replay_state {
-            Some(path) => plexus::rendezvous::ReplayGuard::open(path)
-                .map_err(|e| failed(e.to_string()))?,
+            Some(path) => {
+                plexus::rendezvous::ReplayGuard::open(path).map_err(|e| failed(e.to_string()))?
+            }
             None => plexus::rendezvous::ReplayGuard::in_memory(),
         };
         Envelope::insecure_plaintext(host_id, peer_id, freshness, replay)

@@ -292,6 +292,10 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
         drop(tx);
         let r = run_core(&mut core, &socks, &rx);
         stop.store(true, Ordering::Relaxed);
+        // Wake each receiver now instead of at its next read timeout.
+        for (s, l) in socks.iter().zip(&locals) {
+            let _ = s.send_to(&[], l);
+        }
         r
     });
     result?;

@@ -495,3 +495,65 @@ mod transaction_tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    /// A loopback responder that drops the first request (so a retransmission is
+    /// needed) and answers the second with the sender's endpoint.
+    #[test]
+    fn binding_on_a_bound_socket_retransmits_and_returns_its_mapped_endpoint() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            let mut seen = 0;
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                seen += 1;
+                if seen == 1 {
+                    continue;
+                }
+                let req = decode(&buf[..n]).unwrap();
+                let resp = Message {
+                    class: Class::Success,
+                    method: codec::METHOD_BINDING,
+                    transaction_id: req.transaction_id,
+                    attributes: vec![Attribute::XorMappedAddress(from)],
+                    padding: 0,
+                };
+                server.send_to(&resp.encode(), from).unwrap();
+                return seen;
+            }
+            seen
+        });
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mapped = binding(&client, addr, Duration::from_secs(2)).unwrap();
+        assert_eq!(mapped, client.local_addr().unwrap());
+        assert_eq!(responder.join().unwrap(), 2, "answered the retransmission");
+        assert_eq!(
+            client.read_timeout().unwrap(),
+            None,
+            "read timeout restored"
+        );
+    }
+
+    #[test]
+    fn binding_times_out_naming_the_server() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = binding(&client, addr, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(
+            e,
+            StunError::Timeout {
+                server: addr,
+                after: Duration::from_millis(100)
+            }
+        );
+        assert!(e.to_string().contains(&addr.to_string()));
+    }
+}

@@ -689,3 +689,115 @@ fn one_acceptor_serves_two_peers_at_once() {
         "the acceptor opened two corridors:\n{bob_log}"
     );
 }
+
+/// The original tool's flat command line (`--accept`, `--stun-ip`/`--stun-port`, no
+/// subcommand) still opens a corridor.
+#[test]
+fn original_flat_command_line_connects() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-none", "b-port"]);
+    let dir = lab.scratch("corridor-flat");
+    let certs = demo_certs(&dir);
+    let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let flat = |side: &Side| -> Vec<String> {
+        let mut a = side.args(lab, &dir, &certs);
+        // `accept … --once` / `invite …` become `--accept … --once` / `…`.
+        if side.accept {
+            a[0] = "--accept".into();
+        } else {
+            a.remove(0);
+        }
+        let i = a.iter().position(|x| x == "--stun").unwrap();
+        a.splice(
+            i..i + 2,
+            [
+                "--stun-ip".to_string(),
+                lab.stun.ips[0].to_string(),
+                "--stun-port".to_string(),
+                lab.stun.port.to_string(),
+            ],
+        );
+        a
+    };
+    let bob = Side {
+        site: "b-port".into(),
+        who: "bob",
+        peer: "alice",
+        mailbox: m_bob.clone(),
+        peer_mailbox: m_alice.clone(),
+        accept: true,
+        extra: vec![],
+    };
+    let alice = Side {
+        site: "a-none".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: m_alice,
+        peer_mailbox: m_bob,
+        accept: false,
+        extra: vec![],
+    };
+    let start = |side: &Side| -> Child {
+        lab.command(&lab.site(&side.site).host_netns, &plexus_bin())
+            .args(flat(side))
+            .env(
+                "EXCHANGE_OUT",
+                dir.join(format!("{}.exchange.json", side.who)),
+            )
+            .env("EXCHANGE_SECONDS", "8")
+            .stdout(Stdio::from(
+                fs::File::create(dir.join(format!("{}.out", side.who))).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                fs::File::create(dir.join(format!("{}.log", side.who))).unwrap(),
+            ))
+            .spawn()
+            .unwrap()
+    };
+    let mut b = start(&bob);
+    assert!(wait_for_text(
+        &dir.join("bob.log"),
+        "waiting for invites",
+        Duration::from_secs(20)
+    ));
+    let mut a = start(&alice);
+    let run = Run {
+        inviter: wait(&mut a, Duration::from_secs(90)),
+        acceptor: wait(&mut b, Duration::from_secs(30)),
+        dir,
+    };
+    run.assert_connected();
+}
+
+/// A wrong mail password is a clear error naming the server and account, exit 1.
+#[test]
+fn wrong_mail_password_exits_1() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-full"]);
+    let dir = lab.scratch("corridor-wrong-password");
+    let certs = demo_certs(&dir);
+    let mut mailbox = take_mailbox(lab);
+    mailbox.password = "not-the-password".into();
+    let side = Side {
+        site: "a-full".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: mailbox.clone(),
+        peer_mailbox: take_mailbox(lab),
+        accept: false,
+        extra: vec![],
+    };
+    let mut child = side.spawn(lab, &dir, &certs);
+    let st = wait(&mut child, Duration::from_secs(60));
+    let log = read(dir.join("alice.log"));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(1),
+        "exit 1 expected:\n{log}"
+    );
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("refused the login") && last.contains(&mailbox.login),
+        "the error names the refusal and the account:\n{log}"
+    );
+}

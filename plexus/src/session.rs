@@ -294,7 +294,7 @@ pub fn invite(
     )
     .map_err(|e| SessionError::Socket(format!("building the invite: {e}")))?;
     let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
-    mediator.send(&settings.peer_address, &sealed)?;
+    send_sealed(mediator, &settings.peer_address, &sealed)?;
     timeline.send = t.elapsed();
     info!(
         "invite sent to {} via {} (session {})",
@@ -362,6 +362,38 @@ pub fn invite(
         timeline,
         exec,
     })
+}
+
+/// Hand `sealed` to the mediator, retrying a transport failure a few times: on a lossy
+/// path an SMTP session can time out once and then succeed. A duplicate that reaches
+/// the peer anyway is refused there as a replay.
+fn send_sealed(mediator: &mut dyn Mediator, to: &str, sealed: &[u8]) -> Result<(), SessionError> {
+    send_retrying(mediator, to, sealed, Duration::from_secs(1))
+}
+
+fn send_retrying(
+    mediator: &mut dyn Mediator,
+    to: &str,
+    sealed: &[u8],
+    first_delay: Duration,
+) -> Result<(), SessionError> {
+    const ATTEMPTS: u32 = 3;
+    let mut delay = first_delay;
+    let mut attempt = 1;
+    loop {
+        match mediator.send(to, sealed) {
+            Err(MediatorError::Unreachable(m)) if attempt < ATTEMPTS => {
+                warn!(
+                    "sending to {to} failed (attempt {attempt} of {ATTEMPTS}): {m}; retrying in {} ms",
+                    delay.as_millis()
+                );
+                std::thread::sleep(delay);
+                delay *= 2;
+                attempt += 1;
+            }
+            r => return r.map_err(SessionError::from),
+        }
+    }
 }
 
 fn run_executor(executor: &mut dyn Executor, corridor: &Corridor) -> Result<ExecReport, ExecError> {
@@ -657,7 +689,7 @@ fn answer(
     let discovery = start.elapsed();
     let t = Instant::now();
     let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
-    mediator.send(&peer.address, &sealed)?;
+    send_sealed(mediator, &peer.address, &sealed)?;
     info!("accept sent to {} via {}", peer.address, mediator.name());
     Ok(Prepared {
         socket,
@@ -669,4 +701,97 @@ fn answer(
             ..Timeline::default()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mediator::Incoming;
+
+    /// A channel that fails its first sends with the given errors.
+    struct Flaky {
+        failures: Vec<MediatorError>,
+        sent: usize,
+        tries: usize,
+    }
+
+    impl Mediator for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn send(&mut self, _to: &str, _sealed: &[u8]) -> Result<(), MediatorError> {
+            self.tries += 1;
+            if self.failures.is_empty() {
+                self.sent += 1;
+                Ok(())
+            } else {
+                Err(self.failures.remove(0))
+            }
+        }
+        fn receive(&mut self, _t: Duration) -> Result<Option<Incoming>, MediatorError> {
+            Ok(None)
+        }
+        fn acknowledge(&mut self, _id: &str, _o: Outcome) -> Result<(), MediatorError> {
+            Ok(())
+        }
+    }
+
+    fn flaky(failures: Vec<MediatorError>) -> Flaky {
+        Flaky {
+            failures,
+            sent: 0,
+            tries: 0,
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retried_a_bounded_number_of_times() {
+        let unreachable = || MediatorError::Unreachable("timeout".into());
+        let mut m = flaky(vec![unreachable(), unreachable()]);
+        send_retrying(&mut m, "p", b"x", Duration::from_millis(1)).unwrap();
+        assert_eq!((m.tries, m.sent), (3, 1));
+
+        let mut m = flaky(vec![unreachable(), unreachable(), unreachable()]);
+        let e = send_retrying(&mut m, "p", b"x", Duration::from_millis(1)).unwrap_err();
+        assert!(matches!(
+            e,
+            SessionError::Mediator(MediatorError::Unreachable(_))
+        ));
+        assert_eq!((m.tries, m.sent), (3, 0));
+    }
+
+    #[test]
+    fn a_refused_login_is_not_retried() {
+        let mut m = flaky(vec![MediatorError::Auth("bad password".into())]);
+        let e = send_retrying(&mut m, "p", b"x", Duration::from_millis(1)).unwrap_err();
+        assert!(matches!(e, SessionError::Mediator(MediatorError::Auth(_))));
+        assert_eq!(m.tries, 1);
+    }
+
+    #[test]
+    fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
+        let msg = |mapped: &str, local: &str| Rendezvous {
+            kind: Kind::Invite,
+            from: crate::rendezvous::PeerId::parse("a@x.example/one").unwrap(),
+            to: crate::rendezvous::PeerId::parse("b@x.example/two").unwrap(),
+            session: crate::rendezvous::SessionId([1; 16]),
+            time: 0,
+            mapped: vec![mapped.parse().unwrap()],
+            local: vec![local.parse().unwrap()],
+            nat: NatFacts::default(),
+            secret: crate::rendezvous::Secret::from_bytes([2; 32]),
+        };
+        let peer = msg("198.51.100.2:4000", "10.0.0.5:4000");
+        assert_eq!(
+            candidates(&peer, "203.0.113.9:5000".parse().unwrap()),
+            vec!["198.51.100.2:4000".parse().unwrap()]
+        );
+        assert_eq!(
+            candidates(&peer, "198.51.100.2:5000".parse().unwrap()),
+            vec![
+                "198.51.100.2:4000".parse::<SocketAddr>().unwrap(),
+                "10.0.0.5:4000".parse().unwrap()
+            ]
+        );
+    }
 }

@@ -466,10 +466,9 @@ pub fn accept(
         mediator.name()
     );
     loop {
-        let remaining = match settings.rendezvous_timeout {
-            Some(t) => Some(t.checked_sub(started.elapsed()).unwrap_or_default()),
-            None => None,
-        };
+        let remaining = settings
+            .rendezvous_timeout
+            .map(|t| t.checked_sub(started.elapsed()).unwrap_or_default());
         let invite = wait_for(
             envelope,
             mediator,

@@ -19,15 +19,44 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::corridor::{demo_certs, id_of, read, wait, wait_for_text};
 use crate::lab::{plexus_bin, Lab};
 
-/// `libplexus_<name>.so` next to the plexus binary, or a panic saying how to build it.
-fn plugin_lib(name: &str) -> PathBuf {
+/// `libplexus_<name>.so` next to the plexus binary, built from `plugins/<crate_dir>`, or
+/// a panic saying how to build it. `cargo test -p plexus` does not rebuild plugins, so a
+/// library older than its sources (or the SDK's) is refused as stale too.
+fn plugin_lib(name: &str, crate_dir: &str) -> PathBuf {
     let so = plugin_path(name);
-    assert!(
-        so.is_file(),
-        "plugin library {} is missing: the e2e tests load plugins from next to the plexus \
-         binary; build them first with `cargo build --workspace`",
-        so.display()
-    );
+    let build = "build them first with `cargo build --workspace` (tests/run-all.sh does)";
+    let built = fs::metadata(&so)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "plugin library {} is missing: the e2e tests load plugins from next to the \
+                 plexus binary; {build}",
+                so.display()
+            )
+        });
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let newest = [crate_dir, "sdk", "abi"]
+        .iter()
+        .flat_map(|d| {
+            let d = plugins.join(d);
+            let src = fs::read_dir(d.join("src")).into_iter().flatten().flatten();
+            src.map(|e| e.path()).chain([d.join("Cargo.toml")])
+        })
+        .filter_map(|p| {
+            fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, p))
+        })
+        .max();
+    if let Some((t, p)) = newest {
+        assert!(
+            t <= built,
+            "plugin library {} is older than {}: {build}",
+            so.display(),
+            p.display()
+        );
+    }
     so
 }
 
@@ -183,7 +212,7 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn file_mediator_invite_accept() {
     let lab = lab_or_skip!();
     let _c = lab.claim(&["a-port", "b-address"]);
-    let so = plugin_lib("file");
+    let so = plugin_lib("file", "file");
     let dir = lab.scratch("plugins-file");
     demo_certs(&dir);
     let shared = dir.join("shared");
@@ -389,8 +418,8 @@ fn udp_bridge_carries_an_application_across_the_corridor() {
     let lab = lab_or_skip!();
     let (inviter_site, acceptor_site) = ("a-address", "b-port");
     let _c = lab.claim(&[inviter_site, acceptor_site]);
-    let file_so = plugin_lib("file");
-    let bridge_so = plugin_lib("udp_bridge");
+    let file_so = plugin_lib("file", "file");
+    let bridge_so = plugin_lib("udp_bridge", "udp-bridge");
     let dir = lab.scratch("plugins-udp-bridge");
     demo_certs(&dir);
     let shared = dir.join("shared");
@@ -493,15 +522,15 @@ fn udp_bridge_carries_an_application_across_the_corridor() {
 
 /// `plexus profile check` on a plugin profile: exit 0, the resolved settings printed
 /// (relative paths resolved against the profile's directory), a password-like plugin
-/// setting never printed; an unknown key is exit 2 naming the key and its line.
-/// Needs no lab (and no root): it only reads files.
+/// setting never printed; an unknown key is exit 2 naming the key and its line, and so
+/// is a plugin library that is not there. Needs no lab (and no root): it only reads files.
 #[test]
 fn profile_check_resolves_masks_and_names_unknown_keys() {
     let dir = std::env::temp_dir().join(format!("plexus-e2e-plugins-check-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     demo_certs(&dir);
-    let so = plugin_path("file");
+    let so = plugin_lib("file", "file");
     let shared = dir.join("shared");
     let secret = "plx-e2e-Hunter2-do-not-print";
     let good = profile_yaml(
@@ -599,5 +628,21 @@ fn profile_check_resolves_masks_and_names_unknown_keys() {
         assert!(out.stdout.is_empty(), "nothing printed as resolved");
         assert!(!stderr.contains(secret), "{stderr}");
     }
+
+    // A plugin library that is not there is named too (check locates it, never loads it).
+    let gone = dir.join("libplexus_gone.so");
+    let bad = good.replace(&q(so.display()), &q(gone.display()));
+    let path = write(&dir.join("bad.yaml"), &bad);
+    let out = std::process::Command::new(plexus_bin())
+        .args(["profile", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mediator.plugin.path") && stderr.contains("libplexus_gone.so"),
+        "a missing plugin library should be named:\n{stderr}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }

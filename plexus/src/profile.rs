@@ -1036,6 +1036,39 @@ impl Profile {
                 }
             }
         }
+        // Plugin libraries are only located here, not loaded: loading runs their code.
+        let plugins = [
+            match &self.mediator {
+                Some(MediatorConfig::Plugin(pl)) => Some(("mediator.plugin", pl)),
+                _ => None,
+            },
+            match &self.executor {
+                Some(ExecutorConfig::Plugin(pl)) => Some(("executor.plugin", pl)),
+                _ => None,
+            },
+        ];
+        for (key, pl) in plugins.into_iter().flatten() {
+            match &pl.location {
+                PluginLocation::Path(p) if !p.is_file() => {
+                    return Err(ProfileError::Invalid {
+                        path: path.clone(),
+                        key: format!("{key}.path"),
+                        message: format!(
+                            "{} is not a file: build or install the plugin, or fix the path",
+                            p.display()
+                        ),
+                    })
+                }
+                PluginLocation::Path(_) => {}
+                PluginLocation::Name(n) => {
+                    crate::plugin::resolve(n).map_err(|e| ProfileError::Invalid {
+                        path: path.clone(),
+                        key: format!("{key}.name"),
+                        message: e.to_string(),
+                    })?;
+                }
+            }
+        }
         for (key, f) in files {
             if fs::File::open(f).is_err() {
                 return Err(missing(key, f));

@@ -49,7 +49,7 @@ fn take_mailbox(lab: &Lab) -> Account {
 }
 
 /// The demo identities, copied with private keys at 0600 (git does not keep modes).
-fn demo_certs(dir: &Path) -> PathBuf {
+pub(crate) fn demo_certs(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/demo");
     let out = dir.join("certs");
     fs::create_dir_all(&out).unwrap();
@@ -66,7 +66,7 @@ fn demo_certs(dir: &Path) -> PathBuf {
     out
 }
 
-fn id_of(who: &str) -> &'static str {
+pub(crate) fn id_of(who: &str) -> &'static str {
     match who {
         "alice" => "alice@lab.example/home",
         "bob" => "bob@lab.example/office",
@@ -160,7 +160,7 @@ impl Side {
     }
 }
 
-fn read(path: PathBuf) -> String {
+pub(crate) fn read(path: PathBuf) -> String {
     let mut s = String::new();
     if let Ok(mut f) = fs::File::open(path) {
         let _ = f.read_to_string(&mut s);
@@ -169,7 +169,7 @@ fn read(path: PathBuf) -> String {
 }
 
 /// Wait for `child` at most `limit`; kill it (we started it) when it overstays.
-fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if let Some(st) = child.try_wait().unwrap() {
@@ -183,7 +183,7 @@ fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 /// Wait until `file` contains `text` (bounded).
-fn wait_for_text(file: &Path, text: &str, limit: Duration) -> bool {
+pub(crate) fn wait_for_text(file: &Path, text: &str, limit: Duration) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if read(file.to_path_buf()).contains(text) {

@@ -9,4 +9,5 @@ mod corridor;
 mod lab_sanity;
 mod mail;
 mod nat;
+mod plugins;
 mod ttl;

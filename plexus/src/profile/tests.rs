@@ -324,3 +324,38 @@ fn check_reads_files_and_masks_secrets() {
     let err = check(d.0.join("none.yaml").to_str().unwrap()).unwrap_err();
     assert!(matches!(err, ProfileError::NotFound(_)));
 }
+
+#[test]
+fn check_locates_plugin_libraries() {
+    let d = Dir::new("check-plugins");
+    d.file("alice.pem", "cert", 0o644);
+    d.file("alice.key", "key", 0o600);
+    d.file("bob.pem", "cert", 0o644);
+    d.file("libplexus_x.so", "not loaded by check", 0o644);
+    let base =
+        "host: {id: a@x/1, cert: alice.pem, key: alice.key}\npeer: {id: b@y/1, cert: bob.pem}\n";
+    let with = |mediator: &str, executor: &str| {
+        let text = format!(
+            "{base}mediator:\n  plugin: {{ {mediator}, to: bob, settings: {{ token: s3cret-tk }} }}\n\
+             executor:\n  plugin: {{ {executor} }}\n"
+        );
+        d.file("p.yaml", &text, 0o600).to_str().unwrap().to_string()
+    };
+    let out = check(&with("path: libplexus_x.so", "path: ./libplexus_x.so")).unwrap();
+    assert!(out.contains("settings keys: token (values ****)"), "{out}");
+    assert!(!out.contains("s3cret-tk"), "{out}");
+    let err = check(&with("path: libplexus_x.so", "path: missing.so"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("executor.plugin.path") && err.contains("missing.so is not a file"),
+        "{err}"
+    );
+    let err = check(&with("name: crd-no-such-plugin", "path: libplexus_x.so"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mediator.plugin.name") && err.contains("crd-no-such-plugin"),
+        "{err}"
+    );
+}

@@ -25,12 +25,16 @@ use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
 use crate::nat::{self, Behaviour, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
-use crate::rendezvous::{Envelope, Kind, NatFacts, Rendezvous, SealError};
+use crate::rendezvous::{Envelope, Kind, NatFacts, OpenError, Rendezvous, SealError};
 use crate::stun;
 
 /// How long the inviter waits for a mediator answer before refreshing its NAT mapping.
 /// Linux conntrack forgets an unreplied UDP flow after 30 s; home routers vary.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
+/// How long an acceptor's corridor waits, beyond the handshake timeout, for its accept
+/// to reach the inviter: mail on a lossy path can take tens of seconds (TCP backoff).
+const ACCEPT_DELIVERY: Duration = Duration::from_secs(30);
 
 /// Everything a session needs besides its components (resolved from profile and flags).
 #[derive(Debug, Clone)]
@@ -301,8 +305,11 @@ pub fn invite(
 
     info!("waiting for the answer…");
     let t = Instant::now();
-    let accept = wait_for(
-        envelope,
+    let (_, accept) = wait_for(
+        &mut [Peer {
+            envelope: &mut *envelope,
+            address: settings.peer_address.clone(),
+        }],
         mediator,
         |m| m.kind == Kind::Accept && m.session == invite.session,
         settings.rendezvous_timeout,
@@ -387,12 +394,12 @@ fn describe_facts(f: &NatFacts) -> String {
 /// consumed when it opened but is not what this session waits for (a stale accept,
 /// say — it is authentic, and replay protection already remembers it).
 fn wait_for(
-    envelope: &mut Envelope,
+    peers: &mut [Peer<'_>],
     mediator: &mut dyn Mediator,
     want: impl Fn(&Rendezvous) -> bool,
     timeout: Option<Duration>,
     keepalive: Option<(&UdpSocket, SocketAddr)>,
-) -> Result<Rendezvous, SessionError> {
+) -> Result<(usize, Rendezvous), SessionError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
     loop {
@@ -416,7 +423,7 @@ fn wait_for(
         let Some(incoming) = mediator.receive(slice)? else {
             continue;
         };
-        match envelope.open(&incoming.sealed, unix_now()) {
+        match open_from(peers, &incoming.from, &incoming.sealed) {
             Err(e) => {
                 warn!(
                     "refused a rendezvous message from {} ({}): {e}",
@@ -424,11 +431,11 @@ fn wait_for(
                 );
                 mediator.acknowledge(&incoming.id, Outcome::Rejected)?;
             }
-            Ok(msg) if want(&msg) => {
+            Ok((i, msg)) if want(&msg) => {
                 mediator.acknowledge(&incoming.id, Outcome::Handled)?;
-                return Ok(msg);
+                return Ok((i, msg));
             }
-            Ok(msg) => {
+            Ok((_, msg)) => {
                 info!(
                     "ignoring a {} from {} for session {} (not the one awaited)",
                     msg.kind.as_str(),
@@ -441,6 +448,42 @@ fn wait_for(
     }
 }
 
+/// A peer this side talks to: its envelope (pinned certificate, replay state) and its
+/// address on the mediator's channel.
+pub struct Peer<'a> {
+    /// Seals to and opens from this peer.
+    pub envelope: &'a mut Envelope,
+    /// The peer's address on the channel (mail address, plugin address).
+    pub address: String,
+}
+
+/// Open `sealed` with the envelope of the peer the channel says sent it; when the
+/// channel's sender matches no peer (or to be safe, when that peer's envelope refuses
+/// it), the other peers' envelopes are tried: the signature, not the channel address,
+/// decides who sent it. The first error is reported, being the most telling one.
+fn open_from(
+    peers: &mut [Peer<'_>],
+    from: &str,
+    sealed: &[u8],
+) -> Result<(usize, Rendezvous), OpenError> {
+    let (mut order, rest): (Vec<usize>, Vec<usize>) =
+        (0..peers.len()).partition(|&i| peers[i].address.eq_ignore_ascii_case(from));
+    order.extend(rest);
+    let mut first_err = None;
+    for i in order {
+        match peers[i].envelope.open(sealed, unix_now()) {
+            Ok(m) => return Ok((i, m)),
+            // Only "another sender" means "maybe another peer's": anything else (stale,
+            // replayed, tampered) is final for this message.
+            Err(e @ (OpenError::WrongSigner { .. } | OpenError::SenderMismatch { .. })) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_err.unwrap_or_else(|| OpenError::NotSmime("no peer is configured".into())))
+}
+
 /// Builds a fresh executor for each accepted corridor (they may run concurrently).
 pub type ExecutorFactory =
     Arc<dyn Fn() -> Result<Box<dyn Executor>, ExecError> + Send + Sync + 'static>;
@@ -449,34 +492,39 @@ pub type ExecutorFactory =
 /// executor in its own thread, then go back to waiting. With `once`, handle a single
 /// invite and return its result; otherwise this returns only on an error (or when the
 /// rendezvous timeout, if any, runs out). Refused or failed invitations are logged and
-/// the acceptor keeps waiting.
+/// the acceptor keeps waiting. `peers` are the configured peers (one mediator serves
+/// them all; `settings.peer_address` is not used here); `executors[i]` runs the
+/// corridors of `peers[i]`.
 pub fn accept(
     settings: &SessionSettings,
-    envelope: &mut Envelope,
+    peers: &mut [Peer<'_>],
     mediator: &mut dyn Mediator,
-    executors: ExecutorFactory,
+    executors: &[ExecutorFactory],
     once: bool,
 ) -> Result<Finished, SessionError> {
+    assert_eq!(
+        peers.len(),
+        executors.len(),
+        "one executor factory per peer"
+    );
     let report = discover(settings)?;
     let facts = facts_of(&report);
     let started = Instant::now();
+    let names: Vec<String> = peers
+        .iter()
+        .map(|p| p.envelope.peer_id().to_string())
+        .collect();
     info!(
         "waiting for invites from {} via {}…",
-        envelope.peer_id(),
+        names.join(", "),
         mediator.name()
     );
     loop {
-        let remaining = match settings.rendezvous_timeout {
-            Some(t) => Some(t.checked_sub(started.elapsed()).unwrap_or_default()),
-            None => None,
-        };
-        let invite = wait_for(
-            envelope,
-            mediator,
-            |m| m.kind == Kind::Invite,
-            remaining,
-            None,
-        )?;
+        let remaining = settings
+            .rendezvous_timeout
+            .map(|t| t.checked_sub(started.elapsed()).unwrap_or_default());
+        let (who, invite) = wait_for(peers, mediator, |m| m.kind == Kind::Invite, remaining, None)?;
+        let peer = &mut peers[who];
         let session_start = Instant::now();
         info!(
             "invite from {} (session {}) at {:?}, NAT {}",
@@ -485,7 +533,7 @@ pub fn accept(
             invite.mapped,
             describe_facts(&invite.nat)
         );
-        let prepared = match answer(settings, envelope, mediator, &invite, facts) {
+        let prepared = match answer(settings, peer, mediator, &invite, facts) {
             Ok(p) => p,
             Err(e) => {
                 warn!("invite {} failed: {e}", invite.session.to_hex());
@@ -496,9 +544,9 @@ pub fn accept(
             }
         };
         let settings2 = settings.clone();
-        let host_id = envelope.host_id().to_string();
-        let peer_id = envelope.peer_id().to_string();
-        let factory = executors.clone();
+        let host_id = peer.envelope.host_id().to_string();
+        let peer_id = peer.envelope.peer_id().to_string();
+        let factory = executors[who].clone();
         let run = move || -> Result<Finished, SessionError> {
             let Prepared {
                 socket,
@@ -510,7 +558,10 @@ pub fn accept(
             let connected = punch::run_handshake(
                 &socket,
                 core,
-                Instant::now() + settings2.handshake_timeout + Duration::from_secs(3),
+                Instant::now()
+                    + settings2.handshake_timeout
+                    + ACCEPT_DELIVERY
+                    + Duration::from_secs(3),
             )
             .map_err(SessionError::Punch)?;
             timeline.handshake = t.elapsed();
@@ -562,7 +613,7 @@ struct Prepared {
 /// The acceptor's part before the handshake: bind, binding, punch, send the accept.
 fn answer(
     settings: &SessionSettings,
-    envelope: &mut Envelope,
+    peer: &mut Peer<'_>,
     mediator: &mut dyn Mediator,
     invite: &Rendezvous,
     facts: NatFacts,
@@ -580,13 +631,17 @@ fn answer(
         facts,
     )
     .map_err(|e| SessionError::Socket(format!("building the accept: {e}")))?;
+    let acceptor_config = punch::Config {
+        timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
+        ..handshake_config(settings)
+    };
     let mut core = Handshake::new(
         Role::Acceptor,
         &Secrets::from_rendezvous(&invite.secret, &accept.secret),
         invite.session.0,
         candidates(invite, mapped),
         Instant::now(),
-        handshake_config(settings),
+        acceptor_config,
     );
     info!("punching toward {inviter}…");
     punch::acceptor_punch(
@@ -601,13 +656,9 @@ fn answer(
     .map_err(SessionError::Punch)?;
     let discovery = start.elapsed();
     let t = Instant::now();
-    let sealed = envelope.seal(&accept).map_err(SessionError::Seal)?;
-    mediator.send(&settings.peer_address, &sealed)?;
-    info!(
-        "accept sent to {} via {}",
-        settings.peer_address,
-        mediator.name()
-    );
+    let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
+    mediator.send(&peer.address, &sealed)?;
+    info!("accept sent to {} via {}", peer.address, mediator.name());
     Ok(Prepared {
         socket,
         mapped,

@@ -284,7 +284,7 @@ fn corridor(
         Duration::from_secs(20),
     );
     let mut alice = inviter.spawn(lab, &dir, &certs);
-    let a = wait(&mut alice, Duration::from_secs(90));
+    let a = wait(&mut alice, Duration::from_secs(200));
     let b = if ready {
         wait(&mut bob, Duration::from_secs(30))
     } else {
@@ -421,7 +421,15 @@ fn twenty_percent_loss_still_connects() {
     let _c = lab.claim(&["a-port", "b-address"]);
     lab.set_loss("a-port", 20);
     lab.set_loss("b-address", 20);
-    let run = corridor(lab, "corridor-loss", "a-port", "b-address", &[], &[]);
+    // Mail over TCP with 20 % loss on both links can take tens of seconds.
+    let run = corridor(
+        lab,
+        "corridor-loss",
+        "a-port",
+        "b-address",
+        &["--rendezvous-timeout", "150"],
+        &[],
+    );
     run.assert_connected();
 }
 
@@ -569,4 +577,227 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
         run.dump()
     );
     run.assert_connected();
+}
+
+/// One acceptor serving two configured peers (two profiles, one mailbox): alice and
+/// carol invite at the same moment, and both corridors open.
+#[test]
+fn one_acceptor_serves_two_peers_at_once() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-address", "a-port", "b-full"]);
+    let dir = lab.scratch("corridor-two-peers");
+    let certs = demo_certs(&dir);
+    let (m_bob, m_alice, m_carol) = (take_mailbox(lab), take_mailbox(lab), take_mailbox(lab));
+    let mail = lab.mail();
+    let pw = dir.join("bob.pw");
+    fs::write(&pw, &m_bob.password).unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let exchange = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lab/exchange.py");
+    let mut profiles = Vec::new();
+    for (peer, peer_box) in [("alice", &m_alice), ("carol", &m_carol)] {
+        let yaml = format!(
+            "host: {{ id: {host}, cert: {certs}/bob.pem, key: {certs}/bob.key }}\n\
+             peer: {{ id: {peer_id}, cert: {certs}/{peer}.pem }}\n\
+             stun: [\"{stun}:{port}\"]\n\
+             replay: {{ window_s: 600, state_file: bob-{peer}.replay }}\n\
+             mediator:\n  email:\n    smtp: \"{mip}:{smtps}\"\n    imap: \"{mip}:{imaps}\"\n\
+             \x20   login: {login}\n    password: {{ file: {pw} }}\n    from: {from}\n\
+             \x20   to: {to}\n    ca_file: {ca}\n\
+             executor:\n  command:\n    program: {exchange}\n\
+             \x20   env: {{ EXCHANGE_OUT: \"{dir}/bob-{{peer_port}}.json\", EXCHANGE_SECONDS: \"8\" }}\n",
+            host = id_of("bob"),
+            certs = certs.display(),
+            peer_id = id_of(peer),
+            stun = lab.stun.ips[0],
+            port = lab.stun.port,
+            mip = mail.ip,
+            smtps = mail.smtps_port,
+            imaps = mail.imaps_port,
+            login = m_bob.login,
+            pw = pw.display(),
+            from = m_bob.address,
+            to = peer_box.address,
+            ca = mail.ca_file.display(),
+            exchange = exchange.display(),
+            dir = dir.display(),
+        );
+        let path = dir.join(format!("bob-{peer}.yaml"));
+        fs::write(&path, yaml).unwrap();
+        profiles.push(path);
+    }
+    let log = fs::File::create(dir.join("bob.log")).unwrap();
+    let mut bob = lab
+        .command(&lab.site("b-full").host_netns, &plexus_bin())
+        .args(["accept", "--log-level", "debug"])
+        .args(
+            profiles
+                .iter()
+                .flat_map(|p| ["--profile".to_string(), p.display().to_string()]),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start the acceptor");
+    assert!(
+        wait_for_text(
+            &dir.join("bob.log"),
+            "waiting for invites",
+            Duration::from_secs(20)
+        ),
+        "acceptor did not start:\n{}",
+        read(dir.join("bob.log"))
+    );
+    let inviters: Vec<(Side, Child)> = [
+        ("alice", "a-address", m_alice),
+        ("carol", "a-port", m_carol),
+    ]
+    .into_iter()
+    .map(|(who, site, mbox)| {
+        let side = Side {
+            site: site.into(),
+            who,
+            peer: "bob",
+            mailbox: mbox,
+            peer_mailbox: m_bob.clone(),
+            accept: false,
+            extra: vec![],
+        };
+        let child = side.spawn(lab, &dir, &certs);
+        (side, child)
+    })
+    .collect();
+    let mut results = Vec::new();
+    for (side, mut child) in inviters {
+        let st = wait(&mut child, Duration::from_secs(90));
+        results.push((side.who, st));
+    }
+    // The acceptor keeps serving; it is ours to stop.
+    let _ = bob.kill();
+    let _ = bob.wait();
+    let bob_log = read(dir.join("bob.log"));
+    for (who, st) in &results {
+        let ex = read(dir.join(format!("{who}.exchange.json")));
+        assert!(
+            st.map(|s| s.success()).unwrap_or(false) && ex.contains("\"acknowledged\": true"),
+            "{who} should connect through the shared acceptor ({st:?}):\n{}\n{ex}\n--- bob\n{bob_log}",
+            read(dir.join(format!("{who}.log")))
+        );
+    }
+    assert_eq!(
+        bob_log.matches("plexus::session: connected to").count(),
+        2,
+        "the acceptor opened two corridors:\n{bob_log}"
+    );
+}
+
+/// The original tool's flat command line (`--accept`, `--stun-ip`/`--stun-port`, no
+/// subcommand) still opens a corridor.
+#[test]
+fn original_flat_command_line_connects() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-none", "b-port"]);
+    let dir = lab.scratch("corridor-flat");
+    let certs = demo_certs(&dir);
+    let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let flat = |side: &Side| -> Vec<String> {
+        let mut a = side.args(lab, &dir, &certs);
+        // `accept … --once` / `invite …` become `--accept … --once` / `…`.
+        if side.accept {
+            a[0] = "--accept".into();
+        } else {
+            a.remove(0);
+        }
+        let i = a.iter().position(|x| x == "--stun").unwrap();
+        a.splice(
+            i..i + 2,
+            [
+                "--stun-ip".to_string(),
+                lab.stun.ips[0].to_string(),
+                "--stun-port".to_string(),
+                lab.stun.port.to_string(),
+            ],
+        );
+        a
+    };
+    let bob = Side {
+        site: "b-port".into(),
+        who: "bob",
+        peer: "alice",
+        mailbox: m_bob.clone(),
+        peer_mailbox: m_alice.clone(),
+        accept: true,
+        extra: vec![],
+    };
+    let alice = Side {
+        site: "a-none".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: m_alice,
+        peer_mailbox: m_bob,
+        accept: false,
+        extra: vec![],
+    };
+    let start = |side: &Side| -> Child {
+        lab.command(&lab.site(&side.site).host_netns, &plexus_bin())
+            .args(flat(side))
+            .env(
+                "EXCHANGE_OUT",
+                dir.join(format!("{}.exchange.json", side.who)),
+            )
+            .env("EXCHANGE_SECONDS", "8")
+            .stdout(Stdio::from(
+                fs::File::create(dir.join(format!("{}.out", side.who))).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                fs::File::create(dir.join(format!("{}.log", side.who))).unwrap(),
+            ))
+            .spawn()
+            .unwrap()
+    };
+    let mut b = start(&bob);
+    assert!(wait_for_text(
+        &dir.join("bob.log"),
+        "waiting for invites",
+        Duration::from_secs(20)
+    ));
+    let mut a = start(&alice);
+    let run = Run {
+        inviter: wait(&mut a, Duration::from_secs(90)),
+        acceptor: wait(&mut b, Duration::from_secs(30)),
+        dir,
+    };
+    run.assert_connected();
+}
+
+/// A wrong mail password is a clear error naming the server and account, exit 1.
+#[test]
+fn wrong_mail_password_exits_1() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-full"]);
+    let dir = lab.scratch("corridor-wrong-password");
+    let certs = demo_certs(&dir);
+    let mut mailbox = take_mailbox(lab);
+    mailbox.password = "not-the-password".into();
+    let side = Side {
+        site: "a-full".into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: mailbox.clone(),
+        peer_mailbox: take_mailbox(lab),
+        accept: false,
+        extra: vec![],
+    };
+    let mut child = side.spawn(lab, &dir, &certs);
+    let st = wait(&mut child, Duration::from_secs(60));
+    let log = read(dir.join("alice.log"));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(1),
+        "exit 1 expected:\n{log}"
+    );
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("refused the login") && last.contains(&mailbox.login),
+        "the error names the refusal and the account:\n{log}"
+    );
 }

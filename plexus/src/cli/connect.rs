@@ -25,7 +25,7 @@ use plexus::profile::{
 use plexus::punch::PunchHops;
 use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness};
 use plexus::secret::SecretSource;
-use plexus::session::{self, ExecutorFactory, Finished, SessionSettings};
+use plexus::session::{self, ExecutorFactory, Finished, Peer, SessionSettings};
 
 use super::Failure;
 
@@ -33,9 +33,10 @@ use super::Failure;
 #[derive(Debug, Clone, Args, Default, PartialEq)]
 pub struct ConnectArgs {
     /// Profile: a name under ~/.config/plexus/profiles/NAME.yaml, or a path. Flags
-    /// override it.
+    /// override it. accept: repeat it to serve several peers through one mailbox (the
+    /// first profile's mediator is used, listening for every profile's peer).
     #[arg(long, value_name = "NAME|PATH")]
-    pub profile: Option<String>,
+    pub profile: Vec<String>,
     /// This host's id, `mail@domain/instance` (profile: host.id).
     #[arg(long, value_name = "ID")]
     pub host_id: Option<String>,
@@ -155,9 +156,9 @@ pub struct ConnectArgs {
 /// A validated run: everything resolved, nothing connected yet.
 pub struct Prepared {
     settings: SessionSettings,
-    envelope: Envelope,
+    /// Per peer: its envelope, its address on the channel, its executor.
+    peers: Vec<(Envelope, String, ExecutorFactory)>,
     mediator: Box<dyn Mediator>,
-    executors: ExecutorFactory,
 }
 
 fn usage(msg: impl Into<String>) -> Failure {
@@ -168,9 +169,9 @@ fn failed(msg: impl Into<String>) -> Failure {
     Failure::Failed(msg.into())
 }
 
-/// Load the profile (if any), apply the environment and the flags.
-pub fn resolve_profile(args: &ConnectArgs) -> Result<Profile, Failure> {
-    let mut p = match &args.profile {
+/// Load a profile (if any), apply the environment and the flags.
+pub fn resolve_profile(args: &ConnectArgs, name: Option<&str>) -> Result<Profile, Failure> {
+    let mut p = match name {
         Some(name) => Profile::load(name).map_err(|e| usage(e.to_string()))?,
         None => Profile::default(),
     };
@@ -424,7 +425,10 @@ fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, Failure> {
     Ok(out)
 }
 
-fn build_mediator(p: &Profile) -> Result<(Box<dyn Mediator>, String), Failure> {
+fn build_mediator(
+    p: &Profile,
+    extra_peers: &[String],
+) -> Result<(Box<dyn Mediator>, String), Failure> {
     match &p.mediator {
         None => Err(usage(
             "no rendezvous channel: pass --email-smtps/--email-imaps/… or set `mediator:` in the profile",
@@ -457,6 +461,7 @@ fn build_mediator(p: &Profile) -> Result<(Box<dyn Mediator>, String), Failure> {
             s.folder = e.folder.clone();
             s.quarantine_folder = e.quarantine.clone();
             s.poll_interval = e.poll_interval;
+            s.extra_peers = extra_peers.to_vec();
             let m = EmailMediator::new(s).map_err(|er| usage(er.to_string()))?;
             Ok((Box::new(m), e.to.clone()))
         }
@@ -501,9 +506,72 @@ fn executor_factory(p: &Profile) -> Result<ExecutorFactory, Failure> {
     }
 }
 
-/// Turn the arguments into a ready-to-run session.
+/// The peer's address on the profile's channel (mail `to`, plugin `to`).
+fn channel_address(p: &Profile) -> Option<String> {
+    match &p.mediator {
+        Some(MediatorConfig::Email(e)) => Some(e.to.clone()),
+        Some(MediatorConfig::Plugin(pl)) => pl.to.clone(),
+        None => None,
+    }
+}
+
+/// Turn the arguments into a ready-to-run session: one peer per `--profile` (at
+/// least one, even without a profile: flags alone describe a peer).
 pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure> {
-    let p = resolve_profile(args)?;
+    let names: Vec<Option<&str>> = if args.profile.is_empty() {
+        vec![None]
+    } else {
+        args.profile.iter().map(|s| Some(s.as_str())).collect()
+    };
+    if names.len() > 1 && !accepting {
+        return Err(usage(
+            "invite takes one --profile (accept may take several)",
+        ));
+    }
+    let profiles: Vec<Profile> = names
+        .iter()
+        .map(|n| resolve_profile(args, *n))
+        .collect::<Result<_, _>>()?;
+    let first = &profiles[0];
+    for p in &profiles[1..] {
+        if p.host.id != first.host.id {
+            return Err(usage(format!(
+                "all profiles of one acceptor must name the same host id ({} vs {})",
+                first.host.id, p.host.id
+            )));
+        }
+    }
+    let extra: Vec<String> = profiles[1..].iter().filter_map(channel_address).collect();
+    let (mediator, peer_address) = build_mediator(first, &extra)?;
+    let stun = resolve_stun(first)?;
+    let mut peers = Vec::new();
+    for p in &profiles {
+        let address = channel_address(p).unwrap_or_else(|| peer_address.clone());
+        peers.push((build_envelope(p)?, address, executor_factory(p)?));
+    }
+    let p = first;
+    let settings = SessionSettings {
+        stun,
+        bind: p.bind,
+        punch_hops: p.punch_hops,
+        discovery_timeout: p.timeouts.discovery,
+        rendezvous_timeout: if accepting && args.rendezvous_timeout.is_none() {
+            None
+        } else {
+            Some(p.timeouts.rendezvous)
+        },
+        handshake_timeout: p.timeouts.handshake,
+        peer_address,
+    };
+    Ok(Prepared {
+        settings,
+        peers,
+        mediator,
+    })
+}
+
+/// The sealing envelope of one profile's host/peer pair.
+fn build_envelope(p: &Profile) -> Result<Envelope, Failure> {
     if p.host.id.is_empty() || p.peer.id.is_empty() {
         return Err(usage(
             "pass --host-id and --peer-id (or set host.id and peer.id in the profile)",
@@ -511,7 +579,6 @@ pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure>
     }
     let host_id = PeerId::parse(&p.host.id).map_err(|e| usage(format!("host id: {e}")))?;
     let peer_id = PeerId::parse(&p.peer.id).map_err(|e| usage(format!("peer id: {e}")))?;
-    let stun = resolve_stun(&p)?;
     let freshness = Freshness {
         max_age: p.replay.window.as_secs(),
         ..Freshness::default()
@@ -562,27 +629,7 @@ pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure>
         })
         .map_err(|e| usage(e.to_string()))?
     };
-    let (mediator, peer_address) = build_mediator(&p)?;
-    let executors = executor_factory(&p)?;
-    let settings = SessionSettings {
-        stun,
-        bind: p.bind,
-        punch_hops: p.punch_hops,
-        discovery_timeout: p.timeouts.discovery,
-        rendezvous_timeout: if accepting && args.rendezvous_timeout.is_none() {
-            None
-        } else {
-            Some(p.timeouts.rendezvous)
-        },
-        handshake_timeout: p.timeouts.handshake,
-        peer_address,
-    };
-    Ok(Prepared {
-        settings,
-        envelope,
-        mediator,
-        executors,
-    })
+    Ok(envelope)
 }
 
 fn report(f: &Finished) -> Result<(), Failure> {
@@ -602,10 +649,11 @@ pub fn run_invite(args: &ConnectArgs) -> Result<(), Failure> {
         return Err(usage("--once is for accept"));
     }
     let mut p = prepare(args, false)?;
-    let mut executor = (p.executors)().map_err(|e| usage(e.to_string()))?;
+    let (envelope, _, executors) = &mut p.peers[0];
+    let mut executor = executors().map_err(|e| usage(e.to_string()))?;
     let f = session::invite(
         &p.settings,
-        &mut p.envelope,
+        envelope,
         p.mediator.as_mut(),
         executor.as_mut(),
     )
@@ -616,11 +664,20 @@ pub fn run_invite(args: &ConnectArgs) -> Result<(), Failure> {
 /// `plexus accept`.
 pub fn run_accept(args: &ConnectArgs) -> Result<(), Failure> {
     let mut p = prepare(args, true)?;
+    let executors: Vec<ExecutorFactory> = p.peers.iter().map(|(_, _, x)| x.clone()).collect();
+    let mut peers: Vec<Peer<'_>> = p
+        .peers
+        .iter_mut()
+        .map(|(envelope, address, _)| Peer {
+            envelope,
+            address: address.clone(),
+        })
+        .collect();
     let f = session::accept(
         &p.settings,
-        &mut p.envelope,
+        &mut peers,
         p.mediator.as_mut(),
-        p.executors.clone(),
+        &executors,
         args.once,
     )
     .map_err(|e| failed(e.to_string()))?;

@@ -93,6 +93,8 @@ pub struct EmailSettings {
     pub from: String,
     /// The peer's mail address: only plexus mail from it is opened.
     pub peer: String,
+    /// More peers' addresses, for an acceptor serving several peers from one mailbox.
+    pub extra_peers: Vec<String>,
     /// Extra CA certificate (PEM) trusted for the mail servers, e.g. a lab or company CA.
     pub ca_file: Option<PathBuf>,
     /// TLS client certificate (PEM), if the servers want one.
@@ -130,6 +132,7 @@ impl EmailSettings {
             password,
             from: from.to_string(),
             peer: peer.to_string(),
+            extra_peers: Vec::new(),
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -145,7 +148,8 @@ impl EmailSettings {
     }
 
     fn validate(&self) -> Result<(), MediatorError> {
-        for (what, a) in [("from", &self.from), ("peer", &self.peer)] {
+        let peers = std::iter::once(&self.peer).chain(self.extra_peers.iter());
+        for (what, a) in std::iter::once(("from", &self.from)).chain(peers.map(|p| ("peer", p))) {
             if !valid_address(a) {
                 return Err(MediatorError::Config(format!(
                     "{what} address {a:?} is not a plain mail address (user@domain)"
@@ -321,6 +325,20 @@ pub fn classify_headers(headers: &[u8], peer: &str) -> Result<String, MailError>
         [one] if one.eq_ignore_ascii_case(peer) => Ok(one.clone()),
         _ => Err(MailError::NotFromPeer(from_hdr.get_value())),
     }
+}
+
+/// IMAP SEARCH key matching mail from any of the peers (`OR` takes two keys, so
+/// several addresses nest: `OR FROM a OR FROM b FROM c`).
+fn from_any_query(peer: &str, extra: &[String]) -> String {
+    let mut keys: Vec<String> = std::iter::once(peer)
+        .chain(extra.iter().map(String::as_str))
+        .map(|p| format!("FROM \"{p}\""))
+        .collect();
+    let mut q = keys.pop().unwrap_or_default();
+    while let Some(k) = keys.pop() {
+        q = format!("OR {k} {q}");
+    }
+    q
 }
 
 /// A plexus mail taken apart.
@@ -776,7 +794,10 @@ impl EmailMediator {
         };
         let uv = imap.uid_validity;
         // Server-side pre-filter; everything is checked again on the headers below.
-        let query = format!("UNDELETED HEADER {PLEXUS_HEADER} \"1\" FROM \"{}\"", s.peer);
+        let query = format!(
+            "UNDELETED HEADER {PLEXUS_HEADER} \"1\" {}",
+            from_any_query(&s.peer, &s.extra_peers)
+        );
         let found = imap
             .session
             .uid_search(&query)
@@ -801,7 +822,13 @@ impl EmailMediator {
             if f.flags().contains(&imap::types::Flag::Deleted) {
                 continue;
             }
-            let from = match classify_headers(f.header().unwrap_or_default(), &s.peer) {
+            let header = f.header().unwrap_or_default();
+            let from = match s
+                .extra_peers
+                .iter()
+                .fold(classify_headers(header, &s.peer), |r, p| {
+                    r.or_else(|_| classify_headers(header, p))
+                }) {
                 Ok(from) => from,
                 Err(e) => {
                     // Not ours after all (the server's search is looser): never touch it.
@@ -834,7 +861,8 @@ impl EmailMediator {
             else {
                 continue;
             };
-            match unwrap(body, &s.peer, s.max_message_size) {
+            // The From: that passed above is the peer to check the whole mail against.
+            match unwrap(body, &from, s.max_message_size) {
                 Ok(u) => {
                     self.pending.insert(key);
                     return Ok(Scan::Found(Incoming {
@@ -1202,6 +1230,23 @@ mod tests {
 
     fn t0() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_795_538_126)
+    }
+
+    #[test]
+    fn search_key_covers_every_peer() {
+        assert_eq!(from_any_query(PEER, &[]), format!("FROM \"{PEER}\""));
+        let extra = vec!["c@x.example".to_string(), "d@x.example".to_string()];
+        assert_eq!(
+            from_any_query(PEER, &extra),
+            format!("OR FROM \"{PEER}\" OR FROM \"c@x.example\" FROM \"d@x.example\"")
+        );
+    }
+
+    #[test]
+    fn extra_peers_are_validated() {
+        let mut s = EmailSettings::new("h", "l", Secret::new("p"), ME, PEER);
+        s.extra_peers = vec!["not an address".into()];
+        assert!(matches!(s.validate(), Err(MediatorError::Config(_))));
     }
 
     #[test]

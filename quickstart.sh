@@ -272,7 +272,7 @@ patterns = [
 seen = set()
 for who in ("alice", "bob"):
     for t, lvl, msg in lines(who):
-        for pw, pat, fmt in patterns:
+        for order, (pw, pat, fmt) in enumerate(patterns):
             if pw != who:
                 continue
             m = re.search(pat, msg)
@@ -280,12 +280,12 @@ for who in ("alice", "bob"):
                 if "{line}" in fmt and lvl not in ("WARN", "ERROR"):
                     continue
                 seen.add((pat, who))
-                events.append((t, fmt.format(*m.groups(), line=msg[:150])))
+                events.append((t, order, fmt.format(*m.groups(), line=msg[:150])))
                 break
 events.sort()
 print()
 print("  timeline (seconds after `plexus invite` started):")
-for t, text in events:
+for t, _, text in events:
     print("  %+7.3fs  %s" % (t - t0, text))
 
 out = open(os.path.join(work, "alice.out")).read().strip() if os.path.exists(os.path.join(work, "alice.out")) else ""

@@ -3,9 +3,10 @@
 #   (a) NAT discovery time per NAT type next to coturn's turnutils_natdiscovery (bench/nat.sh)
 #   (b) time to connect per NAT pair, with its breakdown, next to the lab's lower bound
 #   (c) CPU time and peak RSS of an accepting instance idling for 60 s
-#   (d) many peers inviting one acceptor at once (not measured yet: see its line)
+#   (d) N peers inviting one acceptor at once (10 and 50 by default)
 #
-#   bench/run.sh [--idle-seconds N]      (release build; built when missing or stale)
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--parts abcd]
+#   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
 # removed on exit (a trap, and the lab's own watchdog if this script is killed).
@@ -13,9 +14,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
+MANY="10 50"
+PARTS=abcd
 while (($#)); do
     case $1 in
         --idle-seconds) IDLE=${2:?}; shift 2 ;;
+        --peers) MANY=${2:?}; shift 2 ;;
+        --parts) PARTS=${2:?}; shift 2 ;;
         *) echo "bench/run.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
 done
@@ -25,10 +30,12 @@ done
 LAB_SH=$ROOT/tests/lab/lab.sh
 LAB=plxbr$(printf '%04x%04x' $RANDOM $RANDOM)
 WORK=$(mktemp -d /tmp/plxbr-XXXXXX)
-IDLE_PID=
+IDLE_PID= MANY_BOB= MANY_LAB=
 cleanup() {
     local rc=$?
     [[ -n $IDLE_PID ]] && kill "$IDLE_PID" 2>/dev/null || true
+    [[ -n $MANY_BOB ]] && kill "$MANY_BOB" 2>/dev/null || true
+    [[ -n $MANY_LAB ]] && "$LAB_SH" down "$MANY_LAB" >/dev/null 2>&1 || true
     "$LAB_SH" down "$LAB" >/dev/null 2>&1 || true
     rm -rf "$WORK"
     exit $rc
@@ -41,9 +48,12 @@ cargo build --release -p plexus >"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/b
 BIN=$ROOT/target/release/plexus
 echo "    $($BIN --version), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 
+if [[ $PARTS == *a* ]]; then
 echo
 echo "==> (a) NAT discovery per NAT type: plexus nat (full RFC 5780 profile) vs turnutils_natdiscovery -m -f"
 "$ROOT/bench/nat.sh" "$BIN"
+
+fi
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -115,6 +125,7 @@ print("%.3f" % (statistics.median(rtts) if rtts else 0))
 EOF
 }
 
+if [[ $PARTS == *b* ]]; then
 echo
 echo "==> (b) time to connect per NAT pair: alice (a-X) invites bob (b-Y), e-mail mediator, ms"
 echo "    breakdown from the inviter's line 'corridor A -> B (public C), discovery N ms, send N ms, wait N ms, handshake N ms, total N ms'."
@@ -176,6 +187,9 @@ if r:
           % (len(r), r[len(r) // 2], r[0], r[-1]))
 EOF
 
+fi
+
+if [[ $PARTS == *c* ]]; then
 echo
 echo "==> (c) an accepting instance idling for ${IDLE} s (release build, b-port site, e-mail mediator waiting in IMAP IDLE)"
 take_mb; mb_a=$MB; take_mb; mb_b=$MB
@@ -206,8 +220,104 @@ else
     echo "    not measured: the accepting instance did not start: $(tail -n 1 "$WORK/idle.err")"
 fi
 
+fi
+
+if [[ $PARTS == *d* ]]; then
 echo
-echo "==> (d) 10 and 50 peers inviting one acceptor at once"
-echo "    not measured: an acceptor serving several peers (one --profile per peer) landed just before this"
-echo "    benchmark was written and it does not drive it yet: it needs N identities and profiles, N+1 lab"
-echo "    mailboxes (the lab's pool has 60, of which this run uses 34) and N concurrent inviters."
+echo "==> (d) many peers inviting one acceptor at once (one fresh lab per count: N + 1 mailboxes)"
+echo "    bob accepts with one --profile per peer, all through one mailbox; N inviters, each with its own"
+echo "    identity and mailbox, spread over the 7 other non-symmetric sites, all started together."
+printf '    %5s %10s %12s %10s %10s %10s\n' peers connected "all done ms" "min ms" "median ms" "max ms"
+# many N: prints one row.
+many() {
+    local n=$1 lab=plxbm$(printf '%04x%04x' $RANDOM $RANDOM) dir=$WORK/many-$1 i
+    mkdir -p "$dir"
+    "$LAB_SH" up --name "$lab" --owner $$ >"$dir/lab.log" 2>&1 || { echo "    $n: lab failed"; return; }
+    MANY_LAB=$lab
+    eval "$(python3 - "/run/plexus-lab/$lab/lab.json" <<'EOF'
+import json, shlex
+import sys
+d = json.load(open(sys.argv[1]))
+pool = [a for a in d["mail"]["accounts"] if a["address"].startswith("p")]
+for i, a in enumerate(pool):
+    print("MB_ADDR[%d]=%s MB_LOGIN[%d]=%s MB_PW[%d]=%s" % (i, shlex.quote(a["address"]), i,
+          shlex.quote(a["login"]), i, shlex.quote(a["password"])))
+EOF
+)"
+    (umask 077 && printf '%s' "${MB_PW[0]}" >"$dir/bob.pw")
+    local profiles=() sites=(a-none a-full a-address a-port b-none b-full b-address)
+    for ((i = 1; i <= n; i++)); do
+        local id="peer$i@lab.example/inv" base="peer$i@lab.example_inv"
+        "$BIN" cert new --id "$id" --out "$dir/peer$i" >/dev/null 2>&1
+        (umask 077 && printf '%s' "${MB_PW[$i]}" >"$dir/peer$i/mail.pw")
+        cat >"$dir/bob-peer$i.yaml" <<EOF
+host: { id: bob@lab.example/office, cert: $WORK/certs/bob.pem, key: $WORK/certs/bob.key }
+peer: { id: $id, cert: peer$i/$base.pem }
+stun: ["$STUN"]
+replay: { state_file: bob-peer$i.replay }
+mediator:
+  email: { smtp: "$SMTPS", imap: "$IMAPS", login: "${MB_LOGIN[0]}", password: { file: bob.pw },
+           from: "${MB_ADDR[0]}", to: "${MB_ADDR[$i]}", ca_file: "$MAIL_CA" }
+executor: { command: { program: /bin/true } }
+EOF
+        cat >"$dir/peer$i/peer.yaml" <<EOF
+host: { id: $id, cert: $base.pem, key: $base.key }
+peer: { id: bob@lab.example/office, cert: $WORK/certs/bob.pem }
+stun: ["$STUN"]
+timeouts: { rendezvous_s: 180 }
+replay: { state_file: replay.state }
+mediator:
+  email: { smtp: "$SMTPS", imap: "$IMAPS", login: "${MB_LOGIN[$i]}", password: { file: mail.pw },
+           from: "${MB_ADDR[$i]}", to: "${MB_ADDR[0]}", ca_file: "$MAIL_CA" }
+executor: { command: { program: /bin/true } }
+EOF
+        profiles+=(--profile "$dir/bob-peer$i.yaml")
+    done
+    ip netns exec "$lab-b-port-h" "$BIN" accept "${profiles[@]}" --log-level debug \
+        --log-file "$dir/bob.log" >"$dir/bob.out" 2>"$dir/bob.err" &
+    local bob=$! pids=()
+    MANY_BOB=$bob
+    if ! wait_for_line "$dir/bob.log" "waiting for invites" $bob; then
+        printf '    %5d not measured: the acceptor did not start: %s\n' "$n" "$(tail -n 1 "$dir/bob.err")"
+        kill $bob 2>/dev/null || true; wait $bob 2>/dev/null || true
+        "$LAB_SH" down "$lab" >/dev/null 2>&1 || true
+        return
+    fi
+    local t0 t1
+    t0=$(date +%s%N)
+    for ((i = 1; i <= n; i++)); do
+        ip netns exec "$lab-${sites[$(((i - 1) % ${#sites[@]}))]}-h" "$BIN" invite --profile "$dir/peer$i/peer.yaml" \
+            --log-level debug --log-file "$dir/peer$i.log" >"$dir/peer$i.out" 2>"$dir/peer$i.err" &
+        pids+=($!)
+    done
+    local ok=0
+    for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)) || true; done
+    t1=$(date +%s%N)
+    kill $bob 2>/dev/null || true
+    wait $bob 2>/dev/null || true
+    MANY_BOB=
+    python3 - "$dir" "$n" "$ok" $(((t1 - t0) / 1000000)) <<'EOF'
+import re, statistics, sys
+d, n, ok, all_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tot = []
+for i in range(1, n + 1):
+    m = re.search(r"total (\d+) ms", open("%s/peer%d.out" % (d, i)).read())
+    if m:
+        tot.append(int(m.group(1)))
+if tot:
+    print("    %5d %7d/%-3d %12d %10d %10d %10d" % (n, ok, n, all_ms, min(tot), statistics.median(tot), max(tot)))
+else:
+    print("    %5d %7d/%-3d %12d %10s %10s %10s" % (n, ok, n, all_ms, "-", "-", "-"))
+errs = {}
+for i in range(1, n + 1):
+    e = open("%s/peer%d.err" % (d, i)).read().strip().splitlines()
+    if e:
+        errs[e[-1][:160]] = errs.get(e[-1][:160], 0) + 1
+for e, c in sorted(errs.items(), key=lambda x: -x[1])[:3]:
+    print("          %d inviter(s): %s" % (c, e))
+EOF
+    "$LAB_SH" down "$lab" >/dev/null 2>&1 || true
+    MANY_LAB=
+}
+for n in $MANY; do many "$n"; done
+fi

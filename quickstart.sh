@@ -52,6 +52,8 @@ SHOW_LOGS=0
 
 cleanup() {
     local rc=$?
+    # Output piped into `head` must not stop the cleanup half-way.
+    trap '' PIPE
     local files=("$WORK"/*.log "$WORK"/*.err)
     ((SHOW_LOGS)) && files=("$WORK"/alice.err "$WORK"/alice.log "$WORK"/bob.err "$WORK"/bob.log)
     if ((SHOW_LOGS)) || ((rc != 0 && rc != 130)); then

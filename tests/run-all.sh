@@ -20,25 +20,7 @@ trap finish EXIT
 
 if [[ $(id -u) == 0 ]]; then
     step "system packages"
-    PKGS=(coturn postfix dovecot-imapd dovecot-lmtpd nftables iproute2 conntrack python3 openssl
-          ca-certificates procps coreutils build-essential pkg-config libssl-dev)
-    missing=()
-    for p in "${PKGS[@]}"; do
-        [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        echo "installing: ${missing[*]}"
-        # Package scripts must not start coturn/postfix/dovecot on the host: the lab
-        # starts its own instances inside namespaces.
-        policy=/usr/sbin/policy-rc.d made_policy=0
-        if [[ ! -e $policy ]]; then
-            printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made_policy=1
-        fi
-        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-        ((made_policy)) && rm -f "$policy"
-    fi
+    ./tests/lab/install-deps.sh
     ./tests/lab/lab.sh gc || true
 else
     echo "run-all.sh: not root: cannot install packages, and the NAT lab tests will SKIP" >&2

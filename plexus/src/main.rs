@@ -76,6 +76,12 @@ fn main() -> ExitCode {
                 .map(|text| print!("{text}"))
                 .map_err(|e| Failure::Usage(e.to_string())),
         },
+        Some(Command::Completions { shell }) => {
+            cli::docs::completions(*shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Some(Command::Man) => cli::docs::man(&mut std::io::stdout().lock())
+            .map_err(|e| Failure::Failed(format!("cannot write the man page: {e}"))),
         None if cli.accept => cli::connect::run_accept(&cli.connect),
         None => {
             if cli.connect == cli::connect::ConnectArgs::default() {

@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod connect;
+pub mod docs;
 pub mod nat;
 
 use std::fmt;
@@ -63,6 +64,16 @@ pub enum Command {
     Cert(cert::CertArgs),
     /// Work with profiles.
     Profile(ProfileArgs),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print the man page plexus(1) (roff) to stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 /// `plexus profile`.

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# plexus benchmarks, in one run, as root (network namespaces; the NAT lab):
+#   (a) NAT discovery time per NAT type next to coturn's turnutils_natdiscovery (bench/nat.sh)
+#   (b) time to connect per NAT pair, with its breakdown, next to the lab's lower bound
+#   (c) CPU time and peak RSS of an accepting instance idling for 60 s
+#   (d) N peers inviting one acceptor at once (10 and 50 by default)
+#
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--parts abcd]
+#   (release build; built when missing or stale; --parts picks the parts to run)
+#
+# Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
+# removed on exit (a trap, and the lab's own watchdog if this script is killed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+IDLE=60
+MANY="10 50"
+PARTS=abcd
+while (($#)); do
+    case $1 in
+        --idle-seconds) IDLE=${2:?}; shift 2 ;;
+        --peers) MANY=${2:?}; shift 2 ;;
+        --parts) PARTS=${2:?}; shift 2 ;;
+        *) echo "bench/run.sh: unknown option '$1'" >&2; exit 2 ;;
+    esac
+done
+[[ $IDLE =~ ^[0-9]+$ ]] && ((IDLE >= 1 && IDLE <= 600)) || { echo "bench/run.sh: --idle-seconds 1..600" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || { echo "bench/run.sh: run as root (network namespaces)" >&2; exit 2; }
+
+LAB_SH=$ROOT/tests/lab/lab.sh
+LAB=plxbr$(printf '%04x%04x' $RANDOM $RANDOM)
+WORK=$(mktemp -d /tmp/plxbr-XXXXXX)
+IDLE_PID= MANY_BOB= MANY_LAB=
+cleanup() {
+    local rc=$?
+    [[ -n $IDLE_PID ]] && kill "$IDLE_PID" 2>/dev/null || true
+    [[ -n $MANY_BOB ]] && kill "$MANY_BOB" 2>/dev/null || true
+    [[ -n $MANY_LAB ]] && "$LAB_SH" down "$MANY_LAB" >/dev/null 2>&1 || true
+    "$LAB_SH" down "$LAB" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "==> building (release: the figures are for what users run)"
+cargo build --release -p plexus >"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/build.log"; exit 1; }
+BIN=$ROOT/target/release/plexus
+echo "    $($BIN --version), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+
+if [[ $PARTS == *a* ]]; then
+echo
+echo "==> (a) NAT discovery per NAT type: plexus nat (full RFC 5780 profile) vs turnutils_natdiscovery -m -f"
+"$ROOT/bench/nat.sh" "$BIN"
+
+fi
+
+echo
+echo "==> starting a lab with mail ($LAB)"
+"$LAB_SH" up --name "$LAB" --owner $$ >"$WORK/lab.log" 2>&1 || { tail -n 20 "$WORK/lab.log"; exit 1; }
+eval "$(python3 - "/run/plexus-lab/$LAB/lab.json" <<'EOF'
+import json, shlex, sys
+d = json.load(open(sys.argv[1]))
+m = d["mail"]
+print("STUN=%s" % shlex.quote("%s:%s" % (d["stun"]["ips"][0], d["stun"]["port"])))
+print("STUN_IP=%s" % shlex.quote(d["stun"]["ips"][0]))
+print("SMTPS=%s IMAPS=%s MAIL_CA=%s" % (shlex.quote("%s:%s" % (m["ip"], m["smtps_port"])),
+      shlex.quote("%s:%s" % (m["ip"], m["imaps_port"])), shlex.quote(m["ca_file"])))
+pool = [a for a in m["accounts"] if a["address"].startswith("p")]
+for i, a in enumerate(pool):
+    print("MB_ADDR[%d]=%s MB_LOGIN[%d]=%s MB_PW[%d]=%s" % (i, shlex.quote(a["address"]), i,
+          shlex.quote(a["login"]), i, shlex.quote(a["password"])))
+EOF
+)"
+NEXT_MB=0
+
+# Demo identities (keys must be 0600: git does not keep modes).
+mkdir -p "$WORK/certs"
+for f in alice bob; do
+    install -m 0644 "$ROOT/certs/demo/$f.pem" "$WORK/certs/$f.pem"
+    install -m 0600 "$ROOT/certs/demo/$f.key" "$WORK/certs/$f.key"
+done
+id_of() { case $1 in alice) echo alice@lab.example/home ;; bob) echo bob@lab.example/office ;; esac; }
+
+# side_args WHO PEER MB PEER_MB TAG: the flat flags of one side (as tests/e2e/corridor.rs).
+side_args() {
+    local who=$1 peer=$2 mb=$3 pmb=$4 tag=$5
+    (umask 077 && printf '%s' "${MB_PW[$mb]}" >"$WORK/$tag-$who.pw")
+    ARGS=(--host-id "$(id_of "$who")" --peer-id "$(id_of "$peer")"
+        --smime-cert "$WORK/certs/$who.pem" --smime-key "$WORK/certs/$who.key"
+        --smime-peer "$WORK/certs/$peer.pem" --replay-state "$WORK/$tag-$who.replay"
+        --email-smtps "$SMTPS" --email-imaps "$IMAPS" --email-login "${MB_LOGIN[$mb]}"
+        --email-passwd-file "$WORK/$tag-$who.pw" --email-from "${MB_ADDR[$mb]}"
+        --email-to "${MB_ADDR[$pmb]}" --email-ca "$MAIL_CA" --stun "$STUN"
+        --exec-command /bin/true --log-level debug --log-file "$WORK/$tag-$who.log")
+}
+take_mb() { MB=$NEXT_MB; NEXT_MB=$((NEXT_MB + 1)); ((MB < ${#MB_ADDR[@]})) || { echo "mailbox pool used up" >&2; exit 1; }; }
+wait_for_line() { # FILE TEXT PID: bounded (20 s)
+    for _ in $(seq 1 200); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+# One STUN round trip from a site host, ms: the median of 7 binding requests (RFC 8489).
+rtt_ms() { ip netns exec "$LAB-$1-h" python3 - "$STUN_IP" <<'EOF'
+import os, socket, statistics, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+rtts = []
+for _ in range(7):
+    tid = os.urandom(12)
+    t = time.perf_counter()
+    s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, (sys.argv[1], 3478))
+    try:
+        while True:
+            data, _ = s.recvfrom(2048)
+            if data[8:20] == tid:
+                rtts.append((time.perf_counter() - t) * 1000)
+                break
+    except socket.timeout:
+        pass
+print("%.3f" % (statistics.median(rtts) if rtts else 0))
+EOF
+}
+
+if [[ $PARTS == *b* ]]; then
+echo
+echo "==> (b) time to connect per NAT pair: alice (a-X) invites bob (b-Y), e-mail mediator, ms"
+echo "    breakdown from the inviter's line 'corridor A -> B (public C), discovery N ms, send N ms, wait N ms, handshake N ms, total N ms'."
+echo "    bound = mail out + mail back + one STUN round trip + one handshake round trip. Mail out/back are"
+echo "    measured in the same run: from the sender's log line just before it submits the message to the"
+echo "    receiver's line after fetching and opening it (SMTP submission, delivery, IMAP IDLE wake-up, fetch,"
+echo "    S/MIME open: generous to plexus). Round trips: median STUN binding round trip from each side."
+printf '    %-22s %6s %6s %6s %6s %7s | %8s %9s %6s %7s %6s\n' pair discov send wait hands total "mail out" "mail back" rtt bound ratio
+TYPES=(none full address port)
+for x in "${TYPES[@]}"; do
+    for y in "${TYPES[@]}"; do
+        tag="$x-$y"
+        take_mb; mb_a=$MB; take_mb; mb_b=$MB
+        side_args bob alice "$mb_b" "$mb_a" "$tag"
+        ip netns exec "$LAB-b-$y-h" "$BIN" accept --once "${ARGS[@]}" >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+        bob=$!
+        if ! wait_for_line "$WORK/$tag-bob.log" "waiting for invites" $bob; then
+            printf '    %-22s acceptor did not start: %s\n' "a-$x -> b-$y" "$(tail -n 1 "$WORK/$tag-bob.err")"
+            kill $bob 2>/dev/null || true; wait $bob 2>/dev/null || true
+            continue
+        fi
+        side_args alice bob "$mb_a" "$mb_b" "$tag"
+        ip netns exec "$LAB-a-$x-h" "$BIN" invite --rendezvous-timeout 60 "${ARGS[@]}" \
+            >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
+        for _ in $(seq 1 200); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
+        kill $bob 2>/dev/null || true
+        wait $bob 2>/dev/null || true
+        rtt=$(awk -v a="$(rtt_ms "a-$x")" -v b="$(rtt_ms "b-$y")" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+        python3 - "$WORK" "$tag" "a-$x -> b-$y" "$arc" "$rtt" <<'EOF' | tee -a "$WORK/pairs.txt"
+import re, sys
+work, tag, pair, arc, rtt = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+def first(who, pat):
+    for l in open("%s/%s-%s.log" % (work, tag, who), errors="replace"):
+        m = re.match(r"(\d+\.\d+) \w+ \S+: (.*)", l)
+        if m and re.search(pat, m.group(2)):
+            return float(m.group(1)) * 1000
+    return None
+out = open("%s/%s-alice.out" % (work, tag)).read()
+m = re.search(r"discovery (\d+) ms, send (\d+) ms, wait (\d+) ms, handshake (\d+) ms, total (\d+) ms", out)
+if arc != 0 or not m:
+    err = open("%s/%s-alice.err" % (work, tag)).read().strip().splitlines()
+    print("    %-22s failed (exit %d): %s" % (pair, arc, err[-1] if err else "?"))
+    sys.exit(0)
+d, s, w, h, tot = map(int, m.groups())
+t_send_a, t_recv_b = first("alice", r"^public endpoint "), first("bob", r"^invite from ")
+t_send_b, t_recv_a = first("bob", r"^punching toward "), first("alice", r"^accept from ")
+out_ms, back_ms = t_recv_b - t_send_a, t_recv_a - t_send_b
+bound = out_ms + back_ms + rtt + rtt
+print("    %-22s %6d %6d %6d %6d %7d | %8.0f %9.0f %6.2f %7.0f %5.2fx" % (pair, d, s, w, h, tot, out_ms, back_ms, rtt, bound, tot / bound))
+EOF
+    done
+done
+python3 - "$WORK/pairs.txt" <<'EOF'
+import re, sys
+r = [float(l.rsplit(None, 1)[-1].rstrip("x")) for l in open(sys.argv[1]) if l.rstrip().endswith("x")]
+if r:
+    r.sort()
+    print("    %d pairs connected; ratio to the bound: median %.2fx, min %.2fx, max %.2fx (target <= 1.25x)"
+          % (len(r), r[len(r) // 2], r[0], r[-1]))
+EOF
+
+fi
+
+if [[ $PARTS == *c* ]]; then
+echo
+echo "==> (c) an accepting instance idling for ${IDLE} s (release build, b-port site, e-mail mediator waiting in IMAP IDLE)"
+take_mb; mb_a=$MB; take_mb; mb_b=$MB
+side_args bob alice "$mb_b" "$mb_a" idle
+# ip netns exec execs plexus, so $! is plexus's own PID.
+ip netns exec "$LAB-b-port-h" "$BIN" accept "${ARGS[@]}" >"$WORK/idle.out" 2>"$WORK/idle.err" &
+IDLE_PID=$!
+if wait_for_line "$WORK/idle-bob.log" "waiting for invites" "$IDLE_PID"; then
+    tck=$(getconf CLK_TCK)
+    cpu() { awk '{print $14 + $15}' "/proc/$IDLE_PID/stat"; }
+    c0=$(cpu)
+    sleep "$IDLE"
+    c1=$(cpu)
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$IDLE_PID/status")
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$IDLE_PID/status")
+    wake=$(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$IDLE_PID/status")
+    kill "$IDLE_PID" 2>/dev/null || true
+    wait "$IDLE_PID" 2>/dev/null || true
+    IDLE_PID=
+    printf '    %-34s %12s\n' measure value
+    printf '    %-34s %9d ms\n' "CPU before waiting (start, NAT, IMAP)" $((c0 * 1000 / tck))
+    printf '    %-34s %9d ms\n' "CPU during ${IDLE} s of waiting" $(((c1 - c0) * 1000 / tck))
+    printf '    %-34s %12s\n' "CPU share while waiting" "$(awk -v c=$((c1 - c0)) -v t="$tck" -v s="$IDLE" 'BEGIN { printf "%.3f %%", 100 * c / t / s }')"
+    printf '    %-34s %9d (whole run)\n' "context switches, main thread" "$wake"
+    printf '    %-34s %9.1f MB   (target <= 15 MB)\n' "peak RSS (VmHWM)" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')"
+    printf '    %-34s %9.1f MB\n' "RSS at the end" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
+else
+    echo "    not measured: the accepting instance did not start: $(tail -n 1 "$WORK/idle.err")"
+fi
+
+fi
+
+if [[ $PARTS == *d* ]]; then
+echo
+echo "==> (d) many peers inviting one acceptor at once (one fresh lab per count: N + 1 mailboxes)"
+echo "    bob accepts with one --profile per peer, all through one mailbox; N inviters, each with its own"
+echo "    identity and mailbox, spread over the 7 other non-symmetric sites, all started together."
+printf '    %5s %10s %12s %10s %10s %10s\n' peers connected "all done ms" "min ms" "median ms" "max ms"
+# many N: prints one row.
+many() {
+    local n=$1 lab=plxbm$(printf '%04x%04x' $RANDOM $RANDOM) dir=$WORK/many-$1 i
+    mkdir -p "$dir"
+    "$LAB_SH" up --name "$lab" --owner $$ >"$dir/lab.log" 2>&1 || { echo "    $n: lab failed"; return; }
+    MANY_LAB=$lab
+    eval "$(python3 - "/run/plexus-lab/$lab/lab.json" <<'EOF'
+import json, shlex
+import sys
+d = json.load(open(sys.argv[1]))
+pool = [a for a in d["mail"]["accounts"] if a["address"].startswith("p")]
+for i, a in enumerate(pool):
+    print("MB_ADDR[%d]=%s MB_LOGIN[%d]=%s MB_PW[%d]=%s" % (i, shlex.quote(a["address"]), i,
+          shlex.quote(a["login"]), i, shlex.quote(a["password"])))
+EOF
+)"
+    (umask 077 && printf '%s' "${MB_PW[0]}" >"$dir/bob.pw")
+    local profiles=() sites=(a-none a-full a-address a-port b-none b-full b-address)
+    for ((i = 1; i <= n; i++)); do
+        local id="peer$i@lab.example/inv" base="peer$i@lab.example_inv"
+        "$BIN" cert new --id "$id" --out "$dir/peer$i" >/dev/null 2>&1
+        (umask 077 && printf '%s' "${MB_PW[$i]}" >"$dir/peer$i/mail.pw")
+        cat >"$dir/bob-peer$i.yaml" <<EOF
+host: { id: bob@lab.example/office, cert: $WORK/certs/bob.pem, key: $WORK/certs/bob.key }
+peer: { id: $id, cert: peer$i/$base.pem }
+stun: ["$STUN"]
+replay: { state_file: bob-peer$i.replay }
+mediator:
+  email: { smtp: "$SMTPS", imap: "$IMAPS", login: "${MB_LOGIN[0]}", password: { file: bob.pw },
+           from: "${MB_ADDR[0]}", to: "${MB_ADDR[$i]}", ca_file: "$MAIL_CA" }
+executor: { command: { program: /bin/true } }
+EOF
+        cat >"$dir/peer$i/peer.yaml" <<EOF
+host: { id: $id, cert: $base.pem, key: $base.key }
+peer: { id: bob@lab.example/office, cert: $WORK/certs/bob.pem }
+stun: ["$STUN"]
+timeouts: { rendezvous_s: 180 }
+replay: { state_file: replay.state }
+mediator:
+  email: { smtp: "$SMTPS", imap: "$IMAPS", login: "${MB_LOGIN[$i]}", password: { file: mail.pw },
+           from: "${MB_ADDR[$i]}", to: "${MB_ADDR[0]}", ca_file: "$MAIL_CA" }
+executor: { command: { program: /bin/true } }
+EOF
+        profiles+=(--profile "$dir/bob-peer$i.yaml")
+    done
+    ip netns exec "$lab-b-port-h" "$BIN" accept "${profiles[@]}" --log-level debug \
+        --log-file "$dir/bob.log" >"$dir/bob.out" 2>"$dir/bob.err" &
+    local bob=$! pids=()
+    MANY_BOB=$bob
+    if ! wait_for_line "$dir/bob.log" "waiting for invites" $bob; then
+        printf '    %5d not measured: the acceptor did not start: %s\n' "$n" "$(tail -n 1 "$dir/bob.err")"
+        kill $bob 2>/dev/null || true; wait $bob 2>/dev/null || true
+        "$LAB_SH" down "$lab" >/dev/null 2>&1 || true
+        return
+    fi
+    local t0 t1
+    t0=$(date +%s%N)
+    for ((i = 1; i <= n; i++)); do
+        ip netns exec "$lab-${sites[$(((i - 1) % ${#sites[@]}))]}-h" "$BIN" invite --profile "$dir/peer$i/peer.yaml" \
+            --log-level debug --log-file "$dir/peer$i.log" >"$dir/peer$i.out" 2>"$dir/peer$i.err" &
+        pids+=($!)
+    done
+    local ok=0
+    for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)) || true; done
+    t1=$(date +%s%N)
+    kill $bob 2>/dev/null || true
+    wait $bob 2>/dev/null || true
+    MANY_BOB=
+    python3 - "$dir" "$n" "$ok" $(((t1 - t0) / 1000000)) <<'EOF'
+import re, statistics, sys
+d, n, ok, all_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tot = []
+for i in range(1, n + 1):
+    m = re.search(r"total (\d+) ms", open("%s/peer%d.out" % (d, i)).read())
+    if m:
+        tot.append(int(m.group(1)))
+if tot:
+    print("    %5d %7d/%-3d %12d %10d %10d %10d" % (n, ok, n, all_ms, min(tot), statistics.median(tot), max(tot)))
+else:
+    print("    %5d %7d/%-3d %12d %10s %10s %10s" % (n, ok, n, all_ms, "-", "-", "-"))
+errs = {}
+for i in range(1, n + 1):
+    e = open("%s/peer%d.err" % (d, i)).read().strip().splitlines()
+    if e:
+        errs[e[-1][:160]] = errs.get(e[-1][:160], 0) + 1
+for e, c in sorted(errs.items(), key=lambda x: -x[1])[:3]:
+    print("          %d inviter(s): %s" % (c, e))
+EOF
+    "$LAB_SH" down "$lab" >/dev/null 2>&1 || true
+    MANY_LAB=
+}
+for n in $MANY; do many "$n"; done
+fi

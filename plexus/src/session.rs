@@ -167,12 +167,25 @@ pub fn discover(settings: &SessionSettings) -> Result<NatReport, SessionError> {
     info!("discovering NAT…");
     // Discovery uses sockets of its own: the corridor socket's port must not be spent
     // on probes toward the STUN server's alternate addresses.
-    let report = nat::discover(&nat::DiscoverConfig {
+    let config = nat::DiscoverConfig {
         servers: settings.stun.clone(),
         bind: SocketAddr::new(settings.bind.ip(), 0),
         probe_timeout: settings.discovery_timeout,
-    })
-    .map_err(|e| SessionError::Stun(e.to_string()))?;
+    };
+    // On a lossy path every send of test I can be lost inside one probe deadline;
+    // a couple more rounds make that unlikely without slowing the common case.
+    const ROUNDS: u32 = 3;
+    let mut round = 1;
+    let report = loop {
+        match nat::discover(&config) {
+            Ok(r) => break r,
+            Err(e) if round < ROUNDS => {
+                warn!("NAT discovery round {round} of {ROUNDS} failed: {e}; trying again");
+                round += 1;
+            }
+            Err(e) => return Err(SessionError::Stun(e.to_string())),
+        }
+    };
     info!(
         "NAT: {} ({} ms)",
         describe_facts(&facts_of(&report)),

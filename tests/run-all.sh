@@ -40,4 +40,8 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 step "tests (unit, and end-to-end in the NAT lab)"
 # Plain cargo test: the e2e binary starts one lab for all its tests.
-cargo test --workspace
+TEST_LOG=$(mktemp)
+cargo test --workspace 2>&1 | tee "$TEST_LOG"
+# cargo's last summary is often a doc-test run with nothing in it: say the total.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$TEST_LOG"
+rm -f "$TEST_LOG"

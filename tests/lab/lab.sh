@@ -157,7 +157,7 @@ cmd_loss() {
     if ((pct == 100)); then
         ip netns exec "$name-inet" nft add rule inet lab "$chain" drop
     elif ((pct > 0)); then
-        ip netns exec "$name-inet" nft add rule inet lab "$chain" numgen random mod 100 '<' "$pct" drop
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" meta l4proto udp numgen random mod 100 '<' "$pct" drop
     fi
 }
 

@@ -34,7 +34,11 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 
 /// How long an acceptor's corridor waits, beyond the handshake timeout, for its accept
 /// to reach the inviter: mail on a lossy path can take tens of seconds (TCP backoff).
-const ACCEPT_DELIVERY: Duration = Duration::from_secs(30);
+const ACCEPT_DELIVERY: Duration = Duration::from_secs(60);
+
+/// How often a waiting acceptor repeats its low-TTL punch, well inside the 30 s after
+/// which Linux conntrack forgets an unanswered UDP flow (home routers vary, some less).
+const REPUNCH_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything a session needs besides its components (resolved from profile and flags).
 #[derive(Debug, Clone)]
@@ -215,11 +219,23 @@ fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr)
         ))
     })?;
     let server = settings.stun[0];
-    // Unlike a filtering probe, this one must be answered: allow retransmissions.
+    // Unlike a filtering probe, this one must be answered: allow retransmissions, and a
+    // few rounds, since on a lossy path all sends of one round can be lost (20 % loss
+    // each way loses a round trip 36 % of the time). Every round uses the same socket,
+    // so the mapping it reports is the one the peer will see.
     let timeout = (settings.discovery_timeout * 5).max(Duration::from_secs(2));
-    let mapped = stun::binding(&socket, server, timeout)
-        .map_err(|e| SessionError::Stun(format!("binding via {server}: {e}")))?;
-    Ok((socket, mapped))
+    const ROUNDS: u32 = 3;
+    let mut round = 1;
+    loop {
+        match stun::binding(&socket, server, timeout) {
+            Ok(mapped) => return Ok((socket, mapped)),
+            Err(e @ stun::StunError::Timeout { .. }) if round < ROUNDS => {
+                warn!("binding via {server}, round {round} of {ROUNDS}: {e}; trying again");
+                round += 1;
+            }
+            Err(e) => return Err(SessionError::Stun(format!("binding via {server}: {e}"))),
+        }
+    }
 }
 
 /// This socket's local endpoints worth telling a peer behind the same NAT.
@@ -597,16 +613,18 @@ pub fn accept(
                 socket,
                 mapped,
                 core,
+                repunch,
                 mut timeline,
             } = prepared;
             let t = Instant::now();
-            let connected = punch::run_handshake(
+            let connected = punch::run_handshake_repunching(
                 &socket,
                 core,
                 Instant::now()
                     + settings2.handshake_timeout
                     + ACCEPT_DELIVERY
                     + Duration::from_secs(3),
+                repunch,
             )
             .map_err(SessionError::Punch)?;
             timeline.handshake = t.elapsed();
@@ -652,6 +670,7 @@ struct Prepared {
     socket: UdpSocket,
     mapped: SocketAddr,
     core: Handshake,
+    repunch: Option<punch::Repunch>,
     timeline: Timeline,
 }
 
@@ -689,7 +708,7 @@ fn answer(
         acceptor_config,
     );
     info!("punching toward {inviter}…");
-    punch::acceptor_punch(
+    let ttl = punch::acceptor_punch(
         &socket,
         &mut core,
         inviter,
@@ -699,6 +718,11 @@ fn answer(
         &HopsConfig::default(),
     )
     .map_err(SessionError::Punch)?;
+    let repunch = ttl.map(|ttl| punch::Repunch {
+        dest: inviter,
+        ttl,
+        every: REPUNCH_EVERY,
+    });
     let discovery = start.elapsed();
     let t = Instant::now();
     let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
@@ -708,6 +732,7 @@ fn answer(
         socket,
         mapped,
         core,
+        repunch,
         timeline: Timeline {
             discovery,
             send: t.elapsed(),

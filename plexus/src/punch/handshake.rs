@@ -276,6 +276,11 @@ impl Handshake {
         &self.stats
     }
 
+    /// Whether a valid packet from the peer has arrived (the punch worked).
+    pub fn heard_peer(&self) -> bool {
+        self.seen_peer
+    }
+
     /// A packet for the acceptor's low-TTL punch toward the inviter. It is an ordinary
     /// flag-0 packet: if it does reach the inviter (an inviter without a filtering NAT),
     /// it simply starts the exchange.

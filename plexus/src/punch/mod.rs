@@ -113,6 +113,20 @@ pub fn acceptor_punch(
     Ok(Some(ttl))
 }
 
+/// The acceptor's punch, repeated while the inviter has not been heard: an outgoing
+/// packet refreshes the own NAT's mapping and filter state, which would otherwise expire
+/// (Linux conntrack: 30 s for an unanswered UDP flow) while the accept is still on its
+/// way through a slow mediator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repunch {
+    /// The inviter's mapped endpoint (the punch target).
+    pub dest: SocketAddr,
+    /// The TTL of the first punch: enough to leave the own NAT, too little to reach the peer's.
+    pub ttl: u8,
+    /// Time between punches.
+    pub every: Duration,
+}
+
 /// A completed handshake.
 #[derive(Debug, Clone)]
 pub struct Connected {
@@ -131,12 +145,23 @@ pub struct Connected {
 /// socket's read timeout as it found it.
 pub fn run_handshake(
     socket: &UdpSocket,
+    core: Handshake,
+    deadline: Instant,
+) -> Result<Connected, PunchError> {
+    run_handshake_repunching(socket, core, deadline, None)
+}
+
+/// [`run_handshake`], repeating the acceptor's low-TTL punch ([`Repunch`]) until the
+/// first valid packet from the peer arrives.
+pub fn run_handshake_repunching(
+    socket: &UdpSocket,
     mut core: Handshake,
     deadline: Instant,
+    repunch: Option<Repunch>,
 ) -> Result<Connected, PunchError> {
     let start = Instant::now();
     let saved_timeout = socket.read_timeout()?;
-    let result = drive(socket, &mut core, deadline, start);
+    let result = drive(socket, &mut core, deadline, start, repunch);
     socket.set_read_timeout(saved_timeout)?;
     result
 }
@@ -146,8 +171,10 @@ fn drive(
     core: &mut Handshake,
     deadline: Instant,
     start: Instant,
+    repunch: Option<Repunch>,
 ) -> Result<Connected, PunchError> {
     let mut connected: Option<(SocketAddr, Duration)> = None;
+    let mut next_punch = repunch.map(|r| start + r.every);
     // 1500 covers any datagram worth decoding; longer ones are truncated and then
     // rejected by length.
     let mut buf = [0u8; 1500];
@@ -176,8 +203,19 @@ fn drive(
                 Event::Closed => {}
             }
         }
+        if let (Some(r), Some(due)) = (repunch, next_punch) {
+            if core.heard_peer() {
+                next_punch = None;
+            } else if now >= due {
+                log::debug!("re-punching toward {} with TTL {}", r.dest, r.ttl);
+                if let Err(e) = send_with_ttl(socket, r.dest, &core.punch_packet(), r.ttl) {
+                    log::debug!("re-punch toward {} failed: {e}", r.dest);
+                }
+                next_punch = Some(now + r.every);
+            }
+        }
         let wake = match core.poll_timeout() {
-            Some(t) => t.min(deadline),
+            Some(t) => next_punch.map_or(t, |p| t.min(p)).min(deadline),
             None => break,
         };
         if now >= deadline {
@@ -252,6 +290,58 @@ mod tests {
         assert_eq!(ci.key, ca.key);
         // The socket's read timeout is left as it was.
         assert_eq!(a.read_timeout().unwrap(), None);
+    }
+
+    /// Datagrams an acceptor sends toward a silent inviter within `run`.
+    fn sent_to_silent_inviter(repunch: bool, run: Duration) -> Vec<Vec<u8>> {
+        let acc = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inviter = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ia = inviter.local_addr().unwrap();
+        let now = Instant::now();
+        let cfg = Config {
+            timeout: run,
+            ..Config::default()
+        };
+        let core = Handshake::new(Role::Acceptor, &secrets(), [6; 16], vec![ia], now, cfg);
+        let r = Repunch {
+            dest: ia,
+            ttl: 2,
+            every: Duration::from_millis(40),
+        };
+        let result = run_handshake_repunching(&acc, core, now + run, repunch.then_some(r));
+        assert!(
+            matches!(result, Err(PunchError::Timeout { .. })),
+            "{result:?}"
+        );
+        inviter.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = inviter.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    #[test]
+    fn a_waiting_acceptor_repeats_its_punch_until_the_inviter_is_heard() {
+        let run = Duration::from_millis(400);
+        assert!(
+            sent_to_silent_inviter(false, run).is_empty(),
+            "without re-punching the acceptor stays silent until it hears the inviter"
+        );
+        let punches = sent_to_silent_inviter(true, run);
+        assert!(punches.len() >= 3, "{} punches in 400 ms", punches.len());
+        let keys = wire::Keys::derive(&secrets(), &[6; 16]);
+        let mut seqs = Vec::new();
+        for p in &punches {
+            let packet =
+                wire::decode(&keys, Role::Acceptor, &[6; 16], p).expect("a valid handshake packet");
+            assert_eq!(packet.sender, Role::Acceptor);
+            assert_eq!(packet.flags, 0, "a punch says it has not heard the peer");
+            seqs.push(packet.seq);
+        }
+        seqs.dedup();
+        assert_eq!(seqs.len(), punches.len(), "every punch is a fresh packet");
     }
 
     #[test]

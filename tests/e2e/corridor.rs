@@ -19,7 +19,7 @@ use crate::lab::{plexus_bin, Account, Lab};
 /// Next unused mailbox of the pool (p01, p02, …). The counter lives in the lab's state
 /// dir, so test runs against one long-lived lab (`PLEXUS_LAB`) never reuse a mailbox
 /// that may still hold an earlier run's unconsumed invite.
-fn take_mailbox(lab: &Lab) -> Account {
+pub(crate) fn take_mailbox(lab: &Lab) -> Account {
     use std::io::{Seek, Write};
     use std::os::fd::AsRawFd;
     static LOCAL: Mutex<()> = Mutex::new(());
@@ -421,7 +421,8 @@ fn twenty_percent_loss_still_connects() {
     let _c = lab.claim(&["a-port", "b-address"]);
     lab.set_loss("a-port", 20);
     lab.set_loss("b-address", 20);
-    // Mail over TCP with 20 % loss on both links can take tens of seconds.
+    // Every packet of both public links, mail (TCP) included: the mail legs can take tens
+    // of seconds, hence the long rendezvous timeout.
     let run = corridor(
         lab,
         "corridor-loss",

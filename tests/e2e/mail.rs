@@ -546,3 +546,84 @@ fn mail_latency_idle_vs_polling() {
         assert!(snapshot(&mut user, "INBOX").is_empty());
     });
 }
+
+/// Mail through a link that drops 20 % of all packets (TCP included) each way: every
+/// invite still arrives and is acknowledged. The mediator must not sit in a stalled
+/// IDLE or SMTP session; send-to-receipt figures are printed.
+#[test]
+fn mail_survives_twenty_percent_loss_on_the_clients_link() {
+    const SITE_LOSSY: &str = "c-port";
+    const MAILS: usize = 6;
+    let Some(lab) = crate::lab::lab() else {
+        return;
+    };
+    let mail = lab.mail();
+    let _claim = lab.claim(&[SITE_LOSSY]);
+    let (a, b) = (
+        crate::corridor::take_mailbox(lab),
+        crate::corridor::take_mailbox(lab),
+    );
+    let dir = lab.scratch("mail_loss");
+    let sealed = sealed_blob(&dir, "lossy");
+    lab.set_loss(SITE_LOSSY, 20);
+    let ns = lab.site(SITE_LOSSY).host_netns.clone();
+    let figures = lab.in_ns(&ns, || {
+        // The shipped defaults (io timeout, IDLE period), only the lab's ports and CA.
+        let lab_settings = |me: &Account, peer: &Account| {
+            let mut s = EmailSettings::new(
+                &mail.ip.to_string(),
+                &me.login,
+                Secret::new(me.password.clone()),
+                &me.address,
+                &peer.address,
+            );
+            s.smtp_port = mail.smtps_port;
+            s.imap_port = mail.imaps_port;
+            s.ca_file = Some(mail.ca_file.clone());
+            s
+        };
+        let mut sender = EmailMediator::new(lab_settings(&a, &b)).unwrap();
+        let mut receiver = EmailMediator::new(lab_settings(&b, &a)).unwrap();
+        let mut figures = Vec::new();
+        for i in 0..MAILS {
+            let t0 = Instant::now();
+            let (r, got) = std::thread::scope(|sc| {
+                let waiter = sc.spawn(|| {
+                    let got = receiver.receive(Duration::from_secs(120));
+                    (Instant::now(), got)
+                });
+                // Like the session: a transport failure is retried a bounded number of times.
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match sender.send(&b.address, &sealed) {
+                        Ok(()) => break,
+                        Err(MediatorError::Unreachable(e)) if attempts < 3 => {
+                            println!("mail {i}: send attempt {attempts} failed: {e}")
+                        }
+                        Err(e) => panic!("mail {i}: send failed: {e}"),
+                    }
+                }
+                waiter.join().unwrap()
+            });
+            let msg = got
+                .unwrap_or_else(|e| panic!("mail {i}: receive failed: {e}"))
+                .unwrap_or_else(|| panic!("mail {i}: nothing arrived within 120 s"));
+            assert_eq!(msg.sealed, sealed);
+            receiver
+                .acknowledge(&msg.id, Outcome::Handled)
+                .unwrap_or_else(|e| panic!("mail {i}: acknowledge failed: {e}"));
+            figures.push((r - t0).as_secs_f64() * 1e3);
+        }
+        figures
+    });
+    lab.set_loss(SITE_LOSSY, 0);
+    let mut sorted = figures.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "mail send-to-receipt under 20 % loss: median {:.0} ms, max {:.0} ms over {MAILS} mails ({:?})",
+        sorted[MAILS / 2],
+        sorted[MAILS - 1],
+        figures.iter().map(|f| f.round() as u64).collect::<Vec<_>>()
+    );
+}

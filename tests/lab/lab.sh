@@ -7,7 +7,8 @@
 #   lab.sh gc                 tear down every lab whose owner process is gone
 #   lab.sh status NAME        exit 0 when every netns and daemon is there
 #   lab.sh exec NAME NODE CMD...   run CMD in NODE (netns name or its suffix: a-port-h)
-#   lab.sh loss NAME SITE PCT      drop PCT % of the site's public-link packets (0 = off)
+#   lab.sh loss NAME SITE PCT [udp]  drop PCT % of the site's public-link packets, both
+#                                  directions, all protocols (or UDP only); 0 = off
 #   lab.sh watch NAME         (internal) wait for the owner to die, then `down`
 #
 # Every namespace is called NAME-<node>; NAME is `plx` + lowercase letters/digits,
@@ -149,15 +150,20 @@ cmd_exec() {
 chain_of() { echo "loss_${1//-/_}"; }
 
 cmd_loss() {
-    local name=$1 site=$2 pct=$3 chain
+    local name=$1 site=$2 pct=$3 what=${4:-all} chain match=()
     [[ $pct =~ ^[0-9]+$ ]] && ((pct <= 100)) || die "loss: PCT must be 0..100, got '$pct'"
+    case $what in
+        all) ;;
+        udp) match=(meta l4proto udp) ;;
+        *) die "loss: the optional 4th argument must be 'udp' (drop UDP only), got '$what'" ;;
+    esac
     grep -qx "$site" "$LAB_ROOT/$name/sites" 2>/dev/null || die "loss: no site '$site' in lab $name"
     chain=$(chain_of "$site")
     ip netns exec "$name-inet" nft flush chain inet lab "$chain"
     if ((pct == 100)); then
-        ip netns exec "$name-inet" nft add rule inet lab "$chain" drop
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" "${match[@]}" drop
     elif ((pct > 0)); then
-        ip netns exec "$name-inet" nft add rule inet lab "$chain" meta l4proto udp numgen random mod 100 '<' "$pct" drop
+        ip netns exec "$name-inet" nft add rule inet lab "$chain" "${match[@]}" numgen random mod 100 '<' "$pct" drop
     fi
 }
 
@@ -522,7 +528,7 @@ main() {
         status) (($# == 1)) || die "usage: lab.sh status NAME"; cmd_status "$1" ;;
         exec) (($# >= 3)) || die "usage: lab.sh exec NAME NODE CMD..."; cmd_exec "$@" ;;
         watch) (($# == 1)) || die "usage: lab.sh watch NAME"; cmd_watch "$1" ;;
-        loss) (($# == 3)) || die "usage: lab.sh loss NAME SITE PCT"; cmd_loss "$@" ;;
+        loss) (($# == 3 || $# == 4)) || die "usage: lab.sh loss NAME SITE PCT [udp]"; cmd_loss "$@" ;;
         *) die "unknown command '$cmd'" ;;
     esac
 }

@@ -143,7 +143,7 @@ impl Side {
     }
 
     fn spawn(&self, lab: &Lab, dir: &Path, certs: &Path) -> Child {
-        let netns = &lab.site(&self.site).host_netns;
+        let netns = &host_of(lab, &self.site).netns;
         let log = fs::File::create(dir.join(format!("{}.log", self.who))).unwrap();
         let out = fs::File::create(dir.join(format!("{}.out", self.who))).unwrap();
         lab.command(netns, &plexus_bin())
@@ -157,6 +157,20 @@ impl Side {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start plexus in the lab")
+    }
+}
+
+/// `SITE` is the site's first host, `SITE#N` its N-th (sites with several hosts).
+fn host_of<'a>(lab: &'a Lab, site: &str) -> &'a crate::lab::Host {
+    match site.split_once('#') {
+        None => &lab.site(site).hosts[0],
+        Some((name, n)) => {
+            let n: usize = n.parse().expect("SITE#N with N a number");
+            lab.site(name)
+                .hosts
+                .get(n - 1)
+                .unwrap_or_else(|| panic!("site {name} has no host {n}"))
+        }
     }
 }
 
@@ -339,6 +353,32 @@ pairs! {
     port_to_full: "a-port" => "b-full",
     port_to_address: "a-port" => "b-address",
     port_to_port: "a-port" => "b-port",
+}
+
+/// Two hosts behind one NAT that hairpins: the public endpoints work.
+#[test]
+fn same_nat_with_hairpin_connects() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["hairpin"]);
+    corridor(lab, "corridor-hairpin", "hairpin#1", "hairpin#2", &[], &[]).assert_connected();
+}
+
+/// Two hosts behind one NAT that does not hairpin: a packet to the own public address
+/// goes nowhere, so only the local endpoints carried in the rendezvous can connect.
+#[test]
+fn same_nat_without_hairpin_connects_over_local_endpoints() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["lan2"]);
+    let run = corridor(lab, "corridor-lan2", "lan2#1", "lan2#2", &[], &[]);
+    run.assert_connected();
+    let bob_ip = lab.site("lan2").hosts[1].ip.to_string();
+    let line = run.out("alice");
+    assert!(
+        line.contains(&format!("-> {bob_ip}:")),
+        "the corridor must run to bob's local address {bob_ip}:
+{}",
+        run.dump()
+    );
 }
 
 /// Two extra routers on each side: `auto` still punches just past the own NAT.

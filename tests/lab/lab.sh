@@ -30,7 +30,9 @@ valid_name() { [[ $1 =~ ^plx[a-z0-9]{1,12}$ ]]; }
 # Sites: name nat-type extra-routers(default|fixed number) number-of-hosts.
 # Two of each of none/full/address/port so every ordered pair (also same type)
 # exists; c-port/d-port always sit behind 2 extra routers so TTL-limited punching
-# can be tested on a longer path in the same lab.
+# can be tested on a longer path in the same lab. Two sites have two hosts behind
+# one NAT: `hairpin` loops LAN traffic to the public address back in, `lan2` (plain
+# masquerade) does not, so peers there must use each other's local endpoints.
 site_table() {
     cat <<EOF
 a-none none N 1
@@ -45,6 +47,7 @@ a-symmetric symmetric N 1
 hairpin hairpin N 2
 c-port port 2 1
 d-port port 2 1
+lan2 port N 2
 EOF
 }
 

@@ -8,11 +8,18 @@
 
 use std::fs;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use plexus::identity::{Identity, PeerCert, PeerId};
+use plexus::mediator::email::{EmailMediator, EmailSettings, Secret};
+use plexus::mediator::Mediator;
+use plexus::nat::Behaviour;
+use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
 
 use crate::lab::{plexus_bin, Account, Lab};
 
@@ -143,11 +150,16 @@ impl Side {
     }
 
     fn spawn(&self, lab: &Lab, dir: &Path, certs: &Path) -> Child {
+        self.spawn_with(lab, dir, self.args(lab, dir, certs))
+    }
+
+    /// Start this side with `args` (its [`Side::args`], edited by the caller).
+    fn spawn_with(&self, lab: &Lab, dir: &Path, args: Vec<String>) -> Child {
         let netns = &host_of(lab, &self.site).netns;
         let log = fs::File::create(dir.join(format!("{}.log", self.who))).unwrap();
         let out = fs::File::create(dir.join(format!("{}.out", self.who))).unwrap();
         lab.command(netns, &plexus_bin())
-            .args(self.args(lab, dir, certs))
+            .args(args)
             .env(
                 "EXCHANGE_OUT",
                 dir.join(format!("{}.exchange.json", self.who)),
@@ -198,14 +210,30 @@ pub(crate) fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 /// Wait until `file` contains `text` (bounded).
 pub(crate) fn wait_for_text(file: &Path, text: &str, limit: Duration) -> bool {
+    wait_for_count(file, text, 1, limit)
+}
+
+/// Wait until `file` contains `text` at least `n` times (bounded).
+fn wait_for_count(file: &Path, text: &str, n: usize, limit: Duration) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
-        if read(file.to_path_buf()).contains(text) {
+        if read(file.to_path_buf()).matches(text).count() >= n {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A child of ours that is killed (by its handle, so never a reused PID) when the
+/// test ends early, e.g. an acceptor serving without `--once` when an assert fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 struct Run {
@@ -503,16 +531,84 @@ fn silent_peer_ends_in_a_clear_timeout() {
     );
 }
 
+/// An envelope sealing as `signer_id` with the demo key pair `key_name` to `peer`'s
+/// pinned demo certificate (replay state in memory: the test only seals with it).
+fn envelope_as(certs: &Path, signer_id: &str, key_name: &str, peer: &str) -> Envelope {
+    let me = Identity::load(
+        PeerId::parse(signer_id).unwrap(),
+        &certs.join(format!("{key_name}.pem")),
+        &certs.join(format!("{key_name}.key")),
+    )
+    .unwrap();
+    let peer_cert = PeerCert::load(
+        PeerId::parse(id_of(peer)).unwrap(),
+        &certs.join(format!("{peer}.pem")),
+    )
+    .unwrap();
+    Envelope::new(
+        me,
+        peer_cert,
+        None,
+        Freshness::default(),
+        ReplayGuard::in_memory(),
+    )
+    .unwrap()
+}
+
+/// A fresh invite from `from` to `to` (ids), dated now, naming `mapped` as the
+/// inviter's public endpoint behind an endpoint-independent NAT.
+fn invite_now(from: &str, to: &str, mapped: SocketAddr) -> Rendezvous {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Rendezvous::invite(
+        PeerId::parse(from).unwrap(),
+        PeerId::parse(to).unwrap(),
+        now,
+        vec![mapped],
+        vec![],
+        NatFacts {
+            nat: true,
+            mapping: Some(Behaviour::EndpointIndependent),
+            ..NatFacts::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Mail `sealed` from `from`'s mailbox to `to`'s through the lab mail server, with
+/// plexus's own e-mail mediator running inside `site`'s host namespace.
+fn mail_sealed(lab: &Lab, site: &str, from: &Account, to: &Account, sealed: &[u8]) {
+    let mail = lab.mail();
+    let mut s = EmailSettings::new(
+        &mail.ip.to_string(),
+        &from.login,
+        Secret::new(from.password.clone()),
+        &from.address,
+        &to.address,
+    );
+    s.smtp_port = mail.smtps_port;
+    s.imap_port = mail.imaps_port;
+    s.ca_file = Some(mail.ca_file.clone());
+    lab.in_ns(&lab.site(site).host_netns, || {
+        let mut m = EmailMediator::new(s).unwrap();
+        m.send(&to.address, sealed).unwrap();
+    });
+}
+
+/// (UID, flags, size) of every message in `folder` of `who`'s mailbox, read by a
+/// separate IMAP client (the user's mail program) from `site`'s host namespace.
+fn mailbox(lab: &Lab, site: &str, who: &Account, folder: &str) -> Vec<(u32, Vec<String>, u32)> {
+    lab.in_ns(&lab.site(site).host_netns, || {
+        crate::mail::snapshot(&mut crate::mail::user_session(lab.mail(), who), folder)
+    })
+}
+
 /// A message signed by another key (mallory's, sent from alice's mailbox) is refused
 /// and the acceptor keeps waiting; the real invite after it connects.
 #[test]
 fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
-    use plexus::identity::{Identity, PeerCert, PeerId};
-    use plexus::mediator::email::{EmailMediator, EmailSettings, Secret};
-    use plexus::mediator::Mediator;
-    use plexus::nat::Behaviour;
-    use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
-
     let lab = lab_or_skip!();
     let _c = lab.claim(&["a-full", "b-port"]);
     let dir = lab.scratch("corridor-forged");
@@ -527,65 +623,22 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
         accept: true,
         extra: vec![],
     };
-    let mut bob_child = bob.spawn(lab, &dir, &certs);
+    let mut bob_child = Reaped(bob.spawn(lab, &dir, &certs));
     assert!(wait_for_text(
         &dir.join("bob.log"),
         "waiting for invites",
         Duration::from_secs(20)
     ));
 
-    // Mallory claims to be alice: her own key, alice's id, sent from alice's mailbox.
-    let mallory = Identity::load(
-        PeerId::parse("mallory@lab.example/evil").unwrap(),
-        &certs.join("mallory.pem"),
-        &certs.join("mallory.key"),
-    )
-    .unwrap();
-    let bob_cert =
-        PeerCert::load(PeerId::parse(id_of("bob")).unwrap(), &certs.join("bob.pem")).unwrap();
-    let env = Envelope::new(
+    // Mallory writes to bob from alice's mailbox, sealed with her own key.
+    let mallory = "mallory@lab.example/evil";
+    let env = envelope_as(&certs, mallory, "mallory", "bob");
+    let forged = invite_now(
         mallory,
-        bob_cert,
-        None,
-        Freshness::default(),
-        ReplayGuard::in_memory(),
-    )
-    .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let forged = Rendezvous::invite(
-        PeerId::parse("mallory@lab.example/evil").unwrap(),
-        PeerId::parse(id_of("bob")).unwrap(),
-        now,
-        vec!["198.51.100.200:4000".parse().unwrap()],
-        vec![],
-        NatFacts {
-            nat: true,
-            mapping: Some(Behaviour::EndpointIndependent),
-            ..NatFacts::default()
-        },
-    )
-    .unwrap();
-    let sealed = env.seal(&forged).unwrap();
-    let mail = lab.mail();
-    let mut s = EmailSettings::new(
-        &mail.ip.to_string(),
-        &m_alice.login,
-        Secret::new(m_alice.password.clone()),
-        &m_alice.address,
-        &m_bob.address,
+        id_of("bob"),
+        "198.51.100.200:4000".parse().unwrap(),
     );
-    s.smtp_port = mail.smtps_port;
-    s.imap_port = mail.imaps_port;
-    s.ca_file = Some(mail.ca_file.clone());
-    let alice_netns = lab.site("a-full").host_netns.clone();
-    let to = m_bob.address.clone();
-    lab.in_ns(&alice_netns, move || {
-        let mut m = EmailMediator::new(s).unwrap();
-        m.send(&to, &sealed).unwrap();
-    });
+    mail_sealed(lab, "a-full", &m_alice, &m_bob, &env.seal(&forged).unwrap());
     assert!(
         wait_for_text(
             &dir.join("bob.log"),
@@ -609,7 +662,7 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
     let mut alice_child = alice.spawn(lab, &dir, &certs);
     let run = Run {
         inviter: wait(&mut alice_child, Duration::from_secs(90)),
-        acceptor: wait(&mut bob_child, Duration::from_secs(30)),
+        acceptor: wait(&mut bob_child.0, Duration::from_secs(30)),
         dir,
     };
     assert!(
@@ -618,6 +671,211 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
         run.dump()
     );
     run.assert_connected();
+}
+
+/// One genuine invite from alice, mailed three times. Bob answers the first, refuses
+/// the second as a replay and keeps waiting; restarted on the same replay state file,
+/// he refuses it again (both the copy left in his INBOX and a third one), and the
+/// real alice then connects. Refused mail is left in place, or moved to the quarantine
+/// folder once one is configured; the user's other mail is never touched.
+#[test]
+fn replayed_invite_is_refused_even_after_a_restart_and_acceptor_keeps_waiting() {
+    use imap::types::Flag;
+
+    let lab = lab_or_skip!();
+    let (a_site, b_site) = ("a-address", "b-port");
+    let _c = lab.claim(&[a_site, b_site]);
+    let dir = lab.scratch("corridor-replayed");
+    let certs = demo_certs(&dir);
+    let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let log = dir.join("bob.log");
+    let dump = |f: &str| read(dir.join(f));
+
+    // The user's own mail in bob's mailbox, one read and one unread.
+    lab.in_ns(&lab.site(b_site).host_netns, || {
+        use crate::mail::{append, plain_mail, user_session};
+        let mut s = user_session(lab.mail(), &m_bob);
+        let from = "someone@lab.example";
+        append(
+            &mut s,
+            &plain_mail(from, &m_bob.address, "read", ""),
+            &[Flag::Seen],
+        );
+        append(&mut s, &plain_mail(from, &m_bob.address, "unread", ""), &[]);
+    });
+    let users_mail = mailbox(lab, b_site, &m_bob, "INBOX");
+    assert_eq!(users_mail.len(), 2, "a fresh mailbox: {users_mail:?}");
+
+    // Bob serves on (no --once), so answering the invite does not end him.
+    let bob = Side {
+        site: b_site.into(),
+        who: "bob",
+        peer: "alice",
+        mailbox: m_bob.clone(),
+        peer_mailbox: m_alice.clone(),
+        accept: true,
+        extra: vec![],
+    };
+    let mut args = bob.args(lab, &dir, &certs);
+    args.retain(|a| a != "--once");
+    let mut bob_child = Reaped(bob.spawn_with(lab, &dir, args));
+    assert!(
+        wait_for_text(&log, "waiting for invites", Duration::from_secs(20)),
+        "bob did not start:\n{}",
+        dump("bob.log")
+    );
+
+    // One genuine invite, alice's key and ids, naming an endpoint at alice's site.
+    let env = envelope_as(&certs, id_of("alice"), "alice", "bob");
+    let invite = invite_now(
+        id_of("alice"),
+        id_of("bob"),
+        SocketAddr::new(lab.site(a_site).public_ip.into(), 40000),
+    );
+    let session = invite.session.to_hex();
+    let sealed = env.seal(&invite).unwrap();
+    let replayed = format!("replayed message: invite {session} was already accepted");
+
+    // 1st copy: answered (nobody completes the handshake; that corridor times out in
+    // the background while the main loop waits on).
+    mail_sealed(lab, a_site, &m_alice, &m_bob, &sealed);
+    assert!(
+        wait_for_text(&log, "accept sent to", Duration::from_secs(60)),
+        "bob should answer the genuine invite:\n{}",
+        dump("bob.log")
+    );
+    assert!(
+        read(log.clone()).contains(&format!(
+            "invite from {} (session {session})",
+            id_of("alice")
+        )),
+        "{}",
+        dump("bob.log")
+    );
+    let state = dir.join("bob.replay");
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the replay state file is private"
+    );
+    assert!(
+        read(state.clone()).contains(&session),
+        "the replay state remembers the session"
+    );
+    assert_eq!(
+        mailbox(lab, b_site, &m_bob, "INBOX"),
+        users_mail,
+        "the handled invite is deleted, nothing else touched"
+    );
+
+    // 2nd copy: refused as a replay, left in place (no quarantine configured), unread.
+    mail_sealed(lab, a_site, &m_alice, &m_bob, &sealed);
+    assert!(
+        wait_for_text(&log, &replayed, Duration::from_secs(30))
+            && wait_for_text(&log, "left in place", Duration::from_secs(10)),
+        "the replayed invite should be refused:\n{}",
+        dump("bob.log")
+    );
+    let inbox = mailbox(lab, b_site, &m_bob, "INBOX");
+    assert_eq!(inbox.len(), users_mail.len() + 1, "{inbox:?}");
+    assert_eq!(inbox[..users_mail.len()], users_mail[..]);
+    assert!(
+        inbox[users_mail.len()].1.is_empty(),
+        "refused mail stays unread: {inbox:?}"
+    );
+    assert!(
+        bob_child.0.try_wait().unwrap().is_none(),
+        "bob should keep waiting after a replay:\n{}",
+        dump("bob.log")
+    );
+    assert_eq!(read(log.clone()).matches("accept sent to").count(), 1);
+
+    // Restart bob (our child) on the same replay state, now with a quarantine folder.
+    drop(bob_child);
+    for f in ["log", "out"] {
+        fs::rename(
+            dir.join(format!("bob.{f}")),
+            dir.join(format!("bob-first.{f}")),
+        )
+        .unwrap();
+    }
+    let mail = lab.mail();
+    let profile = dir.join("bob-quarantine.yaml");
+    fs::write(
+        &profile,
+        format!(
+            "host: {{ id: {bob}, cert: {certs}/bob.pem, key: {certs}/bob.key }}\n\
+             peer: {{ id: {alice}, cert: {certs}/alice.pem }}\n\
+             mediator:\n  email:\n    smtp: \"{ip}:{smtps}\"\n    imap: \"{ip}:{imaps}\"\n\
+             \x20   login: {login}\n    password: {{ file: {pw} }}\n    from: {from}\n\
+             \x20   to: {to}\n    ca_file: {ca}\n    quarantine: plexus-quarantine\n",
+            bob = id_of("bob"),
+            alice = id_of("alice"),
+            certs = certs.display(),
+            ip = mail.ip,
+            smtps = mail.smtps_port,
+            imaps = mail.imaps_port,
+            login = m_bob.login,
+            pw = dir.join("bob.pw").display(),
+            from = m_bob.address,
+            to = m_alice.address,
+            ca = mail.ca_file.display(),
+        ),
+    )
+    .unwrap();
+    let mut args = bob.args(lab, &dir, &certs);
+    args.extend(["--profile".into(), profile.display().to_string()]);
+    let mut bob_child = Reaped(bob.spawn_with(lab, &dir, args));
+    // The copy left in the INBOX is offered again and refused: the state survived.
+    assert!(
+        wait_for_text(&log, &replayed, Duration::from_secs(30)),
+        "the restarted bob should refuse the copy left in place:\n{}",
+        dump("bob.log")
+    );
+    // 3rd copy: refused again.
+    mail_sealed(lab, a_site, &m_alice, &m_bob, &sealed);
+    assert!(
+        wait_for_count(&log, &replayed, 2, Duration::from_secs(30))
+            && wait_for_count(&log, "to plexus-quarantine", 2, Duration::from_secs(10)),
+        "the restarted bob should refuse the third copy and quarantine both:\n{}",
+        dump("bob.log")
+    );
+    assert!(
+        bob_child.0.try_wait().unwrap().is_none(),
+        "the restarted bob should keep waiting:\n{}",
+        dump("bob.log")
+    );
+    assert!(!read(log.clone()).contains("accept sent to"));
+    assert_eq!(mailbox(lab, b_site, &m_bob, "INBOX"), users_mail);
+    let quarantined = mailbox(lab, b_site, &m_bob, "plexus-quarantine");
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(
+        quarantined.iter().all(|m| m.1.is_empty()),
+        "quarantined mail keeps its flags: {quarantined:?}"
+    );
+
+    // The real alice connects to the restarted bob.
+    let alice = Side {
+        site: a_site.into(),
+        who: "alice",
+        peer: "bob",
+        mailbox: m_alice,
+        peer_mailbox: m_bob.clone(),
+        accept: false,
+        extra: vec![],
+    };
+    let mut alice_child = alice.spawn(lab, &dir, &certs);
+    let run = Run {
+        inviter: wait(&mut alice_child, Duration::from_secs(90)),
+        acceptor: wait(&mut bob_child.0, Duration::from_secs(30)),
+        dir: dir.clone(),
+    };
+    run.assert_connected();
+    assert_eq!(
+        mailbox(lab, b_site, &m_bob, "INBOX"),
+        users_mail,
+        "the user's mail is left exactly as it was"
+    );
 }
 
 /// One acceptor serving two configured peers (two profiles, one mailbox): alice and

@@ -20,7 +20,7 @@ const LEAD: Duration = Duration::from_millis(300);
 /// The site whose host runs the mail clients.
 const SITE: &str = "b-full";
 
-type Session = imap::Session<native_tls::TlsStream<TcpStream>>;
+pub(crate) type Session = imap::Session<native_tls::TlsStream<TcpStream>>;
 
 fn account<'a>(mail: &'a Mail, user: &str) -> &'a Account {
     mail.accounts
@@ -46,7 +46,7 @@ fn settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
 }
 
 /// An independent IMAP client (the "user's mail program") to plant and inspect mail.
-fn user_session(mail: &Mail, who: &Account) -> Session {
+pub(crate) fn user_session(mail: &Mail, who: &Account) -> Session {
     let ca = std::fs::read(&mail.ca_file).unwrap();
     let tls = native_tls::TlsConnector::builder()
         .add_root_certificate(native_tls::Certificate::from_pem(&ca).unwrap())
@@ -78,7 +78,7 @@ fn clear(s: &mut Session) {
 }
 
 /// (UID, sorted flags, size) of every message in `folder`, read without touching \Seen.
-fn snapshot(s: &mut Session, folder: &str) -> Vec<(u32, Vec<String>, u32)> {
+pub(crate) fn snapshot(s: &mut Session, folder: &str) -> Vec<(u32, Vec<String>, u32)> {
     s.select(folder).unwrap();
     if s.uid_search("ALL").unwrap().is_empty() {
         return Vec::new();
@@ -101,7 +101,7 @@ fn snapshot(s: &mut Session, folder: &str) -> Vec<(u32, Vec<String>, u32)> {
     v
 }
 
-fn append(s: &mut Session, raw: &str, flags: &[imap::types::Flag<'static>]) {
+pub(crate) fn append(s: &mut Session, raw: &str, flags: &[imap::types::Flag<'static>]) {
     let mut cmd = s.append("INBOX", raw.as_bytes());
     for f in flags {
         cmd.flag(f.clone());
@@ -109,7 +109,7 @@ fn append(s: &mut Session, raw: &str, flags: &[imap::types::Flag<'static>]) {
     cmd.finish().expect("APPEND");
 }
 
-fn plain_mail(from: &str, to: &str, subject: &str, extra: &str) -> String {
+pub(crate) fn plain_mail(from: &str, to: &str, subject: &str, extra: &str) -> String {
     format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\
          Message-ID: <{subject}.{}@lab.example>\r\n{extra}\r\nhello, this is not for plexus\r\n",

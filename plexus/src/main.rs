@@ -50,7 +50,32 @@ fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Ctrl-C: say so and exit 130 (the documented code) instead of dying by the signal,
+/// so scripts and service managers see an exit status. Nothing is left half-written:
+/// every file plexus writes is replaced atomically (temporary file, then rename), and
+/// the mail servers drop the abandoned sessions themselves.
+extern "C" fn on_interrupt(_: libc::c_int) {
+    const MSG: &[u8] = b"plexus: interrupted\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::_exit(130);
+    }
+}
+
+fn exit_130_on_interrupt() {
+    // SAFETY: installs a handler that only calls async-signal-safe functions. Children
+    // (the executor) get the default disposition back at exec.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    exit_130_on_interrupt();
     let cli = Cli::parse();
     let connecting = matches!(
         cli.command,

@@ -15,7 +15,7 @@ use clap::Args;
 use plexus::exec::{CommandConfig, CommandExecutor};
 use plexus::executor::Executor;
 use plexus::identity::PeerId;
-use plexus::mediator::email::{EmailMediator, EmailSettings, Secret as MailSecret, SmtpMode};
+use plexus::mediator::email::{EmailMediator, EmailSettings, SmtpMode};
 use plexus::mediator::Mediator;
 use plexus::plugin::{PluginExecutor, PluginMediator};
 use plexus::profile::{
@@ -444,7 +444,7 @@ fn build_mediator(
             let mut s = EmailSettings::new(
                 &e.smtp.host,
                 &e.login,
-                MailSecret::new(password.expose().to_string()),
+                password,
                 &e.from,
                 &e.to,
             );

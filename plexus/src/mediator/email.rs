@@ -42,26 +42,8 @@ pub const SUBJECT: &str = "plexus rendezvous";
 /// Default upper bound for one plexus mail (whole RFC 822 message).
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 
-/// A password or other secret: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value (already resolved from a file, the environment or a command).
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// The mail password: the crate's one secret type (its `Debug` never shows the value).
+pub use crate::secret::Secret;
 
 /// How the SMTP connection is protected. There is no plaintext mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

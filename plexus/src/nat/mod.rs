@@ -48,6 +48,8 @@ impl FromStr for Behaviour {
 
 pub mod discover;
 #[cfg(test)]
+pub(crate) mod loopback;
+#[cfg(test)]
 mod sim;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};

@@ -256,6 +256,7 @@ def lines(who):
 events = []
 patterns = [
     ("alice", r"^NAT: (.*)", "alice: own NAT measured: {0}"),
+    ("alice", r"^NAT filtering (.*)", "alice: own NAT's filtering measured meanwhile: {0}"),
     ("alice", r"^public endpoint (\S+)", "alice: public endpoint {0}"),
     ("alice", r"^invite sent to (\S+) via (.*) \(session", "alice: invite sealed (S/MIME) and sent to {0} via {1}"),
     ("bob", r"^invite from (\S+) \(session \S+\) at (.*), NAT", "bob: invite opened and verified, from {0} at {1}"),

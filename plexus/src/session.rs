@@ -6,9 +6,10 @@
 //! not change between the STUN binding and the handshake, or the NAT mapping changes
 //! with it).
 //!
-//! Inviter: discover NAT → bind → STUN binding on that socket → seal + send invite →
-//! wait for the accept (refreshing the mapping) → handshake → release the socket → run
-//! the executor.
+//! Inviter: discover the NAT's mapping while binding the corridor socket and asking
+//! STUN for its mapping (filtering and hairpin go on being measured in the background
+//! and are only logged) → seal + send invite → wait for the accept (refreshing the
+//! mapping) → handshake → release the socket → run the executor.
 //!
 //! Acceptor: discover NAT once → wait for an invite → for each: bind → STUN binding →
 //! low-TTL punch toward the inviter → seal + send accept → handshake → executor, while
@@ -169,32 +170,49 @@ pub fn facts_of(report: &NatReport) -> NatFacts {
 /// public endpoint (address- or address-and-port-dependent mapping).
 pub fn discover(settings: &SessionSettings) -> Result<NatReport, SessionError> {
     info!("discovering NAT…");
+    let report = discover_rounds(&discover_config(settings), |_| {})?;
+    info!(
+        "NAT: {} ({} ms)",
+        describe_facts(&facts_of(&report)),
+        report.elapsed.as_millis()
+    );
+    judge_mapping(report)
+}
+
+fn discover_config(settings: &SessionSettings) -> nat::DiscoverConfig {
     // Discovery uses sockets of its own: the corridor socket's port must not be spent
     // on probes toward the STUN server's alternate addresses.
-    let config = nat::DiscoverConfig {
+    nat::DiscoverConfig {
         servers: settings.stun.clone(),
         bind: SocketAddr::new(settings.bind.ip(), 0),
         probe_timeout: settings.discovery_timeout,
-    };
+    }
+}
+
+/// Full discovery, in up to three rounds; `on_mapping` gets the first mapping verdict
+/// ([`nat::discover_staged`]).
+fn discover_rounds(
+    config: &nat::DiscoverConfig,
+    mut on_mapping: impl FnMut(&NatReport),
+) -> Result<NatReport, SessionError> {
     // On a lossy path every send of test I can be lost inside one probe deadline;
     // a couple more rounds make that unlikely without slowing the common case.
     const ROUNDS: u32 = 3;
     let mut round = 1;
-    let report = loop {
-        match nat::discover(&config) {
-            Ok(r) => break r,
+    loop {
+        match nat::discover_staged(config, &mut on_mapping) {
+            Ok(r) => return Ok(r),
             Err(e) if round < ROUNDS => {
                 warn!("NAT discovery round {round} of {ROUNDS} failed: {e}; trying again");
                 round += 1;
             }
             Err(e) => return Err(SessionError::Stun(e.to_string())),
         }
-    };
-    info!(
-        "NAT: {} ({} ms)",
-        describe_facts(&facts_of(&report)),
-        report.elapsed.as_millis()
-    );
+    }
+}
+
+/// Refuse a mapping the peer could not predict; only the mapping matters here.
+fn judge_mapping(report: NatReport) -> Result<NatReport, SessionError> {
     match report.mapping {
         Some(Behaviour::AddressAndPortDependent) | Some(Behaviour::AddressDependent) => {
             Err(SessionError::NatRefused(report.reason.clone()))
@@ -208,6 +226,51 @@ pub fn discover(settings: &SessionSettings) -> Result<NatReport, SessionError> {
         }
         _ => Ok(report),
     }
+}
+
+/// The inviter's discovery: the full profile runs in a thread of its own, and this
+/// returns (judged as in [`discover`]) as soon as the mapping verdict is in. Filtering
+/// and hairpin need no answer to be known, so their verdict takes a whole probe
+/// deadline; nothing the invite is decided on depends on them, so the thread logs
+/// them when they arrive and the invite carries them as unknown until then.
+fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionError> {
+    info!("discovering NAT…");
+    let config = discover_config(settings);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("nat-discovery".into())
+        .spawn(move || -> Result<NatReport, SessionError> {
+            let mut tx = Some(tx);
+            let full = discover_rounds(&config, |r| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(r.clone());
+                }
+            })?;
+            info!(
+                "NAT filtering {}, hairpin {} ({} ms)",
+                full.filtering.map(|b| b.as_str()).unwrap_or("unknown"),
+                full.hairpin
+                    .map(|h| if h { "yes" } else { "no" })
+                    .unwrap_or("unknown"),
+                full.elapsed.as_millis()
+            );
+            Ok(full)
+        })
+        .map_err(|e| SessionError::Socket(format!("cannot start NAT discovery: {e}")))?;
+    let report = match rx.recv() {
+        Ok(r) => r,
+        // No mapping verdict: the thread ended, with the discovery error.
+        Err(_) => match thread.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::Stun("NAT discovery panicked".into())),
+        },
+    };
+    info!(
+        "NAT: {} ({} ms)",
+        describe_facts(&facts_of(&report)),
+        report.elapsed.as_millis()
+    );
+    judge_mapping(report)
 }
 
 /// Bind the corridor socket and learn its public endpoint from the first STUN server.
@@ -298,8 +361,19 @@ pub fn invite(
     executor: &mut dyn Executor,
 ) -> Result<Finished, SessionError> {
     let start = Instant::now();
-    let report = discover(settings)?;
-    let (socket, mapped) = corridor_socket(settings)?;
+    // The corridor socket's binding and discovery's probes use different sockets and
+    // do not wait on each other: run them together. A refused NAT wins over a
+    // failed binding (it says more).
+    let (report, corridor) = std::thread::scope(|scope| {
+        let discovery = scope.spawn(|| discover_mapping(settings));
+        let corridor = corridor_socket(settings);
+        let report = discovery
+            .join()
+            .unwrap_or_else(|_| Err(SessionError::Stun("NAT discovery panicked".into())));
+        (report, corridor)
+    });
+    let report = report?;
+    let (socket, mapped) = corridor?;
     let mut timeline = Timeline {
         discovery: start.elapsed(),
         ..Timeline::default()
@@ -804,6 +878,35 @@ mod tests {
         let e = send_retrying(&mut m, "p", b"x", Duration::from_millis(1)).unwrap_err();
         assert!(matches!(e, SessionError::Mediator(MediatorError::Auth(_))));
         assert_eq!(m.tries, 1);
+    }
+
+    fn settings_for(stun: SocketAddr) -> SessionSettings {
+        let config = crate::nat::loopback::config(stun, Duration::from_millis(200));
+        SessionSettings {
+            stun: config.servers,
+            bind: config.bind,
+            punch_hops: PunchHops::Auto,
+            discovery_timeout: config.probe_timeout,
+            rendezvous_timeout: None,
+            handshake_timeout: Duration::from_secs(1),
+            peer_address: "peer".into(),
+        }
+    }
+
+    #[test]
+    fn the_inviter_goes_on_with_the_mapping_while_filtering_is_still_measured() {
+        let server = crate::nat::loopback::FilteringServer::start();
+        let settings = settings_for(server.addr);
+        let early = discover_mapping(&settings).unwrap();
+        assert!(early.nat);
+        assert_eq!(early.mapping, Some(Behaviour::EndpointIndependent));
+        // Not waited for: the invite says "unknown" (the format allows it).
+        assert_eq!((early.filtering, early.hairpin), (None, None));
+        let facts = facts_of(&early);
+        assert_eq!((facts.filtering, facts.hairpin), (None, None));
+        // The acceptor's discovery still waits for the whole profile.
+        let full = discover(&settings).unwrap();
+        assert_eq!(full.filtering, Some(Behaviour::AddressAndPortDependent));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   socket's mapped endpoint; if the primary socket receives it, the NAT hairpins.
 //!
 //! Drive it like [`crate::stun::Transaction`]: `poll_transmit`, `poll_timeout`,
-//! `handle_input`, `handle_timeout`, until `is_done`, then `findings`.
+//! `handle_input`, `handle_timeout`, until `is_done`, then `findings`. A caller that
+//! needs only the mapping can read `findings` as soon as `mapping_known`: filtering
+//! and hairpin are `None` there until measured.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -265,6 +267,32 @@ impl Discovery {
         });
     }
 
+    /// The mapping verdict (and whether there is a NAT at all) will not change any more:
+    /// every test I is finished, and so are tests II and III, unless test II already
+    /// showed the mapping endpoint-independent. Filtering and hairpin may still be
+    /// running: their "no answer" verdicts take a whole probe deadline, and a caller
+    /// that needs only the mapping (the inviter's refusal decision) need not wait.
+    pub fn mapping_known(&self) -> bool {
+        let pending = |k: Kind| self.probe(k).is_some_and(|p| !p.done());
+        let test1_pending = self
+            .probes
+            .iter()
+            .any(|p| matches!(p.kind, Kind::Test1(_)) && !p.done());
+        if test1_pending {
+            return false;
+        }
+        let first_ok = self.probe(Kind::Test1(0)).and_then(Probe::ok);
+        if first_ok.is_some() && !self.phase2 {
+            return false;
+        }
+        let m1 = first_ok.map(|r| r.mapped);
+        let m2 = self
+            .probe(Kind::Test2)
+            .and_then(Probe::ok)
+            .map(|r| r.mapped);
+        (m2.is_some() && m2 == m1) || (!pending(Kind::Test2) && !pending(Kind::Test3))
+    }
+
     /// All probes finished (answered, failed or timed out).
     pub fn is_done(&self) -> bool {
         let test1_pending = self
@@ -276,7 +304,8 @@ impl Discovery {
         !test1_pending && !can_start_phase2 && self.probes.iter().all(Probe::done)
     }
 
-    /// What was measured. Fails only when no server answered test I.
+    /// What was measured so far (probes still running count as not measured). Fails
+    /// only when no server answered test I.
     pub fn findings(&self) -> Result<Findings, NatError> {
         let answers: Vec<&stun::Response> = (0..self.plan.servers.len())
             .filter_map(|i| self.probe(Kind::Test1(i)).and_then(Probe::ok))
@@ -352,7 +381,11 @@ impl Discovery {
         } else {
             None
         };
-        let hairpin = self.probe(Kind::Hairpin).map(|p| p.resolved);
+        // Still running: not measured yet (only asked before `is_done`).
+        let hairpin = self
+            .probe(Kind::Hairpin)
+            .filter(|p| p.done())
+            .map(|p| p.resolved);
         let ips: Vec<_> = self
             .probes
             .iter()

@@ -48,6 +48,8 @@ impl FromStr for Behaviour {
 
 pub mod discover;
 #[cfg(test)]
+pub(crate) mod loopback;
+#[cfg(test)]
 mod sim;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -229,9 +231,42 @@ fn route_ip(server: SocketAddr) -> Result<IpAddr, NatError> {
         .ip())
 }
 
+/// The report of what `f` says, `elapsed` after the start.
+fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatReport {
+    let (punchable, reason) = judge(f);
+    NatReport {
+        nat: f.nat,
+        mapping: f.mapping,
+        filtering: f.filtering,
+        hairpin: f.hairpin,
+        port_preserved: f.port_preserved,
+        address_stable: f.address_stable,
+        local: f.local,
+        mapped: f.mapped,
+        punchable,
+        reason,
+        elapsed,
+        rfc5780: f.rfc5780,
+        servers: servers.to_vec(),
+    }
+}
+
 /// Runs the full profile with real sockets: one receiving thread per socket,
 /// the core driven from the calling thread.
 pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
+    discover_staged(cfg, |_| {})
+}
+
+/// Runs the full profile like [`discover`], and hands `on_mapping` a first report as
+/// soon as the mapping behaviour is known ([`Discovery::mapping_known`]): there,
+/// filtering and hairpin are `None` unless already measured. A filtering NAT's verdict
+/// is "no answer within the probe deadline", so the full report comes a whole deadline
+/// later; a caller that only needs the mapping can go on meanwhile. `on_mapping` is
+/// called at most once, from the calling thread, and not at all when no server answered.
+pub fn discover_staged(
+    cfg: &DiscoverConfig,
+    on_mapping: impl FnOnce(&NatReport),
+) -> Result<NatReport, NatError> {
     let start = Instant::now();
     let Some(&first) = cfg.servers.first() else {
         return Err(NatError::NoServer);
@@ -290,7 +325,16 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
             });
         }
         drop(tx);
-        let r = run_core(&mut core, &socks, &rx);
+        let mut on_mapping = Some(on_mapping);
+        let mut early = |core: &Discovery| {
+            if !core.mapping_known() {
+                return;
+            }
+            if let (Some(f), Ok(findings)) = (on_mapping.take(), core.findings()) {
+                f(&report_of(&findings, start.elapsed(), &cfg.servers));
+            }
+        };
+        let r = run_core(&mut core, &socks, &rx, &mut early);
         stop.store(true, Ordering::Relaxed);
         // Wake each receiver now instead of at its next read timeout.
         for (s, l) in socks.iter().zip(&locals) {
@@ -300,32 +344,20 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
     });
     result?;
     let f = core.findings()?;
-    let (punchable, reason) = judge(&f);
-    Ok(NatReport {
-        nat: f.nat,
-        mapping: f.mapping,
-        filtering: f.filtering,
-        hairpin: f.hairpin,
-        port_preserved: f.port_preserved,
-        address_stable: f.address_stable,
-        local: f.local,
-        mapped: f.mapped,
-        punchable,
-        reason,
-        elapsed: start.elapsed(),
-        rfc5780: f.rfc5780,
-        servers: cfg.servers.clone(),
-    })
+    Ok(report_of(&f, start.elapsed(), &cfg.servers))
 }
 
+/// Drives `core` until done; `step` sees it after every change (before the next send).
 fn run_core(
     core: &mut Discovery,
     socks: &[UdpSocket],
     rx: &mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
+    step: &mut dyn FnMut(&Discovery),
 ) -> Result<(), NatError> {
     loop {
         let now = Instant::now();
         core.handle_timeout(now);
+        step(core);
         while let Some(t) = core.poll_transmit(now) {
             if let Err(e) = socks[t.socket].send_to(&t.payload, t.dest) {
                 // An unreachable destination is a probe that gets no answer, not a failure.
@@ -339,7 +371,10 @@ fn run_core(
             return Ok(());
         };
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok((i, from, data)) => core.handle_input(i, from, &data, Instant::now()),
+            Ok((i, from, data)) => {
+                core.handle_input(i, from, &data, Instant::now());
+                step(core);
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(NatError::Io {

@@ -45,6 +45,8 @@ struct Sim {
     next_port: u16,
     /// (deliver at, to, from, bytes); `to` is a local socket endpoint or a server endpoint.
     queue: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// The report as of the moment the mapping was known, from the last `run`.
+    early: Option<NatReport>,
 }
 
 impl Sim {
@@ -67,6 +69,7 @@ impl Sim {
             sent_to: HashSet::new(),
             next_port: 40000,
             queue: Vec::new(),
+            early: None,
         }
     }
 
@@ -200,9 +203,20 @@ impl Sim {
         }
     }
 
+    /// Keeps the first report made once the mapping is known (what the real driver
+    /// hands `discover_staged`'s callback).
+    fn note_mapping(&mut self, d: &Discovery, elapsed: Duration, servers: &[SocketAddr]) {
+        if self.early.is_none() && d.mapping_known() {
+            if let Ok(f) = d.findings() {
+                self.early = Some(report_of(&f, elapsed, servers));
+            }
+        }
+    }
+
     fn run(&mut self, servers: Vec<SocketAddr>, deadline: Duration) -> Result<NatReport, NatError> {
         let t0 = Instant::now();
         let mut now = t0;
+        self.early = None;
         let plan = Plan {
             servers: servers.clone(),
             locals: self.locals,
@@ -211,6 +225,7 @@ impl Sim {
         let mut d = Discovery::new(plan, now);
         for _ in 0..10_000 {
             d.handle_timeout(now);
+            self.note_mapping(&d, now - t0, &servers);
             while let Some(t) = d.poll_transmit(now) {
                 let from = self.locals[t.socket];
                 self.send(now, from, t.dest, t.payload);
@@ -230,27 +245,13 @@ impl Sim {
                     self.serve(now, to, from, &data);
                 } else if let Some(i) = self.locals.iter().position(|l| *l == to) {
                     d.handle_input(i, from, &data, now);
+                    self.note_mapping(&d, now - t0, &servers);
                 }
             }
         }
         assert!(d.is_done(), "discovery finished in bounded steps");
         let f = d.findings()?;
-        let (punchable, reason) = judge(&f);
-        Ok(NatReport {
-            nat: f.nat,
-            mapping: f.mapping,
-            filtering: f.filtering,
-            hairpin: f.hairpin,
-            port_preserved: f.port_preserved,
-            address_stable: f.address_stable,
-            local: f.local,
-            mapped: f.mapped,
-            punchable,
-            reason,
-            elapsed: now - t0,
-            rfc5780: f.rfc5780,
-            servers,
-        })
+        Ok(report_of(&f, now - t0, &servers))
     }
 }
 
@@ -386,4 +387,101 @@ fn no_answer_is_a_typed_error_naming_the_server() {
         }
     );
     assert!(e.to_string().contains("203.0.113.3:3478"));
+}
+
+/// The mapping verdict comes first, and never disagrees with the full profile: what it
+/// already says about filtering and hairpin is final, the rest is `None`.
+#[test]
+fn the_mapping_verdict_comes_first_and_agrees_with_the_full_profile() {
+    for nat in [
+        Nat::None,
+        Nat::Full,
+        Nat::Address,
+        Nat::Port,
+        Nat::Symmetric,
+    ] {
+        for (loss, seed) in [(0, 1), (50, 7), (50, 12345), (50, 0xdead_beef), (200, 3)] {
+            let mut s = Sim::new(nat, loss, seed);
+            s.hairpin = seed % 2 == 1;
+            let Ok(full) = s.run(vec![sa(IP1, P1)], Duration::from_millis(400)) else {
+                continue; // 20 % loss can lose every test I: covered elsewhere
+            };
+            let early = s.early.clone().expect("a mapping report before the end");
+            let ctx = format!("{nat:?} loss {loss} seed {seed}: {early:?} / {full:?}");
+            assert_eq!(early.nat, full.nat, "{ctx}");
+            assert_eq!(early.mapping, full.mapping, "{ctx}");
+            assert_eq!(early.mapped, full.mapped, "{ctx}");
+            assert_eq!(early.punchable, full.punchable, "{ctx}");
+            assert!(early.elapsed <= full.elapsed, "{ctx}");
+            assert!(
+                early.filtering.is_none() || early.filtering == full.filtering,
+                "{ctx}"
+            );
+            assert!(
+                early.hairpin.is_none() || early.hairpin == full.hairpin,
+                "{ctx}"
+            );
+        }
+    }
+}
+
+/// Behind a filtering NAT the full profile waits out the probe deadline (no answer is
+/// the verdict); the mapping verdict does not: two round trips (test I, then II and
+/// III), 40 ms of virtual time here.
+#[test]
+fn behind_a_filtering_nat_the_mapping_is_known_without_waiting_out_the_deadline() {
+    let deadline = Duration::from_millis(400);
+    for (nat, mapping) in [
+        (Nat::Address, EndpointIndependent),
+        (Nat::Port, EndpointIndependent),
+        (Nat::Symmetric, AddressAndPortDependent),
+    ] {
+        let mut s = Sim::new(nat, 0, 1);
+        let full = s.run(vec![sa(IP1, P1)], deadline).unwrap();
+        let early = s.early.clone().unwrap();
+        assert!(full.elapsed >= deadline, "{nat:?}: {full:?}");
+        assert_eq!(
+            early.elapsed,
+            Duration::from_millis(40),
+            "{nat:?}: {early:?}"
+        );
+        assert_eq!(early.mapping, Some(mapping), "{nat:?}");
+        assert_eq!((early.filtering, early.hairpin), (None, None), "{nat:?}");
+        assert!(
+            full.filtering.is_some() && full.hairpin.is_some(),
+            "{nat:?}"
+        );
+    }
+    // A full cone answers the filtering probe within the first round trip: already known.
+    let mut s = Sim::new(Nat::Full, 0, 1);
+    s.run(vec![sa(IP1, P1)], deadline).unwrap();
+    let early = s.early.clone().unwrap();
+    assert_eq!(early.elapsed, Duration::from_millis(40));
+    assert_eq!(early.filtering, Some(EndpointIndependent));
+    // And a hairpinning NAT's own probe is back before tests II and III are.
+    let mut s = Sim::new(Nat::Port, 0, 1);
+    s.hairpin = true;
+    s.run(vec![sa(IP1, P1)], deadline).unwrap();
+    assert_eq!(s.early.clone().unwrap().hairpin, Some(true));
+}
+
+#[test]
+fn without_rfc5780_the_mapping_verdict_comes_with_test_one() {
+    let mut s = Sim::new(Nat::Port, 0, 5);
+    s.rfc5780 = false;
+    s.run(vec![sa(IP1, P1)], Duration::from_millis(400))
+        .unwrap();
+    let early = s.early.clone().unwrap();
+    assert_eq!(early.elapsed, Duration::from_millis(20));
+    assert_eq!(early.mapping, None);
+    assert!(early.punchable);
+}
+
+#[test]
+fn no_answer_gives_no_mapping_verdict() {
+    let mut s = Sim::new(Nat::Port, 1000, 1);
+    assert!(s
+        .run(vec![sa(IP1, P1)], Duration::from_millis(400))
+        .is_err());
+    assert!(s.early.is_none());
 }

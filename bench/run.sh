@@ -4,8 +4,10 @@
 #   (b) time to connect per NAT pair, with its breakdown, next to the lab's lower bound
 #   (c) CPU time and peak RSS of an accepting instance idling for 60 s
 #   (d) N peers inviting one acceptor at once (10 and 50 by default)
+#   (e) component figures, no lab: S/MIME seal/open per key type, one plugin call
+#       through the C ABI, the handshake under simulated loss (virtual time)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--parts abcd]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--parts abcde]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -15,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcd
+PARTS=abcde
 while (($#)); do
     case $1 in
         --idle-seconds) IDLE=${2:?}; shift 2 ;;
@@ -54,6 +56,18 @@ echo "==> (a) NAT discovery per NAT type: plexus nat (full RFC 5780 profile) vs 
 "$ROOT/bench/nat.sh" "$BIN"
 
 fi
+
+if [[ $PARTS == *e* ]]; then
+echo
+echo "==> (e) component figures (release; the #[ignore]d figure tests of the library)"
+# The plugin figure loads the fixture plugin from the same profile directory.
+cargo build --release --workspace >"$WORK/build-ws.log" 2>&1 || { tail -n 30 "$WORK/build-ws.log"; exit 1; }
+cargo test --release -p plexus --lib -- --ignored --nocapture --test-threads 1 2>&1 |
+    grep -vE '^(running .*|test result:.*|ok|)$|Finished|Running|Compiling' |
+    sed -E 's/^test ([^ ]+) \.\.\. /\1:\n/' | sed 's/^/    /'
+fi
+
+[[ $PARTS == *[bcd]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"

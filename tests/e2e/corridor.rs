@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use plexus::identity::{Identity, PeerCert, PeerId};
-use plexus::mediator::email::{EmailMediator, EmailSettings, Secret};
+use plexus::mediator::email::EmailMediator;
 use plexus::mediator::Mediator;
 use plexus::nat::Behaviour;
 use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
@@ -94,6 +94,37 @@ struct Side {
 }
 
 impl Side {
+    /// `who` at `site`, inviting `peer` (see [`Side::accepting`]).
+    fn of(
+        who: &'static str,
+        peer: &'static str,
+        site: &str,
+        mailbox: Account,
+        peer_mailbox: Account,
+    ) -> Side {
+        Side {
+            site: site.into(),
+            who,
+            peer,
+            mailbox,
+            peer_mailbox,
+            accept: false,
+            extra: vec![],
+        }
+    }
+
+    /// Wait for invites from the peer instead (`accept --once`).
+    fn accepting(mut self) -> Side {
+        self.accept = true;
+        self
+    }
+
+    /// More command-line arguments (they come last, so they override).
+    fn with_extra(mut self, extra: Vec<String>) -> Side {
+        self.extra = extra;
+        self
+    }
+
     fn args(&self, lab: &Lab, dir: &Path, certs: &Path) -> Vec<String> {
         let mail = lab.mail();
         let pw = dir.join(format!("{}.pw", self.who));
@@ -301,24 +332,17 @@ fn corridor(
     let dir = lab.scratch(test);
     let certs = demo_certs(&dir);
     let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
-    let acceptor = Side {
-        site: acceptor_site.into(),
-        who: "bob",
-        peer: "alice",
-        mailbox: m_bob.clone(),
-        peer_mailbox: m_alice.clone(),
-        accept: true,
-        extra: acceptor_extra.iter().map(|s| s.to_string()).collect(),
-    };
-    let inviter = Side {
-        site: inviter_site.into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: m_alice,
-        peer_mailbox: m_bob,
-        accept: false,
-        extra: inviter_extra.iter().map(|s| s.to_string()).collect(),
-    };
+    let acceptor = Side::of(
+        "bob",
+        "alice",
+        acceptor_site,
+        m_bob.clone(),
+        m_alice.clone(),
+    )
+    .accepting()
+    .with_extra(acceptor_extra.iter().map(|s| s.to_string()).collect());
+    let inviter = Side::of("alice", "bob", inviter_site, m_alice, m_bob)
+        .with_extra(inviter_extra.iter().map(|s| s.to_string()).collect());
     let mut bob = acceptor.spawn(lab, &dir, &certs);
     let ready = wait_for_text(
         &dir.join("bob.log"),
@@ -456,15 +480,13 @@ fn symmetric_side_is_refused_up_front() {
     let _c = lab.claim(&["a-symmetric"]);
     let dir = lab.scratch("corridor-symmetric");
     let certs = demo_certs(&dir);
-    let side = Side {
-        site: "a-symmetric".into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: take_mailbox(lab),
-        peer_mailbox: take_mailbox(lab),
-        accept: false,
-        extra: vec![],
-    };
+    let side = Side::of(
+        "alice",
+        "bob",
+        "a-symmetric",
+        take_mailbox(lab),
+        take_mailbox(lab),
+    );
     let mut child = side.spawn(lab, &dir, &certs);
     let st = wait(&mut child, Duration::from_secs(30));
     let log = read(dir.join("alice.log"));
@@ -508,15 +530,14 @@ fn silent_peer_ends_in_a_clear_timeout() {
     let _c = lab.claim(&["a-full"]);
     let dir = lab.scratch("corridor-silent");
     let certs = demo_certs(&dir);
-    let side = Side {
-        site: "a-full".into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: take_mailbox(lab),
-        peer_mailbox: take_mailbox(lab),
-        accept: false,
-        extra: vec!["--rendezvous-timeout".into(), "4".into()],
-    };
+    let side = Side::of(
+        "alice",
+        "bob",
+        "a-full",
+        take_mailbox(lab),
+        take_mailbox(lab),
+    )
+    .with_extra(vec!["--rendezvous-timeout".into(), "4".into()]);
     let mut child = side.spawn(lab, &dir, &certs);
     let st = wait(&mut child, Duration::from_secs(60));
     let err = read(dir.join("alice.log"));
@@ -580,17 +601,7 @@ fn invite_now(from: &str, to: &str, mapped: SocketAddr) -> Rendezvous {
 /// Mail `sealed` from `from`'s mailbox to `to`'s through the lab mail server, with
 /// plexus's own e-mail mediator running inside `site`'s host namespace.
 fn mail_sealed(lab: &Lab, site: &str, from: &Account, to: &Account, sealed: &[u8]) {
-    let mail = lab.mail();
-    let mut s = EmailSettings::new(
-        &mail.ip.to_string(),
-        &from.login,
-        Secret::new(from.password.clone()),
-        &from.address,
-        &to.address,
-    );
-    s.smtp_port = mail.smtps_port;
-    s.imap_port = mail.imaps_port;
-    s.ca_file = Some(mail.ca_file.clone());
+    let s = crate::mail::lab_settings(lab.mail(), from, to);
     lab.in_ns(&lab.site(site).host_netns, || {
         let mut m = EmailMediator::new(s).unwrap();
         m.send(&to.address, sealed).unwrap();
@@ -614,15 +625,7 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
     let dir = lab.scratch("corridor-forged");
     let certs = demo_certs(&dir);
     let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
-    let bob = Side {
-        site: "b-port".into(),
-        who: "bob",
-        peer: "alice",
-        mailbox: m_bob.clone(),
-        peer_mailbox: m_alice.clone(),
-        accept: true,
-        extra: vec![],
-    };
+    let bob = Side::of("bob", "alice", "b-port", m_bob.clone(), m_alice.clone()).accepting();
     let mut bob_child = Reaped(bob.spawn(lab, &dir, &certs));
     assert!(wait_for_text(
         &dir.join("bob.log"),
@@ -650,15 +653,7 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
     );
 
     // Still waiting: the real alice now connects.
-    let alice = Side {
-        site: "a-full".into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: m_alice,
-        peer_mailbox: m_bob,
-        accept: false,
-        extra: vec![],
-    };
+    let alice = Side::of("alice", "bob", "a-full", m_alice, m_bob);
     let mut alice_child = alice.spawn(lab, &dir, &certs);
     let run = Run {
         inviter: wait(&mut alice_child, Duration::from_secs(90)),
@@ -707,15 +702,7 @@ fn replayed_invite_is_refused_even_after_a_restart_and_acceptor_keeps_waiting() 
     assert_eq!(users_mail.len(), 2, "a fresh mailbox: {users_mail:?}");
 
     // Bob serves on (no --once), so answering the invite does not end him.
-    let bob = Side {
-        site: b_site.into(),
-        who: "bob",
-        peer: "alice",
-        mailbox: m_bob.clone(),
-        peer_mailbox: m_alice.clone(),
-        accept: true,
-        extra: vec![],
-    };
+    let bob = Side::of("bob", "alice", b_site, m_bob.clone(), m_alice.clone()).accepting();
     let mut args = bob.args(lab, &dir, &certs);
     args.retain(|a| a != "--once");
     let mut bob_child = Reaped(bob.spawn_with(lab, &dir, args));
@@ -855,15 +842,7 @@ fn replayed_invite_is_refused_even_after_a_restart_and_acceptor_keeps_waiting() 
     );
 
     // The real alice connects to the restarted bob.
-    let alice = Side {
-        site: a_site.into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: m_alice,
-        peer_mailbox: m_bob.clone(),
-        accept: false,
-        extra: vec![],
-    };
+    let alice = Side::of("alice", "bob", a_site, m_alice, m_bob.clone());
     let mut alice_child = alice.spawn(lab, &dir, &certs);
     let run = Run {
         inviter: wait(&mut alice_child, Duration::from_secs(90)),
@@ -952,15 +931,7 @@ fn one_acceptor_serves_two_peers_at_once() {
     ]
     .into_iter()
     .map(|(who, site, mbox)| {
-        let side = Side {
-            site: site.into(),
-            who,
-            peer: "bob",
-            mailbox: mbox,
-            peer_mailbox: m_bob.clone(),
-            accept: false,
-            extra: vec![],
-        };
+        let side = Side::of(who, "bob", site, mbox, m_bob.clone());
         let child = side.spawn(lab, &dir, &certs);
         (side, child)
     })
@@ -1018,24 +989,8 @@ fn original_flat_command_line_connects() {
         );
         a
     };
-    let bob = Side {
-        site: "b-port".into(),
-        who: "bob",
-        peer: "alice",
-        mailbox: m_bob.clone(),
-        peer_mailbox: m_alice.clone(),
-        accept: true,
-        extra: vec![],
-    };
-    let alice = Side {
-        site: "a-none".into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: m_alice,
-        peer_mailbox: m_bob,
-        accept: false,
-        extra: vec![],
-    };
+    let bob = Side::of("bob", "alice", "b-port", m_bob.clone(), m_alice.clone()).accepting();
+    let alice = Side::of("alice", "bob", "a-none", m_alice, m_bob);
     let start = |side: &Side| -> Child {
         lab.command(&lab.site(&side.site).host_netns, &plexus_bin())
             .args(flat(side))
@@ -1077,15 +1032,7 @@ fn wrong_mail_password_exits_1() {
     let certs = demo_certs(&dir);
     let mut mailbox = take_mailbox(lab);
     mailbox.password = "not-the-password".into();
-    let side = Side {
-        site: "a-full".into(),
-        who: "alice",
-        peer: "bob",
-        mailbox: mailbox.clone(),
-        peer_mailbox: take_mailbox(lab),
-        accept: false,
-        extra: vec![],
-    };
+    let side = Side::of("alice", "bob", "a-full", mailbox.clone(), take_mailbox(lab));
     let mut child = side.spawn(lab, &dir, &certs);
     let st = wait(&mut child, Duration::from_secs(60));
     let log = read(dir.join("alice.log"));

@@ -29,7 +29,9 @@ fn account<'a>(mail: &'a Mail, user: &str) -> &'a Account {
         .unwrap_or_else(|| panic!("lab mail has no account {user}"))
 }
 
-fn settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
+/// `me`'s mediator settings for the lab mail host: the shipped defaults (io timeout,
+/// IDLE period), only the lab's ports and CA.
+pub(crate) fn lab_settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
     let mut s = EmailSettings::new(
         &mail.ip.to_string(),
         &me.login,
@@ -40,6 +42,12 @@ fn settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
     s.smtp_port = mail.smtps_port;
     s.imap_port = mail.imaps_port;
     s.ca_file = Some(mail.ca_file.clone());
+    s
+}
+
+/// [`lab_settings`] with a shorter io timeout and fast polling, for the tests here.
+fn settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSettings {
+    let mut s = lab_settings(mail, me, peer);
     s.io_timeout = Duration::from_secs(10);
     s.poll_interval = Duration::from_millis(500);
     s
@@ -568,22 +576,8 @@ fn mail_survives_twenty_percent_loss_on_the_clients_link() {
     lab.set_loss(SITE_LOSSY, 20);
     let ns = lab.site(SITE_LOSSY).host_netns.clone();
     let figures = lab.in_ns(&ns, || {
-        // The shipped defaults (io timeout, IDLE period), only the lab's ports and CA.
-        let lab_settings = |me: &Account, peer: &Account| {
-            let mut s = EmailSettings::new(
-                &mail.ip.to_string(),
-                &me.login,
-                Secret::new(me.password.clone()),
-                &me.address,
-                &peer.address,
-            );
-            s.smtp_port = mail.smtps_port;
-            s.imap_port = mail.imaps_port;
-            s.ca_file = Some(mail.ca_file.clone());
-            s
-        };
-        let mut sender = EmailMediator::new(lab_settings(&a, &b)).unwrap();
-        let mut receiver = EmailMediator::new(lab_settings(&b, &a)).unwrap();
+        let mut sender = EmailMediator::new(lab_settings(mail, &a, &b)).unwrap();
+        let mut receiver = EmailMediator::new(lab_settings(mail, &b, &a)).unwrap();
         let mut figures = Vec::new();
         for i in 0..MAILS {
             let t0 = Instant::now();

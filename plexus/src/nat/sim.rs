@@ -485,3 +485,58 @@ fn no_answer_gives_no_mapping_verdict() {
         .is_err());
     assert!(s.early.is_none());
 }
+
+/// Under 20 % loss a verdict may be missing, but the mapping verdict must never be wrong:
+/// a wrongly "dependent" mapping refuses a pair that could punch.
+#[test]
+fn heavy_loss_never_gives_a_wrong_mapping() {
+    let mut unknown = 0;
+    let mut total = 0;
+    let mut wrong_filtering = 0;
+    for (nat, mapping, filtering) in [
+        (Nat::None, EndpointIndependent, EndpointIndependent),
+        (Nat::Full, EndpointIndependent, EndpointIndependent),
+        (Nat::Address, EndpointIndependent, AddressDependent),
+        (Nat::Port, EndpointIndependent, AddressAndPortDependent),
+        (
+            Nat::Symmetric,
+            AddressAndPortDependent,
+            AddressAndPortDependent,
+        ),
+    ] {
+        for seed in 0..300 {
+            let Ok(r) = Sim::new(nat, 200, seed).run(vec![sa(IP1, P1)], Duration::from_millis(400))
+            else {
+                continue; // every test I lost: an error, not a verdict
+            };
+            total += 1;
+            match r.mapping {
+                None => unknown += 1,
+                Some(m) => assert_eq!(m, mapping, "{nat:?} seed {seed}: {r:?}"),
+            }
+            // Filtering is "no answer within the deadline": loss can only make a NAT
+            // look stricter than it is, never more open.
+            if let Some(f) = r.filtering {
+                if f != filtering {
+                    wrong_filtering += 1;
+                    assert!(
+                        strictness(f) > strictness(filtering),
+                        "{nat:?} seed {seed}: {r:?}"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{unknown} of {total} profiles left the mapping unknown; \
+         {wrong_filtering} called the filtering stricter than it is"
+    );
+}
+
+fn strictness(b: Behaviour) -> u8 {
+    match b {
+        EndpointIndependent => 0,
+        AddressDependent => 1,
+        AddressAndPortDependent => 2,
+    }
+}

@@ -533,29 +533,38 @@ pub struct Created {
     pub fingerprint: String,
 }
 
-/// Create a file that must not exist yet, with `mode`, and write `data` into it.
+/// Create a file that must not exist yet, with `mode`, and write `data` into it. The data
+/// goes to a temporary file first, which is then hard-linked to `path`: the link fails
+/// if `path` exists (never overwriting, even in a race), and an interruption leaves
+/// `path` either complete or absent, never half-written.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let mut f = OpenOptions::new()
+    let write_err = |source| IdentityError::Write {
+        path: path.into(),
+        source,
+    };
+    if path.symlink_metadata().is_ok() {
+        return Err(IdentityError::Exists(path.into()));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                IdentityError::Exists(path.into())
-            } else {
-                IdentityError::Write {
-                    path: path.into(),
-                    source,
-                }
-            }
-        })?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|source| IdentityError::Write {
-            path: path.into(),
-            source,
-        })
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|_| f.sync_all()));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.symlink_metadata().is_ok() => {
+            Err(IdentityError::Exists(path.into()))
+        }
+        Err(e) => Err(write_err(e)),
+    }
 }
 
 /// Generate a key and a self-signed S/MIME certificate (and optionally a CSR) for
@@ -963,5 +972,12 @@ pub(crate) mod tests {
             fs::read(out.join(format!("{stem}.pem"))).unwrap(),
             b"keep me"
         );
+        // Files are written under a temporary name first; none is left behind.
+        let leftovers: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

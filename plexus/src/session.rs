@@ -37,6 +37,10 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 /// to reach the inviter: mail on a lossy path can take tens of seconds (TCP backoff).
 const ACCEPT_DELIVERY: Duration = Duration::from_secs(60);
 
+/// Pause after the mediator lost its channel, doubling up to the maximum.
+const RECEIVE_BACKOFF_START: Duration = Duration::from_millis(500);
+const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// How often a waiting acceptor repeats its low-TTL punch, well inside the 30 s after
 /// which Linux conntrack forgets an unanswered UDP flow (home routers vary, some less).
 const REPUNCH_EVERY: Duration = Duration::from_secs(10);
@@ -537,6 +541,7 @@ fn wait_for(
 ) -> Result<(usize, Rendezvous), SessionError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+    let mut backoff = RECEIVE_BACKOFF_START;
     loop {
         let now = Instant::now();
         if let Some((socket, server)) = keepalive {
@@ -555,8 +560,29 @@ fn wait_for(
             }
             slice = slice.min(d - now);
         }
-        let Some(incoming) = mediator.receive(slice)? else {
-            continue;
+        let incoming = match mediator.receive(slice) {
+            Ok(Some(incoming)) => {
+                backoff = RECEIVE_BACKOFF_START;
+                incoming
+            }
+            Ok(None) => continue,
+            // The channel dropped and the mediator could not reconnect within this
+            // slice: a lossy or restarting server, not a reason to give up waiting
+            // (an always-on acceptor must outlive it). Wrong credentials or settings
+            // are not retried.
+            Err(MediatorError::Unreachable(m)) => {
+                let pause = deadline.map_or(backoff, |d| {
+                    backoff.min(d.saturating_duration_since(Instant::now()))
+                });
+                warn!(
+                    "rendezvous channel unreachable ({m}); trying again in {} ms",
+                    pause.as_millis()
+                );
+                std::thread::sleep(pause);
+                backoff = (backoff * 2).min(RECEIVE_BACKOFF_MAX);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
         match open_from(peers, &incoming.from, &incoming.sealed) {
             Err(e) => {
@@ -564,10 +590,10 @@ fn wait_for(
                     "refused a rendezvous message from {} ({}): {e}",
                     incoming.from, incoming.id
                 );
-                mediator.acknowledge(&incoming.id, Outcome::Rejected)?;
+                acknowledge(mediator, &incoming.id, Outcome::Rejected)?;
             }
             Ok((i, msg)) if want(&msg) => {
-                mediator.acknowledge(&incoming.id, Outcome::Handled)?;
+                acknowledge(mediator, &incoming.id, Outcome::Handled)?;
                 return Ok((i, msg));
             }
             Ok((_, msg)) => {
@@ -577,9 +603,25 @@ fn wait_for(
                     msg.from,
                     msg.session.to_hex()
                 );
-                mediator.acknowledge(&incoming.id, Outcome::Handled)?;
+                acknowledge(mediator, &incoming.id, Outcome::Handled)?;
             }
         }
+    }
+}
+
+/// Acknowledge a message; losing the channel meanwhile only costs the cleanup (the
+/// message stays where it is and is refused as a replay if it is read again).
+fn acknowledge(
+    mediator: &mut dyn Mediator,
+    id: &str,
+    outcome: Outcome,
+) -> Result<(), SessionError> {
+    match mediator.acknowledge(id, outcome) {
+        Err(MediatorError::Unreachable(m)) => {
+            warn!("could not acknowledge message {id} ({m}); it stays in place");
+            Ok(())
+        }
+        r => r.map_err(SessionError::from),
     }
 }
 
@@ -820,11 +862,13 @@ mod tests {
     use super::*;
     use crate::mediator::Incoming;
 
-    /// A channel that fails its first sends with the given errors.
+    /// A channel that fails its first sends (and receives) with the given errors.
     struct Flaky {
         failures: Vec<MediatorError>,
+        receive_failures: Vec<MediatorError>,
         sent: usize,
         tries: usize,
+        receives: usize,
     }
 
     impl Mediator for Flaky {
@@ -840,8 +884,14 @@ mod tests {
                 Err(self.failures.remove(0))
             }
         }
-        fn receive(&mut self, _t: Duration) -> Result<Option<Incoming>, MediatorError> {
-            Ok(None)
+        fn receive(&mut self, t: Duration) -> Result<Option<Incoming>, MediatorError> {
+            self.receives += 1;
+            if self.receive_failures.is_empty() {
+                std::thread::sleep(t.min(Duration::from_millis(10)));
+                Ok(None)
+            } else {
+                Err(self.receive_failures.remove(0))
+            }
         }
         fn acknowledge(&mut self, _id: &str, _o: Outcome) -> Result<(), MediatorError> {
             Ok(())
@@ -851,9 +901,48 @@ mod tests {
     fn flaky(failures: Vec<MediatorError>) -> Flaky {
         Flaky {
             failures,
+            receive_failures: Vec::new(),
             sent: 0,
             tries: 0,
+            receives: 0,
         }
+    }
+
+    #[test]
+    fn a_lost_channel_while_waiting_is_retried_until_the_deadline() {
+        let mut m = flaky(vec![]);
+        m.receive_failures = vec![
+            MediatorError::Unreachable("connection lost".into()),
+            MediatorError::Unreachable("connection lost".into()),
+        ];
+        let e = wait_for(
+            &mut [],
+            &mut m,
+            |_| true,
+            Some(Duration::from_millis(2000)),
+            None,
+        )
+        .unwrap_err();
+        // Both failures were waited out (0.5 s + 1 s), then it kept receiving.
+        assert!(matches!(e, SessionError::RendezvousTimeout(_)), "{e}");
+        assert!(m.receives > 2, "{} receives", m.receives);
+
+        // Wrong credentials end the wait at once.
+        let mut m = flaky(vec![]);
+        m.receive_failures = vec![MediatorError::Auth("bad password".into())];
+        let e = wait_for(
+            &mut [],
+            &mut m,
+            |_| true,
+            Some(Duration::from_secs(5)),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SessionError::Mediator(MediatorError::Auth(_))),
+            "{e}"
+        );
+        assert_eq!(m.receives, 1);
     }
 
     #[test]

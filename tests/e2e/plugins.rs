@@ -317,6 +317,26 @@ struct AppLog {
     sent: u32,
 }
 
+impl AppLog {
+    /// Count one received datagram; its sequence number when it is an intact `kind`.
+    fn record(&mut self, kind: &str, data: &[u8], src: SocketAddr, token: u64) -> Option<u32> {
+        if data.is_empty() {
+            self.empty += 1;
+            return None;
+        }
+        let seq = parse_app(kind, data, token);
+        match seq {
+            Some(seq) => {
+                self.seqs.insert(seq);
+                self.sizes.insert(data.len());
+                self.sources.insert(src);
+            }
+            None => self.other += 1,
+        }
+        seq
+    }
+}
+
 const APP_SIZE: usize = 1200;
 
 /// `prefix seq token` padded to APP_SIZE with a pattern derived from seq.
@@ -370,15 +390,7 @@ fn pinger(
         let Ok((n, src)) = s.recv_from(&mut buf) else {
             continue;
         };
-        match parse_app("pong", &buf[..n], token) {
-            _ if n == 0 => log.empty += 1,
-            Some(seq) => {
-                log.seqs.insert(seq);
-                log.sizes.insert(n);
-                log.sources.insert(src);
-            }
-            None => log.other += 1,
-        }
+        log.record("pong", &buf[..n], src, token);
     }
     log
 }
@@ -394,16 +406,9 @@ fn ponger(bind: SocketAddr, token: u64, stop: &AtomicBool, limit: Duration) -> A
         let Ok((n, src)) = s.recv_from(&mut buf) else {
             continue;
         };
-        match parse_app("ping", &buf[..n], token) {
-            _ if n == 0 => log.empty += 1,
-            Some(seq) => {
-                log.seqs.insert(seq);
-                log.sizes.insert(n);
-                log.sources.insert(src);
-                let _ = s.send_to(&app_datagram("pong", seq, token), src);
-                log.sent += 1;
-            }
-            None => log.other += 1,
+        if let Some(seq) = log.record("ping", &buf[..n], src, token) {
+            let _ = s.send_to(&app_datagram("pong", seq, token), src);
+            log.sent += 1;
         }
     }
     log

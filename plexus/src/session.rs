@@ -175,11 +175,6 @@ pub fn facts_of(report: &NatReport) -> NatFacts {
 pub fn discover(settings: &SessionSettings) -> Result<NatReport, SessionError> {
     info!("discovering NAT…");
     let report = discover_rounds(&discover_config(settings), |_| {})?;
-    info!(
-        "NAT: {} ({} ms)",
-        describe_facts(&facts_of(&report)),
-        report.elapsed.as_millis()
-    );
     judge_mapping(report)
 }
 
@@ -199,24 +194,45 @@ fn discover_rounds(
     config: &nat::DiscoverConfig,
     mut on_mapping: impl FnMut(&NatReport),
 ) -> Result<NatReport, SessionError> {
-    // On a lossy path every send of test I can be lost inside one probe deadline;
-    // a couple more rounds make that unlikely without slowing the common case.
+    // On a lossy path every send of test I can be lost inside one probe deadline.
+    in_rounds(
+        "NAT discovery",
+        || nat::discover_staged(config, &mut on_mapping),
+        |_| true,
+    )
+    .map_err(|e| SessionError::Stun(e.to_string()))
+}
+
+/// A STUN step that must be answered, tried up to three times while `retry` says the
+/// error is worth it: on a lossy path every send of one round can be lost (20 % loss each
+/// way loses a round trip 36 % of the time); more rounds make that unlikely without
+/// slowing the common case.
+fn in_rounds<T, E: fmt::Display>(
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, E>,
+    retry: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     const ROUNDS: u32 = 3;
     let mut round = 1;
     loop {
-        match nat::discover_staged(config, &mut on_mapping) {
-            Ok(r) => return Ok(r),
-            Err(e) if round < ROUNDS => {
-                warn!("NAT discovery round {round} of {ROUNDS} failed: {e}; trying again");
+        match attempt() {
+            Err(e) if round < ROUNDS && retry(&e) => {
+                warn!("{what}, round {round} of {ROUNDS}: {e}; trying again");
                 round += 1;
             }
-            Err(e) => return Err(SessionError::Stun(e.to_string())),
+            r => return r,
         }
     }
 }
 
-/// Refuse a mapping the peer could not predict; only the mapping matters here.
+/// Log the verdict and refuse a mapping the peer could not predict; only the mapping
+/// matters here.
 fn judge_mapping(report: NatReport) -> Result<NatReport, SessionError> {
+    info!(
+        "NAT: {} ({} ms)",
+        describe_facts(&facts_of(&report)),
+        report.elapsed.as_millis()
+    );
     match report.mapping {
         Some(Behaviour::AddressAndPortDependent) | Some(Behaviour::AddressDependent) => {
             Err(SessionError::NatRefused(report.reason.clone()))
@@ -269,11 +285,6 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
             Err(_) => return Err(SessionError::Stun("NAT discovery panicked".into())),
         },
     };
-    info!(
-        "NAT: {} ({} ms)",
-        describe_facts(&facts_of(&report)),
-        report.elapsed.as_millis()
-    );
     judge_mapping(report)
 }
 
@@ -286,23 +297,17 @@ fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr)
         ))
     })?;
     let server = settings.stun[0];
-    // Unlike a filtering probe, this one must be answered: allow retransmissions, and a
-    // few rounds, since on a lossy path all sends of one round can be lost (20 % loss
-    // each way loses a round trip 36 % of the time). Every round uses the same socket,
-    // so the mapping it reports is the one the peer will see.
+    // Unlike a filtering probe, this one must be answered: allow retransmissions, and
+    // rounds on a timeout. Every round uses the same socket, so the mapping it reports
+    // is the one the peer will see.
     let timeout = (settings.discovery_timeout * 5).max(Duration::from_secs(2));
-    const ROUNDS: u32 = 3;
-    let mut round = 1;
-    loop {
-        match stun::binding(&socket, server, timeout) {
-            Ok(mapped) => return Ok((socket, mapped)),
-            Err(e @ stun::StunError::Timeout { .. }) if round < ROUNDS => {
-                warn!("binding via {server}, round {round} of {ROUNDS}: {e}; trying again");
-                round += 1;
-            }
-            Err(e) => return Err(SessionError::Stun(format!("binding via {server}: {e}"))),
-        }
-    }
+    let mapped = in_rounds(
+        &format!("binding via {server}"),
+        || stun::binding(&socket, server, timeout),
+        |e| matches!(e, stun::StunError::Timeout { .. }),
+    )
+    .map_err(|e| SessionError::Stun(format!("binding via {server}: {e}")))?;
+    Ok((socket, mapped))
 }
 
 /// This socket's local endpoints worth telling a peer behind the same NAT.

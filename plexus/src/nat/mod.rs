@@ -371,10 +371,8 @@ fn run_core(
             return Ok(());
         };
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok((i, from, data)) => {
-                core.handle_input(i, from, &data, Instant::now());
-                step(core);
-            }
+            // `step` sees the result at the top of the next turn, before any send.
+            Ok((i, from, data)) => core.handle_input(i, from, &data, Instant::now()),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(NatError::Io {

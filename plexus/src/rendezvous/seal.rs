@@ -1382,17 +1382,8 @@ mod tests {
                 .stderr(std::fs::File::create(file("err")).unwrap())
                 .spawn()
                 .expect("run gpgsm");
-            let started = Instant::now();
-            let status = loop {
-                if let Some(s) = child.try_wait().unwrap() {
-                    break s;
-                }
-                if started.elapsed() > GPGSM_LIMIT {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("gpgsm {args:?} still running after {GPGSM_LIMIT:?}: killed");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let Some(status) = wait_bounded(&mut child) else {
+                panic!("gpgsm {args:?} still running after {GPGSM_LIMIT:?}: killed");
             };
             let read = |what: &str| {
                 String::from_utf8_lossy(&std::fs::read(file(what)).unwrap()).into_owned()
@@ -1417,14 +1408,24 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
             {
-                let started = Instant::now();
-                while matches!(c.try_wait(), Ok(None)) && started.elapsed() < GPGSM_LIMIT {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+                wait_bounded(&mut c);
             }
         }
+    }
+
+    /// Wait for `child` at most GPGSM_LIMIT; past that it is killed and `None` returned.
+    fn wait_bounded(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < GPGSM_LIMIT {
+            match child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// SHA-1 fingerprint as gpgsm prints it in status lines (hex, no colons).

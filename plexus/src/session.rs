@@ -63,7 +63,14 @@ pub struct SessionSettings {
     pub handshake_timeout: Duration,
     /// The peer's address on the mediator's channel (its mail address, a plugin address).
     pub peer_address: String,
+    /// Accept mode: most corridors (handshake and executor) running at once; an invite
+    /// beyond that is refused, so an authenticated but misbehaving peer cannot make the
+    /// acceptor spawn without bound.
+    pub max_corridors: usize,
 }
+
+/// Default for [`SessionSettings::max_corridors`].
+pub const DEFAULT_MAX_CORRIDORS: usize = 32;
 
 /// Where time went, for the progress lines and the benchmark.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +130,11 @@ pub enum SessionError {
     RendezvousTimeout(Duration),
     /// The UDP handshake failed.
     Punch(punch::PunchError),
+    /// The peer's message names an endpoint no real peer can have (unspecified,
+    /// loopback, multicast, broadcast, port 0).
+    BadEndpoint(SocketAddr),
+    /// The settings cannot work (named in the message).
+    Settings(String),
 }
 
 impl fmt::Display for SessionError {
@@ -140,11 +152,51 @@ impl fmt::Display for SessionError {
                 d.as_secs()
             ),
             SessionError::Punch(e) => write!(f, "{e}"),
+            SessionError::BadEndpoint(a) => write!(
+                f,
+                "the peer's message names the endpoint {a}, which cannot be a peer's \
+                 (unspecified, loopback, multicast, broadcast or port 0); refused"
+            ),
+            SessionError::Settings(m) => write!(f, "{m}"),
         }
     }
 }
 
-impl std::error::Error for SessionError {}
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionError::Mediator(e) => Some(e),
+            SessionError::Seal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Refuse endpoints that no peer across a NAT can have: sending the handshake there
+/// would aim our packets at ourselves, a whole segment or nowhere.
+fn check_endpoints(msg: &Rendezvous) -> Result<(), SessionError> {
+    let bad = |a: &SocketAddr| {
+        let ip = a.ip();
+        a.port() == 0
+            || ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+            || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| {
+                v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast()
+            }))
+    };
+    match msg.mapped.iter().chain(msg.local.iter()).find(|a| bad(a)) {
+        Some(a) => Err(SessionError::BadEndpoint(*a)),
+        None => Ok(()),
+    }
+}
+
+fn need_stun(settings: &SessionSettings) -> Result<SocketAddr, SessionError> {
+    settings.stun.first().copied().ok_or_else(|| {
+        SessionError::Settings("no STUN server configured: name at least one".into())
+    })
+}
 
 impl From<MediatorError> for SessionError {
     fn from(e: MediatorError) -> Self {
@@ -370,6 +422,7 @@ pub fn invite(
     executor: &mut dyn Executor,
 ) -> Result<Finished, SessionError> {
     let start = Instant::now();
+    let stun_server = need_stun(settings)?;
     // The corridor socket's binding and discovery's probes use different sockets and
     // do not wait on each other: run them together. A refused NAT wins over a
     // failed binding (it says more).
@@ -425,9 +478,10 @@ pub fn invite(
         mediator,
         |m| m.kind == Kind::Accept && m.session == invite.session,
         settings.rendezvous_timeout,
-        Some((&socket, settings.stun[0])),
+        Some((&socket, stun_server)),
     )?;
     timeline.wait = t.elapsed();
+    check_endpoints(&accept)?;
     info!(
         "accept from {} at {:?} (NAT {})",
         accept.from,
@@ -571,23 +625,20 @@ fn wait_for(
                 incoming
             }
             Ok(None) => continue,
-            // The channel dropped and the mediator could not reconnect within this
-            // slice: a lossy or restarting server, not a reason to give up waiting
-            // (an always-on acceptor must outlive it). Wrong credentials or settings
-            // are not retried.
-            Err(MediatorError::Unreachable(m)) => {
+            // Only wrong credentials or settings end a waiting side. Anything else
+            // (the channel dropped, a server or plugin answering something odd, local
+            // I/O trouble) may pass, and an always-on acceptor must outlive it: wait
+            // with a backoff and try again.
+            Err(e @ (MediatorError::Auth(_) | MediatorError::Config(_))) => return Err(e.into()),
+            Err(e) => {
                 let pause = deadline.map_or(backoff, |d| {
                     backoff.min(d.saturating_duration_since(Instant::now()))
                 });
-                warn!(
-                    "rendezvous channel unreachable ({m}); trying again in {} ms",
-                    pause.as_millis()
-                );
+                warn!("{e}; trying again in {} ms", pause.as_millis());
                 std::thread::sleep(pause);
                 backoff = (backoff * 2).min(RECEIVE_BACKOFF_MAX);
                 continue;
             }
-            Err(e) => return Err(e.into()),
         };
         match open_from(peers, &incoming.from, &incoming.sealed) {
             Err(e) => {
@@ -595,10 +646,10 @@ fn wait_for(
                     "refused a rendezvous message from {} ({}): {e}",
                     incoming.from, incoming.id
                 );
-                acknowledge(mediator, &incoming.id, Outcome::Rejected)?;
+                acknowledge(mediator, &incoming.id, Outcome::Rejected);
             }
             Ok((i, msg)) if want(&msg) => {
-                acknowledge(mediator, &incoming.id, Outcome::Handled)?;
+                acknowledge(mediator, &incoming.id, Outcome::Handled);
                 return Ok((i, msg));
             }
             Ok((_, msg)) => {
@@ -608,25 +659,18 @@ fn wait_for(
                     msg.from,
                     msg.session.to_hex()
                 );
-                acknowledge(mediator, &incoming.id, Outcome::Handled)?;
+                acknowledge(mediator, &incoming.id, Outcome::Handled);
             }
         }
     }
 }
 
-/// Acknowledge a message; losing the channel meanwhile only costs the cleanup (the
-/// message stays where it is and is refused as a replay if it is read again).
-fn acknowledge(
-    mediator: &mut dyn Mediator,
-    id: &str,
-    outcome: Outcome,
-) -> Result<(), SessionError> {
-    match mediator.acknowledge(id, outcome) {
-        Err(MediatorError::Unreachable(m)) => {
-            warn!("could not acknowledge message {id} ({m}); it stays in place");
-            Ok(())
-        }
-        r => r.map_err(SessionError::from),
+/// Acknowledge a message. Failing to only costs the cleanup: the message stays where it
+/// is and is refused as a replay if it is read again; wrong credentials or settings
+/// show up again at the next receive, which ends the wait.
+fn acknowledge(mediator: &mut dyn Mediator, id: &str, outcome: Outcome) {
+    if let Err(e) = mediator.acknowledge(id, outcome) {
+        warn!("could not acknowledge message {id} ({e}); it stays in place");
     }
 }
 
@@ -684,12 +728,17 @@ pub fn accept(
     executors: &[ExecutorFactory],
     once: bool,
 ) -> Result<Finished, SessionError> {
-    assert_eq!(
-        peers.len(),
-        executors.len(),
-        "one executor factory per peer"
-    );
+    let stun_server = need_stun(settings)?;
+    if peers.len() != executors.len() || peers.is_empty() {
+        return Err(SessionError::Settings(format!(
+            "accept needs one executor per peer ({} peers, {} executors)",
+            peers.len(),
+            executors.len()
+        )));
+    }
     let report = discover(settings)?;
+    // Corridors running now (handshake or executor), to bound them.
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let facts = facts_of(&report);
     let started = Instant::now();
     let names: Vec<String> = peers
@@ -708,6 +757,23 @@ pub fn accept(
         let (who, invite) = wait_for(peers, mediator, |m| m.kind == Kind::Invite, remaining, None)?;
         let peer = &mut peers[who];
         let session_start = Instant::now();
+        if let Err(e) = check_endpoints(&invite) {
+            warn!("invite {} refused: {e}", invite.session.to_hex());
+            if once {
+                return Err(e);
+            }
+            continue;
+        }
+        let busy = running.load(std::sync::atomic::Ordering::SeqCst);
+        if busy >= settings.max_corridors.max(1) {
+            warn!(
+                "invite {} from {} refused: {busy} corridors are running, the most allowed \
+                 (max_corridors); the peer may invite again when one ends",
+                invite.session.to_hex(),
+                invite.from
+            );
+            continue;
+        }
         info!(
             "invite from {} (session {}) at {:?}, NAT {}",
             invite.from,
@@ -715,7 +781,7 @@ pub fn accept(
             invite.mapped,
             describe_facts(&invite.nat)
         );
-        let prepared = match answer(settings, peer, mediator, &invite, facts) {
+        let prepared = match answer(settings, stun_server, peer, mediator, &invite, facts) {
             Ok(p) => p,
             Err(e) => {
                 warn!("invite {} failed: {e}", invite.session.to_hex());
@@ -778,11 +844,28 @@ pub fn accept(
         if once {
             return run();
         }
-        std::thread::spawn(move || {
-            if let Err(e) = run() {
-                warn!("corridor failed: {e}");
-            }
-        });
+        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let slot = Slot(running.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("corridor-{}", invite.session.to_hex()))
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(e) = run() {
+                    warn!("corridor failed: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread for the corridor: {e}");
+        }
+    }
+}
+
+/// One running corridor counted in the acceptor's total; released however it ends.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -798,6 +881,7 @@ struct Prepared {
 /// The acceptor's part before the handshake: bind, binding, punch, send the accept.
 fn answer(
     settings: &SessionSettings,
+    stun_server: SocketAddr,
     peer: &mut Peer<'_>,
     mediator: &mut dyn Mediator,
     invite: &Rendezvous,
@@ -835,7 +919,7 @@ fn answer(
         inviter,
         mapped,
         settings.punch_hops,
-        settings.stun[0],
+        stun_server,
         &HopsConfig::default(),
     )
     .map_err(SessionError::Punch)?;
@@ -950,6 +1034,143 @@ mod tests {
         assert_eq!(m.receives, 1);
     }
 
+    /// A channel that hands out one hostile message after another and refuses every
+    /// acknowledgement, the way a server refusing MOVE/EXPUNGE or a shared folder with
+    /// a vanished file would.
+    struct Hostile {
+        handed: usize,
+        acks: usize,
+    }
+
+    impl Mediator for Hostile {
+        fn name(&self) -> &str {
+            "hostile"
+        }
+        fn send(&mut self, _to: &str, _sealed: &[u8]) -> Result<(), MediatorError> {
+            Ok(())
+        }
+        fn receive(&mut self, _t: Duration) -> Result<Option<Incoming>, MediatorError> {
+            self.handed += 1;
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(Some(Incoming {
+                id: format!("m{}", self.handed),
+                from: "mallory".into(),
+                sealed: vec![0xff; 64],
+            }))
+        }
+        fn acknowledge(&mut self, _id: &str, _o: Outcome) -> Result<(), MediatorError> {
+            self.acks += 1;
+            Err(MediatorError::Protocol("NO [CANNOT] MOVE refused".into()))
+        }
+    }
+
+    #[test]
+    fn only_credentials_and_settings_end_a_wait() {
+        for transient in [
+            MediatorError::Protocol("unexpected answer".into()),
+            MediatorError::Io(std::io::Error::other("EIO")),
+            MediatorError::Unreachable("gone".into()),
+        ] {
+            let mut m = flaky(vec![]);
+            m.receive_failures = vec![transient];
+            let e = wait_for(
+                &mut [],
+                &mut m,
+                |_| true,
+                Some(Duration::from_millis(1500)),
+                None,
+            )
+            .unwrap_err();
+            assert!(matches!(e, SessionError::RendezvousTimeout(_)), "{e}");
+            assert!(m.receives > 1, "kept receiving after the failure");
+        }
+        let mut m = flaky(vec![]);
+        m.receive_failures = vec![MediatorError::Config("no such folder".into())];
+        let e = wait_for(
+            &mut [],
+            &mut m,
+            |_| true,
+            Some(Duration::from_secs(5)),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SessionError::Mediator(MediatorError::Config(_))),
+            "{e}"
+        );
+        assert_eq!(m.receives, 1);
+    }
+
+    #[test]
+    fn refused_acknowledgements_of_hostile_messages_do_not_end_a_wait() {
+        let mut m = Hostile { handed: 0, acks: 0 };
+        let e = wait_for(
+            &mut [],
+            &mut m,
+            |_| true,
+            Some(Duration::from_millis(300)),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SessionError::RendezvousTimeout(_)), "{e}");
+        assert!(
+            m.handed > 3 && m.acks == m.handed,
+            "{} / {}",
+            m.handed,
+            m.acks
+        );
+    }
+
+    #[test]
+    fn endpoints_no_peer_can_have_are_refused() {
+        use crate::identity::PeerId;
+        // Built field by field: the constructors already refuse port 0.
+        let msg = |mapped: &str, local: &[&str]| Rendezvous {
+            kind: Kind::Invite,
+            from: PeerId::parse("a@x.example/one").unwrap(),
+            to: PeerId::parse("b@y.example/two").unwrap(),
+            session: crate::rendezvous::SessionId([1; 16]),
+            time: 0,
+            mapped: vec![mapped.parse().unwrap()],
+            local: local.iter().map(|l| l.parse().unwrap()).collect(),
+            nat: NatFacts::default(),
+            secret: crate::rendezvous::Secret::from_bytes([2; 32]),
+        };
+        assert!(check_endpoints(&msg("198.51.100.7:4000", &["192.168.1.5:4000"])).is_ok());
+        assert!(check_endpoints(&msg("[2001:db8::1]:4000", &[])).is_ok());
+        for bad in [
+            "0.0.0.0:4000",
+            "127.0.0.1:4000",
+            "224.0.0.1:4000",
+            "255.255.255.255:4000",
+            "198.51.100.7:0",
+            "[::]:4000",
+            "[::1]:4000",
+            "[ff02::1]:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
+            let e = check_endpoints(&msg(bad, &[])).unwrap_err();
+            assert!(matches!(e, SessionError::BadEndpoint(_)), "{bad}: {e}");
+            let e = check_endpoints(&msg("198.51.100.7:4000", &[bad])).unwrap_err();
+            assert!(
+                matches!(e, SessionError::BadEndpoint(_)),
+                "local {bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_refuses_mismatched_peers_and_no_stun_without_panicking() {
+        let mut m = flaky(vec![]);
+        let mut settings = settings_for("127.0.0.1:9".parse().unwrap());
+        let factory: ExecutorFactory = Arc::new(|| Err(ExecError::Config("none".into())));
+        let e = accept(&settings, &mut [], &mut m, &[factory], true).unwrap_err();
+        assert!(e.to_string().contains("one executor per peer"), "{e}");
+        settings.stun.clear();
+        let e = accept(&settings, &mut [], &mut m, &[], true).unwrap_err();
+        assert!(e.to_string().contains("no STUN server"), "{e}");
+    }
+
     #[test]
     fn transport_failures_are_retried_a_bounded_number_of_times() {
         let unreachable = || MediatorError::Unreachable("timeout".into());
@@ -984,6 +1205,7 @@ mod tests {
             rendezvous_timeout: None,
             handshake_timeout: Duration::from_secs(1),
             peer_address: "peer".into(),
+            max_corridors: DEFAULT_MAX_CORRIDORS,
         }
     }
 

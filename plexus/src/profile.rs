@@ -32,6 +32,7 @@
 //!     ca_file: mail-ca.pem
 //! executor:
 //!   command: { program: ./tunnel.sh, args: ["{peer_ip}", "{peer_port}"], env: { MODE: udp } }
+//! max_corridors: 32          # accept: corridors running at once
 //! insecure_plaintext: false
 //! ```
 
@@ -361,6 +362,8 @@ pub struct Profile {
     pub mediator: Option<MediatorConfig>,
     /// Executor (`None` until given by the profile or flags).
     pub executor: Option<ExecutorConfig>,
+    /// Accept mode: most corridors running at once.
+    pub max_corridors: usize,
     /// Send rendezvous messages unsealed (tests only; loudly named on purpose).
     pub insecure_plaintext: bool,
     /// Things the user should know (a plain password in the file…).
@@ -380,6 +383,7 @@ impl Default for Profile {
             replay: Replay::default(),
             mediator: None,
             executor: None,
+            max_corridors: crate::session::DEFAULT_MAX_CORRIDORS,
             insecure_plaintext: false,
             warnings: Vec::new(),
         }
@@ -611,6 +615,7 @@ struct RawProfile {
     replay: ReplayRaw,
     mediator: Option<MediatorRaw>,
     executor: Option<ExecutorRaw>,
+    max_corridors: Option<usize>,
     #[serde(default)]
     insecure_plaintext: bool,
 }
@@ -713,17 +718,28 @@ pub fn locate(name_or_path: &str) -> Result<PathBuf, ProfileError> {
     if !valid {
         return Err(ProfileError::BadName(name_or_path.to_string()));
     }
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => match std::env::var_os("HOME") {
-            Some(h) => PathBuf::from(h).join(".config"),
-            None => PathBuf::from(".config"),
-        },
-    };
-    Ok(base
-        .join("plexus")
-        .join("profiles")
-        .join(format!("{name_or_path}.yaml")))
+    let base = config_dir().unwrap_or_else(|| PathBuf::from(".config/plexus"));
+    Ok(base.join("profiles").join(format!("{name_or_path}.yaml")))
+}
+
+/// plexus's configuration directory: `$XDG_CONFIG_HOME/plexus`, else
+/// `~/.config/plexus`; `None` when neither variable is set.
+pub fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })
+        .map(|base| base.join("plexus"))
+}
+
+/// Where `plexus cert new` is told to put keys in the README, and so where the flat
+/// command line looks for certificates it was not given: `<config dir>/keys`.
+pub fn default_keys_dir() -> Option<PathBuf> {
+    config_dir().map(|d| d.join("keys"))
 }
 
 fn expand_home(p: &Path) -> PathBuf {
@@ -850,6 +866,11 @@ impl Profile {
             p.replay.window = Duration::from_secs(v);
         }
         p.replay.state_file = raw.replay.state_file.map(|f| resolve_path(&dir, f));
+        match raw.max_corridors {
+            Some(0) => return Err(invalid("max_corridors", "must be greater than 0".into())),
+            Some(n) => p.max_corridors = n,
+            None => {}
+        }
         p.insecure_plaintext = raw.insecure_plaintext;
         if p.insecure_plaintext {
             p.warnings.push(
@@ -1235,6 +1256,7 @@ impl fmt::Display for Profile {
                 writeln!(f, "executor: plugin {}", masked_plugin(p))?
             }
         }
+        writeln!(f, "max_corridors: {}", self.max_corridors)?;
         if self.insecure_plaintext {
             writeln!(f, "insecure_plaintext: true  (!)")?;
         }

@@ -6,7 +6,7 @@
 //! network.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +37,12 @@ pub struct ConnectArgs {
     /// first profile's mediator is used, listening for every profile's peer).
     #[arg(long, value_name = "NAME|PATH")]
     pub profile: Vec<String>,
-    /// This host's id, `mail@domain/instance` (profile: host.id).
+    /// This host's id, `mail@domain/instance` (profile: host.id). A plain word, as in
+    /// the original tool (`--host-id remote`), is the instance under --email-from.
     #[arg(long, value_name = "ID")]
     pub host_id: Option<String>,
-    /// The peer's id, `mail@domain/instance` (profile: peer.id).
+    /// The peer's id, `mail@domain/instance` (profile: peer.id). A plain word is the
+    /// instance under --email-to.
     #[arg(long, value_name = "ID")]
     pub peer_id: Option<String>,
 
@@ -82,13 +84,16 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "PATH")]
     pub email_ca: Option<PathBuf>,
 
-    /// This host's S/MIME certificate (PEM).
+    /// This host's S/MIME certificate (PEM) [default: ~/.config/plexus/keys/ID.pem,
+    /// ID being the host id with `/` as `_`, as `plexus cert new` names it].
     #[arg(long, value_name = "PATH")]
     pub smime_cert: Option<PathBuf>,
-    /// This host's S/MIME private key (PEM, mode 0600).
+    /// This host's S/MIME private key (PEM, mode 0600) [default:
+    /// ~/.config/plexus/keys/ID.key].
     #[arg(long, value_name = "PATH")]
     pub smime_key: Option<PathBuf>,
-    /// The peer's pinned S/MIME certificate (PEM).
+    /// The peer's pinned S/MIME certificate (PEM) [default:
+    /// ~/.config/plexus/keys/PEER-ID.pem].
     #[arg(long, value_name = "PATH")]
     pub smime_peer: Option<PathBuf>,
     /// A CA the peer's certificate must also chain to.
@@ -144,6 +149,10 @@ pub struct ConnectArgs {
     /// Handshake timeout in milliseconds [default: profile or 10000].
     #[arg(long, value_name = "MS")]
     pub handshake_timeout: Option<u64>,
+    /// accept: most corridors running at once; further invites are refused until one
+    /// ends [default: profile or 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_corridors: Option<u32>,
     /// accept: handle one invitation, then exit with its result.
     #[arg(long)]
     pub once: bool,
@@ -185,12 +194,6 @@ pub fn resolve_profile(args: &ConnectArgs, name: Option<&str>) -> Result<Profile
 }
 
 fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
-    if let Some(v) = &a.host_id {
-        p.host.id = v.clone();
-    }
-    if let Some(v) = &a.peer_id {
-        p.peer.id = v.clone();
-    }
     if let Some(v) = &a.smime_cert {
         p.host.cert = v.clone();
     }
@@ -246,9 +249,50 @@ fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     if a.insecure_plaintext {
         p.insecure_plaintext = true;
     }
+    if let Some(n) = a.max_corridors {
+        p.max_corridors = n as usize;
+    }
     apply_email_flags(p, a)?;
     apply_exec_flags(p, a);
+    if let Some(v) = &a.host_id {
+        p.host.id = qualify_id(v, "--host-id", "--email-from", email_address(p, true))?;
+    }
+    if let Some(v) = &a.peer_id {
+        p.peer.id = qualify_id(v, "--peer-id", "--email-to", email_address(p, false))?;
+    }
     Ok(())
+}
+
+/// This host's (`own`) or the peer's mail address, when the channel is e-mail.
+fn email_address(p: &Profile, own: bool) -> Option<&str> {
+    match &p.mediator {
+        Some(MediatorConfig::Email(e)) => Some(if own { e.from.as_str() } else { e.to.as_str() }),
+        _ => None,
+    }
+    .filter(|a| !a.is_empty())
+}
+
+/// The original tool's ids are plain words (`--host-id=remote`): on the command line an
+/// id without `@` is the instance name under the side's mail address, so
+/// `--host-id=remote --email-from=peerhost@peermailer.com` is
+/// `peerhost@peermailer.com/remote`. Mail addresses are case-insensitive in practice
+/// and ids are lower case, so the address is lower-cased.
+fn qualify_id(
+    id: &str,
+    flag: &str,
+    address_flag: &str,
+    address: Option<&str>,
+) -> Result<String, Failure> {
+    if id.contains('@') {
+        return Ok(id.to_string());
+    }
+    match address {
+        Some(mail) => Ok(format!("{}/{id}", mail.to_ascii_lowercase())),
+        None => Err(usage(format!(
+            "{flag} {id:?} is an instance name without a mail address: give the whole id \
+             (mail@domain/{id}) or {address_flag} to put it under"
+        ))),
+    }
 }
 
 fn any_email_flag(a: &ConnectArgs) -> bool {
@@ -390,14 +434,42 @@ fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) {
     p.executor = Some(ExecutorConfig::Command(c));
 }
 
+/// `$XDG_STATE_HOME/plexus/replay-HOST-PEER` (or under `~/.local/state`); `None` when
+/// neither variable is set, and then the caller must refuse rather than keep replay
+/// protection in memory only (a restart would forget every message seen).
 fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
     Some(
         base.join("plexus")
             .join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())),
     )
+}
+
+/// Create the replay state's directory 0700: its file names reveal host and peer ids.
+/// An existing directory of ours that is open to others is tightened.
+fn private_state_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| failed(format!("cannot read {}: {e}", dir.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| failed(format!("cannot make {} private: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, Failure> {
@@ -562,6 +634,7 @@ pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure>
         },
         handshake_timeout: p.timeouts.handshake,
         peer_address,
+        max_corridors: p.max_corridors,
     };
     Ok(Prepared {
         settings,
@@ -583,48 +656,79 @@ fn build_envelope(p: &Profile) -> Result<Envelope, Failure> {
         max_age: p.replay.window.as_secs(),
         ..Freshness::default()
     };
-    let replay_state = p
-        .replay
-        .state_file
-        .clone()
-        .or_else(|| default_replay_state(&host_id, &peer_id));
-    if let Some(dir) = replay_state.as_ref().and_then(|f| f.parent()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    let replay_state = match p.replay.state_file.clone() {
+        Some(f) => f,
+        None => default_replay_state(&host_id, &peer_id).ok_or_else(|| {
+            usage(
+                "neither HOME nor XDG_STATE_HOME is set, so replay protection has nowhere \
+                 to remember messages: pass --replay-state PATH (profile: replay.state_file)",
+            )
+        })?,
+    };
+    if let Some(dir) = replay_state.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_state_dir(dir)?;
     }
     let envelope = if p.insecure_plaintext {
-        let replay = match &replay_state {
-            Some(path) => {
-                plexus::rendezvous::ReplayGuard::open(path).map_err(|e| failed(e.to_string()))?
-            }
-            None => plexus::rendezvous::ReplayGuard::in_memory(),
-        };
+        let replay = plexus::rendezvous::ReplayGuard::open(&replay_state)
+            .map_err(|e| failed(e.to_string()))?;
         Envelope::insecure_plaintext(host_id, peer_id, freshness, replay)
     } else {
-        let missing: Vec<&str> = [
-            (p.host.cert.as_os_str().is_empty(), "--smime-cert"),
-            (p.host.key.as_os_str().is_empty(), "--smime-key"),
-            (p.peer.cert.as_os_str().is_empty(), "--smime-peer"),
-        ]
-        .iter()
-        .filter(|(m, _)| *m)
-        .map(|(_, f)| *f)
-        .collect();
-        if !missing.is_empty() {
+        let keys = plexus::profile::default_keys_dir();
+        // Not given: the file `plexus cert new --out <config dir>/keys` wrote, if there.
+        let or_default = |given: &Path, stem: &str, ext: &str| -> Option<PathBuf> {
+            if !given.as_os_str().is_empty() {
+                return Some(given.to_path_buf());
+            }
+            let f = keys.as_ref()?.join(format!("{stem}.{ext}"));
+            f.is_file().then_some(f)
+        };
+        let host_cert = or_default(&p.host.cert, &host_id.file_stem(), "pem");
+        let host_key = or_default(&p.host.key, &host_id.file_stem(), "key");
+        let peer_cert = or_default(&p.peer.cert, &peer_id.file_stem(), "pem");
+        let (Some(host_cert), Some(host_key), Some(peer_cert)) =
+            (host_cert.clone(), host_key.clone(), peer_cert.clone())
+        else {
+            let missing: Vec<String> = [
+                (
+                    host_cert.is_none(),
+                    "--smime-cert",
+                    host_id.file_stem(),
+                    "pem",
+                ),
+                (
+                    host_key.is_none(),
+                    "--smime-key",
+                    host_id.file_stem(),
+                    "key",
+                ),
+                (
+                    peer_cert.is_none(),
+                    "--smime-peer",
+                    peer_id.file_stem(),
+                    "pem",
+                ),
+            ]
+            .iter()
+            .filter(|(m, ..)| *m)
+            .map(|(_, flag, stem, ext)| match &keys {
+                Some(k) => format!("{flag} (or {})", k.join(format!("{stem}.{ext}")).display()),
+                None => flag.to_string(),
+            })
+            .collect();
             return Err(usage(format!(
                 "rendezvous messages are S/MIME sealed: pass {} (or set host.cert, host.key, \
                  peer.cert in the profile); make a certificate with `plexus cert new`",
                 missing.join(", ")
             )));
-        }
+        };
         Envelope::from_files(&EnvelopeFiles {
             host_id,
-            host_cert: p.host.cert.clone(),
-            host_key: p.host.key.clone(),
+            host_cert,
+            host_key,
             peer_id,
-            peer_cert: p.peer.cert.clone(),
+            peer_cert,
             ca: p.peer.ca.clone(),
-            replay_state,
+            replay_state: Some(replay_state),
             freshness,
         })
         .map_err(|e| usage(e.to_string()))?

@@ -204,7 +204,7 @@ impl Side {
 }
 
 /// `SITE` is the site's first host, `SITE#N` its N-th (sites with several hosts).
-fn host_of<'a>(lab: &'a Lab, site: &str) -> &'a crate::lab::Host {
+pub(crate) fn host_of<'a>(lab: &'a Lab, site: &str) -> &'a crate::lab::Host {
     match site.split_once('#') {
         None => &lab.site(site).hosts[0],
         Some((name, n)) => {
@@ -258,7 +258,7 @@ fn wait_for_count(file: &Path, text: &str, n: usize, limit: Duration) -> bool {
 
 /// A child of ours that is killed (by its handle, so never a reused PID) when the
 /// test ends early, e.g. an acceptor serving without `--once` when an assert fails.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

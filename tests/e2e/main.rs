@@ -5,6 +5,7 @@
 #[macro_use]
 mod lab;
 
+mod article;
 mod cli;
 mod corridor;
 mod lab_sanity;

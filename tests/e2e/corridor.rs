@@ -170,6 +170,14 @@ impl Side {
                 .join("../tests/lab/exchange.py")
                 .display()
                 .to_string(),
+            // The executor sees none of plexus's environment but a short allow-list.
+            "--exec-env".into(),
+            format!(
+                "EXCHANGE_OUT={}",
+                dir.join(format!("{}.exchange.json", self.who)).display()
+            ),
+            "--exec-env".into(),
+            "EXCHANGE_SECONDS=8".into(),
         ];
         if self.accept {
             a.push("--once".into());
@@ -191,11 +199,6 @@ impl Side {
         let out = fs::File::create(dir.join(format!("{}.out", self.who))).unwrap();
         lab.command(netns, &plexus_bin())
             .args(args)
-            .env(
-                "EXCHANGE_OUT",
-                dir.join(format!("{}.exchange.json", self.who)),
-            )
-            .env("EXCHANGE_SECONDS", "8")
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(log))
             .spawn()
@@ -994,11 +997,6 @@ fn original_flat_command_line_connects() {
     let start = |side: &Side| -> Child {
         lab.command(&lab.site(&side.site).host_netns, &plexus_bin())
             .args(flat(side))
-            .env(
-                "EXCHANGE_OUT",
-                dir.join(format!("{}.exchange.json", side.who)),
-            )
-            .env("EXCHANGE_SECONDS", "8")
             .stdout(Stdio::from(
                 fs::File::create(dir.join(format!("{}.out", side.who))).unwrap(),
             ))

@@ -71,6 +71,16 @@ fn exchange_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lab/exchange.py")
 }
 
+/// `executor:` running exchange.py, its result in `dir/WHO.exchange.json` (passed in
+/// the executor's `env:`: it inherits none of plexus's environment).
+fn exchange_executor(dir: &Path, who: &str) -> String {
+    format!(
+        "executor:\n  command:\n    program: {}\n    env: {{ EXCHANGE_OUT: {}, EXCHANGE_SECONDS: \"8\" }}\n",
+        q(exchange_py().display()),
+        q(dir.join(format!("{who}.exchange.json")).display())
+    )
+}
+
 /// A YAML scalar for any string (JSON strings are valid YAML flow scalars).
 fn q(s: impl std::fmt::Display) -> String {
     serde_json::to_string(&s.to_string()).unwrap()
@@ -141,9 +151,7 @@ fn start_pair(
         if accept {
             c.arg("--once");
         }
-        c.env("EXCHANGE_OUT", dir.join(format!("{who}.exchange.json")))
-            .env("EXCHANGE_SECONDS", "8")
-            .stdout(Stdio::from(out))
+        c.stdout(Stdio::from(out))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start plexus in the lab")
@@ -233,10 +241,6 @@ fn file_mediator_invite_accept() {
     for (name, body) in &decoys {
         fs::write(shared.join(name), body).unwrap();
     }
-    let executor = format!(
-        "executor:\n  command:\n    program: {}\n",
-        q(exchange_py().display())
-    );
     let profile = |who: &str, peer: &str| {
         write(
             &dir.join(format!("{who}.yaml")),
@@ -245,7 +249,7 @@ fn file_mediator_invite_accept() {
                 peer,
                 &stun_of(lab),
                 &file_mediator(&so, &shared, who, peer, ""),
-                &executor,
+                &exchange_executor(&dir, who),
             ),
         )
     };

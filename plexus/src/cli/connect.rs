@@ -135,6 +135,11 @@ pub struct ConnectArgs {
     /// Working directory of the executor.
     #[arg(long, value_name = "DIR")]
     pub exec_pwd: Option<PathBuf>,
+    /// Set NAME=VALUE in the executor's environment (repeatable; the value may use the
+    /// placeholders of --exec-arg). The executor sees only a short list of plexus's own
+    /// variables (PATH, HOME, LANG…), never its secrets: pass anything else this way.
+    #[arg(long = "exec-env", value_name = "NAME=VALUE")]
+    pub exec_env: Vec<String>,
     /// Append the executor's output to this file (created 0600).
     #[arg(long, value_name = "PATH")]
     pub exec_log_file: Option<PathBuf>,
@@ -253,7 +258,7 @@ fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
         p.max_corridors = n as usize;
     }
     apply_email_flags(p, a)?;
-    apply_exec_flags(p, a);
+    apply_exec_flags(p, a)?;
     if let Some(v) = &a.host_id {
         p.host.id = qualify_id(v, "--host-id", "--email-from", email_address(p, true))?;
     }
@@ -407,13 +412,14 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) {
+fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     let any = a.exec_command.is_some()
         || !a.exec_args.is_empty()
+        || !a.exec_env.is_empty()
         || a.exec_pwd.is_some()
         || a.exec_log_file.is_some();
     if !any {
-        return;
+        return Ok(());
     }
     let mut c = match p.executor.take() {
         Some(ExecutorConfig::Command(c)) => c,
@@ -431,7 +437,15 @@ fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) {
     if let Some(v) = &a.exec_log_file {
         c.log_file = Some(v.clone());
     }
+    for kv in &a.exec_env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--exec-env {kv:?}: expected NAME=VALUE")))?;
+        c.env.retain(|(name, _)| name != k);
+        c.env.push((k.to_string(), v.to_string()));
+    }
     p.executor = Some(ExecutorConfig::Command(c));
+    Ok(())
 }
 
 /// `$XDG_STATE_HOME/plexus/replay-HOST-PEER` (or under `~/.local/state`); `None` when

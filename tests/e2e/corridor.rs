@@ -270,14 +270,14 @@ impl Drop for Reaped {
     }
 }
 
-struct Run {
+pub(crate) struct Run {
     dir: PathBuf,
     inviter: Option<ExitStatus>,
     acceptor: Option<ExitStatus>,
 }
 
 impl Run {
-    fn log(&self, who: &str) -> String {
+    pub(crate) fn log(&self, who: &str) -> String {
         read(self.dir.join(format!("{who}.log")))
     }
     fn out(&self, who: &str) -> String {
@@ -297,7 +297,7 @@ impl Run {
             self.log("bob")
         )
     }
-    fn assert_connected(&self) {
+    pub(crate) fn assert_connected(&self) {
         assert!(
             self.inviter.map(|s| s.success()).unwrap_or(false)
                 && self.acceptor.map(|s| s.success()).unwrap_or(false),
@@ -332,9 +332,28 @@ fn corridor(
     inviter_extra: &[&str],
     acceptor_extra: &[&str],
 ) -> Run {
+    corridor_seeded(
+        lab,
+        test,
+        (inviter_site, acceptor_site),
+        (inviter_extra, acceptor_extra),
+        |_, _, _| 0,
+    )
+}
+
+/// [`corridor`], with `seed(dir, certs, (alice's mailbox, bob's))` run before bob
+/// starts; it returns how many messages bob must refuse before alice may invite.
+pub(crate) fn corridor_seeded(
+    lab: &Lab,
+    test: &str,
+    (inviter_site, acceptor_site): (&str, &str),
+    (inviter_extra, acceptor_extra): (&[&str], &[&str]),
+    seed: impl FnOnce(&Path, &Path, (&Account, &Account)) -> usize,
+) -> Run {
     let dir = lab.scratch(test);
     let certs = demo_certs(&dir);
     let (m_alice, m_bob) = (take_mailbox(lab), take_mailbox(lab));
+    let refusals = seed(&dir, &certs, (&m_alice, &m_bob));
     let acceptor = Side::of(
         "bob",
         "alice",
@@ -351,6 +370,19 @@ fn corridor(
         &dir.join("bob.log"),
         "waiting for invites",
         Duration::from_secs(20),
+    );
+    // Everything seeded was refused, and bob is still waiting.
+    let refused = refusals == 0
+        || wait_for_count(
+            &dir.join("bob.log"),
+            "refused a rendezvous message",
+            refusals,
+            Duration::from_secs(120),
+        );
+    assert!(
+        refused && bob.try_wait().unwrap().is_none(),
+        "bob should refuse {refusals} seeded messages and keep waiting:\n{}",
+        read(dir.join("bob.log"))
     );
     let mut alice = inviter.spawn(lab, &dir, &certs);
     let a = wait(&mut alice, Duration::from_secs(200));

@@ -8,6 +8,7 @@ mod lab;
 mod article;
 mod cli;
 mod corridor;
+mod hostile;
 mod lab_sanity;
 mod mail;
 mod nat;

@@ -104,6 +104,13 @@ pub struct FileMediator {
     reclaim_after: Option<Duration>,
     /// Oversized files already reported (logged once each).
     warned: HashSet<String>,
+    /// Test seam: runs on a candidate's path just before it is claimed, so a test can
+    /// swap something else in at the worst moment.
+    #[cfg(test)]
+    before_claim: Option<Box<dyn FnMut(&Path) + Send>>,
+    /// Test seam: added to the clock, so a test can let time pass without sleeping.
+    #[cfg(test)]
+    advance: Duration,
 }
 
 fn random_u64() -> u64 {
@@ -207,6 +214,8 @@ impl FileMediator {
         let path = self.dir.join(claimed);
         let meta = fs::symlink_metadata(&path).ok()?;
         let age = meta.modified().ok()?.elapsed().unwrap_or_default();
+        #[cfg(test)]
+        let age = age + self.advance;
         if !meta.file_type().is_file() || age < after {
             return None;
         }
@@ -224,6 +233,10 @@ impl FileMediator {
         for (name, from) in self.candidates()? {
             let claimed = format!("{}{name}", self.claim_prefix());
             let (src, dst) = (self.dir.join(&name), self.dir.join(&claimed));
+            #[cfg(test)]
+            if let Some(hook) = self.before_claim.as_mut() {
+                hook(&src);
+            }
             match fs::rename(&src, &dst) {
                 Ok(()) => {}
                 // Another instance took it between listing and claiming.
@@ -291,6 +304,10 @@ impl MediatorPlugin for FileMediator {
             token: format!("{:016x}", random_u64()),
             counter: 0,
             warned: HashSet::new(),
+            #[cfg(test)]
+            before_claim: None,
+            #[cfg(test)]
+            advance: Duration::ZERO,
             reclaim_after: (s.reclaim_after_secs > 0)
                 .then(|| Duration::from_secs(s.reclaim_after_secs)),
         })

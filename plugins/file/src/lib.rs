@@ -226,6 +226,8 @@ pub struct FileMediator {
     reclaim_after: Option<Duration>,
     /// Files addressed to us that could not be used, by name (bounded).
     skipped: HashMap<String, Skipped>,
+    /// Room in `skipped` (a field so a test can make it small).
+    max_skipped: usize,
     /// Whether running out of room in `skipped` was reported.
     skipped_full: bool,
     /// Test seam: runs on a candidate's path just before it is opened (`"open"`) and
@@ -328,12 +330,13 @@ impl FileMediator {
             },
         };
         let known = self.skipped.get(name).map(|s| s.why);
-        if known.is_none() && self.skipped.len() >= MAX_SKIPPED {
+        if known.is_none() && self.skipped.len() >= self.max_skipped {
             if !self.skipped_full {
                 self.skipped_full = true;
                 log::warn!(
-                    "more than {MAX_SKIPPED} unusable files addressed to {} in {}; \
+                    "more than {} unusable files addressed to {} in {}; \
                      further ones are skipped without being reported",
+                    self.max_skipped,
                     self.address,
                     self.dir.display()
                 );
@@ -416,7 +419,7 @@ impl FileMediator {
         }
         // Forget files that are gone, so memory follows the folder.
         self.skipped.retain(|name, _| seen.contains(name));
-        if self.skipped.len() < MAX_SKIPPED {
+        if self.skipped.len() < self.max_skipped {
             self.skipped_full = false;
         }
         found.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
@@ -641,6 +644,7 @@ impl MediatorPlugin for FileMediator {
             token: format!("{:016x}", random_u64()),
             counter: 0,
             skipped: HashMap::new(),
+            max_skipped: MAX_SKIPPED,
             skipped_full: false,
             reclaim_after: (s.reclaim_after_secs > 0)
                 .then(|| Duration::from_secs(s.reclaim_after_secs)),

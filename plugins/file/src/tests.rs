@@ -805,3 +805,35 @@ fn a_crashed_instances_claim_is_put_back_after_reclaim_after_secs() {
     bob.acknowledge(&m.id, Outcome::Handled).unwrap();
     assert_eq!(dir.names(), vec![fresh.id.clone()]);
 }
+
+#[test]
+fn unusable_files_are_remembered_within_a_bound_and_forgotten_when_gone() {
+    capture::start();
+    let dir = TempDir::new("many");
+    let mut bob = instance(&dir, "bob");
+    bob.max_skipped = 16;
+    let names: Vec<String> = (0..26)
+        .map(|i| format!("bob~mallory~0-{i:02}.plexus"))
+        .collect();
+    for n in &names {
+        fs::write(dir.0.join(n), vec![1u8; 1001]).unwrap();
+    }
+    for _ in 0..3 {
+        assert!(bob.receive(NO_WAIT).unwrap().is_none());
+    }
+    assert_eq!(bob.skipped.len(), 16);
+    let full = capture::reports_about(&format!(
+        "unusable files addressed to bob in {}",
+        dir.0.display()
+    ));
+    assert_eq!(full.len(), 1, "{full:?}");
+    let one = capture::reports_about(&names[0]);
+    assert_eq!(one.len(), 1, "{one:?}");
+    genuine_arrives(&dir, &mut bob);
+    for n in &names {
+        fs::remove_file(dir.0.join(n)).unwrap();
+    }
+    assert!(bob.receive(NO_WAIT).unwrap().is_none());
+    assert!(bob.skipped.is_empty(), "memory follows the folder");
+    assert_eq!(dir.names(), Vec::<String>::new());
+}

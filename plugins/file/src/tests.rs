@@ -457,7 +457,13 @@ fn unreadable_files_and_refused_claims_are_skipped() {
     fs::set_permissions(&nolist, fs::Permissions::from_mode(0o1733)).unwrap();
     fs::write(dir.join(STICKY), "root's").unwrap();
     std::os::unix::fs::chown(&unreadable, Some(NOBODY), Some(NOBODY)).unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    // A copy of this test binary nobody can run (the build may sit under a 0700 home).
+    let bin = TempDir::new(&format!("{tag}-bin"));
+    fs::set_permissions(&bin.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = bin.0.join("tests");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
         .args([
             "--exact",
             "tests::unprivileged_child",

@@ -248,7 +248,7 @@ pub(crate) fn wait_for_text(file: &Path, text: &str, limit: Duration) -> bool {
 }
 
 /// Wait until `file` contains `text` at least `n` times (bounded).
-fn wait_for_count(file: &Path, text: &str, n: usize, limit: Duration) -> bool {
+pub(crate) fn wait_for_count(file: &Path, text: &str, n: usize, limit: Duration) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if read(file.to_path_buf()).matches(text).count() >= n {

@@ -9,7 +9,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::os::unix::fs::FileTypeExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::stack::Stack;
@@ -187,3 +188,92 @@ fn acceptor_survives_a_hostile_mailbox_then_connects() {
     assert_eq!(Some(after), foreign_before, "the mailbox changed");
 }
 
+
+#[test]
+fn acceptor_survives_a_hostile_shared_folder_then_connects() {
+    use crate::corridor::{demo_certs, wait};
+    use crate::plugins::{
+        assert_both_succeeded, exchange_executor, file_mediator, listing, plugin_lib,
+        profile_yaml, start_acceptor, start_side, stun_of, write,
+    };
+    use std::os::unix::fs::PermissionsExt;
+
+    let lab = lab_or_skip!();
+    let (inviter, acceptor) = ("a-port", "b-address");
+    let _c = lab.claim(&[inviter, acceptor]);
+    let so = plugin_lib("file", "file");
+    let dir = lab.scratch("hostile-folder");
+    let certs = demo_certs(&dir);
+    let shared = dir.join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    let name = |n: &str| shared.join(format!("bob@lab.example~alice@lab.example~{n}.plexus"));
+
+    // Sealed bytes that reach bob's core, each to be refused there.
+    let hostile = hostile_sealed(&certs);
+    for (i, (_, sealed)) in hostile.iter().enumerate() {
+        fs::write(name(&format!("h{i}")), sealed).unwrap();
+    }
+    // Things under a message's name that must never be opened or must be skipped.
+    let fifo = std::ffi::CString::new(name("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+    std::os::unix::fs::symlink("/etc/passwd", name("symlink")).unwrap();
+    fs::create_dir(name("directory")).unwrap();
+    fs::write(name("empty"), b"").unwrap();
+    fs::write(name("oversized"), vec![0x30u8; 2 << 20]).unwrap();
+    let locked = name("locked");
+    fs::write(&locked, b"\x30\x80").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    // Not ours: somebody else's files, which stay exactly as they are.
+    fs::write(shared.join("notes.txt"), b"my notes").unwrap();
+    fs::write(
+        shared.join("carol@lab.example~alice@lab.example~c1.plexus"),
+        b"for carol",
+    )
+    .unwrap();
+    let foreign = |l: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        l.into_iter()
+            .filter(|(n, _)| n == "notes.txt" || n.starts_with("carol@"))
+            .collect()
+    };
+    let foreign_before = foreign(listing(&shared));
+
+    let profile = |who: &str, peer: &str| {
+        write(
+            &dir.join(format!("{who}.yaml")),
+            &profile_yaml(
+                who,
+                peer,
+                &stun_of(lab),
+                &file_mediator(&so, &shared, who, peer, ""),
+                &exchange_executor(&dir, who),
+            ),
+        )
+    };
+    let (pa, pb) = (profile("alice", "bob"), profile("bob", "alice"));
+    let mut bob = start_acceptor(lab, &dir, acceptor, &pb);
+    let refused = crate::corridor::wait_for_count(
+        &dir.join("bob.log"),
+        "refused a rendezvous message",
+        hostile.len(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        refused && bob.try_wait().unwrap().is_none(),
+        "bob should refuse {} hostile files and keep waiting:\n{}",
+        hostile.len(),
+        crate::corridor::read(dir.join("bob.log"))
+    );
+    let mut alice = start_side(lab, &dir, inviter, "alice", &pa, false);
+    let a = wait(&mut alice, Duration::from_secs(90));
+    let b = wait(&mut bob, Duration::from_secs(30));
+    assert_both_succeeded(&dir, a, b);
+    let log = crate::corridor::read(dir.join("bob.log"));
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(foreign(listing(&shared)), foreign_before, "foreign files changed");
+    assert!(
+        fs::symlink_metadata(name("fifo")).unwrap().file_type().is_fifo()
+            && fs::symlink_metadata(name("symlink")).unwrap().file_type().is_symlink(),
+        "the FIFO and the symlink are left where they are"
+    );
+}

@@ -22,7 +22,7 @@ use crate::lab::{plexus_bin, Lab};
 /// `libplexus_<name>.so` next to the plexus binary, built from `plugins/<crate_dir>`, or
 /// a panic saying how to build it. `cargo test -p plexus` does not rebuild plugins, so a
 /// library older than its sources (or the SDK's) is refused as stale too.
-fn plugin_lib(name: &str, crate_dir: &str) -> PathBuf {
+pub(crate) fn plugin_lib(name: &str, crate_dir: &str) -> PathBuf {
     let so = plugin_path(name);
     let build = "build them first with `cargo build --workspace` (tests/run-all.sh does)";
     let built = fs::metadata(&so)
@@ -73,7 +73,7 @@ fn exchange_py() -> PathBuf {
 
 /// `executor:` running exchange.py, its result in `dir/WHO.exchange.json` (passed in
 /// the executor's `env:`: it inherits none of plexus's environment).
-fn exchange_executor(dir: &Path, who: &str) -> String {
+pub(crate) fn exchange_executor(dir: &Path, who: &str) -> String {
     format!(
         "executor:\n  command:\n    program: {}\n    env: {{ EXCHANGE_OUT: {}, EXCHANGE_SECONDS: \"8\" }}\n",
         q(exchange_py().display()),
@@ -96,7 +96,7 @@ fn address_of(who: &str) -> &'static str {
 }
 
 /// `mediator:` through the file plugin on `shared`.
-fn file_mediator(so: &Path, shared: &Path, who: &str, peer: &str, extra: &str) -> String {
+pub(crate) fn file_mediator(so: &Path, shared: &Path, who: &str, peer: &str, extra: &str) -> String {
     format!(
         "mediator:\n  plugin:\n    path: {}\n    to: {}\n    settings:\n      dir: {}\n      \
          address: {}\n      poll_interval_ms: 50\n{extra}",
@@ -109,7 +109,7 @@ fn file_mediator(so: &Path, shared: &Path, who: &str, peer: &str, extra: &str) -
 
 /// A whole profile. Certificates and the replay state are relative paths: they resolve
 /// against the profile's directory.
-fn profile_yaml(who: &str, peer: &str, stun: &str, mediator: &str, executor: &str) -> String {
+pub(crate) fn profile_yaml(who: &str, peer: &str, stun: &str, mediator: &str, executor: &str) -> String {
     format!(
         "# {who}'s side, written by tests/e2e/plugins.rs\n\
          host: {{ id: {}, cert: certs/{who}.pem, key: certs/{who}.key }}\n\
@@ -124,12 +124,12 @@ fn profile_yaml(who: &str, peer: &str, stun: &str, mediator: &str, executor: &st
     )
 }
 
-fn write(path: &Path, text: &str) -> PathBuf {
+pub(crate) fn write(path: &Path, text: &str) -> PathBuf {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path.to_path_buf()
 }
 
-fn stun_of(lab: &Lab) -> String {
+pub(crate) fn stun_of(lab: &Lab) -> String {
     format!("{}:{}", lab.stun.ips[0], lab.stun.port)
 }
 
@@ -141,22 +141,13 @@ fn start_pair(
     sites: (&str, &str),
     profiles: (&Path, &Path),
 ) -> (Child, Child) {
-    let spawn = |site: &str, who: &str, profile: &Path, accept: bool| {
-        let log = fs::File::create(dir.join(format!("{who}.log"))).unwrap();
-        let out = fs::File::create(dir.join(format!("{who}.out"))).unwrap();
-        let mut c = lab.command(&lab.site(site).host_netns, &plexus_bin());
-        c.arg(if accept { "accept" } else { "invite" })
-            .args(["--log-level", "debug", "--profile"])
-            .arg(profile);
-        if accept {
-            c.arg("--once");
-        }
-        c.stdout(Stdio::from(out))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start plexus in the lab")
-    };
-    let mut bob = spawn(sites.1, "bob", profiles.1, true);
+    let bob = start_acceptor(lab, dir, sites.1, profiles.1);
+    (start_side(lab, dir, sites.0, "alice", profiles.0, false), bob)
+}
+
+/// Start `plexus accept --once` as bob and return once it waits for invites.
+pub(crate) fn start_acceptor(lab: &Lab, dir: &Path, site: &str, profile: &Path) -> Child {
+    let mut bob = start_side(lab, dir, site, "bob", profile, true);
     if !wait_for_text(
         &dir.join("bob.log"),
         "waiting for invites",
@@ -168,8 +159,31 @@ fn start_pair(
             read(dir.join("bob.log"))
         );
     }
-    let alice = spawn(sites.0, "alice", profiles.0, false);
-    (alice, bob)
+    bob
+}
+
+/// Start one side with its profile; output in `dir/WHO.out`, log in `dir/WHO.log`.
+pub(crate) fn start_side(
+    lab: &Lab,
+    dir: &Path,
+    site: &str,
+    who: &str,
+    profile: &Path,
+    accept: bool,
+) -> Child {
+    let log = fs::File::create(dir.join(format!("{who}.log"))).unwrap();
+    let out = fs::File::create(dir.join(format!("{who}.out"))).unwrap();
+    let mut c = lab.command(&lab.site(site).host_netns, &plexus_bin());
+    c.arg(if accept { "accept" } else { "invite" })
+        .args(["--log-level", "debug", "--profile"])
+        .arg(profile);
+    if accept {
+        c.arg("--once");
+    }
+    c.stdout(Stdio::from(out))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start plexus in the lab")
 }
 
 fn dump(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) -> String {
@@ -187,7 +201,7 @@ fn dump(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) -> Strin
     )
 }
 
-fn assert_both_succeeded(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) {
+pub(crate) fn assert_both_succeeded(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) {
     assert!(
         alice.and_then(|s| s.code()) == Some(0) && bob.and_then(|s| s.code()) == Some(0),
         "both sides should connect and their executors succeed (exit 0):\n{}",
@@ -196,7 +210,7 @@ fn assert_both_succeeded(dir: &Path, alice: Option<ExitStatus>, bob: Option<Exit
 }
 
 /// Files in `dir` with their contents, sorted by name.
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
         .unwrap()
         .map(|e| {

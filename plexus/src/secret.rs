@@ -529,6 +529,90 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_every_secret_bearing_type_is_a_placeholder() {
+        use crate::executor::{Corridor, SessionKey};
+        use crate::punch::{Handshake, Role, Secrets};
+        let tell = |s: String| {
+            for leak in ["hunter2", "abab", "ABAB", "cdcd", "171, 171", "205, 205"] {
+                assert!(!s.contains(leak), "{s}");
+            }
+        };
+        tell(format!("{:?}", Secret::new("hunter2")));
+        tell(format!("{:?}", SecretSource::Plain(Secret::new("hunter2"))));
+        tell(format!("{:?}", SessionKey([0xab; 32])));
+        let corridor = Corridor {
+            inner: "127.0.0.1:1".parse().unwrap(),
+            outer: "127.0.0.1:2".parse().unwrap(),
+            peer: "127.0.0.1:3".parse().unwrap(),
+            host_id: "a@b/c".into(),
+            peer_id: "d@e/f".into(),
+            key: SessionKey([0xab; 32]),
+            accepted: true,
+        };
+        tell(format!("{corridor:?}"));
+        let secrets = Secrets {
+            inviter: [0xab; 32],
+            acceptor: [0xcd; 32],
+        };
+        tell(format!("{secrets:?}"));
+        tell(format!(
+            "{:?}",
+            crate::punch::wire::Keys::derive(&secrets, &[1; 16])
+        ));
+        let hs = Handshake::new(
+            Role::Inviter,
+            &secrets,
+            [1; 16],
+            vec![],
+            Instant::now(),
+            crate::punch::Config::default(),
+        );
+        tell(format!("{hs:?}"));
+        tell(format!(
+            "{:?}",
+            crate::rendezvous::Secret::from_bytes([0xab; 32])
+        ));
+        let c = plexus_plugin_abi::PxCorridor {
+            struct_size: 0,
+            accepted: 0,
+            inner: plexus_plugin_abi::PxBytes::new(b""),
+            outer: plexus_plugin_abi::PxBytes::new(b""),
+            peer: plexus_plugin_abi::PxBytes::new(b""),
+            host_id: plexus_plugin_abi::PxBytes::new(b""),
+            peer_id: plexus_plugin_abi::PxBytes::new(b""),
+            key: [0xab; 32],
+        };
+        tell(format!("{c:?}"));
+    }
+
+    #[test]
+    fn handshake_secrets_and_keys_are_wiped_on_drop() {
+        use crate::punch::Secrets;
+        use std::mem::ManuallyDrop;
+        let mut s = ManuallyDrop::new(Secrets {
+            inviter: [1; 32],
+            acceptor: [2; 32],
+        });
+        let mut k = ManuallyDrop::new(crate::punch::wire::Keys::derive(&s, &[1; 16]));
+        // SAFETY: each dropped once; their storage is inline and stays ours, only read
+        // afterwards (never dropped again).
+        unsafe {
+            ManuallyDrop::drop(&mut k);
+            ManuallyDrop::drop(&mut s);
+        }
+        assert_eq!((s.inviter, s.acceptor), ([0; 32], [0; 32]));
+        // Keys' fields are private: its whole storage must be zero.
+        // SAFETY: reads the bytes of a plain-array struct we own.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                (&*k as *const crate::punch::wire::Keys).cast::<u8>(),
+                std::mem::size_of::<crate::punch::wire::Keys>(),
+            )
+        };
+        assert!(raw.iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn non_dumpable_in_a_child_process() {
         // In a forked child so the test process itself stays dumpable.
         // SAFETY: the child only makes prctl calls and _exit (async-signal-safe).

@@ -497,6 +497,65 @@ mod tests {
     }
 
     #[test]
+    fn keys_go_through_the_same_checks() {
+        use crate::identity::{load_private_key, IdentityError};
+        use crate::mediator::email::{EmailMediator, EmailSettings};
+        let dir = TempDir::new("keys");
+        let fifo = dir.0.join("key.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A FIFO swapped in for the S/MIME key: refused at once, not a blocked open.
+        let e = load_private_key(&fifo).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IdentityError::KeyUnsafe(PrivateFileError::NotRegular { .. })
+            ),
+            "{e}"
+        );
+        // The mail TLS client key: same checks, named as the setting.
+        let open = dir.0.join("client.key");
+        fs::write(&open, "not even a key").unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+        let mail = |key: &Path| {
+            let mut s = EmailSettings::new(
+                "mail.example.org",
+                "a",
+                Secret::new("pw"),
+                "a@example.org",
+                "b@example.org",
+            );
+            s.client_cert = Some(dir.0.join("client.pem"));
+            s.client_key = Some(key.to_owned());
+            fs::write(dir.0.join("client.pem"), "x").unwrap();
+            EmailMediator::new(s).map(|_| ()).unwrap_err().to_string()
+        };
+        let e = mail(&open);
+        assert!(e.contains("client_key") && e.contains("chmod 600"), "{e}");
+        let e = mail(&fifo);
+        assert!(
+            e.contains("client_key") && e.contains("not a regular file"),
+            "{e}"
+        );
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            fs::set_permissions(&open, fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&open, Some(54321), None).unwrap();
+            let e = mail(&open);
+            assert!(e.contains("uid 54321"), "{e}");
+            let e = load_private_key(&open).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    IdentityError::KeyUnsafe(PrivateFileError::WrongOwner { .. })
+                ),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn reading_grows_without_losing_bytes() {
         // The size hint is wrong (a growing file): all bytes still arrive, bounded.
         let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();

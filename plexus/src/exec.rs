@@ -6,7 +6,14 @@
 //! the values are passed as positional parameters (`"$@"`, `$1`…), never pasted into
 //! shell code. Every value is typed (addresses) or checked against a safe charset (ids)
 //! before it reaches argv.
+//!
+//! The program does not inherit plexus's environment, which holds secrets (the mail
+//! password, a Telegram token, whatever a `*_env` setting names). It gets the variables
+//! in [`ENV_ALLOW`] and every `LC_*` from plexus's environment, the names the user lists
+//! in `env_pass`, then the `PLEXUS_*` corridor variables set by plexus itself, then the
+//! user's `env` settings. Nothing else is copied, whatever its prefix.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,28 @@ pub const PLACEHOLDERS: [&str; 8] = [
     "peer_port",
     "host_id",
     "peer_id",
+];
+
+/// Variables an executor inherits from plexus's environment (with every `LC_*`): what a
+/// program needs to find its tools, its home and the user's terminal, locale, agent and
+/// display. No secret travels in any of them.
+pub const ENV_ALLOW: [&str; 16] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "SSH_AUTH_SOCK",
 ];
 
 /// The default template: the original tool's argument order.
@@ -50,6 +79,9 @@ pub struct CommandConfig {
     pub pwd: Option<PathBuf>,
     /// Extra environment, values may use placeholders.
     pub env: Vec<(String, String)>,
+    /// Names of further variables to pass from plexus's environment (beyond
+    /// [`ENV_ALLOW`]); `PLEXUS_*` names are refused.
+    pub env_pass: Vec<String>,
     /// Append stdout and stderr here (created mode 0600) instead of inheriting them.
     pub log_file: Option<PathBuf>,
 }
@@ -93,6 +125,26 @@ fn validate_env_name(name: &str) -> Result<(), ExecError> {
              with a digit, and not the reserved PLEXUS_ prefix"
         )))
     }
+}
+
+/// The part of `vars` (plexus's environment) an executor inherits: [`ENV_ALLOW`], every
+/// `LC_*` and the names in `pass`. Never a `PLEXUS_*` variable: the corridor's are set
+/// afresh, and the others may hold secrets.
+pub fn inherited_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+    pass: &[String],
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
+        .filter(|(name, _)| {
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            !name.starts_with("PLEXUS_")
+                && (ENV_ALLOW.contains(&name)
+                    || name.starts_with("LC_")
+                    || pass.iter().any(|p| p == name))
+        })
+        .collect()
 }
 
 /// Expand `{name}` placeholders in `template`; `{{` and `}}` stand for braces.
@@ -170,6 +222,9 @@ impl CommandExecutor {
             validate_env_name(k)?;
             expand(v, None)?;
         }
+        for k in &config.env_pass {
+            validate_env_name(k)?;
+        }
         if let Some(d) = &config.pwd {
             if !d.is_dir() {
                 return Err(ExecError::Config(format!(
@@ -208,7 +263,10 @@ impl CommandExecutor {
         if let Some(d) = &self.config.pwd {
             cmd.current_dir(d);
         }
-        cmd.env("PLEXUS_KEY", corridor.key.to_hex())
+        // An allow-list, not a deny-list: plexus's environment holds passwords and tokens.
+        cmd.env_clear()
+            .envs(inherited_env(std::env::vars_os(), &self.config.env_pass));
+        cmd.env("PLEXUS_KEY", corridor.key.to_hex().as_str())
             .env("PLEXUS_HOST_ID", &corridor.host_id)
             .env("PLEXUS_PEER_ID", &corridor.peer_id)
             .env("PLEXUS_INNER", corridor.inner.to_string())
@@ -506,6 +564,114 @@ mod tests {
             let mut c = corridor();
             c.peer_id = id.into();
             assert!(e.arguments(&c).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn inherited_env_is_an_allow_list() {
+        let vars = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/a"),
+            ("LC_TIME", "C"),
+            ("SSH_AUTH_SOCK", "/run/agent"),
+            ("PLEXUS_EMAIL_PASSWORD", "hunter2"),
+            ("PLEXUS_TELEGRAM_TOKEN", "123:abc"),
+            ("PLEXUS_KEY", "stale"),
+            ("MAIL_PW", "hunter2"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("EXTRA", "yes"),
+            ("PLEXUS_PASSED", "no"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let pass = ["EXTRA".to_string(), "PLEXUS_PASSED".to_string()];
+        let got: Vec<String> = inherited_env(vars, &pass)
+            .into_iter()
+            .map(|(k, _)| k.into_string().unwrap())
+            .collect();
+        assert_eq!(got, ["PATH", "HOME", "LC_TIME", "SSH_AUTH_SOCK", "EXTRA"]);
+        // env_pass cannot reach into PLEXUS_*.
+        let e = CommandExecutor::new(CommandConfig {
+            program: "/bin/true".into(),
+            env_pass: vec!["PLEXUS_EMAIL_PASSWORD".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("PLEXUS_"), "{e}");
+    }
+
+    /// Where [`env_dump_child`] writes; set only by [`executor_environment_carries_no_secret`].
+    const CHILD_DIR: &str = "CRD_EXEC_ENV_CHILD_DIR";
+
+    /// Runs inside a child test process whose environment holds secrets (see below);
+    /// does nothing in a normal test run.
+    #[test]
+    fn env_dump_child() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let prog = dir.join("dump.sh");
+        fs::write(
+            &prog,
+            format!("#!/bin/sh\nenv > '{}'\n", dir.join("env").display()),
+        )
+        .unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut e = CommandExecutor::new(CommandConfig {
+            program: prog.display().to_string(),
+            env: vec![("MY_VAR".into(), "{peer_port}".into())],
+            env_pass: vec!["EXTRA_PASSED".into()],
+            log_file: Some(dir.join("log")),
+            ..Default::default()
+        })
+        .unwrap();
+        e.run(&corridor()).unwrap();
+    }
+
+    #[test]
+    fn executor_environment_carries_no_secret() {
+        let d = TempDir::new("envdump");
+        let secrets = [
+            ("PLEXUS_EMAIL_PASSWORD", "mail-pw-0001"),
+            ("PLEXUS_TELEGRAM_TOKEN", "12345:tg-token-0002"),
+            // What `--email-passwd-env MY_MAIL_PW` would name.
+            ("MY_MAIL_PW", "custom-pw-0003"),
+            ("PLEXUS_PLUGIN_DIR", "/plugins-0004"),
+            ("UNRELATED", "not-passed-0005"),
+        ];
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["exec::tests::env_dump_child", "--exact", "--test-threads=1"])
+            .env(CHILD_DIR, &d.0)
+            .envs(secrets)
+            .env("EXTRA_PASSED", "extra-ok")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child test failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = fs::read_to_string(d.0.join("env")).unwrap();
+        for (name, value) in secrets {
+            assert!(
+                !env.contains(value),
+                "{name} leaked into the executor:\n{env}"
+            );
+            assert!(!env.contains(&format!("{name}=")), "{name} in:\n{env}");
+        }
+        let path = std::env::var("PATH").unwrap();
+        for line in [
+            format!("PATH={path}"),
+            "LC_ALL=C".into(),
+            "EXTRA_PASSED=extra-ok".into(),
+            "MY_VAR=50000".into(),
+            format!("PLEXUS_KEY={}", "ab".repeat(32)),
+            "PLEXUS_PEER=203.0.113.20:50000".into(),
+            "PLEXUS_ROLE=acceptor".into(),
+        ] {
+            assert!(env.lines().any(|l| l == line), "{line} missing in:\n{env}");
         }
     }
 

@@ -3,9 +3,26 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-/// A 256-bit key derived from both sides' secrets; `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+use crate::secret::{Zeroize, Zeroizing};
+
+/// A 256-bit key derived from both sides' secrets; `Debug` never prints it, equality is
+/// constant-time, and the bytes are wiped on drop.
+#[derive(Clone)]
 pub struct SessionKey(pub [u8; 32]);
+
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &SessionKey) -> bool {
+        openssl::memcmp::eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SessionKey {}
+
+impl Drop for SessionKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -14,9 +31,16 @@ impl fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// Lower-case hex, for handing to an executor's environment.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    /// Lower-case hex, for handing to an executor's environment; wiped on drop.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Allocated once at its final size, so no reallocation leaves a copy behind.
+        let mut hex = Zeroizing::new(String::with_capacity(64));
+        for b in self.0 {
+            hex.push(DIGITS[usize::from(b >> 4)] as char);
+            hex.push(DIGITS[usize::from(b & 0xf)] as char);
+        }
+        hex
     }
 }
 
@@ -79,4 +103,39 @@ pub trait Executor: Send {
     fn name(&self) -> &str;
     /// Start the application and wait for it to finish.
     fn run(&mut self, corridor: &Corridor) -> Result<ExecReport, ExecError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::ManuallyDrop;
+
+    #[test]
+    fn session_key_hex_and_redacted_debug() {
+        let k = SessionKey(core::array::from_fn(|i| i as u8 * 8));
+        assert_eq!(
+            k.to_hex().as_str(),
+            "0008101820283038404850586068707880889098a0a8b0b8c0c8d0d8e0e8f0f8"
+        );
+        assert_eq!(format!("{k:?}"), "SessionKey(<redacted>)");
+        let c = Corridor {
+            inner: "127.0.0.1:1".parse().unwrap(),
+            outer: "127.0.0.1:2".parse().unwrap(),
+            peer: "127.0.0.1:3".parse().unwrap(),
+            host_id: "a@b/c".into(),
+            peer_id: "d@e/f".into(),
+            key: SessionKey([0xab; 32]),
+            accepted: true,
+        };
+        assert!(!format!("{c:?}").to_lowercase().contains("abab"), "{c:?}");
+    }
+
+    #[test]
+    fn session_key_is_wiped_on_drop() {
+        let mut k = ManuallyDrop::new(SessionKey([0x5a; 32]));
+        // SAFETY: dropped once; the storage stays ours (inline array, no heap) and is
+        // only read afterwards, never dropped again.
+        unsafe { ManuallyDrop::drop(&mut k) };
+        assert_eq!(k.0, [0; 32]);
+    }
 }

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -198,6 +198,9 @@ pub enum IdentityError {
         expected: &'static str,
         detail: String,
     },
+    /// A private key file is not a regular file, or belongs to another user than this
+    /// one or root.
+    KeyUnsafe(crate::secret::PrivateFileError),
     /// The private key does not belong to the certificate.
     KeyMismatch { cert: PathBuf, key: PathBuf },
     /// The certificate's subjectAltName does not name the id's mail address.
@@ -241,6 +244,7 @@ impl fmt::Display for IdentityError {
             IdentityError::BadFile { path, expected, detail } => {
                 write!(f, "'{}' is not {expected}: {detail}", path.display())
             }
+            IdentityError::KeyUnsafe(e) => write!(f, "private key {e}"),
             IdentityError::KeyMismatch { cert, key } => write!(
                 f,
                 "private key '{}' does not belong to certificate '{}'; check the profile's key and cert paths",
@@ -315,22 +319,21 @@ fn open(path: &Path) -> Result<File, IdentityError> {
 }
 
 /// Load an unencrypted PEM private key, refusing it when group or others may access it.
-/// The mode is checked on the opened file, so a swap between check and read cannot slip
-/// through.
+/// The checks are made on the opened file (see [`crate::secret::read_private_file`]), so
+/// a swap between check and read cannot slip through; the PEM text is wiped after use.
 pub fn load_private_key(path: &Path) -> Result<PKey<Private>, IdentityError> {
-    let file = open(path)?;
-    let meta = file.metadata().map_err(|source| IdentityError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::KeyTooOpen {
-            path: path.into(),
-            mode,
-        });
-    }
-    let pem = read_bounded(file, path)?;
+    use crate::secret::PrivateFileError as E;
+    let pem =
+        crate::secret::read_private_file(path, MAX_PEM_FILE as usize).map_err(|e| match e {
+            E::TooOpen { path, mode } => IdentityError::KeyTooOpen { path, mode },
+            E::Io { path, source } => IdentityError::Read { path, source },
+            E::TooLarge { path, .. } => IdentityError::BadFile {
+                path,
+                expected: "a key or certificate",
+                detail: "larger than 1 MiB".into(),
+            },
+            other => IdentityError::KeyUnsafe(other),
+        })?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(IdentityError::KeyEncrypted { path: path.into() });
     }
@@ -597,7 +600,7 @@ pub fn create(req: &NewCert) -> Result<Created, IdentityError> {
     } else {
         None
     };
-    let key_pem = zeroizing(key.private_key_to_pem_pkcs8().map_err(crypto)?);
+    let key_pem = crate::secret::Zeroizing::new(key.private_key_to_pem_pkcs8().map_err(crypto)?);
     let cert_pem = cert.to_pem().map_err(crypto)?;
 
     if !req.out_dir.exists() {
@@ -611,7 +614,7 @@ pub fn create(req: &NewCert) -> Result<Created, IdentityError> {
             })?;
     }
     // The key first: if it exists already we stop before touching anything.
-    write_new(&key_path, &key_pem.0, 0o600)?;
+    write_new(&key_path, &key_pem, 0o600)?;
     let rest = write_new(&cert_path, &cert_pem, 0o644).and_then(|_| match (&csr_path, &csr) {
         (Some(p), Some(c)) => write_new(p, c, 0o644),
         _ => Ok(()),
@@ -632,26 +635,9 @@ pub fn create(req: &NewCert) -> Result<Created, IdentityError> {
     })
 }
 
-/// A byte buffer wiped on drop (for the PEM text of a private key).
-struct Zeroizing(Vec<u8>);
-
-fn zeroizing(v: Vec<u8>) -> Zeroizing {
-    Zeroizing(v)
-}
-
-impl Drop for Zeroizing {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-/// Overwrite a buffer with zeros in a way the optimiser keeps.
+/// Overwrite a buffer with zeros in a way the optimiser keeps ([`crate::secret::wipe`]).
 pub(crate) fn wipe(buf: &mut [u8]) {
-    for b in buf.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    crate::secret::wipe(buf);
 }
 
 fn subject(id: &PeerId) -> Result<openssl::x509::X509Name, openssl::error::ErrorStack> {
@@ -716,6 +702,7 @@ fn make_csr(id: &PeerId, key: &PKey<Private>) -> Result<Vec<u8>, openssl::error:
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// Copies the committed demo identities (checked out 0644 by git) into a fresh
     /// temporary directory with keys at 0600, so tests can load them.

@@ -75,6 +75,9 @@ fn exit_130_on_interrupt() {
 }
 
 fn main() -> ExitCode {
+    // Before anything reads a password or key (clap may already read the environment):
+    // no core dump and no same-user ptrace or /proc/<pid>/mem of this process.
+    let dumpable = plexus::secret::make_non_dumpable();
     exit_130_on_interrupt();
     let cli = Cli::parse();
     let connecting = matches!(
@@ -89,6 +92,9 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(&cli, default_level) {
         eprintln!("plexus: {e}");
         return ExitCode::from(2);
+    }
+    if let Err(e) = dumpable {
+        log::warn!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
     }
     let result = match &cli.command {
         Some(Command::Nat(args)) => run_nat(args),

@@ -696,6 +696,9 @@ struct CommandRaw {
     pwd: Option<PathBuf>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    /// Variables passed through from plexus's environment beyond the built-in list.
+    #[serde(default)]
+    env_pass: Vec<String>,
     log_file: Option<PathBuf>,
 }
 
@@ -960,6 +963,7 @@ impl Profile {
                     shell: c.shell,
                     pwd: c.pwd.map(|d| resolve_path(&dir, d)),
                     env: c.env.into_iter().collect(),
+                    env_pass: c.env_pass,
                     log_file: c.log_file.map(|f| resolve_path(&dir, f)),
                 };
                 // Template and env names are checked now; the directory only at run time.

@@ -512,7 +512,7 @@ fn read_file(what: &str, p: &PathBuf) -> Result<Vec<u8>, MediatorError> {
 struct TlsMaterial {
     ca_pem: Option<Vec<u8>>,
     cert_pem: Option<Vec<u8>>,
-    key_pem: Option<Vec<u8>>,
+    key_pem: Option<crate::secret::Zeroizing<Vec<u8>>>,
 }
 
 impl TlsMaterial {
@@ -527,11 +527,12 @@ impl TlsMaterial {
             .as_ref()
             .map(|p| read_file("client_cert", p))
             .transpose()?;
+        // Checked on the opened file (regular, ours or root's, mode 0600 or stricter).
         let key_pem = match &s.client_key {
-            Some(p) => {
-                refuse_readable_key(p)?;
-                Some(read_file("client_key", p)?)
-            }
+            Some(p) => Some(
+                crate::secret::read_private_file(p, 1 << 20)
+                    .map_err(|e| MediatorError::Config(format!("client_key: {e}")))?,
+            ),
             None => None,
         };
         let m = TlsMaterial {
@@ -564,24 +565,6 @@ impl TlsMaterial {
         b.build()
             .map_err(|e| MediatorError::Config(format!("TLS setup failed: {e}")))
     }
-}
-
-/// Refuse a private key file that group or others can read, as ssh does.
-fn refuse_readable_key(p: &PathBuf) -> Result<(), MediatorError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let md = std::fs::metadata(p).map_err(|e| {
-            MediatorError::Config(format!("cannot read client_key {}: {e}", p.display()))
-        })?;
-        if md.permissions().mode() & 0o077 != 0 {
-            return Err(MediatorError::Config(format!(
-                "client_key {} is readable by group or others; run chmod 600 on it",
-                p.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// What one pass over the folder found.

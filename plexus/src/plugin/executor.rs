@@ -98,7 +98,7 @@ impl Executor for PluginExecutor {
             corridor.outer.to_string(),
             corridor.peer.to_string(),
         );
-        let c = abi::PxCorridor {
+        let mut c = abi::PxCorridor {
             struct_size: std::mem::size_of::<abi::PxCorridor>() as u32,
             accepted: corridor.accepted as u32,
             inner: abi::PxBytes::new(inner.as_bytes()),
@@ -117,6 +117,8 @@ impl Executor for PluginExecutor {
         let run = self.vt.run.expect("checked at load");
         // SAFETY: handle from create; `c`, its strings, `out` and `err` outlive the call.
         let code = unsafe { run(self.handle, &c, &mut out, err.as_ptr()) };
+        // The plugin had to copy the key if it keeps it; our copy goes now.
+        crate::secret::wipe(&mut c.key);
         let name = &self.info.name;
         match code {
             abi::PX_OK => {}

@@ -5,7 +5,8 @@
 //! `plexus_plugin_entry_v1` (the C ABI of `plexus-plugin-abi`, header
 //! `plugins/plexus-plugin.h`). Loading goes:
 //! 1. resolve the library: a path as given, or a name searched in [`plugin_dirs`];
-//! 2. open it and look up the entry symbol;
+//! 2. check its permissions as ssh checks its files (see [`check_library`]), then open
+//!    it and look up the entry symbol;
 //! 3. check the descriptor's ABI version and struct size before reading anything else,
 //!    then its kind, name and vtable (size and every function present);
 //! 4. create an instance from the settings; the plugin's log records reach our logger.
@@ -50,6 +51,14 @@ pub enum PluginError {
         name: String,
         /// Every file tried.
         tried: Vec<PathBuf>,
+    },
+    /// The library, or a directory above it, may be changed by someone other than this
+    /// user and root.
+    Unsafe {
+        /// The library.
+        path: PathBuf,
+        /// What is wrong and how to fix it, naming the file or directory.
+        reason: String,
     },
     /// The dynamic loader refused the file (missing, not a shared library, bad deps).
     Open {
@@ -126,6 +135,9 @@ impl fmt::Display for PluginError {
                     write!(f, " {}", p.display())?;
                 }
                 write!(f, " (set PLEXUS_PLUGIN_DIR or give the library's path)")
+            }
+            PluginError::Unsafe { path, reason } => {
+                write!(f, "refusing to load plugin {}: {reason}", path.display())
             }
             PluginError::Open { path, reason } => {
                 write!(f, "cannot load plugin {}: {reason}", path.display())
@@ -252,15 +264,79 @@ fn kind_name(kind: u32) -> String {
     }
 }
 
+/// Refuses a library that someone other than this user or root could change, as ssh
+/// refuses such keys and configuration: the file (symlinks resolved) must be a regular
+/// file owned by this user or root and not writable by group or others, and so must
+/// every directory from it up to `/`. A group- or world-writable directory passes only
+/// with the sticky bit (like `/tmp`): there nobody else can rename or remove entries
+/// that are ours or root's, and the owner check refuses entries of others. Returns the
+/// resolved path, which is what must be loaded.
+///
+/// The loader opens by path, so this cannot be checked on the opened file; the residual
+/// race is closed by the checks themselves: nothing on the checked path can be replaced
+/// by anyone but this user or root between the check and the load.
+pub fn check_library(path: &Path) -> Result<PathBuf, PluginError> {
+    let real = path.canonicalize().map_err(|e| PluginError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let unsafe_ = |reason: String| PluginError::Unsafe {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    let mut here: &Path = &real;
+    loop {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(here).map_err(|e| PluginError::Open {
+            path: path.to_path_buf(),
+            reason: format!("{}: {e}", here.display()),
+        })?;
+        let what = if here == real {
+            "the library"
+        } else {
+            "directory"
+        };
+        if here == real && !meta.file_type().is_file() {
+            return Err(unsafe_(format!("{} is not a regular file", here.display())));
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(unsafe_(format!(
+                "{what} {} belongs to uid {}, neither this user nor root: \
+                 install the plugin somewhere only you or root can write",
+                here.display(),
+                meta.uid()
+            )));
+        }
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o022 != 0 && !sticky_dir {
+            return Err(unsafe_(format!(
+                "{what} {} is writable by group or others (mode {:04o}): run chmod go-w {}",
+                here.display(),
+                meta.mode() & 0o7777,
+                here.display()
+            )));
+        }
+        match here.parent() {
+            Some(p) => here = p,
+            None => break,
+        }
+    }
+    Ok(real)
+}
+
 /// Opens `path` and checks its descriptor, in the order the ABI demands.
 fn open(path: &Path, expected_kind: u32) -> Result<Loaded, PluginError> {
     let bad = |reason: String| PluginError::BadDescriptor {
         path: path.to_path_buf(),
         reason,
     };
+    let real = check_library(path)?;
     // SAFETY: loading runs the library's initialisers; that is what loading a plugin
-    // means, and the user chose this library in their profile.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::Open {
+    // means, and the user chose this library in their profile. `real` is the checked
+    // path (symlinks resolved), so no link can be repointed after the check.
+    let lib = unsafe { libloading::Library::new(&real) }.map_err(|e| PluginError::Open {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

@@ -4,6 +4,8 @@
 use super::*;
 use crate::executor::{Corridor, Executor, SessionKey};
 use crate::mediator::{Mediator, MediatorError, Outcome};
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -36,6 +38,8 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!("plexus-plugins-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
+        // Whatever the umask: the loader refuses libraries in group-writable directories.
+        std::fs::set_permissions(&p, Permissions::from_mode(0o755)).unwrap();
         TempDir(p)
     }
 }
@@ -67,6 +71,7 @@ fn gcc(src: &str, defines: &[&str], out: &Path, werror: bool) -> PathBuf {
         "gcc failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    std::fs::set_permissions(out, Permissions::from_mode(0o755)).unwrap();
     out.to_path_buf()
 }
 
@@ -316,6 +321,99 @@ fn rust_plugins_load_through_the_loader() {
     alice.acknowledge(&got.id, Outcome::Handled).unwrap();
     let info = inspect(&built("udp_bridge")).unwrap();
     assert_eq!((info.name.as_str(), info.kind), ("udp-bridge", "executor"));
+}
+
+/// A copy of the Rust fixture at `dir/libplexus_fixture.so`, mode 0755.
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let lib = dir.join("libplexus_fixture.so");
+    std::fs::copy(built("fixture"), &lib).unwrap();
+    std::fs::set_permissions(&lib, Permissions::from_mode(0o755)).unwrap();
+    lib
+}
+
+fn unsafe_reason(e: PluginError) -> String {
+    match e {
+        PluginError::Unsafe { reason, .. } => reason,
+        other => panic!("expected a refusal for permissions, got: {other}"),
+    }
+}
+
+#[test]
+fn a_group_writable_library_is_refused() {
+    let dir = TempDir::new("perm-file");
+    let lib = fixture_copy(&dir.0);
+    for mode in [0o775, 0o757] {
+        std::fs::set_permissions(&lib, Permissions::from_mode(mode)).unwrap();
+        let e = PluginMediator::open(&lib, "mode: ok").unwrap_err();
+        let text = e.to_string();
+        let reason = unsafe_reason(e);
+        assert!(
+            reason.contains(&format!("chmod go-w {}", lib.display())),
+            "{reason}"
+        );
+        assert!(text.contains(&lib.display().to_string()), "{text}");
+        assert!(matches!(inspect(&lib), Err(PluginError::Unsafe { .. })));
+    }
+    // The normal case loads.
+    std::fs::set_permissions(&lib, Permissions::from_mode(0o755)).unwrap();
+    let m = PluginMediator::open(&lib, "mode: ok").unwrap();
+    assert_eq!(m.name(), "fixture");
+}
+
+#[test]
+fn a_world_writable_directory_is_refused() {
+    let dir = TempDir::new("perm-dir");
+    let open_dir = dir.0.join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    let lib = fixture_copy(&open_dir);
+    std::fs::set_permissions(&open_dir, Permissions::from_mode(0o777)).unwrap();
+    let reason = unsafe_reason(PluginMediator::open(&lib, "mode: ok").unwrap_err());
+    assert!(
+        reason.contains(&format!("directory {} is writable", open_dir.display()))
+            && reason.contains(&format!("chmod go-w {}", open_dir.display())),
+        "{reason}"
+    );
+    // A link from a safe place is resolved first: the real path is what is checked.
+    let link = dir.0.join("libplexus_link.so");
+    std::os::unix::fs::symlink(&lib, &link).unwrap();
+    assert!(matches!(
+        PluginMediator::open(&link, "mode: ok"),
+        Err(PluginError::Unsafe { .. })
+    ));
+    // Group-writable is refused too; sticky (as /tmp) passes: nobody else can rename or
+    // remove our entries there.
+    std::fs::set_permissions(&open_dir, Permissions::from_mode(0o775)).unwrap();
+    assert!(matches!(
+        PluginMediator::open(&lib, "mode: ok"),
+        Err(PluginError::Unsafe { .. })
+    ));
+    std::fs::set_permissions(&open_dir, Permissions::from_mode(0o1777)).unwrap();
+    PluginMediator::open(&link, "mode: ok").unwrap();
+}
+
+#[test]
+fn a_library_of_another_user_is_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to give a file to another user");
+        return;
+    }
+    let dir = TempDir::new("perm-owner");
+    let lib = fixture_copy(&dir.0);
+    std::os::unix::fs::chown(&lib, Some(54321), None).unwrap();
+    let reason = unsafe_reason(PluginMediator::open(&lib, "mode: ok").unwrap_err());
+    assert!(reason.contains("belongs to uid 54321"), "{reason}");
+    // A directory of another user, even one that is not writable by others.
+    std::os::unix::fs::chown(&lib, Some(0), None).unwrap();
+    std::os::unix::fs::chown(&dir.0, Some(54321), None).unwrap();
+    let reason = unsafe_reason(PluginMediator::open(&lib, "mode: ok").unwrap_err());
+    assert!(
+        reason.contains(&format!(
+            "directory {} belongs to uid 54321",
+            dir.0.display()
+        )),
+        "{reason}"
+    );
 }
 
 fn free_udp_port() -> u16 {

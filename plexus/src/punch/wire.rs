@@ -20,6 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::executor::SessionKey;
+use crate::secret::wipe;
 
 /// First bytes of every handshake packet.
 pub const MAGIC: [u8; 4] = *b"PLXH";
@@ -97,6 +98,13 @@ impl fmt::Debug for Secrets {
     }
 }
 
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        wipe(&mut self.inviter);
+        wipe(&mut self.acceptor);
+    }
+}
+
 /// Keys derived from both secrets and the session id.
 #[derive(Clone)]
 pub struct Keys {
@@ -111,6 +119,14 @@ impl fmt::Debug for Keys {
     }
 }
 
+impl Drop for Keys {
+    fn drop(&mut self) {
+        wipe(&mut self.mac_inviter);
+        wipe(&mut self.mac_acceptor);
+        wipe(&mut self.session);
+    }
+}
+
 impl Keys {
     /// HKDF-SHA256 with ikm = inviter secret || acceptor secret and salt = session id.
     pub fn derive(secrets: &Secrets, session_id: &[u8; 16]) -> Keys {
@@ -118,6 +134,7 @@ impl Keys {
         ikm[..32].copy_from_slice(&secrets.inviter);
         ikm[32..].copy_from_slice(&secrets.acceptor);
         let hk = Hkdf::<Sha256>::new(Some(session_id), &ikm);
+        wipe(&mut ikm);
         let mut k = Keys {
             mac_inviter: [0; 32],
             mac_acceptor: [0; 32],

@@ -223,7 +223,6 @@ pub struct PxMediatorVtable {
 /// An open corridor as an executor sees it. Endpoints are UTF-8 text `ip:port`
 /// (`[v6]:port` for IPv6).
 #[repr(C)]
-#[derive(Debug)]
 pub struct PxCorridor {
     /// `size_of::<PxCorridor>()` as the host knows it.
     pub struct_size: u32,
@@ -241,6 +240,22 @@ pub struct PxCorridor {
     pub peer_id: PxBytes,
     /// Session key derived from both sides' secrets.
     pub key: [u8; 32],
+}
+
+impl core::fmt::Debug for PxCorridor {
+    /// Every field but the key, which is never printed.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PxCorridor")
+            .field("struct_size", &self.struct_size)
+            .field("accepted", &self.accepted)
+            .field("inner", &self.inner)
+            .field("outer", &self.outer)
+            .field("peer", &self.peer)
+            .field("host_id", &self.host_id)
+            .field("peer_id", &self.peer_id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How an executor's `run` finished.

@@ -421,6 +421,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_is_wiped_on_drop_and_never_printed() {
+        let mut k = std::mem::ManuallyDrop::new(Key([0x5a; 32]));
+        assert_eq!(format!("{:?}", *k), "Key(<redacted>)");
+        // SAFETY: dropped once; the inline array stays ours and is only read afterwards.
+        unsafe { std::mem::ManuallyDrop::drop(&mut k) };
+        assert_eq!(k.0, [0; 32]);
+    }
+
+    #[test]
     fn error_messages_are_truncated_on_a_char_boundary() {
         let mut storage = [0u8; 5];
         let mut err = PxErrBuf {

@@ -120,9 +120,15 @@ pub trait MediatorPlugin: Sized + Send + 'static {
     fn acknowledge(&mut self, id: &str, outcome: Outcome) -> Result<(), PluginError>;
 }
 
-/// The 32-byte session key; `Debug` never prints it.
+/// The 32-byte session key; `Debug` never prints it, and it is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key(pub [u8; 32]);
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

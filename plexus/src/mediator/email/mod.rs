@@ -7,10 +7,13 @@
 //!
 //! Receiving watches one IMAP folder (IDLE when the server has it, otherwise polling) and
 //! keeps the mailbox exactly as the user left it:
-//! 1. candidates come from a server-side `UID SEARCH` on our header and the peer's address;
-//! 2. only their headers are fetched, with `BODY.PEEK` (no `\Seen`), and checked again
-//!    here ([`classify_headers`]): our header and the configured peer in `From:`;
-//! 3. a candidate over the size limit is left alone (`RFC822.SIZE` is checked first);
+//! 1. candidates come from a server-side `UID SEARCH` on our header and the peer's address
+//!    (and `SINCE` a day before `max_age`), and are handled newest (highest UID) first;
+//! 2. their flags, `RFC822.SIZE` and `INTERNALDATE` are fetched; mail the server received
+//!    longer ago than `max_age`, or over the size limit, is left alone unopened;
+//! 3. only then headers are fetched, at most [`HEADER_CAP`] bytes, with `BODY.PEEK` (no
+//!    `\Seen`), and checked again here ([`classify_headers`]): our header and the
+//!    configured peer in `From:`;
 //! 4. only then the body is fetched, again with `BODY.PEEK`, and unwrapped ([`unwrap`]);
 //! 5. after [`Outcome::Handled`] that one message is deleted (`\Deleted` then
 //!    `UID EXPUNGE` of its UID — a plain `EXPUNGE` would also remove mail the user had
@@ -18,6 +21,12 @@
 //!    moved to a quarantine folder.
 //!
 //! Nothing else in the mailbox is ever fetched past its headers, flagged or deleted.
+//!
+//! Anyone can send mail, so nothing about one message stops the mediator: a mail that is
+//! refused (by the core or here), or that the server will not fetch, move or delete, is
+//! logged once and set aside by UID (kept across restarts in the [`refused`] state file).
+//! Only wrong credentials and settings are fatal; trouble with the server is
+//! [`MediatorError::Unreachable`], which the caller retries.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,6 +43,11 @@ use mailparse::MailHeaderMap;
 use native_tls::{Certificate, Identity, TlsConnector, TlsStream};
 
 use super::{Incoming, Mediator, MediatorError, Outcome};
+
+pub mod refused;
+
+use refused::Refused;
+pub use refused::{decode_refused_state, encode_refused_state, RefusedState, StateError};
 
 /// Our own header; its presence (value `1`) marks plexus mail.
 pub const PLEXUS_HEADER: &str = "X-Plexus";
@@ -99,6 +113,13 @@ pub struct EmailSettings {
     pub max_message_size: u32,
     /// TCP connect / read timeout towards the servers.
     pub io_timeout: Duration,
+    /// Plexus mail the server received longer ago than this is left in place unopened
+    /// (its INTERNALDATE, which a sender cannot forge, is checked before the body is
+    /// fetched). `None`: no age limit. Usually the replay window plus the allowed clock skew.
+    pub max_age: Option<Duration>,
+    /// File remembering refused UIDs across restarts (see [`refused`]); `None`: in
+    /// memory only. Its directory is created 0700 if missing.
+    pub refused_state: Option<PathBuf>,
 }
 
 impl EmailSettings {
@@ -126,6 +147,8 @@ impl EmailSettings {
             use_idle: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             io_timeout: Duration::from_secs(20),
+            max_age: None,
+            refused_state: None,
         }
     }
 
@@ -146,6 +169,11 @@ impl EmailSettings {
         if self.poll_interval.is_zero() || self.idle_timeout.is_zero() {
             return Err(MediatorError::Config(
                 "poll_interval and idle_timeout must be above zero".into(),
+            ));
+        }
+        if self.max_age.is_some_and(|a| a.as_secs() == 0) {
+            return Err(MediatorError::Config(
+                "max_age must be at least one second (or unset)".into(),
             ));
         }
         if self.max_message_size < 1024 {
@@ -437,15 +465,29 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// `Tue, 24 Nov 2026 16:35:26 +0000` for a Unix time.
 fn rfc5322_date(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let days = unix / 86400;
     let rem = unix % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let (y, m, d) = civil_date(days);
+    format!(
+        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01.
+fn civil_date(days: u64) -> (i64, i64, i64) {
+    // Howard Hinnant's algorithm.
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -455,14 +497,7 @@ fn rfc5322_date(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d)
 }
 
 /// The error chain of `e` on one line (TLS libraries hide the useful part in sources).
@@ -592,10 +627,14 @@ pub struct EmailMediator {
     settings: EmailSettings,
     tls: TlsMaterial,
     imap: Option<Imap>,
+    /// The folder was selected once: a later NO to SELECT is trouble on the server, not
+    /// a wrong folder name.
+    selected_once: bool,
     /// UIDs returned by `receive` and not yet acknowledged, with the UIDVALIDITY they belong to.
     pending: HashSet<(u32, u32)>,
-    /// UIDs left in place (rejected, oversized, undecodable): not offered again.
-    refused: HashSet<(u32, u32)>,
+    /// UIDs set aside (rejected, oversized, too old, undecodable, not from the peer, or
+    /// refused by the server): not offered again, also after a restart with `refused_state`.
+    refused: Refused,
     /// UIDs whose deletion could not be completed (no UIDPLUS): not offered again.
     done: HashSet<(u32, u32)>,
 }
@@ -613,26 +652,126 @@ impl fmt::Debug for EmailMediator {
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// Header bytes fetched per mail (`BODY.PEEK[HEADER]<0.N>`); a header this long or longer
+/// is not plexus mail (ours is under 1 KiB).
+pub const HEADER_CAP: usize = 65_536;
+
+/// Candidates whose size and date are fetched in one command.
+const META_CHUNK: usize = 100;
+
+/// How the age of a mail compares with `max_age`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    /// Within the window (or no window, or a date in the future: clocks differ).
+    Fresh,
+    /// Received this many seconds ago, beyond the window.
+    TooOld(u64),
+    /// A window is set but the server gave no usable INTERNALDATE.
+    Unknown,
+}
+
+/// The age decision for a mail the server received at `received` (Unix seconds).
+fn age_of(received: Option<i64>, now: SystemTime, max_age: Option<Duration>) -> Age {
+    let Some(max) = max_age else {
+        return Age::Fresh;
+    };
+    let Some(received) = received else {
+        return Age::Unknown;
+    };
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match u64::try_from(now.saturating_sub(received)) {
+        Ok(age) if age > max.as_secs() => Age::TooOld(age),
+        _ => Age::Fresh,
+    }
+}
+
+/// The search result as candidates: newest (highest UID) first, without those `skip`s.
+fn newest_first(found: impl IntoIterator<Item = u32>, skip: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut uids: Vec<u32> = found.into_iter().filter(|u| !skip(*u)).collect();
+    uids.sort_unstable_by(|a, b| b.cmp(a));
+    uids.dedup();
+    uids
+}
+
+/// `SINCE` key (day granularity) that surely covers everything younger than `max_age`: one
+/// day earlier, since the server compares dates in its own time zone.
+fn since_key(now: SystemTime, max_age: Duration) -> String {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let day = now.saturating_sub(max_age.as_secs()).saturating_sub(86_400) / 86_400;
+    let (y, m, d) = civil_date(day);
+    format!("SINCE {d}-{}-{y}", MONTHS[(m - 1) as usize])
+}
+
+/// A UID set `a,b,c` for one command.
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a command about one message came back with.
+enum OneMessage {
+    /// The server refused it for this message (NO/BAD): set the message aside.
+    Refused(String),
+    /// The answer could not be read (a parse error): the connection is no longer in a
+    /// known state and is dropped; the message is set aside.
+    Garbled(String),
+}
+
+/// Sort an error of a command about one message: the server's refusal concerns only that
+/// message; a lost connection is the channel's trouble (`Err`, the caller reconnects).
+fn one_message(hp: &str, cmd: &str, uid: u32, e: imap::Error) -> Result<OneMessage, MediatorError> {
+    match e {
+        imap::Error::No(no) => Ok(OneMessage::Refused(format!(
+            "IMAP server {hp} answered NO to {cmd} of UID {uid}: {}",
+            no.information
+        ))),
+        imap::Error::Bad(bad) => Ok(OneMessage::Refused(format!(
+            "IMAP server {hp} answered BAD to {cmd} of UID {uid}: {}",
+            bad.information
+        ))),
+        imap::Error::Io(_)
+        | imap::Error::ConnectionLost
+        | imap::Error::Bye(_)
+        | imap::Error::Tls(_)
+        | imap::Error::TagMismatch(_) => Err(imap_err(hp, cmd, e)),
+        e => Ok(OneMessage::Garbled(format!(
+            "IMAP server {hp} during {cmd} of UID {uid}: {}",
+            chain(&e)
+        ))),
+    }
+}
+
 impl EmailMediator {
     /// Check the settings, load the TLS material and log in to the IMAP server once, so
     /// that a wrong password or CA is reported now.
     pub fn connect(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
         let mut m = EmailMediator::new(settings)?;
-        m.imap = Some(m.open_imap()?);
+        let i = m.open_imap()?;
+        m.refused.observe(i.uid_validity);
+        m.imap = Some(i);
         Ok(m)
     }
 
-    /// Check the settings and load the TLS material without any network traffic; the
-    /// IMAP session is opened by the first `receive` (a sender-only use never opens it).
+    /// Check the settings and load the TLS material and the refused-UID state without any
+    /// network traffic; the IMAP session is opened by the first `receive` (a sender-only
+    /// use never opens it).
     pub fn new(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
         settings.validate()?;
         let tls = TlsMaterial::load(&settings)?;
+        let refused =
+            Refused::load(settings.refused_state.clone()).map_err(MediatorError::Config)?;
         Ok(EmailMediator {
             settings,
             tls,
             imap: None,
+            selected_once: false,
             pending: HashSet::new(),
-            refused: HashSet::new(),
+            refused,
             done: HashSet::new(),
         })
     }
@@ -646,7 +785,7 @@ impl EmailMediator {
         format!("{}:{}", self.settings.imap_host, self.settings.imap_port)
     }
 
-    fn open_imap(&self) -> Result<Imap, MediatorError> {
+    fn open_imap(&mut self) -> Result<Imap, MediatorError> {
         let s = &self.settings;
         let hp = self.imap_addr();
         let tcp = tcp_connect(&s.imap_host, s.imap_port, s.io_timeout, "IMAP")?;
@@ -685,13 +824,21 @@ impl EmailMediator {
         let uidplus = caps.has_str("UIDPLUS");
         let moves = caps.has_str("MOVE");
         drop(caps);
+        let selected_once = self.selected_once;
         let mb = session.select(&s.folder).map_err(|e| match e {
-            imap::Error::No(no) => MediatorError::Config(format!(
+            // Refused at the first SELECT: the folder name is wrong. Refused after it
+            // worked once: the server is in trouble (retried).
+            imap::Error::No(no) if !selected_once => MediatorError::Config(format!(
                 "folder {:?} on {hp} cannot be selected: {}",
+                s.folder, no.information
+            )),
+            imap::Error::No(no) => MediatorError::Unreachable(format!(
+                "IMAP server {hp} refused to select folder {:?} it selected before: {}",
                 s.folder, no.information
             )),
             e => imap_err(&hp, "SELECT", e),
         })?;
+        self.selected_once = true;
         let uid_validity = mb.uid_validity.unwrap_or(0);
         debug!(
             "email: logged in to {hp} as {}, folder {} (uidvalidity {uid_validity}, IDLE {idle}, UIDPLUS {uidplus}, MOVE {moves})",
@@ -717,6 +864,7 @@ impl EmailMediator {
             match self.open_imap() {
                 Ok(i) => {
                     info!("email: connected to the IMAP server {}", self.imap_addr());
+                    self.refused.observe(i.uid_validity);
                     self.imap = Some(i);
                     return Ok(());
                 }
@@ -746,106 +894,250 @@ impl EmailMediator {
             match r? {
                 Scan::Found(m) => return Ok(Some(m)),
                 Scan::Nothing => return Ok(None),
-                Scan::Quarantine(uid, folder) => self.move_to(uid, &folder)?,
+                Scan::Quarantine(uid, folder) => {
+                    self.move_to(uid, &folder)?;
+                }
+            }
+        }
+    }
+
+    /// Set `uid` aside for good (this process and, with `refused_state`, the next).
+    fn set_aside(&mut self, uid: u32) {
+        if let Some(uv) = self.imap.as_ref().map(|i| i.uid_validity) {
+            self.refused.insert(uv, uid);
+        }
+    }
+
+    /// A command about `uid` failed: set the message aside (logged once, as it is not
+    /// looked at again) and go on, unless the channel itself is lost.
+    fn skip_message(
+        &mut self,
+        hp: &str,
+        cmd: &str,
+        uid: u32,
+        e: imap::Error,
+    ) -> Result<(), MediatorError> {
+        match one_message(hp, cmd, uid, e)? {
+            OneMessage::Refused(m) => {
+                warn!("email: {m}; the message is set aside");
+                self.set_aside(uid);
+                Ok(())
+            }
+            OneMessage::Garbled(m) => {
+                warn!("email: {m}; the message is set aside and the connection renewed");
+                self.set_aside(uid);
+                self.imap = None;
+                Err(MediatorError::Unreachable(m))
             }
         }
     }
 
     fn scan_once(&mut self) -> Result<Scan, MediatorError> {
         let hp = self.imap_addr();
-        let s = &self.settings;
+        let now = SystemTime::now();
         let Some(imap) = self.imap.as_mut() else {
             return Ok(Scan::Nothing);
         };
         let uv = imap.uid_validity;
+        let s = &self.settings;
         // Server-side pre-filter; everything is checked again on the headers below.
-        let query = format!(
+        let mut query = format!(
             "UNDELETED HEADER {PLEXUS_HEADER} \"1\" {}",
             from_any_query(&s.peer, &s.extra_peers)
         );
+        if let Some(max) = s.max_age {
+            query = format!("{} {query}", since_key(now, max));
+        }
         let found = imap
             .session
             .uid_search(&query)
             .map_err(|e| imap_err(&hp, "UID SEARCH", e))?;
-        let mut uids: Vec<u32> = found
-            .into_iter()
-            .filter(|u| {
-                let k = (uv, *u);
-                !self.pending.contains(&k) && !self.refused.contains(&k) && !self.done.contains(&k)
-            })
-            .collect();
-        uids.sort_unstable();
-        for uid in uids {
-            let key = (uv, uid);
-            let fetches = imap
+        let (pending, refused, done) = (&self.pending, &self.refused, &self.done);
+        let uids = newest_first(found, |u| {
+            let k = (uv, u);
+            pending.contains(&k) || refused.contains(uv, u) || done.contains(&k)
+        });
+        for chunk in uids.chunks(META_CHUNK) {
+            match self.scan_chunk(&hp, uv, chunk, now)? {
+                Scan::Nothing => {}
+                found => return Ok(found),
+            }
+        }
+        Ok(Scan::Nothing)
+    }
+
+    /// Look at `chunk` (newest first): dates and sizes in one command, then headers and
+    /// bodies one by one of what is still a candidate.
+    fn scan_chunk(
+        &mut self,
+        hp: &str,
+        uv: u32,
+        chunk: &[u32],
+        now: SystemTime,
+    ) -> Result<Scan, MediatorError> {
+        let Some(imap) = self.imap.as_mut() else {
+            return Ok(Scan::Nothing);
+        };
+        // (deleted, size, INTERNALDATE as Unix seconds) per UID.
+        let meta: std::collections::HashMap<u32, (bool, u32, Option<i64>)> = {
+            let fetches = match imap
                 .session
-                .uid_fetch(uid.to_string(), "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])")
-                .map_err(|e| imap_err(&hp, "UID FETCH", e))?;
-            let Some(f) = fetches.iter().find(|f| f.uid == Some(uid)) else {
+                .uid_fetch(uid_set(chunk), "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+            {
+                Ok(f) => f,
+                Err(e @ (imap::Error::No(_) | imap::Error::Bad(_))) => {
+                    // One message of the set may be the cause: go one by one instead.
+                    if chunk.len() > 1 {
+                        debug!(
+                            "email: UID FETCH of {} mails refused ({e}); one by one",
+                            chunk.len()
+                        );
+                        for one in chunk {
+                            match self.scan_chunk(hp, uv, std::slice::from_ref(one), now)? {
+                                Scan::Nothing => {}
+                                found => return Ok(found),
+                            }
+                        }
+                        return Ok(Scan::Nothing);
+                    }
+                    self.skip_message(hp, "UID FETCH", chunk[0], e)?;
+                    return Ok(Scan::Nothing);
+                }
+                Err(e) => return Err(imap_err(hp, "UID FETCH", e)),
+            };
+            fetches
+                .iter()
+                .filter_map(|f| {
+                    let uid = f.uid?;
+                    let deleted = f.flags().contains(&imap::types::Flag::Deleted);
+                    let date = f.internal_date().map(|d| d.timestamp());
+                    Some((uid, (deleted, f.size.unwrap_or(u32::MAX), date)))
+                })
+                .collect()
+        };
+        for &uid in chunk {
+            let Some(&(deleted, size, date)) = meta.get(&uid) else {
                 continue; // expunged meanwhile
             };
-            if f.flags().contains(&imap::types::Flag::Deleted) {
+            if deleted {
                 continue;
             }
-            let header = f.header().unwrap_or_default();
-            let from = match s
-                .extra_peers
-                .iter()
-                .fold(classify_headers(header, &s.peer), |r, p| {
-                    r.or_else(|_| classify_headers(header, p))
-                }) {
-                Ok(from) => from,
-                Err(e) => {
-                    // Not ours after all (the server's search is looser): never touch it.
-                    debug!("email: UID {uid} skipped: {e}");
-                    self.refused.insert(key);
+            let s = &self.settings;
+            match age_of(date, now, s.max_age) {
+                Age::Fresh => {}
+                Age::TooOld(age) => {
+                    // Not ours to delete: it stays where it is, only never fetched again.
+                    info!(
+                        "email: plexus mail UID {uid} left unopened: the server received it {age} s ago, \
+                         longer ago than max_age ({} s)",
+                        s.max_age.unwrap_or_default().as_secs()
+                    );
+                    self.set_aside(uid);
                     continue;
                 }
-            };
-            let size = f.size.unwrap_or(u32::MAX);
+                Age::Unknown => {
+                    warn!("email: plexus mail UID {uid} left unopened: the server gave no usable INTERNALDATE");
+                    self.set_aside(uid);
+                    continue;
+                }
+            }
             if size > s.max_message_size {
                 warn!(
-                    "email: plexus mail UID {uid} from {from} left unread: {}",
+                    "email: plexus mail UID {uid} left unread: {}",
                     MailError::TooLarge {
                         size: size.into(),
                         limit: s.max_message_size.into()
                     }
                 );
-                self.refused.insert(key);
+                self.set_aside(uid);
                 continue;
             }
-            drop(fetches);
-            let fetches = imap
-                .session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                .map_err(|e| imap_err(&hp, "UID FETCH", e))?;
-            let Some(body) = fetches
-                .iter()
-                .find(|f| f.uid == Some(uid))
-                .and_then(|f| f.body())
-            else {
-                continue;
-            };
-            // The From: that passed above is the peer to check the whole mail against.
-            match unwrap(body, &from, s.max_message_size) {
-                Ok(u) => {
-                    self.pending.insert(key);
-                    return Ok(Scan::Found(Incoming {
-                        id: format!("{uv}:{uid}"),
-                        from: u.from,
-                        sealed: u.sealed,
-                    }));
-                }
-                Err(e) => {
-                    warn!("email: plexus mail UID {uid} from {from} cannot be used: {e}");
-                    self.refused.insert(key);
-                    if let Some(q) = &s.quarantine_folder {
-                        return Ok(Scan::Quarantine(uid, q.clone()));
-                    }
-                }
+            match self.check_one(hp, uv, uid)? {
+                Scan::Nothing => {}
+                found => return Ok(found),
             }
         }
         Ok(Scan::Nothing)
+    }
+
+    /// Headers (capped), then the body of one candidate.
+    fn check_one(&mut self, hp: &str, uv: u32, uid: u32) -> Result<Scan, MediatorError> {
+        let Some(imap) = self.imap.as_mut() else {
+            return Ok(Scan::Nothing);
+        };
+        let s = &self.settings;
+        let query = format!("(UID BODY.PEEK[HEADER]<0.{HEADER_CAP}>)");
+        let verdict = match imap.session.uid_fetch(uid.to_string(), &query) {
+            Ok(fetches) => {
+                let Some(f) = fetches.iter().find(|f| f.uid == Some(uid)) else {
+                    return Ok(Scan::Nothing); // expunged meanwhile
+                };
+                let header = f.header().unwrap_or_default();
+                if header.len() >= HEADER_CAP {
+                    Err(format!(
+                        "its header is {HEADER_CAP} bytes or longer, which plexus mail never is"
+                    ))
+                } else {
+                    s.extra_peers
+                        .iter()
+                        .fold(classify_headers(header, &s.peer), |r, p| {
+                            r.or_else(|_| classify_headers(header, p))
+                        })
+                        .map_err(|e| e.to_string())
+                }
+            }
+            Err(e) => {
+                self.skip_message(hp, "UID FETCH", uid, e)?;
+                return Ok(Scan::Nothing);
+            }
+        };
+        let from = match verdict {
+            Ok(from) => from,
+            Err(e) => {
+                // Not ours after all (the server's search is looser): never touch it.
+                debug!("email: UID {uid} skipped: {e}");
+                self.set_aside(uid);
+                return Ok(Scan::Nothing);
+            }
+        };
+        let Some(imap) = self.imap.as_mut() else {
+            return Ok(Scan::Nothing);
+        };
+        let unwrapped = match imap.session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])") {
+            Ok(fetches) => {
+                let Some(body) = fetches
+                    .iter()
+                    .find(|f| f.uid == Some(uid))
+                    .and_then(|f| f.body())
+                else {
+                    return Ok(Scan::Nothing); // expunged meanwhile
+                };
+                // The From: that passed above is the peer to check the whole mail against.
+                unwrap(body, &from, s.max_message_size)
+            }
+            Err(e) => {
+                self.skip_message(hp, "UID FETCH", uid, e)?;
+                return Ok(Scan::Nothing);
+            }
+        };
+        match unwrapped {
+            Ok(u) => {
+                self.pending.insert((uv, uid));
+                Ok(Scan::Found(Incoming {
+                    id: format!("{uv}:{uid}"),
+                    from: u.from,
+                    sealed: u.sealed,
+                }))
+            }
+            Err(e) => {
+                warn!("email: plexus mail UID {uid} from {from} cannot be used: {e}");
+                self.set_aside(uid);
+                Ok(match &self.settings.quarantine_folder {
+                    Some(q) => Scan::Quarantine(uid, q.clone()),
+                    None => Scan::Nothing,
+                })
+            }
+        }
     }
 
     /// Wait for the folder to change (IDLE) or for the next poll, at most until `deadline`.
@@ -895,7 +1187,8 @@ impl EmailMediator {
     }
 
     /// Make sure `folder` exists, then move `uid` there without touching other mail.
-    fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), MediatorError> {
+    /// `Ok(false)`: the server refused (logged); the message stays where it is.
+    fn move_to(&mut self, uid: u32, folder: &str) -> Result<bool, MediatorError> {
         let hp = self.imap_addr();
         let Some(imap) = self.imap.as_mut() else {
             return Err(MediatorError::Unreachable(format!("not connected to {hp}")));
@@ -903,37 +1196,48 @@ impl EmailMediator {
         // CREATE fails harmlessly when it exists; the MOVE/COPY below reports real problems.
         let _ = imap.session.create(folder);
         let set = uid.to_string();
-        if imap.moves {
-            imap.session
-                .uid_mv(&set, folder)
-                .map_err(|e| imap_err(&hp, "UID MOVE", e))?;
+        let (cmd, r) = if imap.moves {
+            ("UID MOVE", imap.session.uid_mv(&set, folder))
         } else {
-            imap.session
-                .uid_copy(&set, folder)
-                .map_err(|e| imap_err(&hp, "UID COPY", e))?;
-            Self::delete_uid(imap, &hp, uid)?;
+            ("UID COPY", imap.session.uid_copy(&set, folder))
+        };
+        if let Err(e) = r {
+            let cmd = format!("{cmd} to {folder:?}");
+            self.skip_message(&hp, &cmd, uid, e)?;
+            return Ok(false);
+        }
+        if !imap.moves && !self.delete_uid(uid)? {
+            warn!("email: UID {uid} was copied to {folder} but stays in place as well");
+            return Ok(false);
         }
         info!("email: moved UID {uid} to {folder}");
-        Ok(())
+        Ok(true)
     }
 
-    /// Flag `uid` \Deleted and expunge only that UID (UIDPLUS); without UIDPLUS it stays flagged.
-    fn delete_uid(imap: &mut Imap, hp: &str, uid: u32) -> Result<(), MediatorError> {
+    /// Flag `uid` \Deleted and expunge only that UID (UIDPLUS); without UIDPLUS it stays
+    /// flagged. `Ok(false)`: the server refused (logged); the message stays where it is.
+    fn delete_uid(&mut self, uid: u32) -> Result<bool, MediatorError> {
+        let hp = self.imap_addr();
+        let Some(imap) = self.imap.as_mut() else {
+            return Err(MediatorError::Unreachable(format!("not connected to {hp}")));
+        };
         let set = uid.to_string();
-        imap.session
-            .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-            .map_err(|e| imap_err(hp, "UID STORE", e))?;
+        if let Err(e) = imap.session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)") {
+            self.skip_message(&hp, "UID STORE", uid, e)?;
+            return Ok(false);
+        }
         if imap.uidplus {
-            imap.session
-                .uid_expunge(&set)
-                .map_err(|e| imap_err(hp, "UID EXPUNGE", e))?;
+            if let Err(e) = imap.session.uid_expunge(&set) {
+                self.skip_message(&hp, "UID EXPUNGE", uid, e)?;
+                return Ok(false);
+            }
         } else {
             warn!(
                 "email: {hp} lacks UIDPLUS: UID {uid} is flagged \\Deleted but not expunged \
                  (a plain EXPUNGE would also remove mail you marked); set done_folder to move it instead"
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     fn parse_id(&self, id: &str) -> Result<(u32, u32), MediatorError> {
@@ -947,33 +1251,40 @@ impl EmailMediator {
             })
     }
 
-    fn acknowledge_once(&mut self, key: (u32, u32), outcome: Outcome) -> Result<(), MediatorError> {
+    /// Carry out `outcome` on one message. `Ok(true)`: it is gone from the folder as
+    /// asked; `Ok(false)`: it stays (by design or because the server refused, logged).
+    fn acknowledge_once(
+        &mut self,
+        key: (u32, u32),
+        outcome: Outcome,
+    ) -> Result<bool, MediatorError> {
         let hp = self.imap_addr();
         let (uv, uid) = key;
         let current = self.imap.as_ref().map(|i| i.uid_validity);
         if current != Some(uv) {
-            return Err(MediatorError::Protocol(format!(
-                "folder {} on {hp} changed UIDVALIDITY since UID {uid} was read; the message is left where it is",
+            warn!(
+                "email: folder {} on {hp} changed UIDVALIDITY since UID {uid} was read; the message is left where it is",
                 self.settings.folder
-            )));
+            );
+            return Ok(false);
         }
         match outcome {
             Outcome::Handled => {
                 if let Some(f) = self.settings.done_folder.clone() {
                     self.move_to(uid, &f)
-                } else if let Some(imap) = self.imap.as_mut() {
-                    Self::delete_uid(imap, &hp, uid)?;
-                    info!("email: deleted handled UID {uid}");
-                    Ok(())
                 } else {
-                    Ok(())
+                    let gone = self.delete_uid(uid)?;
+                    if gone {
+                        info!("email: deleted handled UID {uid}");
+                    }
+                    Ok(gone)
                 }
             }
             Outcome::Rejected => match self.settings.quarantine_folder.clone() {
-                Some(q) => self.move_to(uid, &q),
+                Some(q) => self.move_to(uid, &q).map(|_| false),
                 None => {
                     info!("email: rejected UID {uid} left in place");
-                    Ok(())
+                    Ok(false)
                 }
             },
         }
@@ -1023,18 +1334,13 @@ fn keepalive(t: &TcpStream) {
     }
 }
 
-/// Map an IMAP error: connection trouble is `Unreachable` (the caller reconnects).
+/// Map an IMAP error of a command about the session or folder (not one message): lost
+/// connections and refusals alike are the channel's trouble, `Unreachable`, so the caller
+/// reconnects and the session retries with backoff. (Wrong credentials and a wrong folder
+/// are told apart where LOGIN and SELECT are sent; one message's trouble is sorted by
+/// [`one_message`].)
 fn imap_err(hp: &str, cmd: &str, e: imap::Error) -> MediatorError {
-    match e {
-        imap::Error::Io(_)
-        | imap::Error::ConnectionLost
-        | imap::Error::Bye(_)
-        | imap::Error::Tls(_)
-        | imap::Error::TagMismatch(_) => {
-            MediatorError::Unreachable(format!("IMAP server {hp} during {cmd}: {}", chain(&e)))
-        }
-        e => MediatorError::Protocol(format!("IMAP server {hp} during {cmd}: {}", chain(&e))),
-    }
+    MediatorError::Unreachable(format!("IMAP server {hp} during {cmd}: {}", chain(&e)))
 }
 
 impl Mediator for EmailMediator {
@@ -1155,6 +1461,9 @@ impl Mediator for EmailMediator {
         }
     }
 
+    /// Never fails because of what the server answers about this one message: a refused
+    /// move or deletion is logged and the message set aside (not offered again, also
+    /// after a restart with `refused_state`). Only a lost channel is an error.
     fn acknowledge(&mut self, id: &str, outcome: Outcome) -> Result<(), MediatorError> {
         let key = self.parse_id(id)?;
         let deadline = Instant::now() + self.settings.io_timeout;
@@ -1173,14 +1482,12 @@ impl Mediator for EmailMediator {
         };
         self.pending.remove(&key);
         match (&r, outcome) {
-            (Ok(()), Outcome::Handled) => {
+            (Ok(true), Outcome::Handled) => {
                 self.done.insert(key);
             }
-            _ => {
-                self.refused.insert(key);
-            }
+            _ => self.refused.insert(key.0, key.1),
         }
-        r
+        r.map(|_| ())
     }
 }
 
@@ -1451,6 +1758,74 @@ mod tests {
     }
 
     #[test]
+    fn candidates_newest_first_without_the_skipped() {
+        let found = vec![3, 17, 5, 1000, 42, 17];
+        assert_eq!(
+            newest_first(found.clone(), |_| false),
+            vec![1000, 42, 17, 5, 3]
+        );
+        assert_eq!(
+            newest_first(found, |u| u == 42 || u == 3),
+            vec![1000, 17, 5]
+        );
+        assert!(newest_first(Vec::new(), |_| false).is_empty());
+    }
+
+    #[test]
+    fn age_decision_uses_the_servers_receipt_time() {
+        let now = t0();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let max = Some(Duration::from_secs(720));
+        assert_eq!(age_of(Some(secs - 10), now, max), Age::Fresh);
+        assert_eq!(age_of(Some(secs - 720), now, max), Age::Fresh);
+        assert_eq!(age_of(Some(secs - 721), now, max), Age::TooOld(721));
+        assert_eq!(age_of(Some(0), now, max), Age::TooOld(secs as u64));
+        // A server clock ahead of ours is not a reason to drop mail.
+        assert_eq!(age_of(Some(secs + 3600), now, max), Age::Fresh);
+        assert!(matches!(age_of(Some(i64::MIN), now, max), Age::TooOld(_)));
+        assert_eq!(age_of(None, now, max), Age::Unknown);
+        // No window: nothing is too old, not even mail without a date.
+        assert_eq!(age_of(Some(0), now, None), Age::Fresh);
+        assert_eq!(age_of(None, now, None), Age::Fresh);
+    }
+
+    #[test]
+    fn since_key_is_a_day_before_the_window() {
+        // t0 is Tue, 24 Nov 2026 16:35:26 UTC.
+        assert_eq!(
+            since_key(t0(), Duration::from_secs(720)),
+            "SINCE 23-Nov-2026"
+        );
+        assert_eq!(
+            since_key(t0(), Duration::from_secs(3 * 86_400)),
+            "SINCE 20-Nov-2026"
+        );
+        assert_eq!(
+            since_key(UNIX_EPOCH, Duration::from_secs(720)),
+            "SINCE 1-Jan-1970"
+        );
+        assert_eq!(uid_set(&[9, 7, 3]), "9,7,3");
+    }
+
+    #[test]
+    fn one_messages_refusal_is_not_the_channels_trouble() {
+        // (NO and BAD cannot be built outside the imap crate; the lab tests cover them.)
+        assert!(matches!(
+            one_message("h:993", "UID FETCH", 7, imap::Error::Parse(imap::error::ParseError::Invalid(b"*".to_vec()))),
+            Ok(OneMessage::Garbled(m)) if m.contains("UID 7")
+        ));
+        assert!(matches!(
+            one_message("h:993", "UID FETCH", 7, imap::Error::ConnectionLost),
+            Err(MediatorError::Unreachable(_))
+        ));
+        // Everything else about the session is retried, never fatal.
+        assert!(matches!(
+            imap_err("h:993", "NOOP", imap::Error::ConnectionLost),
+            MediatorError::Unreachable(_)
+        ));
+    }
+
+    #[test]
     fn settings_validation() {
         let ok = EmailSettings::new("h", "l", Secret::new("p"), ME, PEER);
         assert!(ok.validate().is_ok());
@@ -1460,8 +1835,11 @@ mod tests {
         let mut bad = ok.clone();
         bad.client_cert = Some("c.pem".into());
         assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
-        let mut bad = ok;
+        let mut bad = ok.clone();
         bad.quarantine_folder = Some("a\"b".into());
+        assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
+        let mut bad = ok;
+        bad.max_age = Some(Duration::ZERO);
         assert!(matches!(bad.validate(), Err(MediatorError::Config(_))));
     }
 }

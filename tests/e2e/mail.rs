@@ -386,7 +386,9 @@ fn mail_mailbox_with_other_mail_is_left_exactly_as_it_was() {
         assert_eq!(again.sealed, sealed);
         q.acknowledge(&again.id, Outcome::Rejected).unwrap();
         // The quarantining mediator also moves the plexus mail from the peer that is not
-        // S/MIME (it fails to open); everything else stays exactly as it was.
+        // S/MIME (it fails to open) when it comes to it (newest first, so on the next
+        // look); everything else stays exactly as it was.
+        assert!(q.receive(Duration::from_secs(1)).unwrap().is_none());
         let not_smime = before.last().unwrap().clone();
         let mut expected = before.clone();
         expected.pop();
@@ -620,4 +622,527 @@ fn mail_survives_twenty_percent_loss_on_the_clients_link() {
         sorted[MAILS - 1],
         figures.iter().map(|f| f.round() as u64).collect::<Vec<_>>()
     );
+}
+
+/// `wrap`ped plexus mail carrying `sealed` from `from` to `to`, as a string for [`append`].
+fn plexus_mail(from: &str, to: &str, sealed: &[u8]) -> Vec<u8> {
+    plexus::mediator::email::wrap(from, to, sealed, std::time::SystemTime::now()).unwrap()
+}
+
+/// RFC 3339 for a Unix time (the form the IMAP client takes an INTERNALDATE in).
+fn rfc3339(unix: u64) -> String {
+    let (days, rem) = (unix / 86_400, unix % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// APPEND raw mail to the INBOX, with the server's receipt time set `age` in the past.
+fn append_received(s: &mut Session, raw: &[u8], age: Option<Duration>) {
+    let mut cmd = s.append("INBOX", raw);
+    if let Some(age) = age {
+        let at = std::time::SystemTime::now() - age;
+        let unix = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        cmd.internal_date(rfc3339(unix).parse().expect("RFC 3339 date"));
+    }
+    cmd.finish().expect("APPEND");
+}
+
+/// A TLS relay in front of the lab's dovecot that answers NO to the commands it is told to
+/// refuse (dovecot never refuses a STORE or EXPUNGE in a selected folder). It listens on
+/// the mail host's address, so the server certificate still matches.
+struct RefusingProxy {
+    port: u16,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RefusingProxy {
+    fn start(mail: &Mail, refuse: &'static [&'static str]) -> RefusingProxy {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let refused = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/lab");
+        let identity = native_tls::Identity::from_pkcs8(
+            &std::fs::read(certs.join("mail.pem")).unwrap(),
+            &std::fs::read(certs.join("mail.key")).unwrap(),
+        )
+        .unwrap();
+        let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
+        let connector = native_tls::TlsConnector::builder()
+            .add_root_certificate(
+                native_tls::Certificate::from_pem(&std::fs::read(&mail.ca_file).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let netns = std::fs::File::open(Path::new("/run/netns").join(&mail.netns)).unwrap();
+        let (ip, imaps) = (mail.ip, mail.imaps_port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (refused2, stop2) = (refused.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only; the fd is valid for the call.
+            assert_eq!(
+                unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            while !stop2.load(Ordering::Relaxed) {
+                let (c, _) = match l.accept() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                c.set_nonblocking(false).unwrap();
+                let up = TcpStream::connect((ip, imaps)).unwrap();
+                let (acceptor, connector) = (acceptor.clone(), connector.clone());
+                let (refused, stop) = (refused2.clone(), stop2.clone());
+                std::thread::spawn(move || {
+                    relay(c, up, &acceptor, &connector, ip, refuse, &refused, &stop)
+                });
+            }
+        });
+        RefusingProxy {
+            port: rx.recv().unwrap(),
+            refused,
+            stop,
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RefusingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Relay one client line by line; a command starting with one of `refuse` (after its tag)
+/// gets `NO` and never reaches the server.
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    c: TcpStream,
+    up: TcpStream,
+    acceptor: &native_tls::TlsAcceptor,
+    connector: &native_tls::TlsConnector,
+    ip: std::net::Ipv4Addr,
+    refuse: &[&str],
+    refused: &std::sync::atomic::AtomicUsize,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::Ordering;
+    let (c_raw, up_raw) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+    let Ok(mut client) = acceptor.accept(c) else {
+        return;
+    };
+    let Ok(mut server) = connector.connect(&ip.to_string(), up) else {
+        return;
+    };
+    // Short read timeouts: one thread takes turns at both directions.
+    for t in [&c_raw, &up_raw] {
+        t.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    }
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let idle = |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    while !stop.load(Ordering::Relaxed) {
+        match client.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+                    let line: Vec<u8> = pending.drain(..end + 2).collect();
+                    let text = String::from_utf8_lossy(&line);
+                    let (tag, rest) = text.split_once(' ').unwrap_or((&text, ""));
+                    let upper = rest.to_ascii_uppercase();
+                    if refuse.iter().any(|r| upper.starts_with(r)) {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        let no = format!("{tag} NO [CANNOT] refused by the test proxy\r\n");
+                        if client.write_all(no.as_bytes()).is_err() {
+                            return;
+                        }
+                    } else if server.write_all(&line).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+        match server.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if client.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Defect: a NO to the quarantine MOVE ended `receive` and `acknowledge` (and with them
+/// `plexus accept`). Now the message is set aside and later mail still arrives.
+#[test]
+fn mail_refused_quarantine_move_sets_the_message_aside() {
+    with_mail(|lab, mail, _| {
+        let (peer, me) = (
+            crate::corridor::take_mailbox(lab),
+            crate::corridor::take_mailbox(lab),
+        );
+        let mut user = user_session(mail, &me);
+        clear(&mut user);
+        append_received(
+            &mut user,
+            &plexus_mail(&peer.address, &me.address, b"first"),
+            None,
+        );
+        // Newer: plexus mail from the peer that is not S/MIME, so it goes to quarantine.
+        append(
+            &mut user,
+            &plain_mail(
+                &peer.address,
+                &me.address,
+                "plexus rendezvous",
+                "X-Plexus: 1\r\n",
+            ),
+            &[],
+        );
+        let mut s = settings(mail, &me, &peer);
+        // Dovecot refuses this name ('/' is not allowed in its maildir names): every MOVE
+        // to it is answered NO.
+        s.quarantine_folder = Some("plexus/quarantine".into());
+        let mut m = EmailMediator::connect(s).unwrap();
+        let first = m
+            .receive(Duration::from_secs(10))
+            .expect("a refused quarantine move does not fail receive")
+            .expect("the first mail");
+        assert_eq!(first.sealed, b"first");
+        m.acknowledge(&first.id, Outcome::Rejected)
+            .expect("a refused quarantine move does not fail acknowledge");
+        append_received(
+            &mut user,
+            &plexus_mail(&peer.address, &me.address, b"second"),
+            None,
+        );
+        let second = m
+            .receive(Duration::from_secs(10))
+            .unwrap()
+            .expect("mail after the refused moves");
+        assert_eq!(
+            second.sealed, b"second",
+            "set-aside mail is not offered again"
+        );
+        m.acknowledge(&second.id, Outcome::Handled).unwrap();
+        assert!(m.receive(Duration::from_secs(1)).unwrap().is_none());
+        // Both refused messages stay where they were, untouched.
+        let left = snapshot(&mut user, "INBOX");
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.iter().all(|m| m.1.is_empty()),
+            "flags changed: {left:?}"
+        );
+    });
+}
+
+/// Defect: a NO to STORE, EXPUNGE or the MOVE to the done folder when a handled message is
+/// acknowledged ended `plexus accept`. Now it is logged, the message set aside, `Ok`.
+#[test]
+fn mail_refused_store_expunge_or_move_on_acknowledge_is_not_an_error() {
+    with_mail(|lab, mail, _| {
+        let (peer, me) = (
+            crate::corridor::take_mailbox(lab),
+            crate::corridor::take_mailbox(lab),
+        );
+        let mut user = user_session(mail, &me);
+        let cases: [(&[&str], Option<&str>); 3] = [
+            (&["UID STORE"], None),
+            (&["UID EXPUNGE"], None),
+            (&["UID MOVE", "UID COPY"], Some("plexus-done")),
+        ];
+        for (refuse, done_folder) in cases {
+            clear(&mut user);
+            let proxy = RefusingProxy::start(mail, refuse);
+            let mut s = settings(mail, &me, &peer);
+            s.imap_port = proxy.port;
+            s.done_folder = done_folder.map(str::to_string);
+            let mut m = EmailMediator::connect(s).unwrap();
+            for round in ["one", "two"] {
+                let sealed = format!("{refuse:?} {round}").into_bytes();
+                append_received(
+                    &mut user,
+                    &plexus_mail(&peer.address, &me.address, &sealed),
+                    None,
+                );
+                let msg = m
+                    .receive(Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{refuse:?}: no mail in round {round}"));
+                // The one of round one was set aside: round two gets the new one.
+                assert_eq!(msg.sealed, sealed);
+                m.acknowledge(&msg.id, Outcome::Handled)
+                    .unwrap_or_else(|e| panic!("{refuse:?} refused: acknowledge failed: {e}"));
+            }
+            assert!(
+                proxy.refused() >= 2,
+                "{refuse:?}: the proxy refused nothing"
+            );
+            assert!(m.receive(Duration::from_secs(1)).unwrap().is_none());
+            let left = snapshot(&mut user, "INBOX");
+            assert_eq!(left.len(), 2, "{refuse:?}: {left:?}");
+            println!(
+                "{refuse:?} refused {} times: acknowledge Ok, messages left as {left:?}",
+                proxy.refused()
+            );
+        }
+        // Without the proxy: the handled message is expunged by another client between
+        // receive and acknowledge.
+        clear(&mut user);
+        let mut s = settings(mail, &me, &peer);
+        s.done_folder = Some("plexus-done".into());
+        let mut m = EmailMediator::connect(s).unwrap();
+        append_received(
+            &mut user,
+            &plexus_mail(&peer.address, &me.address, b"gone"),
+            None,
+        );
+        let msg = m.receive(Duration::from_secs(10)).unwrap().unwrap();
+        clear(&mut user);
+        m.acknowledge(&msg.id, Outcome::Handled)
+            .expect("acknowledging mail another client expunged is not an error");
+    });
+}
+
+/// Forged plexus mails in one flood test: the acceptor's mailbox, as anyone who can send
+/// mail could fill it.
+const FORGED: usize = 2000;
+/// Forged mails the server received an hour ago (past `max_age`, same or previous day).
+const OLD_HOUR: usize = 300;
+/// Forged mails the server received three days ago (outside the `SINCE` search).
+const OLD_DAYS: usize = 100;
+/// The acceptor's `max_age`: the CLI's default replay window plus the clock skew.
+const MAX_AGE: Duration = Duration::from_secs(600 + 120);
+
+/// Sealed-looking forged bytes: DER SEQUENCE header, then noise, ~2 KB like an invite.
+fn forged(i: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut v = vec![0x30, 0x82, 0x07, 0xc0];
+    v.extend((0..1984).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    }));
+    v
+}
+
+/// What one acceptor run in a child process saw (see [`flood_runner_child`]).
+#[derive(Debug, Default)]
+struct FloodRun {
+    /// Sealed payloads of the genuine mails in the order they were handed over.
+    genuine: Vec<String>,
+    /// Milliseconds from start (before connecting) to each genuine mail.
+    genuine_ms: Vec<u64>,
+    /// Order (0-based) in which each genuine mail was handed over among all mails.
+    genuine_pos: Vec<usize>,
+    forged: usize,
+    old: usize,
+    /// Milliseconds from start to the last mail handed over.
+    last_ms: u64,
+    vm_hwm_kb: u64,
+}
+
+/// Run an acceptor's mediator over the flooded mailbox in a child process (so its peak
+/// RSS is its own): everything it hands over goes to a stand-in core that takes mail
+/// whose payload starts with `GENUINE` and rejects the rest.
+fn flood_run(lab: &Lab, me: &Account, peer: &Account, state: &Path) -> FloodRun {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "mail::flood_runner_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PLEXUS_LAB", &lab.name)
+        .env(
+            "PLEXUS_FLOOD_RUNNER",
+            format!("{}|{}|{}", me.address, peer.address, state.display()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "flood runner failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("FLOOD ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no FLOOD line from the runner: {stdout}"));
+    let mut r = FloodRun::default();
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap();
+        match k {
+            "genuine" => r.genuine.push(v.to_string()),
+            "genuine_ms" => r.genuine_ms.push(v.parse().unwrap()),
+            "genuine_pos" => r.genuine_pos.push(v.parse().unwrap()),
+            "forged" => r.forged = v.parse().unwrap(),
+            "old" => r.old = v.parse().unwrap(),
+            "last_ms" => r.last_ms = v.parse().unwrap(),
+            "vm_hwm_kb" => r.vm_hwm_kb = v.parse().unwrap(),
+            _ => panic!("unknown key {k}"),
+        }
+    }
+    r
+}
+
+/// The child side of [`flood_run`]; does nothing unless started by it.
+#[test]
+fn flood_runner_child() {
+    let Ok(spec) = std::env::var("PLEXUS_FLOOD_RUNNER") else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '|');
+    let (me, peer, state) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let lab = crate::lab::lab().expect("the parent's lab");
+    let mail = lab.mail();
+    let find = |a: &str| mail.accounts.iter().find(|x| x.address == a).unwrap();
+    let mut s = lab_settings(mail, find(me), find(peer));
+    s.max_age = Some(MAX_AGE);
+    s.refused_state = Some(state.into());
+    let t0 = Instant::now();
+    let mut m = EmailMediator::connect(s).unwrap();
+    let mut line = String::from("FLOOD");
+    let (mut n, mut forged, mut old, mut last) = (0usize, 0usize, 0usize, 0u64);
+    while let Some(msg) = m.receive(Duration::from_secs(3)).unwrap() {
+        let ms = t0.elapsed().as_millis() as u64;
+        if msg.sealed.starts_with(b"GENUINE") {
+            let text = String::from_utf8_lossy(&msg.sealed).replace(' ', "_");
+            line.push_str(&format!(" genuine={text} genuine_ms={ms} genuine_pos={n}"));
+            m.acknowledge(&msg.id, Outcome::Handled).unwrap();
+        } else {
+            if msg.sealed.starts_with(b"OLD") {
+                old += 1;
+            } else {
+                forged += 1;
+            }
+            m.acknowledge(&msg.id, Outcome::Rejected).unwrap();
+        }
+        n += 1;
+        last = ms;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("{line} forged={forged} old={old} last_ms={last} vm_hwm_kb={hwm}");
+}
+
+/// Defect 8: anyone who can send mail could make an acceptor work through every forged
+/// plexus mail, oldest first, again after each restart. Now the newest is handled first,
+/// mail older than `max_age` is never opened, and refused UIDs are remembered.
+#[test]
+fn mail_flood_is_handled_newest_first_and_remembered_across_restarts() {
+    with_mail(|lab, mail, _| {
+        let dir = lab.scratch("mail_flood");
+        let (peer, me) = (
+            crate::corridor::take_mailbox(lab),
+            crate::corridor::take_mailbox(lab),
+        );
+        let mut user = user_session(mail, &me);
+        clear(&mut user);
+        let (from, to) = (&peer.address, &me.address);
+        let t = Instant::now();
+        for i in 0..OLD_DAYS {
+            let raw = plexus_mail(from, to, format!("OLD days {i}").as_bytes());
+            append_received(&mut user, &raw, Some(Duration::from_secs(3 * 86_400)));
+        }
+        for i in 0..OLD_HOUR {
+            let raw = plexus_mail(from, to, format!("OLD hour {i}").as_bytes());
+            append_received(&mut user, &raw, Some(Duration::from_secs(3600)));
+        }
+        // A genuine invite that arrived before the flood, then the flood, then another.
+        append_received(&mut user, &plexus_mail(from, to, b"GENUINE before"), None);
+        for i in 0..FORGED {
+            append_received(&mut user, &plexus_mail(from, to, &forged(i)), None);
+        }
+        append_received(&mut user, &plexus_mail(from, to, b"GENUINE newest"), None);
+        println!(
+            "flood: {} mails appended in {:.1} s",
+            OLD_DAYS + OLD_HOUR + FORGED + 2,
+            t.elapsed().as_secs_f64()
+        );
+        let state = dir.join("state").join("refused-uids");
+
+        let first = flood_run(lab, &me, &peer, &state);
+        println!("flood, first run: {first:?}");
+        assert_eq!(first.genuine, ["GENUINE_newest", "GENUINE_before"]);
+        assert_eq!(first.genuine_pos[0], 0, "the newest mail is handled first");
+        assert_eq!(
+            first.forged, FORGED,
+            "every fresh forged mail reaches the core once"
+        );
+        assert_eq!(first.old, 0, "mail older than max_age is never opened");
+
+        // The acceptor restarts; meanwhile one more genuine invite arrived.
+        append_received(
+            &mut user,
+            &plexus_mail(from, to, b"GENUINE after restart"),
+            None,
+        );
+        let second = flood_run(lab, &me, &peer, &state);
+        println!("flood, after restart: {second:?}");
+        assert_eq!(second.genuine, ["GENUINE_after_restart"]);
+        assert_eq!(
+            (second.forged, second.old),
+            (0, 0),
+            "refused mail is not handed out again after a restart"
+        );
+        println!(
+            "flood figures ({FORGED} forged + {} old mails): genuine newest received {} ms after start \
+             (first run), genuine under {FORGED} newer forged ones {} ms, all handled {} ms, peak RSS {} KiB; \
+             after restart: genuine received {} ms after start, peak RSS {} KiB",
+            OLD_HOUR + OLD_DAYS,
+            first.genuine_ms[0],
+            first.genuine_ms[1],
+            first.last_ms,
+            first.vm_hwm_kb,
+            second.genuine_ms[0],
+            second.vm_hwm_kb
+        );
+        // Nothing in the mailbox changed but the genuine mails being removed.
+        let left = snapshot(&mut user, "INBOX");
+        assert_eq!(left.len(), OLD_DAYS + OLD_HOUR + FORGED);
+        assert!(left.iter().all(|m| m.1.is_empty()), "flags changed");
+    });
 }

@@ -886,13 +886,19 @@ impl EmailMediator {
     fn scan(&mut self) -> Result<Option<Incoming>, MediatorError> {
         loop {
             let r = self.scan_once();
-            if let Some(i) = self.imap.as_mut() {
-                // Untagged EXISTS/EXPUNGE/FETCH updates are not needed (we search by UID);
-                // drop them so a long wait does not pile them up.
-                i.session.take_all_unsolicited().for_each(drop);
-            }
+            // Untagged updates are otherwise not needed (we search by UID): drop them so a
+            // long wait does not pile them up. But an EXISTS means mail arrived that the
+            // search may not have seen (dovecot reports it only after the command), and
+            // IDLE would not report it again: look once more before waiting.
+            let arrived = self.imap.as_mut().is_some_and(|i| {
+                // (take_all_unsolicited has already emptied the queue: `any` drops the rest.)
+                i.session
+                    .take_all_unsolicited()
+                    .any(|u| matches!(u, imap::types::UnsolicitedResponse::Exists(_)))
+            });
             match r? {
                 Scan::Found(m) => return Ok(Some(m)),
+                Scan::Nothing if arrived => debug!("email: mail arrived during the scan"),
                 Scan::Nothing => return Ok(None),
                 Scan::Quarantine(uid, folder) => {
                     self.move_to(uid, &folder)?;

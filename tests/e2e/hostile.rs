@@ -8,8 +8,8 @@
 //! genuine invite; foreign mail and files stay exactly as they were.
 
 use std::fs;
-use std::path::Path;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -166,8 +166,8 @@ fn acceptor_survives_a_hostile_mailbox_then_connects() {
                     &[],
                 );
                 for (_, sealed) in &hostile {
-                    let raw = wrap(&alice.address, &bob.address, sealed, SystemTime::now())
-                        .unwrap();
+                    let raw =
+                        wrap(&alice.address, &bob.address, sealed, SystemTime::now()).unwrap();
                     append(&mut s, std::str::from_utf8(&raw).unwrap(), &[]);
                 }
                 foreign_before = Some(snapshot(&mut s, "INBOX"));
@@ -188,13 +188,12 @@ fn acceptor_survives_a_hostile_mailbox_then_connects() {
     assert_eq!(Some(after), foreign_before, "the mailbox changed");
 }
 
-
 #[test]
 fn acceptor_survives_a_hostile_shared_folder_then_connects() {
     use crate::corridor::{demo_certs, wait};
     use crate::plugins::{
-        assert_both_succeeded, exchange_executor, file_mediator, listing, plugin_lib,
-        profile_yaml, start_acceptor, start_side, stun_of, write,
+        assert_both_succeeded, exchange_executor, file_mediator, listing, plugin_lib, profile_yaml,
+        start_acceptor, start_side, stun_of, write,
     };
     use std::os::unix::fs::PermissionsExt;
 
@@ -270,10 +269,20 @@ fn acceptor_survives_a_hostile_shared_folder_then_connects() {
     assert_both_succeeded(&dir, a, b);
     let log = crate::corridor::read(dir.join("bob.log"));
     assert!(!log.contains("panicked"), "{log}");
-    assert_eq!(foreign(listing(&shared)), foreign_before, "foreign files changed");
+    assert_eq!(
+        foreign(listing(&shared)),
+        foreign_before,
+        "foreign files changed"
+    );
     assert!(
-        fs::symlink_metadata(name("fifo")).unwrap().file_type().is_fifo()
-            && fs::symlink_metadata(name("symlink")).unwrap().file_type().is_symlink(),
+        fs::symlink_metadata(name("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+            && fs::symlink_metadata(name("symlink"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
         "the FIFO and the symlink are left where they are"
     );
 }

@@ -96,7 +96,13 @@ fn address_of(who: &str) -> &'static str {
 }
 
 /// `mediator:` through the file plugin on `shared`.
-pub(crate) fn file_mediator(so: &Path, shared: &Path, who: &str, peer: &str, extra: &str) -> String {
+pub(crate) fn file_mediator(
+    so: &Path,
+    shared: &Path,
+    who: &str,
+    peer: &str,
+    extra: &str,
+) -> String {
     format!(
         "mediator:\n  plugin:\n    path: {}\n    to: {}\n    settings:\n      dir: {}\n      \
          address: {}\n      poll_interval_ms: 50\n{extra}",
@@ -109,7 +115,13 @@ pub(crate) fn file_mediator(so: &Path, shared: &Path, who: &str, peer: &str, ext
 
 /// A whole profile. Certificates and the replay state are relative paths: they resolve
 /// against the profile's directory.
-pub(crate) fn profile_yaml(who: &str, peer: &str, stun: &str, mediator: &str, executor: &str) -> String {
+pub(crate) fn profile_yaml(
+    who: &str,
+    peer: &str,
+    stun: &str,
+    mediator: &str,
+    executor: &str,
+) -> String {
     format!(
         "# {who}'s side, written by tests/e2e/plugins.rs\n\
          host: {{ id: {}, cert: certs/{who}.pem, key: certs/{who}.key }}\n\
@@ -142,7 +154,10 @@ fn start_pair(
     profiles: (&Path, &Path),
 ) -> (Child, Child) {
     let bob = start_acceptor(lab, dir, sites.1, profiles.1);
-    (start_side(lab, dir, sites.0, "alice", profiles.0, false), bob)
+    (
+        start_side(lab, dir, sites.0, "alice", profiles.0, false),
+        bob,
+    )
 }
 
 /// Start `plexus accept --once` as bob and return once it waits for invites.
@@ -201,7 +216,11 @@ fn dump(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) -> Strin
     )
 }
 
-pub(crate) fn assert_both_succeeded(dir: &Path, alice: Option<ExitStatus>, bob: Option<ExitStatus>) {
+pub(crate) fn assert_both_succeeded(
+    dir: &Path,
+    alice: Option<ExitStatus>,
+    bob: Option<ExitStatus>,
+) {
     assert!(
         alice.and_then(|s| s.code()) == Some(0) && bob.and_then(|s| s.code()) == Some(0),
         "both sides should connect and their executors succeed (exit 0):\n{}",

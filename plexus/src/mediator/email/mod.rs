@@ -604,7 +604,7 @@ impl TlsMaterial {
 
 /// What one pass over the folder found.
 enum Scan {
-    Found(Incoming),
+    Found(u32, Incoming),
     Quarantine(u32, String),
     Nothing,
 }
@@ -637,6 +637,8 @@ pub struct EmailMediator {
     refused: Refused,
     /// UIDs whose deletion could not be completed (no UIDPLUS): not offered again.
     done: HashSet<(u32, u32)>,
+    /// What the searches found and is not looked at yet.
+    candidates: Candidates,
 }
 
 impl fmt::Debug for EmailMediator {
@@ -688,12 +690,72 @@ fn age_of(received: Option<i64>, now: SystemTime, max_age: Option<Duration>) -> 
     }
 }
 
-/// The search result as candidates: newest (highest UID) first, without those `skip`s.
-fn newest_first(found: impl IntoIterator<Item = u32>, skip: impl Fn(u32) -> bool) -> Vec<u32> {
-    let mut uids: Vec<u32> = found.into_iter().filter(|u| !skip(*u)).collect();
-    uids.sort_unstable_by(|a, b| b.cmp(a));
-    uids.dedup();
-    uids
+/// Plexus mail found by the searches and not looked at yet, handed out newest (highest
+/// UID) first. Later searches only ask for mail above the highest UID any search returned
+/// (UIDs only grow and headers never change), so a flood is searched once, not once per
+/// message.
+#[derive(Debug, Default)]
+struct Candidates {
+    /// The UIDVALIDITY the UIDs belong to.
+    uid_validity: u32,
+    /// The highest UID a search returned, if any search ran.
+    top: Option<u32>,
+    /// Not yet looked at, ascending (the newest is popped from the end).
+    queue: Vec<u32>,
+}
+
+impl Candidates {
+    /// `UID n:*` limiting a search to mail above what is known; empty: search everything.
+    fn range_key(&self, uid_validity: u32) -> String {
+        match self.top {
+            Some(top) if self.uid_validity == uid_validity => {
+                format!("UID {}:* ", top.saturating_add(1))
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Add what a search returned. (`n:*` also matches the highest UID when it is below
+    /// `n`, so only UIDs above the known top are new.)
+    fn add(&mut self, uid_validity: u32, found: impl IntoIterator<Item = u32>) {
+        if self.uid_validity != uid_validity {
+            *self = Candidates {
+                uid_validity,
+                ..Candidates::default()
+            };
+        }
+        let top = self.top;
+        let before = self.queue.len();
+        self.queue
+            .extend(found.into_iter().filter(|u| top.map_or(true, |t| *u > t)));
+        if let Some(max) = self.queue[before..].iter().max() {
+            self.top = Some(top.map_or(*max, |t| t.max(*max)));
+        } else if top.is_none() {
+            self.top = Some(0);
+        }
+        self.queue.sort_unstable();
+        self.queue.dedup();
+    }
+
+    /// Take up to `n` candidates, newest first.
+    fn take_newest(&mut self, n: usize) -> Vec<u32> {
+        let at = self.queue.len().saturating_sub(n);
+        let mut v = self.queue.split_off(at);
+        v.reverse();
+        v
+    }
+
+    /// Put back candidates that were taken but not looked at.
+    fn put_back(&mut self, uids: &[u32]) {
+        self.queue.extend_from_slice(uids);
+        self.queue.sort_unstable();
+        self.queue.dedup();
+    }
+
+    /// Forget everything (a new connection searches the whole folder again).
+    fn reset(&mut self) {
+        *self = Candidates::default();
+    }
 }
 
 /// `SINCE` key (day granularity) that surely covers everything younger than `max_age`: one
@@ -773,6 +835,7 @@ impl EmailMediator {
             pending: HashSet::new(),
             refused,
             done: HashSet::new(),
+            candidates: Candidates::default(),
         })
     }
 
@@ -865,6 +928,8 @@ impl EmailMediator {
                 Ok(i) => {
                     info!("email: connected to the IMAP server {}", self.imap_addr());
                     self.refused.observe(i.uid_validity);
+                    // Taken candidates may have been lost with the old connection.
+                    self.candidates.reset();
                     self.imap = Some(i);
                     return Ok(());
                 }
@@ -897,7 +962,7 @@ impl EmailMediator {
                     .any(|u| matches!(u, imap::types::UnsolicitedResponse::Exists(_)))
             });
             match r? {
-                Scan::Found(m) => return Ok(Some(m)),
+                Scan::Found(_, m) => return Ok(Some(m)),
                 Scan::Nothing if arrived => debug!("email: mail arrived during the scan"),
                 Scan::Nothing => return Ok(None),
                 Scan::Quarantine(uid, folder) => {
@@ -948,7 +1013,8 @@ impl EmailMediator {
         let s = &self.settings;
         // Server-side pre-filter; everything is checked again on the headers below.
         let mut query = format!(
-            "UNDELETED HEADER {PLEXUS_HEADER} \"1\" {}",
+            "{}UNDELETED HEADER {PLEXUS_HEADER} \"1\" {}",
+            self.candidates.range_key(uv),
             from_any_query(&s.peer, &s.extra_peers)
         );
         if let Some(max) = s.max_age {
@@ -958,18 +1024,37 @@ impl EmailMediator {
             .session
             .uid_search(&query)
             .map_err(|e| imap_err(&hp, "UID SEARCH", e))?;
-        let (pending, refused, done) = (&self.pending, &self.refused, &self.done);
-        let uids = newest_first(found, |u| {
-            let k = (uv, u);
-            pending.contains(&k) || refused.contains(uv, u) || done.contains(&k)
-        });
-        for chunk in uids.chunks(META_CHUNK) {
-            match self.scan_chunk(&hp, uv, chunk, now)? {
-                Scan::Nothing => {}
-                found => return Ok(found),
+        self.candidates.add(uv, found);
+        let mut n = 4;
+        loop {
+            let chunk = self.candidates.take_newest(n);
+            if chunk.is_empty() {
+                return Ok(Scan::Nothing);
             }
+            // Few at first (one mail is usually all there is), more while nothing is found.
+            n = (n * 2).min(META_CHUNK);
+            let (pending, refused, done) = (&self.pending, &self.refused, &self.done);
+            let chunk: Vec<u32> = chunk
+                .into_iter()
+                .filter(|&u| {
+                    let k = (uv, u);
+                    !(pending.contains(&k) || refused.contains(uv, u) || done.contains(&k))
+                })
+                .collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            let r = self.scan_chunk(&hp, uv, &chunk, now)?;
+            let at = match &r {
+                Scan::Found(uid, _) | Scan::Quarantine(uid, _) => *uid,
+                Scan::Nothing => continue,
+            };
+            // What this chunk did not get to stays a candidate.
+            if let Some(p) = chunk.iter().position(|u| *u == at) {
+                self.candidates.put_back(&chunk[p + 1..]);
+            }
+            return Ok(r);
         }
-        Ok(Scan::Nothing)
     }
 
     /// Look at `chunk` (newest first): dates and sizes in one command, then headers and
@@ -1129,11 +1214,14 @@ impl EmailMediator {
         match unwrapped {
             Ok(u) => {
                 self.pending.insert((uv, uid));
-                Ok(Scan::Found(Incoming {
-                    id: format!("{uv}:{uid}"),
-                    from: u.from,
-                    sealed: u.sealed,
-                }))
+                Ok(Scan::Found(
+                    uid,
+                    Incoming {
+                        id: format!("{uv}:{uid}"),
+                        from: u.from,
+                        sealed: u.sealed,
+                    },
+                ))
             }
             Err(e) => {
                 warn!("email: plexus mail UID {uid} from {from} cannot be used: {e}");
@@ -1764,17 +1852,37 @@ mod tests {
     }
 
     #[test]
-    fn candidates_newest_first_without_the_skipped() {
-        let found = vec![3, 17, 5, 1000, 42, 17];
+    fn candidates_newest_first_and_searched_once() {
+        let mut c = Candidates::default();
         assert_eq!(
-            newest_first(found.clone(), |_| false),
-            vec![1000, 42, 17, 5, 3]
+            c.range_key(7),
+            "",
+            "the first search covers the whole folder"
         );
-        assert_eq!(
-            newest_first(found, |u| u == 42 || u == 3),
-            vec![1000, 17, 5]
-        );
-        assert!(newest_first(Vec::new(), |_| false).is_empty());
+        c.add(7, [3, 17, 5, 1000, 42, 17]);
+        assert_eq!(c.range_key(7), "UID 1001:* ");
+        assert_eq!(c.take_newest(2), vec![1000, 42]);
+        // Newer mail found later comes first; `n:*` may repeat the known top: ignored.
+        c.add(7, [1000, 1500, 1200]);
+        assert_eq!(c.range_key(7), "UID 1501:* ");
+        assert_eq!(c.take_newest(3), vec![1500, 1200, 17]);
+        c.put_back(&[1200]);
+        assert_eq!(c.take_newest(10), vec![1200, 5, 3]);
+        assert!(c.take_newest(4).is_empty());
+        // An empty folder still counts as searched.
+        let mut e = Candidates::default();
+        e.add(7, []);
+        assert_eq!(e.range_key(7), "UID 1:* ");
+        // Another UIDVALIDITY: everything known is void.
+        c.add(8, [2]);
+        assert_eq!(c.range_key(7), "");
+        assert_eq!(c.range_key(8), "UID 3:* ");
+        assert_eq!(c.take_newest(10), vec![2]);
+        c.reset();
+        assert_eq!(c.range_key(8), "");
+        let mut top = Candidates::default();
+        top.add(1, [u32::MAX]);
+        assert_eq!(top.range_key(1), format!("UID {}:* ", u32::MAX));
     }
 
     #[test]

@@ -870,6 +870,12 @@ impl EmailMediator {
         let mut session = client
             .login(&s.login, s.password.expose())
             .map_err(|(e, _)| match e {
+                imap::Error::No(no) if transient_no(&no.information) => {
+                    MediatorError::Unreachable(format!(
+                        "the IMAP server {hp} cannot log in account {:?} now: {}",
+                        s.login, no.information
+                    ))
+                }
                 imap::Error::No(no) => MediatorError::Auth(format!(
                     "the IMAP server {hp} refused the login of account {:?}: {}; check login and password",
                     s.login, no.information
@@ -891,12 +897,14 @@ impl EmailMediator {
         let mb = session.select(&s.folder).map_err(|e| match e {
             // Refused at the first SELECT: the folder name is wrong. Refused after it
             // worked once: the server is in trouble (retried).
-            imap::Error::No(no) if !selected_once => MediatorError::Config(format!(
-                "folder {:?} on {hp} cannot be selected: {}",
-                s.folder, no.information
-            )),
+            imap::Error::No(no) if !selected_once && !transient_no(&no.information) => {
+                MediatorError::Config(format!(
+                    "folder {:?} on {hp} cannot be selected: {}",
+                    s.folder, no.information
+                ))
+            }
             imap::Error::No(no) => MediatorError::Unreachable(format!(
-                "IMAP server {hp} refused to select folder {:?} it selected before: {}",
+                "IMAP server {hp} refused to select folder {:?} for now: {}",
                 s.folder, no.information
             )),
             e => imap_err(&hp, "SELECT", e),
@@ -1165,9 +1173,13 @@ impl EmailMediator {
                 };
                 let header = f.header().unwrap_or_default();
                 if header.len() >= HEADER_CAP {
-                    Err(format!(
-                        "its header is {HEADER_CAP} bytes or longer, which plexus mail never is"
-                    ))
+                    info!(
+                        "email: UID {uid} left unopened: its header is {HEADER_CAP} bytes or \
+                         longer, which plexus mail never is"
+                    );
+                    drop(fetches);
+                    self.set_aside(uid);
+                    return Ok(Scan::Nothing);
                 } else {
                     s.extra_peers
                         .iter()
@@ -1426,6 +1438,16 @@ fn keepalive(t: &TcpStream) {
     if let Err(e) = socket2::SockRef::from(t).set_tcp_keepalive(&ka) {
         debug!("email: TCP keepalive not set: {e}");
     }
+}
+
+/// A NO that says the server is in trouble for now (RFC 5530 response codes) rather than
+/// that the login or folder is wrong; the response code is still in the text, as the imap
+/// crate does not know these codes.
+fn transient_no(information: &str) -> bool {
+    let t = information.trim_start().to_ascii_uppercase();
+    ["[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]"]
+        .iter()
+        .any(|c| t.starts_with(c))
 }
 
 /// Map an IMAP error of a command about the session or folder (not one message): lost
@@ -1937,6 +1959,23 @@ mod tests {
             imap_err("h:993", "NOOP", imap::Error::ConnectionLost),
             MediatorError::Unreachable(_)
         ));
+    }
+
+    #[test]
+    fn transient_refusals_are_told_from_wrong_settings() {
+        assert!(transient_no(
+            "[UNAVAILABLE] Temporary authentication failure."
+        ));
+        assert!(transient_no(" [inuse] Mailbox is locked"));
+        assert!(transient_no("[SERVERBUG] Internal error occurred."));
+        assert!(transient_no("[LIMIT] Too many connections"));
+        assert!(!transient_no(
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        ));
+        assert!(!transient_no("[CONTACTADMIN] Account disabled"));
+        assert!(!transient_no("[NONEXISTENT] Mailbox doesn't exist: nope"));
+        assert!(!transient_no("Mailbox is [UNAVAILABLE]"));
+        assert!(!transient_no(""));
     }
 
     #[test]

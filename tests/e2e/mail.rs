@@ -1146,3 +1146,38 @@ fn mail_flood_is_handled_newest_first_and_remembered_across_restarts() {
         assert!(left.iter().all(|m| m.1.is_empty()), "flags changed");
     });
 }
+
+/// Defect 8: headers were fetched whole. Now at most 64 KiB are fetched and a plexus mail
+/// whose header is longer is never opened (its body would unwrap fine).
+#[test]
+fn mail_header_over_the_cap_is_never_opened() {
+    with_mail(|lab, mail, _| {
+        let (peer, me) = (
+            crate::corridor::take_mailbox(lab),
+            crate::corridor::take_mailbox(lab),
+        );
+        let mut user = user_session(mail, &me);
+        clear(&mut user);
+        let genuine = plexus_mail(&peer.address, &me.address, b"GENUINE under a big one");
+        append_received(&mut user, &genuine, None);
+        // Newer: the same kind of mail with 70 KB of extra header lines after ours.
+        let text = String::from_utf8(plexus_mail(&peer.address, &me.address, b"HUGE")).unwrap();
+        let filler: String = (0..1000)
+            .map(|i| format!("X-Filler-{i:04}: {}\r\n", "f".repeat(56)))
+            .collect();
+        let huge = text.replacen("MIME-Version:", &format!("{filler}MIME-Version:"), 1);
+        assert!(huge.find("\r\n\r\n").unwrap() > 70_000);
+        append_received(&mut user, huge.as_bytes(), None);
+        let mut m = EmailMediator::connect(settings(mail, &me, &peer)).unwrap();
+        let got = m
+            .receive(Duration::from_secs(10))
+            .unwrap()
+            .expect("the genuine mail");
+        assert_eq!(got.sealed, b"GENUINE under a big one");
+        m.acknowledge(&got.id, Outcome::Handled).unwrap();
+        assert!(m.receive(Duration::from_secs(1)).unwrap().is_none());
+        let left = snapshot(&mut user, "INBOX");
+        assert_eq!(left.len(), 1, "the big one stays, untouched: {left:?}");
+        assert!(left[0].1.is_empty());
+    });
+}

@@ -852,7 +852,9 @@ impl EmailMediator {
         let s = &self.settings;
         let hp = self.imap_addr();
         let tcp = tcp_connect(&s.imap_host, s.imap_port, s.io_timeout, "IMAP")?;
-        let tcp_handle = tcp.try_clone()?;
+        let tcp_handle = tcp
+            .try_clone()
+            .map_err(|e| MediatorError::Unreachable(format!("IMAP connection to {hp}: {e}")))?;
         let tls = self
             .tls
             .native()?
@@ -1273,7 +1275,9 @@ impl EmailMediator {
             };
             // wait_while leaves the socket without a read timeout; a hung server must not
             // block later commands forever.
-            imap.tcp.set_read_timeout(Some(io_timeout))?;
+            imap.tcp.set_read_timeout(Some(io_timeout)).map_err(|e| {
+                MediatorError::Unreachable(format!("IMAP connection to {hp} after IDLE: {e}"))
+            })?;
             match outcome {
                 Ok(Ok(WaitOutcome::MailboxChanged)) => debug!("email: IDLE: folder changed"),
                 Ok(Ok(WaitOutcome::TimedOut)) => {}

@@ -11,7 +11,8 @@
 //! agreement exists only in CMS); for RSA recipients the output is the same structure
 //! PKCS#7 tools read.
 //!
-//! Open: decrypt with the host key, read the S/MIME entity inside with our own strict MIME
+//! Open: check that the pinned peer certificate is within its validity dates at `now`,
+//! decrypt with the host key, read the S/MIME entity inside with our own strict MIME
 //! reader ([`super::mime`]; OpenSSL only ever parses DER), verify the signature against
 //! the pinned certificate (the exact certificate, compared by DER; and its chain to the
 //! CA when one is configured), then check the ids, the time and the replay state.
@@ -38,7 +39,8 @@ use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
 use super::mime::{self, Signed};
 use super::replay::{ReplayError, ReplayGuard};
 use crate::identity::{
-    fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, PeerCert, PeerId,
+    check_validity, fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, OutOfDate,
+    PeerCert, PeerId,
 };
 
 /// Largest sealed message accepted: a sealed 4 KiB message with an RSA-4096 signer
@@ -200,6 +202,8 @@ pub enum OpenError {
     Replayed { kind: Kind, session: SessionId },
     /// The replay state could not be read or written (the message was not accepted).
     ReplayState(ReplayError),
+    /// The pinned peer certificate is expired or not yet valid at the time of opening.
+    PeerCertOutOfDate(OutOfDate),
     /// A bug: opening panicked (caught); the message was refused.
     Internal(String),
 }
@@ -225,6 +229,7 @@ impl fmt::Display for OpenError {
             OpenError::FromFuture { ahead, max_skew } => write!(f, "message is dated {ahead} s in the future (more than the {max_skew} s skew allowed); check both clocks"),
             OpenError::Replayed { kind, session } => write!(f, "replayed message: {kind} {session} was already accepted"),
             OpenError::ReplayState(e) => write!(f, "{e}"),
+            OpenError::PeerCertOutOfDate(when) => write!(f, "the pinned peer certificate {when}, so nothing signed with it is accepted now; ask the peer for a current certificate and pin it, or check this machine's clock"),
             OpenError::Internal(m) => write!(f, "internal error while opening a message ({m}); the message was refused; please report this as a plexus bug"),
         }
     }
@@ -491,7 +496,13 @@ impl Envelope {
                 );
                 Rendezvous::decode(sealed).map_err(OpenError::Malformed)?
             }
-            Mode::Smime { host, peer, ca } => open_guarded(host, peer, ca.as_ref(), sealed)?,
+            Mode::Smime { host, peer, ca } => {
+                clear_openssl_errors();
+                let valid = check_validity(peer.cert(), now);
+                clear_openssl_errors();
+                valid.map_err(OpenError::PeerCertOutOfDate)?;
+                open_guarded(host, peer, ca.as_ref(), sealed)?
+            }
         };
         if msg.from != self.peer_id {
             return Err(OpenError::SenderMismatch {
@@ -925,7 +936,8 @@ fn open_smime(
     let store = match ca {
         Some(s) => s,
         None => {
-            // Pinned only: the pinned certificate is the trust; no chain to build.
+            // Pinned only: the pinned certificate is the trust; no chain to build. Its
+            // validity dates were checked against `now` before opening.
             flags |= Pkcs7Flags::NOVERIFY;
             empty_store = ossl(X509StoreBuilder::new)
                 .map_err(|e| OpenError::BadSignature(e.to_string()))?
@@ -1859,6 +1871,63 @@ mod tests {
         assert!(error_queue_is_empty());
     }
 
+    /// A pinned certificate is refused at open when `now` is outside its dates, though
+    /// it was valid when loaded (a long-running acceptor sees it expire).
+    #[test]
+    fn a_pinned_certificate_outside_its_dates_is_refused_at_open() {
+        let demo = DemoCerts::new("seal-dates");
+        let dana = PeerId::parse("dana@lab.example/x").unwrap();
+        let real_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (nb, na) = (real_now - 86_400, real_now + 86_400);
+        let (cert, key) =
+            crate::identity::tests::dated_cert(&demo.dir, "dana", &dana, nb as i64, na as i64);
+        let sender = Envelope::new(
+            Identity::load(dana.clone(), &cert, &key).unwrap(),
+            demo.peer("bob"),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap();
+        let mut bob = Envelope::new(
+            demo.identity("bob"),
+            PeerCert::load(dana.clone(), &cert).unwrap(),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap();
+        let sealed_at = |t: u64| {
+            let m = Rendezvous::invite(
+                dana.clone(),
+                DemoCerts::id("bob"),
+                t,
+                vec![],
+                vec![],
+                NatFacts::default(),
+            )
+            .unwrap();
+            sender.seal(&m).unwrap()
+        };
+        let e = bob.open(&sealed_at(na + 1), na + 1).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::PeerCertOutOfDate(w) if w.expired),
+            "{e}"
+        );
+        assert!(e.to_string().contains("expired on"), "{e}");
+        let e = bob.open(&sealed_at(nb - 1), nb - 1).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::PeerCertOutOfDate(w) if !w.expired),
+            "{e}"
+        );
+        // Inside the dates, the same envelope opens.
+        bob.open(&sealed_at(na), na).unwrap();
+        bob.open(&sealed_at(nb), nb).unwrap();
+    }
+
     fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
         let out = Command::new("sh")
             .arg("-ec")
@@ -2328,7 +2397,11 @@ mod fresh_identity_tests {
         };
         let (hi, hp, hmade) = mk("hana@example.org/a", KeyKind::Ec);
         let (ii, ip, imade) = mk("ivan@example.org/b", KeyKind::Rsa);
-        let now = 1_900_000_000;
+        // Now: the new certificates are valid for two days from today.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let h =
             Envelope::new(hi, ip, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
         let mut i =
@@ -2408,7 +2481,7 @@ mod figures {
                 let m = Rendezvous::invite(
                     s.host_id().clone(),
                     s.peer_id().clone(),
-                    1000 + i as u64,
+                    1_800_000_000 + i as u64,
                     mapped.clone(),
                     vec![],
                     NatFacts::default(),
@@ -2420,7 +2493,7 @@ mod figures {
                 seal_t += t.elapsed().as_secs_f64();
                 size = sealed.len();
                 let t = Instant::now();
-                r.open(&sealed, 1000 + i as u64).unwrap();
+                r.open(&sealed, 1_800_000_000 + i as u64).unwrap();
                 open_t += t.elapsed().as_secs_f64();
             }
             println!(

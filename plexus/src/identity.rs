@@ -4,8 +4,8 @@
 //! may run plexus on several machines with the same certificate. A host is an id with
 //! its certificate and private key ([`Identity`]); a peer is an id with the certificate
 //! pinned in the profile ([`PeerCert`]). Keys readable by group or others are refused, as
-//! ssh does. [`create`] makes a new key and self-signed S/MIME certificate
-//! (`plexus cert new`).
+//! ssh does, and so is a certificate outside its validity dates. [`create`] makes a new
+//! key and self-signed S/MIME certificate (`plexus cert new`).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
@@ -209,6 +210,13 @@ pub enum IdentityError {
         id: String,
         found: Vec<String>,
     },
+    /// A certificate is expired or not yet valid now (`pinned`: the peer's, else the
+    /// host's own).
+    OutOfDate {
+        path: PathBuf,
+        pinned: bool,
+        when: OutOfDate,
+    },
     /// The pinned peer certificate does not chain to the configured CA.
     NotIssuedByCa {
         path: PathBuf,
@@ -256,6 +264,26 @@ impl fmt::Display for IdentityError {
                 "certificate '{}' is not for {id}: its subjectAltName mail addresses are [{}]; use the certificate of that address or fix the id",
                 path.display(),
                 found.join(", ")
+            ),
+            IdentityError::OutOfDate { path, pinned: true, when } => write!(
+                f,
+                "pinned peer certificate '{}' {when}; {}",
+                path.display(),
+                if when.expired {
+                    "ask the peer for a current certificate (`plexus cert new` makes one) and pin that"
+                } else {
+                    "check this machine's clock, or ask the peer for a current certificate"
+                }
+            ),
+            IdentityError::OutOfDate { path, pinned: false, when } => write!(
+                f,
+                "this host's certificate '{}' {when}; {}",
+                path.display(),
+                if when.expired {
+                    "make a new one with `plexus cert new` and give it to your peers to pin"
+                } else {
+                    "check this machine's clock"
+                }
             ),
             IdentityError::NotIssuedByCa { path, ca, reason } => write!(
                 f,
@@ -413,6 +441,58 @@ fn check_cert_for_id(cert: &X509Ref, id: &PeerId, path: &Path) -> Result<(), Ide
     }
 }
 
+/// A certificate used outside its validity period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfDate {
+    /// Start of the validity period, as OpenSSL prints it (`Nov 24 16:57:14 2026 GMT`).
+    pub not_before: String,
+    /// End of the validity period.
+    pub not_after: String,
+    /// True when the period is over, false when it has not begun.
+    pub expired: bool,
+}
+
+impl fmt::Display for OutOfDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.expired {
+            write!(f, "expired on {}", self.not_after)?;
+        } else {
+            write!(f, "is not valid until {}", self.not_before)?;
+        }
+        write!(f, " (valid from {} to {})", self.not_before, self.not_after)
+    }
+}
+
+/// Check that `cert` is valid at `now` (unix seconds): notBefore <= now <= notAfter.
+/// A time OpenSSL cannot compare counts as out of date (fail closed).
+pub fn check_validity(cert: &X509Ref, now: u64) -> Result<(), OutOfDate> {
+    use std::cmp::Ordering;
+    let (nb, na) = (cert.not_before(), cert.not_after());
+    let out = |expired| OutOfDate {
+        not_before: nb.to_string(),
+        not_after: na.to_string(),
+        expired,
+    };
+    let Some(at) = i64::try_from(now)
+        .ok()
+        .and_then(|t| Asn1Time::from_unix(t).ok())
+    else {
+        return Err(out(true));
+    };
+    match (nb.compare(&at), na.compare(&at)) {
+        (Ok(Ordering::Greater), _) => Err(out(false)),
+        (Ok(_), Ok(Ordering::Greater | Ordering::Equal)) => Ok(()),
+        _ => Err(out(true)),
+    }
+}
+
+/// Unix seconds now, by the system clock.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// This host: its id, certificate and private key. `Debug` never prints the key.
 pub struct Identity {
     id: PeerId,
@@ -432,9 +512,15 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     /// Load the host's certificate and key, checking the key's permissions, that the key
-    /// belongs to the certificate and that the certificate names the id's mail address.
+    /// belongs to the certificate, that the certificate names the id's mail address and
+    /// that it is valid now (system clock).
     pub fn load(id: PeerId, cert_path: &Path, key_path: &Path) -> Result<Identity, IdentityError> {
         let cert = load_cert(cert_path)?;
+        check_validity(&cert, unix_now()).map_err(|when| IdentityError::OutOfDate {
+            path: cert_path.into(),
+            pinned: false,
+            when,
+        })?;
         let key = load_private_key(key_path)?;
         let public = cert.public_key().map_err(crypto)?;
         if !public.public_eq(&key) {
@@ -480,9 +566,15 @@ impl fmt::Debug for PeerCert {
 }
 
 impl PeerCert {
-    /// Load the pinned certificate of `id` and check that it names the id's address.
+    /// Load the pinned certificate of `id` and check that it names the id's address and
+    /// is valid now (system clock).
     pub fn load(id: PeerId, path: &Path) -> Result<PeerCert, IdentityError> {
         let cert = load_cert(path)?;
+        check_validity(&cert, unix_now()).map_err(|when| IdentityError::OutOfDate {
+            path: path.into(),
+            pinned: true,
+            when,
+        })?;
         check_cert_for_id(&cert, &id, path)?;
         Ok(PeerCert { id, cert })
     }
@@ -662,7 +754,13 @@ fn self_signed(
     let name = subject(id)?;
     b.set_subject_name(&name)?;
     b.set_issuer_name(&name)?;
-    let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
+    // Valid from an hour ago: a peer whose clock is a little behind must not find the
+    // new certificate "not yet valid".
+    let an_hour_ago = i64::try_from(unix_now()).unwrap_or(i64::MAX) - 3600;
+    let (not_before, not_after) = (
+        Asn1Time::from_unix(an_hour_ago)?,
+        Asn1Time::days_from_now(days)?,
+    );
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
     b.set_pubkey(key)?;
@@ -767,6 +865,126 @@ pub(crate) mod tests {
     impl Drop for DemoCerts {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Write a new EC key and a self-signed S/MIME certificate for `id`, valid from
+    /// `not_before` to `not_after` (unix seconds), into `dir` as `<stem>.pem`/`.key`.
+    pub(crate) fn dated_cert(
+        dir: &Path,
+        stem: &str,
+        id: &PeerId,
+        not_before: i64,
+        not_after: i64,
+    ) -> (PathBuf, PathBuf) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let name = subject(id).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
+            .unwrap();
+        b.set_pubkey(&key).unwrap();
+        let ctx = b.x509v3_context(None, None);
+        let san = SubjectAlternativeName::new()
+            .email(id.mail())
+            .build(&ctx)
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let (cert, keyp) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+        fs::write(&keyp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        fs::set_permissions(&keyp, fs::Permissions::from_mode(0o600)).unwrap();
+        (cert, keyp)
+    }
+
+    #[test]
+    fn certificates_outside_their_dates_are_refused_at_load() {
+        let demo = DemoCerts::new("dates");
+        let id = PeerId::parse("dana@lab.example/x").unwrap();
+        let now = unix_now() as i64;
+        let day = 86_400;
+        for (stem, nb, na, expired) in [
+            ("expired", now - 30 * day, now - day, true),
+            ("future", now + day, now + 30 * day, false),
+        ] {
+            let (cert, key) = dated_cert(&demo.dir, stem, &id, nb, na);
+            let e = PeerCert::load(id.clone(), &cert).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(&e, IdentityError::OutOfDate { pinned: true, when, .. } if when.expired == expired),
+                "{text}"
+            );
+            assert!(text.contains(&cert.display().to_string()), "{text}");
+            assert!(text.contains("ask the peer"), "{text}");
+            let e = Identity::load(id.clone(), &cert, &key).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(&e, IdentityError::OutOfDate { pinned: false, when, .. } if when.expired == expired),
+                "{text}"
+            );
+            let dates = load_cert(&cert).unwrap();
+            assert!(text.contains(&dates.not_before().to_string()), "{text}");
+            assert!(text.contains(&dates.not_after().to_string()), "{text}");
+            if expired {
+                assert!(text.contains("plexus cert new"), "{text}");
+            } else {
+                assert!(text.contains("clock"), "{text}");
+            }
+        }
+        // Valid now: loads. The edges of the period are inside it.
+        let (cert, key) = dated_cert(&demo.dir, "current", &id, now - day, now + day);
+        PeerCert::load(id.clone(), &cert).unwrap();
+        Identity::load(id, &cert, &key).unwrap();
+        let c = load_cert(&cert).unwrap();
+        let (nb, na) = ((now - day) as u64, (now + day) as u64);
+        assert!(check_validity(&c, nb).is_ok());
+        assert!(check_validity(&c, na).is_ok());
+        assert!(matches!(
+            check_validity(&c, nb - 1),
+            Err(OutOfDate { expired: false, .. })
+        ));
+        assert!(matches!(
+            check_validity(&c, na + 1),
+            Err(OutOfDate { expired: true, .. })
+        ));
+        assert!(matches!(
+            check_validity(&c, u64::MAX),
+            Err(OutOfDate { expired: true, .. })
+        ));
+    }
+
+    #[test]
+    fn new_certificates_are_valid_from_an_hour_ago() {
+        let demo = DemoCerts::new("backdate");
+        let req = NewCert {
+            id: PeerId::parse("erin@example.org/nas").unwrap(),
+            out_dir: demo.path("mine"),
+            kind: KeyKind::Ec,
+            days: 1,
+            csr: false,
+        };
+        let made = create(&req).unwrap();
+        let cert = load_cert(&made.cert).unwrap();
+        assert!(check_validity(&cert, unix_now() - 3000).is_ok());
+        assert!(check_validity(&cert, unix_now() - 4000).is_err());
+    }
+
+    #[test]
+    fn demo_certificates_are_valid_for_years() {
+        // 2040-01-01: the demo identities must not start failing tests soon.
+        let demo = DemoCerts::new("demo-dates");
+        for name in ["alice", "bob", "carol", "mallory", "ca"] {
+            let c = load_cert(&demo.path(&format!("{name}.pem"))).unwrap();
+            assert!(check_validity(&c, 2_208_988_800).is_ok(), "{name}");
         }
     }
 

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod message;
+mod mime;
 pub mod replay;
 pub mod seal;
 

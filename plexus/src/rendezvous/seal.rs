@@ -11,11 +11,20 @@
 //! agreement exists only in CMS); for RSA recipients the output is the same structure
 //! PKCS#7 tools read.
 //!
-//! Open: decrypt with the host key, verify the signature against the peer certificate
-//! pinned in the profile (the exact certificate, compared by DER; and its chain to the CA
-//! when one is configured), then check the ids, the time and the replay state.
+//! Open: check that the pinned peer certificate is within its validity dates at `now`,
+//! decrypt with the host key, read the S/MIME entity inside with our own strict MIME
+//! reader ([`super::mime`]; OpenSSL only ever parses DER), verify the signature against
+//! the pinned certificate (the exact certificate, compared by DER; and its chain to the
+//! CA when one is configured), then check the ids, the time and the replay state.
+//!
+//! Anything can arrive: the unauthenticated CMS fields OpenSSL ignores are checked here
+//! (so no altered byte of a sealed message goes unnoticed), every OpenSSL call runs with
+//! the thread's error queue cleared before and after (a stale entry must never end up in
+//! a later error), and opening runs inside `catch_unwind`, so even a panic in a library
+//! becomes a typed refusal.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use log::warn;
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -27,9 +36,11 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509StoreContext, X509};
 
 use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
+use super::mime::{self, Signed};
 use super::replay::{ReplayError, ReplayGuard};
 use crate::identity::{
-    fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, PeerCert, PeerId,
+    check_validity, fingerprint_sha256, load_cert_bundle, wipe, Identity, IdentityError, OutOfDate,
+    PeerCert, PeerId,
 };
 
 /// Largest sealed message accepted: a sealed 4 KiB message with an RSA-4096 signer
@@ -191,6 +202,10 @@ pub enum OpenError {
     Replayed { kind: Kind, session: SessionId },
     /// The replay state could not be read or written (the message was not accepted).
     ReplayState(ReplayError),
+    /// The pinned peer certificate is expired or not yet valid at the time of opening.
+    PeerCertOutOfDate(OutOfDate),
+    /// A bug: opening panicked (caught); the message was refused.
+    Internal(String),
 }
 
 impl fmt::Display for OpenError {
@@ -214,11 +229,29 @@ impl fmt::Display for OpenError {
             OpenError::FromFuture { ahead, max_skew } => write!(f, "message is dated {ahead} s in the future (more than the {max_skew} s skew allowed); check both clocks"),
             OpenError::Replayed { kind, session } => write!(f, "replayed message: {kind} {session} was already accepted"),
             OpenError::ReplayState(e) => write!(f, "{e}"),
+            OpenError::PeerCertOutOfDate(when) => write!(f, "the pinned peer certificate {when}, so nothing signed with it is accepted now; ask the peer for a current certificate and pin it, or check this machine's clock"),
+            OpenError::Internal(m) => write!(f, "internal error while opening a message ({m}); the message was refused; please report this as a plexus bug"),
         }
     }
 }
 
 impl std::error::Error for OpenError {}
+
+/// Empty this thread's OpenSSL error queue (without reading it: reading is where the
+/// Rust binding can panic on non-UTF-8 error data).
+fn clear_openssl_errors() {
+    // SAFETY: ERR_clear_error takes no arguments and only frees this thread's entries.
+    unsafe { openssl_sys::ERR_clear_error() }
+}
+
+/// Run one OpenSSL call with the error queue empty before and after it, so its error
+/// (if any) holds only its own entries and nothing it left behind reaches a later call.
+fn ossl<T>(call: impl FnOnce() -> Result<T, ErrorStack>) -> Result<T, ErrorStack> {
+    clear_openssl_errors();
+    let r = call();
+    clear_openssl_errors();
+    r
+}
 
 fn has_reason(e: &ErrorStack, lib: i32, reason: i32) -> bool {
     e.errors()
@@ -463,7 +496,13 @@ impl Envelope {
                 );
                 Rendezvous::decode(sealed).map_err(OpenError::Malformed)?
             }
-            Mode::Smime { host, peer, ca } => open_smime(host, peer, ca.as_ref(), sealed)?,
+            Mode::Smime { host, peer, ca } => {
+                clear_openssl_errors();
+                let valid = check_validity(peer.cert(), now);
+                clear_openssl_errors();
+                valid.map_err(OpenError::PeerCertOutOfDate)?;
+                open_guarded(host, peer, ca.as_ref(), sealed)?
+            }
         };
         if msg.from != self.peer_id {
             return Err(OpenError::SenderMismatch {
@@ -530,16 +569,284 @@ fn check_chain(store: &X509Store, cert: &X509) -> Result<(), String> {
 }
 
 fn seal_smime(host: &Identity, peer: &PeerCert, plain: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-    let no_extra = Stack::new()?;
+    let no_extra = ossl(Stack::new)?;
     // BINARY: sign the bytes as they are (no CRLF translation); opaque (not detached):
     // the content travels inside the signature.
     let flags = Pkcs7Flags::BINARY;
-    let signed = Pkcs7::sign(host.cert(), host.key(), &no_extra, plain, flags)?;
-    let entity = Plain(signed.to_smime(plain, flags)?);
-    let mut to = Stack::new()?;
-    to.push(peer.cert().clone())?;
-    let env = CmsContentInfo::encrypt(&to, &entity.0, Cipher::aes_256_cbc(), CMSOptions::BINARY)?;
-    env.to_der()
+    let signed = ossl(|| Pkcs7::sign(host.cert(), host.key(), &no_extra, plain, flags))?;
+    let entity = Plain(ossl(|| signed.to_smime(plain, flags))?);
+    let mut to = ossl(Stack::new)?;
+    ossl(|| to.push(peer.cert().clone()))?;
+    let env = ossl(|| {
+        CmsContentInfo::encrypt(&to, &entity.0, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+    })?;
+    ossl(|| env.to_der())
+}
+
+/// Open inside a `catch_unwind` boundary: whatever arrives, a panic (a bug, here or in a
+/// library) refuses the message instead of ending the process.
+fn open_guarded(
+    host: &Identity,
+    peer: &PeerCert,
+    ca: Option<&X509Store>,
+    sealed: &[u8],
+) -> Result<Rendezvous, OpenError> {
+    // Only shared references go in and nothing is kept on a panic, so no broken state
+    // can be observed afterwards.
+    let opened = catch_unwind(AssertUnwindSafe(|| open_smime(host, peer, ca, sealed)));
+    // A panic can leave entries behind (it may have struck while the queue was read).
+    clear_openssl_errors();
+    opened.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let what: String = what.chars().take(200).collect();
+        Err(OpenError::Internal(what.escape_debug().to_string()))
+    })
+}
+
+/// One BER/DER element at the start of `b`: (tag, header length, content length, `None`
+/// for indefinite length), its content within `b`. Low tag numbers only: the CMS fields
+/// read here use no others.
+fn element(b: &[u8]) -> Option<(u8, usize, Option<usize>)> {
+    let tag = *b.first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (h, len) = der_header(b)?;
+    match len {
+        Some(l) if h.checked_add(l)? <= b.len() => Some((tag, h, Some(l))),
+        None if tag & 0x20 != 0 => Some((tag, h, None)),
+        _ => None,
+    }
+}
+
+/// Nesting of indefinite lengths walked at most (plexus and OpenSSL write 4).
+const MAX_BER_DEPTH: u8 = 8;
+
+/// Total length of the element at the start of `b`, walking indefinite lengths to their
+/// end-of-contents.
+fn element_len(b: &[u8], depth: u8) -> Option<usize> {
+    let (_, h, len) = element(b)?;
+    match len {
+        Some(l) => Some(h + l),
+        None => {
+            let depth = depth.checked_sub(1)?;
+            let mut pos = h;
+            loop {
+                let rest = b.get(pos..)?;
+                if rest.starts_with(&[0, 0]) {
+                    return Some(pos + 2);
+                }
+                pos += element_len(rest, depth)?;
+            }
+        }
+    }
+}
+
+/// The child elements of the constructed element at the start of `b`.
+fn children(b: &[u8]) -> Option<Vec<&[u8]>> {
+    let (tag, h, len) = element(b)?;
+    if tag & 0x20 == 0 {
+        return None;
+    }
+    let end = match len {
+        Some(l) => h + l,
+        None => element_len(b, MAX_BER_DEPTH)? - 2,
+    };
+    let mut out = Vec::new();
+    let mut pos = h;
+    while pos < end {
+        let n = element_len(&b[pos..end], MAX_BER_DEPTH)?;
+        out.push(&b[pos..pos + n]);
+        pos += n;
+    }
+    Some(out)
+}
+
+/// The content of an element after its header.
+fn content_of(e: &[u8]) -> Option<&[u8]> {
+    let (_, h, len) = element(e)?;
+    e.get(h..h + len?)
+}
+
+/// The OID (content octets) and the parameters of an AlgorithmIdentifier element.
+fn algorithm(e: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let parts = children(e).filter(|_| e.first() == Some(&0x30))?;
+    let oid = parts.first().filter(|o| o.first() == Some(&0x06))?;
+    match parts[..] {
+        [_] => Some((content_of(oid)?, None)),
+        [_, p] => Some((content_of(oid)?, Some(p))),
+        _ => None,
+    }
+}
+
+// Algorithm OIDs (content octets) OpenSSL does not check when it decrypts, so plexus
+// does: rsaEncryption, id-RSAES-OAEP; id-ecPublicKey, X25519, X448; and the ECDH
+// schemes dhSinglePass-stdDH-sha1kdf and -sha224/256/384/512kdf (RFC 5753).
+const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const OID_RSA_OAEP: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07];
+const ORIGINATOR_KEYS: &[&[u8]] = &[
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+    &[0x2b, 0x65, 0x6e],
+    &[0x2b, 0x65, 0x6f],
+];
+const ECDH_SCHEMES: &[&[u8]] = &[
+    &[0x2b, 0x81, 0x05, 0x10, 0x86, 0x48, 0x3f, 0x00, 0x02],
+    &[0x2b, 0x81, 0x04, 0x01, 0x0b, 0x00],
+    &[0x2b, 0x81, 0x04, 0x01, 0x0b, 0x01],
+    &[0x2b, 0x81, 0x04, 0x01, 0x0b, 0x02],
+    &[0x2b, 0x81, 0x04, 0x01, 0x0b, 0x03],
+];
+
+/// A KeyTransRecipientInfo's key encryption: RSA PKCS#1 v1.5 (parameters NULL or
+/// absent), or RSA-OAEP (whose parameters OpenSSL reads and applies).
+fn key_transport_ok(alg: &[u8]) -> bool {
+    match algorithm(alg) {
+        Some((oid, None)) => oid == OID_RSA,
+        Some((oid, Some(p))) => (oid == OID_RSA && p == [0x05, 0x00]) || oid == OID_RSA_OAEP,
+        None => false,
+    }
+}
+
+/// A KeyAgreeRecipientInfo after its version: the originator (an ephemeral key must be
+/// EC, X25519 or X448, its BIT STRING without unused bits), an optional ukm, and a
+/// known ECDH scheme.
+fn key_agreement_ok(parts: &[&[u8]]) -> bool {
+    let Some(originator) = parts.first().filter(|o| o.first() == Some(&0xa0)) else {
+        return false;
+    };
+    let Some(choice) = children(originator).and_then(|c| c.first().copied()) else {
+        return false;
+    };
+    if choice.first() == Some(&0xa1) {
+        let key = children(choice).unwrap_or_default();
+        let [alg, bits] = key[..] else {
+            return false;
+        };
+        let alg_ok = algorithm(alg).is_some_and(|(oid, _)| ORIGINATOR_KEYS.contains(&oid));
+        let bits_ok =
+            bits.first() == Some(&0x03) && content_of(bits).and_then(|c| c.first()) == Some(&0);
+        if !alg_ok || !bits_ok {
+            return false;
+        }
+    }
+    let rest = &parts[1..];
+    let rest = if rest.first().and_then(|u| u.first()) == Some(&0xa1) {
+        &rest[1..]
+    } else {
+        rest
+    };
+    rest.first()
+        .and_then(|a| algorithm(a))
+        .is_some_and(|(oid, _)| ECDH_SCHEMES.contains(&oid))
+}
+
+/// The value of a one-byte INTEGER element (CMS versions).
+fn small_int(e: &[u8]) -> Option<u8> {
+    match e {
+        [0x02, 0x01, v] => Some(*v),
+        _ => None,
+    }
+}
+
+/// Check the unauthenticated fields of a parsed enveloped-data that OpenSSL ignores when
+/// it decrypts: the version numbers (RFC 5652 §6.1, §6.2), the key encryption algorithm
+/// identifiers and the content type (id-data, as S/MIME requires). Altered, they would
+/// still decrypt; checked, a changed byte anywhere in a sealed message is refused rather
+/// than silently accepted.
+fn check_enveloped(sealed: &[u8]) -> Result<(), OpenError> {
+    let bad = |what: &str| OpenError::NotSmime(format!("CMS enveloped-data with {what}"));
+    let unreadable = || bad("a structure plexus cannot read");
+    let ci = children(sealed).ok_or_else(unreadable)?;
+    let explicit = ci
+        .get(1)
+        .filter(|e| e.first() == Some(&0xa0))
+        .ok_or_else(unreadable)?;
+    let env = children(explicit).ok_or_else(unreadable)?;
+    let [seq] = env[..] else {
+        return Err(unreadable());
+    };
+    let fields = children(seq).ok_or_else(unreadable)?;
+    let mut fields = fields.iter().peekable();
+    let version = fields
+        .next()
+        .and_then(|v| small_int(v))
+        .ok_or_else(unreadable)?;
+    let originator = fields.next_if(|f| f.first() == Some(&0xa0)).is_some();
+    let recipients = fields
+        .next()
+        .filter(|f| f.first() == Some(&0x31))
+        .and_then(|f| children(f))
+        .ok_or_else(unreadable)?;
+    let (mut all_v0, mut pwri_or_ori) = (true, false);
+    for ri in &recipients {
+        let parts = children(ri).ok_or_else(unreadable)?;
+        let v = parts.first().and_then(|v| small_int(v));
+        let want = match ri.first() {
+            // KeyTransRecipientInfo: 0 with issuerAndSerialNumber, 2 with a key id.
+            Some(0x30) => match parts.get(1).and_then(|r| r.first()) {
+                Some(0x30) => 0,
+                _ => 2,
+            },
+            Some(0xa1) => 3, // KeyAgreeRecipientInfo
+            Some(0xa2) => 4, // KEKRecipientInfo
+            Some(0xa3) => {
+                pwri_or_ori = true;
+                0 // PasswordRecipientInfo
+            }
+            Some(0xa4) => {
+                pwri_or_ori = true;
+                all_v0 = false;
+                continue; // OtherRecipientInfo has no version
+            }
+            _ => return Err(unreadable()),
+        };
+        if v != Some(want) {
+            return Err(bad(&format!("a recipient of version {v:?}, not {want}")));
+        }
+        let alg_ok = match ri.first() {
+            Some(0x30) => parts.get(2).is_some_and(|a| key_transport_ok(a)),
+            Some(0xa1) => key_agreement_ok(&parts[1..]),
+            _ => true, // OpenSSL applies the algorithms of the other kinds
+        };
+        if !alg_ok {
+            return Err(bad("a key encryption algorithm plexus does not accept"));
+        }
+        all_v0 &= want == 0;
+    }
+    let content = fields
+        .next()
+        .filter(|f| f.first() == Some(&0x30))
+        .and_then(|f| children(f))
+        .ok_or_else(unreadable)?;
+    let is_data = content.first().is_some_and(|oid| {
+        oid.len() == 2 + OID_DATA.len() && oid[..2] == [0x06, 0x09] && oid[2..] == *OID_DATA
+    });
+    if !is_data {
+        return Err(bad("encrypted content that is not id-data"));
+    }
+    let unprotected = fields.next_if(|f| f.first() == Some(&0xa1)).is_some();
+    if fields.next().is_some() {
+        return Err(unreadable());
+    }
+    let want: &[u8] = if originator {
+        &[2, 3, 4]
+    } else if pwri_or_ori {
+        &[3]
+    } else if all_v0 && !unprotected {
+        &[0]
+    } else {
+        &[2]
+    };
+    if !want.contains(&version) {
+        return Err(bad(&format!(
+            "version {version}, which does not match its recipients"
+        )));
+    }
+    Ok(())
 }
 
 fn open_smime(
@@ -548,13 +855,17 @@ fn open_smime(
     ca: Option<&X509Store>,
     sealed: &[u8],
 ) -> Result<Rendezvous, OpenError> {
+    #[cfg(test)]
+    if tests::PANIC_IN_OPEN.with(|p| p.replace(false)) {
+        panic!("a test asked open to panic");
+    }
     match content_type(sealed)? {
         t if t == OID_ENVELOPED => {}
         t if t == OID_SIGNED => return Err(OpenError::NotEncrypted),
         t if t == OID_DATA => return Err(OpenError::NotEncrypted),
         _ => return Err(OpenError::NotSmime("not CMS enveloped-data".into())),
     }
-    let env = CmsContentInfo::from_der(sealed).map_err(|e| {
+    let env = ossl(|| CmsContentInfo::from_der(sealed)).map_err(|e| {
         let short = [
             ASN1_R_HEADER_TOO_LONG,
             ASN1_R_MISSING_EOC,
@@ -570,7 +881,8 @@ fn open_smime(
             OpenError::NotSmime(e.to_string())
         }
     })?;
-    let inner = Plain(env.decrypt(host.key(), host.cert()).map_err(|e| {
+    check_enveloped(sealed)?;
+    let inner = Plain(ossl(|| env.decrypt(host.key(), host.cert())).map_err(|e| {
         if has_reason(&e, LIB_CMS, CMS_R_NO_MATCHING_RECIPIENT) {
             OpenError::NotForUs
         } else {
@@ -581,43 +893,42 @@ fn open_smime(
         return Err(OpenError::Oversized { len: inner.0.len() });
     }
 
-    let (p7, detached) = match Pkcs7::from_smime(&inner.0) {
-        Ok(v) => v,
-        // Text that is not S/MIME is an unsigned message; binary noise means the
-        // ciphertext was altered and still happened to decrypt with valid padding.
-        Err(_)
-            if inner
-                .0
-                .iter()
-                .all(|&b| b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b)) =>
+    // Text that is not S/MIME is an unsigned message; binary noise means the ciphertext
+    // was altered and still happened to decrypt with valid padding.
+    let not_smime = |why: String| {
+        if inner
+            .0
+            .iter()
+            .all(|&b| b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b))
         {
-            return Err(OpenError::Unsigned)
-        }
-        Err(e) => {
-            return Err(OpenError::DecryptFailed(format!(
-                "decrypted content is not S/MIME ({e})"
-            )))
+            OpenError::Unsigned
+        } else {
+            OpenError::DecryptFailed(format!("decrypted content is not S/MIME ({why})"))
         }
     };
+    let (der, detached) = match mime::parse(&inner.0) {
+        Ok(Signed::Opaque { der }) => (Plain(der), None),
+        Ok(Signed::Detached { content, signature }) => (Plain(signature), Some(content)),
+        Err(e) => return Err(not_smime(e.to_string())),
+    };
+    let p7 = ossl(|| Pkcs7::from_der(&der.0))
+        .map_err(|e| not_smime(format!("its PKCS#7 does not parse: {e}")))?;
     if p7.signed().is_none() {
         return Err(OpenError::Unsigned);
     }
     // The signer must be exactly the pinned certificate (when the message carries it).
-    let none: Stack<X509> = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
-    if let Ok(signers) = p7.signers(&none, Pkcs7Flags::empty()) {
-        let pinned = peer
-            .cert()
-            .to_der()
-            .map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    let none: Stack<X509> = ossl(Stack::new).map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    if let Ok(signers) = ossl(|| p7.signers(&none, Pkcs7Flags::empty())) {
+        let pinned =
+            ossl(|| peer.cert().to_der()).map_err(|e| OpenError::BadSignature(e.to_string()))?;
         for s in &signers {
-            if s.to_der().ok().as_deref() != Some(&pinned[..]) {
+            if ossl(|| s.to_der()).ok().as_deref() != Some(&pinned[..]) {
                 return Err(OpenError::WrongSigner { found: describe(s) });
             }
         }
     }
-    let mut pinned = Stack::new().map_err(|e| OpenError::BadSignature(e.to_string()))?;
-    pinned
-        .push(peer.cert().clone())
+    let mut pinned = ossl(Stack::new).map_err(|e| OpenError::BadSignature(e.to_string()))?;
+    ossl(|| pinned.push(peer.cert().clone()))
         .map_err(|e| OpenError::BadSignature(e.to_string()))?;
     // NOINTERN: only the pinned certificate may be the signer, whatever the message carries.
     let mut flags = Pkcs7Flags::NOINTERN;
@@ -625,22 +936,17 @@ fn open_smime(
     let store = match ca {
         Some(s) => s,
         None => {
-            // Pinned only: the pinned certificate is the trust; no chain to build.
+            // Pinned only: the pinned certificate is the trust; no chain to build. Its
+            // validity dates were checked against `now` before opening.
             flags |= Pkcs7Flags::NOVERIFY;
-            empty_store = X509StoreBuilder::new()
+            empty_store = ossl(X509StoreBuilder::new)
                 .map_err(|e| OpenError::BadSignature(e.to_string()))?
                 .build();
             &empty_store
         }
     };
     let mut content = Vec::new();
-    let verified = p7.verify(
-        &pinned,
-        store,
-        detached.as_deref(),
-        Some(&mut content),
-        flags,
-    );
+    let verified = ossl(|| p7.verify(&pinned, store, detached, Some(&mut content), flags));
     let content = Plain(content);
     verified.map_err(|e| {
         if has_reason(&e, LIB_PKCS7, PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND) {
@@ -1160,6 +1466,468 @@ mod tests {
         }
     }
 
+    /// Bytes from a fixed-seed xorshift, for test noise.
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    fn b64(data: &[u8]) -> String {
+        openssl::base64::encode_block(data)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn error_queue_is_empty() -> bool {
+        // SAFETY: reads the calling thread's OpenSSL error queue; no pointers involved.
+        unsafe { openssl_sys::ERR_peek_last_error() == 0 }
+    }
+
+    /// Inner contents an attacker can encrypt to the host's public certificate: each is
+    /// refused with a typed error (no panic), and OpenSSL's error queue is left empty.
+    fn hostile_inner_contents(demo: &DemoCerts) -> Vec<(String, Vec<u8>)> {
+        const P7: &str = "Content-Type: application/pkcs7-mime; smime-type=signed-data\n\
+                          Content-Transfer-Encoding: base64\n";
+        let al = demo.identity("alice");
+        let genuine_signed = {
+            let text = invite("alice", "bob").encode().unwrap();
+            let p7 = Pkcs7::sign(
+                al.cert(),
+                al.key(),
+                &Stack::new().unwrap(),
+                &text,
+                Pkcs7Flags::BINARY,
+            )
+            .unwrap();
+            b64(&p7.to_der().unwrap())
+        };
+        let signed_by_alice = |content: &[u8]| {
+            let p7 = Pkcs7::sign(
+                al.cert(),
+                al.key(),
+                &Stack::new().unwrap(),
+                content,
+                Pkcs7Flags::BINARY,
+            )
+            .unwrap();
+            format!("{P7}\n{}", b64(&p7.to_der().unwrap())).into_bytes()
+        };
+        let multipart = |boundary: &str, parts: &[&str]| {
+            let mut m = format!(
+                "MIME-Version: 1.0\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\n\npreamble\n"
+            );
+            for p in parts {
+                m.push_str(&format!("--{boundary}\n{p}\n"));
+            }
+            m.push_str(&format!("--{boundary}--\n"));
+            m.into_bytes()
+        };
+        let sig_part = |body: &str| {
+            format!(
+                "Content-Type: application/pkcs7-signature; name=smime.p7s\nContent-Transfer-Encoding: base64\n\n{body}"
+            )
+        };
+        let msg_text = String::from_utf8(invite("alice", "bob").encode().unwrap()).unwrap();
+        let mut nested = String::new();
+        for i in 0..50 {
+            nested.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+            ));
+        }
+        nested.push_str("Content-Type: text/plain\n\nhello\n");
+        for i in (0..50).rev() {
+            nested.push_str(&format!("--b{i}--\n"));
+        }
+
+        let mut v: Vec<(String, Vec<u8>)> = vec![
+            (
+                "non-UTF-8 content type".into(),
+                b"Content-Type: appl\xffcation/pkcs7-mime\n\nMIIB\n".to_vec(),
+            ),
+            (
+                "non-UTF-8 parameter".into(),
+                b"Content-Type: application/pkcs7-mime; name=\"\xfe\"\nContent-Transfer-Encoding: base64\n\nMIIB\n".to_vec(),
+            ),
+            (
+                "non-UTF-8 header name".into(),
+                [b"X-\xff\xfe: y\n".as_slice(), P7.as_bytes(), b"\n", genuine_signed.as_bytes()]
+                    .concat(),
+            ),
+            (
+                "control bytes in a header".into(),
+                format!("Content-Type: application/pkcs7-mime\x01\x07; smime-type=signed-data\nContent-Transfer-Encoding: base64\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "NUL in a header".into(),
+                format!("Content-Type: application/pkcs7-mime;\0 smime-type=signed-data\nContent-Transfer-Encoding: base64\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "lone CR in a header".into(),
+                format!("Content-Type: application/pkcs7-mime;\r smime-type=signed-data\nContent-Transfer-Encoding: base64\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "multipart/signed with a non-UTF-8 boundary".into(),
+                b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"\xc3\x28\"\n\n--\xc3\x28\nx\n--\xc3\x28--\n".to_vec(),
+            ),
+            (
+                "absurdly long header line".into(),
+                format!(
+                    "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=\"{}\"\nContent-Transfer-Encoding: base64\n\n{genuine_signed}",
+                    "x".repeat(40_000)
+                )
+                .into_bytes(),
+            ),
+            (
+                "absurdly long folded header".into(),
+                format!(
+                    "Content-Type: application/pkcs7-mime; smime-type=signed-data;{}\nContent-Transfer-Encoding: base64\n\n{genuine_signed}",
+                    "\n a=b;".repeat(5_000)
+                )
+                .into_bytes(),
+            ),
+            (
+                "thousands of headers".into(),
+                format!("{}{P7}\n{genuine_signed}", "Content-X: y\n".repeat(4_000)).into_bytes(),
+            ),
+            (
+                "no blank line after the headers".into(),
+                P7.as_bytes().to_vec(),
+            ),
+            (
+                "continuation line first".into(),
+                format!(" folded\n{P7}\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "header without a colon".into(),
+                format!("Content-Type application/pkcs7-mime\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "duplicate Content-Type".into(),
+                format!("{P7}Content-Type: text/plain\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "unterminated quoted parameter".into(),
+                format!("Content-Type: application/pkcs7-mime; smime-type=\"signed-data\nContent-Transfer-Encoding: base64\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "enveloped-data inside".into(),
+                format!("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\nContent-Transfer-Encoding: base64\n\n{genuine_signed}").into_bytes(),
+            ),
+            (
+                "quoted-printable signed-data".into(),
+                format!("Content-Type: application/pkcs7-mime; smime-type=signed-data\nContent-Transfer-Encoding: quoted-printable\n\n{genuine_signed}").into_bytes(),
+            ),
+            ("empty".into(), Vec::new()),
+            ("only a blank line".into(), b"\n".to_vec()),
+            ("headers and an empty body".into(), format!("{P7}\n").into_bytes()),
+            (
+                "base64 with a stray byte".into(),
+                format!("{P7}\n{}*{}", &genuine_signed[..100], &genuine_signed[100..]).into_bytes(),
+            ),
+            (
+                "base64 cut off".into(),
+                format!("{P7}\n{}", &genuine_signed[..genuine_signed.len() - 3]).into_bytes(),
+            ),
+            (
+                "huge base64 of noise".into(),
+                format!("{P7}\n{}", b64(&noise(45_000, 1))).into_bytes(),
+            ),
+            (
+                "huge base64 on one line".into(),
+                format!("{P7}\n{}", b64(&noise(45_000, 2)).replace('\n', "")).into_bytes(),
+            ),
+            (
+                "DER declaring 2 GiB".into(),
+                format!("{P7}\n{}", b64(&[0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x06, 0x09])).into_bytes(),
+            ),
+            (
+                "DER with a 9-byte length".into(),
+                format!("{P7}\n{}", b64(&[0x30, 0x89, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01])).into_bytes(),
+            ),
+            (
+                "indefinite length never ended".into(),
+                format!("{P7}\n{}", b64(&[0x30, 0x80, 0x30, 0x80, 0x30, 0x80, 0x06, 0x09])).into_bytes(),
+            ),
+            (
+                "signed-data whose content is noise".into(),
+                signed_by_alice(&noise(300, 3)),
+            ),
+            (
+                "signed-data whose content is not a rendezvous message".into(),
+                signed_by_alice(b"PLEXUS-RENDEZVOUS 9\nkind: \xff\n"),
+            ),
+            ("nested multiparts, depth 50".into(), nested.clone().into_bytes()),
+            (
+                "multipart/signed over nested multiparts, garbage signature".into(),
+                multipart("outer", &[&nested, &sig_part(&b64(&noise(500, 4)))]),
+            ),
+            (
+                "multipart/signed without a boundary".into(),
+                format!("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"\n\n--x\n{msg_text}\n--x\n{}\n--x--\n", sig_part(&genuine_signed)).into_bytes(),
+            ),
+            (
+                "multipart/signed whose boundary never appears".into(),
+                format!("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=zz\n\n--x\n{msg_text}\n--x\n{}\n--x--\n", sig_part(&genuine_signed)).into_bytes(),
+            ),
+            (
+                "multipart/signed never closed".into(),
+                multipart("b", &[&msg_text, &sig_part(&genuine_signed)])
+                    .strip_suffix(b"--b--\n")
+                    .unwrap()
+                    .to_vec(),
+            ),
+            (
+                "multipart/signed with empty parts".into(),
+                multipart("b", &["", ""]),
+            ),
+            (
+                "multipart/signed with one part".into(),
+                multipart("b", &[&msg_text]),
+            ),
+            (
+                "multipart/signed with three parts".into(),
+                multipart("b", &[&msg_text, &sig_part(&genuine_signed), &msg_text]),
+            ),
+            (
+                "multipart/signed with a garbage signature".into(),
+                multipart("b", &[&msg_text, &sig_part(&b64(&noise(700, 5)))]),
+            ),
+            (
+                "multipart/signed with a non-base64 signature".into(),
+                multipart("b", &[&msg_text, &sig_part("this is not base64 at all!")]),
+            ),
+            (
+                "multipart/signed with a text/plain second part".into(),
+                multipart("b", &[&msg_text, "Content-Type: text/plain\n\nhello"]),
+            ),
+            (
+                "multipart/signed of another protocol".into(),
+                multipart("b", &[&msg_text, &sig_part(&genuine_signed)])
+                    .replace_first(b"application/pkcs7-signature", b"application/pgp-signature"),
+            ),
+            (
+                "multipart/mixed".into(),
+                multipart("b", &[&msg_text, &sig_part(&genuine_signed)])
+                    .replace_first(b"multipart/signed", b"multipart/mixed"),
+            ),
+            ("binary noise".into(), noise(2_000, 6)),
+            (
+                "text noise".into(),
+                noise(2_000, 7).iter().map(|b| b' ' + b % 94).collect(),
+            ),
+        ];
+        // The same garbage with CRLF line ends.
+        let crlf: Vec<(String, Vec<u8>)> = v
+            .iter()
+            .take(12)
+            .map(|(n, b)| {
+                let mut out = Vec::new();
+                for &c in b {
+                    if c == b'\n' {
+                        out.push(b'\r');
+                    }
+                    out.push(c);
+                }
+                (format!("{n} (CRLF)"), out)
+            })
+            .collect();
+        v.extend(crlf);
+        v
+    }
+
+    trait ReplaceFirst {
+        fn replace_first(self, from: &[u8], to: &[u8]) -> Vec<u8>;
+    }
+
+    impl ReplaceFirst for Vec<u8> {
+        fn replace_first(self, from: &[u8], to: &[u8]) -> Vec<u8> {
+            let at = self
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("pattern present");
+            [&self[..at], to, &self[at + from.len()..]].concat()
+        }
+    }
+
+    #[test]
+    fn hostile_inner_content_is_refused_and_nothing_sticks() {
+        let demo = DemoCerts::new("seal-hostile");
+        let mut bob = envelope(&demo, "bob", "alice");
+        for (name, inner) in hostile_inner_contents(&demo) {
+            let sealed = encrypt_raw(&demo, "bob", &inner);
+            match bob.open(&sealed, NOW) {
+                Ok(m) => panic!("{name}: opened as {m:?}"),
+                Err(OpenError::Internal(e)) => panic!("{name}: internal error {e}"),
+                Err(_) => {}
+            }
+            assert!(
+                error_queue_is_empty(),
+                "{name}: OpenSSL error queue not empty"
+            );
+        }
+        // Nothing sticky: a genuine message still opens on the same envelope.
+        let msg = invite("alice", "bob");
+        let good = envelope(&demo, "alice", "bob").seal(&msg).unwrap();
+        assert_eq!(bob.open(&good, NOW).unwrap(), msg);
+        assert!(error_queue_is_empty());
+    }
+
+    /// Every single-byte change of a genuine sealed message is refused with a typed error,
+    /// for an EC and an RSA recipient: xor 0x01 at every position, and xor 0x80 at every
+    /// position of the encrypted content (CBC is malleable: a flip there garbles one
+    /// plaintext block and flips one bit in the next).
+    #[test]
+    fn flipping_any_byte_of_a_sealed_message_is_refused() {
+        let demo = DemoCerts::new("seal-flip");
+        std::thread::scope(|s| {
+            for (from, to) in [("alice", "bob"), ("bob", "alice")] {
+                let demo = &demo;
+                s.spawn(move || {
+                    let good = envelope(demo, from, to).seal(&invite(from, to)).unwrap();
+                    let mut rx = envelope(demo, to, from);
+                    // The encrypted content is the last OCTET STRING: at least the last
+                    // 1 KiB here (the signed entity is larger than that).
+                    let cbc = good.len() - 1024;
+                    let flips = (0..good.len())
+                        .map(|i| (i, 0x01))
+                        .chain((cbc..good.len()).map(|i| (i, 0x80)));
+                    for (i, x) in flips {
+                        let mut t = good.clone();
+                        t[i] ^= x;
+                        match rx.open(&t, NOW) {
+                            Ok(_) => panic!("{from} -> {to}: byte {i} ^ {x:#04x} opened"),
+                            Err(OpenError::Internal(e)) => {
+                                panic!("{from} -> {to}: byte {i} ^ {x:#04x}: {e}")
+                            }
+                            Err(_) => {}
+                        }
+                        assert!(error_queue_is_empty(), "byte {i} ^ {x:#04x}");
+                    }
+                    assert!(rx.open(&good, NOW).is_ok(), "{from} -> {to}");
+                });
+            }
+        });
+    }
+
+    thread_local! {
+        /// Set by a test to make the next `open_smime` on this thread panic.
+        pub(super) static PANIC_IN_OPEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The second line of defence: a panic inside opening is a typed refusal, and the
+    /// envelope keeps working.
+    #[test]
+    fn a_panic_while_opening_is_a_typed_refusal() {
+        let demo = DemoCerts::new("seal-panic");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let msg = invite("alice", "bob");
+        let good = envelope(&demo, "alice", "bob").seal(&msg).unwrap();
+        PANIC_IN_OPEN.with(|p| p.set(true));
+        let e = bob.open(&good, NOW).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::Internal(m) if m.contains("a test asked open to panic")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("report"), "{e}");
+        assert_eq!(bob.open(&good, NOW).unwrap(), msg);
+    }
+
+    /// A leftover entry in OpenSSL's error queue (here one holding non-UTF-8 data, which
+    /// the Rust binding panics on when it reads the queue) never reaches a later error.
+    #[test]
+    fn a_poisoned_openssl_error_queue_does_not_leak_into_open() {
+        let demo = DemoCerts::new("seal-poison");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let msg = invite("alice", "bob");
+        let good = envelope(&demo, "alice", "bob").seal(&msg).unwrap();
+        let poison = || {
+            // SAFETY: pushes one error entry with a NUL-terminated string as its data.
+            unsafe {
+                openssl_sys::ERR_new();
+                openssl_sys::ERR_set_error(LIB_ASN1, 1, c"%s".as_ptr(), c"\xff\xfe".as_ptr());
+            }
+            assert!(!error_queue_is_empty());
+        };
+        // A tampered message fails inside OpenSSL, so its error is read from the queue.
+        let mut tampered = good.clone();
+        let n = tampered.len();
+        tampered[n - 17] ^= 0x80;
+        poison();
+        let e = bob.open(&tampered, NOW).unwrap_err();
+        assert!(matches!(e, OpenError::DecryptFailed(_)), "{e}");
+        assert!(error_queue_is_empty());
+        poison();
+        assert_eq!(bob.open(&good, NOW).unwrap(), msg);
+        assert!(error_queue_is_empty());
+    }
+
+    /// A pinned certificate is refused at open when `now` is outside its dates, though
+    /// it was valid when loaded (a long-running acceptor sees it expire).
+    #[test]
+    fn a_pinned_certificate_outside_its_dates_is_refused_at_open() {
+        let demo = DemoCerts::new("seal-dates");
+        let dana = PeerId::parse("dana@lab.example/x").unwrap();
+        let real_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (nb, na) = (real_now - 86_400, real_now + 86_400);
+        let (cert, key) =
+            crate::identity::tests::dated_cert(&demo.dir, "dana", &dana, nb as i64, na as i64);
+        let sender = Envelope::new(
+            Identity::load(dana.clone(), &cert, &key).unwrap(),
+            demo.peer("bob"),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap();
+        let mut bob = Envelope::new(
+            demo.identity("bob"),
+            PeerCert::load(dana.clone(), &cert).unwrap(),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap();
+        let sealed_at = |t: u64| {
+            let m = Rendezvous::invite(
+                dana.clone(),
+                DemoCerts::id("bob"),
+                t,
+                vec![],
+                vec![],
+                NatFacts::default(),
+            )
+            .unwrap();
+            sender.seal(&m).unwrap()
+        };
+        let e = bob.open(&sealed_at(na + 1), na + 1).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::PeerCertOutOfDate(w) if w.expired),
+            "{e}"
+        );
+        assert!(e.to_string().contains("expired on"), "{e}");
+        let e = bob.open(&sealed_at(nb - 1), nb - 1).unwrap_err();
+        assert!(
+            matches!(&e, OpenError::PeerCertOutOfDate(w) if !w.expired),
+            "{e}"
+        );
+        // Inside the dates, the same envelope opens.
+        bob.open(&sealed_at(na), na).unwrap();
+        bob.open(&sealed_at(nb), nb).unwrap();
+    }
+
     fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
         let out = Command::new("sh")
             .arg("-ec")
@@ -1629,7 +2397,11 @@ mod fresh_identity_tests {
         };
         let (hi, hp, hmade) = mk("hana@example.org/a", KeyKind::Ec);
         let (ii, ip, imade) = mk("ivan@example.org/b", KeyKind::Rsa);
-        let now = 1_900_000_000;
+        // Now: the new certificates are valid for two days from today.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let h =
             Envelope::new(hi, ip, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
         let mut i =
@@ -1709,7 +2481,7 @@ mod figures {
                 let m = Rendezvous::invite(
                     s.host_id().clone(),
                     s.peer_id().clone(),
-                    1000 + i as u64,
+                    1_800_000_000 + i as u64,
                     mapped.clone(),
                     vec![],
                     NatFacts::default(),
@@ -1721,7 +2493,7 @@ mod figures {
                 seal_t += t.elapsed().as_secs_f64();
                 size = sealed.len();
                 let t = Instant::now();
-                r.open(&sealed, 1000 + i as u64).unwrap();
+                r.open(&sealed, 1_800_000_000 + i as u64).unwrap();
                 open_t += t.elapsed().as_secs_f64();
             }
             println!(

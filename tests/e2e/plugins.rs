@@ -229,7 +229,7 @@ pub(crate) fn assert_both_succeeded(
 }
 
 /// Files in `dir` with their contents, sorted by name.
-pub(crate) fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
         .unwrap()
         .map(|e| {

@@ -448,22 +448,34 @@ fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `$XDG_STATE_HOME/plexus/replay-HOST-PEER` (or under `~/.local/state`); `None` when
-/// neither variable is set, and then the caller must refuse rather than keep replay
-/// protection in memory only (a restart would forget every message seen).
-fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
+/// `$XDG_STATE_HOME/plexus` (or `~/.local/state/plexus`); `None` when neither
+/// variable is set.
+fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
                 .map(|h| PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(
-        base.join("plexus")
-            .join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())),
-    )
+        })
+        .map(|base| base.join("plexus"))
+}
+
+/// Where this profile's state lives: beside an explicit replay state file, else the
+/// default state directory.
+fn state_dir(p: &Profile) -> Option<PathBuf> {
+    match &p.replay.state_file {
+        Some(f) => f.parent().map(Path::to_path_buf),
+        None => default_state_dir(),
+    }
+}
+
+/// `<state dir>/replay-HOST-PEER`; `None` when there is no state directory, and then
+/// the caller must refuse rather than keep replay protection in memory only (a restart
+/// would forget every message seen).
+fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
+    Some(default_state_dir()?.join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())))
 }
 
 /// Create the replay state's directory 0700: its file names reveal host and peer ids.
@@ -548,6 +560,18 @@ fn build_mediator(
             s.quarantine_folder = e.quarantine.clone();
             s.poll_interval = e.poll_interval;
             s.extra_peers = extra_peers.to_vec();
+            // Mail the server received before any message could still be fresh is
+            // skipped unopened, so a flood of old mail costs nothing.
+            s.max_age = Some(p.replay.window + Duration::from_secs(Freshness::default().max_skew));
+            // Refused UIDs are remembered per mailbox and folder, next to the replay state.
+            s.refused_state = state_dir(p).map(|d| {
+                let key = format!("{}@{}_{}_{}", e.login, e.imap.host, e.imap.port, e.folder);
+                let safe: String = key
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "@._-".contains(c) { c } else { '_' })
+                    .collect();
+                d.join(format!("email-refused-{safe}"))
+            });
             let m = EmailMediator::new(s).map_err(|er| usage(er.to_string()))?;
             Ok((Box::new(m), e.to.clone()))
         }

@@ -6,8 +6,11 @@
 #   (d) N peers inviting one acceptor at once (10 and 50 by default)
 #   (e) component figures, no lab: S/MIME seal/open per key type, one plugin call
 #       through the C ABI, the handshake under simulated loss (virtual time)
+#   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
+#       old ones) answers a genuine invite: time to connect and peak RSS, first start
+#       and after a restart (refused UIDs remembered)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--parts abcde]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdef]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -17,9 +20,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcde
+PARTS=abcdef
+FLOOD=2000
 while (($#)); do
     case $1 in
+        --flood) FLOOD=${2:?}; shift 2 ;;
         --idle-seconds) IDLE=${2:?}; shift 2 ;;
         --peers) MANY=${2:?}; shift 2 ;;
         --parts) PARTS=${2:?}; shift 2 ;;
@@ -67,7 +72,7 @@ cargo test --release -p plexus --lib -- --ignored --nocapture --test-threads 1 2
     sed -E 's/^test ([^ ]+) \.\.\. /\1:\n/' | sed 's/^/    /'
 fi
 
-[[ $PARTS == *[bcd]* ]] || exit 0
+[[ $PARTS == *[bcdf]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -334,4 +339,76 @@ EOF
     MANY_LAB=
 }
 for n in $MANY; do many "$n"; done
+fi
+
+if [[ $PARTS == *f* ]]; then
+echo
+echo "==> (f) a flooded mailbox: $FLOOD forged plexus mails from the peer's address (and 400 received"
+echo "    an hour ago) in bob's INBOX before he starts; alice then invites (release build, a-full -> b-port)"
+take_mb; mb_a=$MB; take_mb; mb_b=$MB
+seed() { # forged mails into bob's INBOX over IMAPS, from bob's host namespace
+    ip netns exec "$LAB-b-port-h" python3 - "$IMAPS" "$MAIL_CA" "${MB_LOGIN[$mb_b]}" "${MB_PW[$mb_b]}" \
+        "${MB_ADDR[$mb_a]}" "${MB_ADDR[$mb_b]}" "$FLOOD" <<'EOF'
+import base64, imaplib, os, ssl, sys, time
+hostport, ca, login, pw, frm, to, n = sys.argv[1:8]
+host, port = hostport.rsplit(":", 1)
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx)
+m.login(login, pw)
+def mail(i):
+    body = base64.encodebytes(os.urandom(2800)).replace(b"\n", b"\r\n")
+    return (b"From: <%s>\r\nTo: <%s>\r\nSubject: plexus rendezvous\r\nMessage-ID: <forged.%d@x>\r\n"
+            b"MIME-Version: 1.0\r\nX-Plexus: 1\r\nContent-Type: application/pkcs7-mime; "
+            b"smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            % (frm.encode(), to.encode(), i)) + body
+t0 = time.time()
+old = imaplib.Time2Internaldate(time.time() - 3600)
+for i in range(400):
+    m.append("INBOX", None, old, mail(i))
+for i in range(int(n)):
+    m.append("INBOX", None, None, mail(400 + i))
+m.logout()
+print("    seeded %d mails in %.1f s" % (400 + int(n), time.time() - t0))
+EOF
+}
+# flood_run TAG: bob accepts once while alice invites; prints one row.
+flood_run() {
+    local tag=$1
+    side_args bob alice "$mb_b" "$mb_a" flood
+    ip netns exec "$LAB-b-port-h" "$BIN" accept --once "${ARGS[@]}" >"$WORK/flood-$tag.out" 2>"$WORK/flood-$tag.err" &
+    local bob=$! hwm=0 t0 t1
+    IDLE_PID=$bob
+    if ! wait_for_line "$WORK/flood-bob.log" "waiting for invites" $bob; then
+        echo "    $tag: the acceptor did not start: $(tail -n 1 "$WORK/flood-$tag.err")"; return
+    fi
+    side_args alice bob "$mb_a" "$mb_b" flood
+    t0=$(date +%s%N)
+    ip netns exec "$LAB-a-full-h" "$BIN" invite "${ARGS[@]}" >"$WORK/flood-alice-$tag.out" 2>&1 &
+    local alice=$! k
+    # Bounded: bob handles one invite and exits; alice gives up after her rendezvous timeout.
+    for _ in $(seq 1 3000); do
+        kill -0 $bob 2>/dev/null || break
+        k=$(awk '/^VmHWM/ {print $2}' "/proc/$bob/status" 2>/dev/null || echo 0)
+        ((${k:-0} > hwm)) && hwm=$k
+        sleep 0.05
+    done
+    kill $bob 2>/dev/null || true
+    wait $bob 2>/dev/null || true
+    wait $alice 2>/dev/null || true
+    t1=$(date +%s%N)
+    IDLE_PID=
+    local total refused
+    total=$(grep -o 'total [0-9]* ms' "$WORK/flood-alice-$tag.out" | grep -o '[0-9]*' || echo -)
+    refused=$(grep -c 'refused a rendezvous message' "$WORK/flood-bob.log" || true)
+    printf '    %-22s %10s %14s %10s %12.1f\n' "$tag" "$total" "$(((t1 - t0) / 1000000))" "$refused" \
+        "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')"
+    mv "$WORK/flood-bob.log" "$WORK/flood-bob-$tag.log"
+}
+seed
+printf '    %-22s %10s %14s %10s %12s\n' run "connect ms" "all done ms" "refused" "bob peak MB"
+flood_run "first start"
+flood_run "restart (same state)"
+echo "    (connect: alice's invite-to-corridor time; refused: messages bob's core opened and refused in"
+echo "     that run; mail received an hour ago is skipped unopened, refused UIDs are remembered on disk)"
 fi

@@ -82,7 +82,7 @@ say "system packages ready"
 # A debug build: it compiles in about half the time of a release build, is what
 # ./tests/run-all.sh builds next (so nothing is compiled twice), and the corridor's time
 # is spent waiting for mail and packets, not computing.
-pkgs=(-p plexus)
+pkgs=(-p plexus-cli)
 [[ $MEDIATOR == file ]] && pkgs+=(-p plexus-file)
 say "building plexus (cargo build ${pkgs[*]}; the first build takes a few minutes)"
 cargo build "${pkgs[@]}" >"$WORK/build.log" 2>&1 || { echo "build failed:"; tail -n 30 "$WORK/build.log"; exit 1; }

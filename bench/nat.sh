@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 lab="$here/tests/lab/lab.sh"
 bin=${1:-$here/target/release/plexus}
-[ -x "$bin" ] || (cd "$here" && cargo build --release -p plexus >&2)
+[ -x "$bin" ] || (cd "$here" && cargo build --release -p plexus-cli >&2)
 name=plxbench$$
 stun=203.0.113.3
 trap '"$lab" down "$name" >/dev/null 2>&1 || true' EXIT

@@ -51,7 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "==> building (release: the figures are for what users run)"
-cargo build --release -p plexus >"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/build.log"; exit 1; }
+cargo build --release -p plexus-cli >"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/build.log"; exit 1; }
 BIN=$ROOT/target/release/plexus
 echo "    $($BIN --version), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 

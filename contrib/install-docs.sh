@@ -11,7 +11,7 @@ if [[ -z $bin ]]; then
         [[ -n $c && -x $c ]] && { bin=$c; break; }
     done
 fi
-[[ -n $bin && -x $bin ]] || { echo "install-docs.sh: no plexus binary: build it (cargo build --release -p plexus) or give its path" >&2; exit 1; }
+[[ -n $bin && -x $bin ]] || { echo "install-docs.sh: no plexus binary: build it (cargo build --release -p plexus-cli) or give its path" >&2; exit 1; }
 
 MAN_DIR=${MAN_DIR:-/usr/local/share/man/man1}
 BASH_DIR=${BASH_DIR:-/usr/share/bash-completion/completions}

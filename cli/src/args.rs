@@ -1,15 +1,12 @@
 //! Command-line interface: clap types and their conversion into validated
 //! library configurations. Nothing below this module sees clap types.
 
-pub mod cert;
-pub mod connect;
-pub mod docs;
-pub mod nat;
-
 use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::{cert, connect, docs, nat};
 
 /// Exit codes, documented in `--help`.
 pub const EXIT_HELP: &str = "Exit codes:

@@ -27,7 +27,7 @@ use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness};
 use plexus::secret::SecretSource;
 use plexus::session::{self, ExecutorFactory, Finished, Peer, SessionSettings};
 
-use super::Failure;
+use crate::args::Failure;
 
 /// Options shared by `invite`, `accept` and the flat command line.
 #[derive(Debug, Clone, Args, Default, PartialEq)]

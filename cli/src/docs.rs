@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use clap::{CommandFactory, ValueEnum};
 
-use super::Cli;
+use crate::args::Cli;
 
 /// Shells `plexus completions` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,9 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod cli;
+mod args;
+mod cert;
+mod connect;
+mod docs;
+mod nat;
 
-use cli::{nat, Cli, Command, Failure, ProfileCommand};
+use args::{Cli, Command, Failure, ProfileCommand};
 
 fn init_logging(cli: &Cli, default: log::LevelFilter) -> Result<(), String> {
     let level = cli.log_level.unwrap_or(default);
@@ -98,9 +102,9 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Some(Command::Nat(args)) => run_nat(args),
-        Some(Command::Invite(args)) => cli::connect::run_invite(args),
-        Some(Command::Accept(args)) => cli::connect::run_accept(args),
-        Some(Command::Cert(args)) => cli::cert::run_cert(args, &mut std::io::stdout().lock())
+        Some(Command::Invite(args)) => connect::run_invite(args),
+        Some(Command::Accept(args)) => connect::run_accept(args),
+        Some(Command::Cert(args)) => cert::run_cert(args, &mut std::io::stdout().lock())
             .map_err(|e| Failure::Failed(e.to_string())),
         Some(Command::Profile(p)) => match &p.command {
             ProfileCommand::Check { profile } => plexus::profile::check(profile)
@@ -108,19 +112,19 @@ fn main() -> ExitCode {
                 .map_err(|e| Failure::Usage(e.to_string())),
         },
         Some(Command::Completions { shell }) => {
-            cli::docs::completions(*shell, &mut std::io::stdout().lock());
+            docs::completions(*shell, &mut std::io::stdout().lock());
             Ok(())
         }
-        Some(Command::Man) => cli::docs::man(&mut std::io::stdout().lock())
+        Some(Command::Man) => docs::man(&mut std::io::stdout().lock())
             .map_err(|e| Failure::Failed(format!("cannot write the man page: {e}"))),
-        None if cli.accept => cli::connect::run_accept(&cli.connect),
+        None if cli.accept => connect::run_accept(&cli.connect),
         None => {
-            if cli.connect == cli::connect::ConnectArgs::default() {
+            if cli.connect == connect::ConnectArgs::default() {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();
                 return ExitCode::from(2);
             }
-            cli::connect::run_invite(&cli.connect)
+            connect::run_invite(&cli.connect)
         }
     };
     match result {

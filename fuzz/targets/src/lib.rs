@@ -127,29 +127,30 @@ pub fn stun_decode(data: &[u8]) {
 /// The two envelopes a sealed message is opened with: alice (RSA) expecting bob, with
 /// the demo CA pinned, and bob (EC) expecting alice, without a CA. Messages sealed to
 /// the other side are refused as not for us, which costs little.
-///
-/// The envelopes live for the whole run, so a genuine message is accepted only the
-/// first time; the replay guard is the last check, after everything a mutated message
-/// can reach.
+pub fn new_envelopes() -> [Envelope; 2] {
+    let mut ids = demo::load(&["alice", "bob"]).into_iter();
+    let (alice, alice_cert) = ids.next().expect("alice");
+    let (bob, bob_cert) = ids.next().expect("bob");
+    let freshness = Freshness::default();
+    let to_alice = Envelope::new(
+        alice,
+        bob_cert,
+        Some(&demo::ca()),
+        freshness,
+        ReplayGuard::in_memory(),
+    )
+    .expect("alice's envelope");
+    let to_bob = Envelope::new(bob, alice_cert, None, freshness, ReplayGuard::in_memory())
+        .expect("bob's envelope");
+    [to_alice, to_bob]
+}
+
+/// The envelopes of [`envelope_open`]. They live for the whole run (loading keys costs
+/// more than opening), so a genuine message is accepted only the first time; the
+/// replay guard is the last check, after everything a mutated message can reach.
 fn envelopes() -> &'static std::sync::Mutex<[Envelope; 2]> {
     static E: OnceLock<std::sync::Mutex<[Envelope; 2]>> = OnceLock::new();
-    E.get_or_init(|| {
-        let mut ids = demo::load(&["alice", "bob"]).into_iter();
-        let (alice, alice_cert) = ids.next().expect("alice");
-        let (bob, bob_cert) = ids.next().expect("bob");
-        let freshness = Freshness::default();
-        let to_alice = Envelope::new(
-            alice,
-            bob_cert,
-            Some(&demo::ca()),
-            freshness,
-            ReplayGuard::in_memory(),
-        )
-        .expect("alice's envelope");
-        let to_bob = Envelope::new(bob, alice_cert, None, freshness, ReplayGuard::in_memory())
-            .expect("bob's envelope");
-        std::sync::Mutex::new([to_alice, to_bob])
-    })
+    E.get_or_init(|| std::sync::Mutex::new(new_envelopes()))
 }
 
 /// A sealed rendezvous message (CMS enveloped-data): decrypt, verify, check.

@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
+use openssl::x509::X509;
 use plexus::identity::PeerId;
 use plexus::mediator::email;
 use plexus::nat::Behaviour;
@@ -30,10 +33,13 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Replaces `<kind>/<target>/` with `files`.
+/// Writes `files` into `<kind>/<target>/`; a corpus directory is emptied first (crash
+/// files found by the fuzzer in `artifacts/` are kept).
 fn write(kind: &str, target: &str, files: &[(&str, Vec<u8>)]) {
     let dir = fuzz_dir().join(kind).join(target);
-    let _ = fs::remove_dir_all(&dir);
+    if kind == "corpus" {
+        let _ = fs::remove_dir_all(&dir);
+    }
     fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in files {
         fs::write(dir.join(name), bytes).unwrap();
@@ -324,30 +330,114 @@ mediator:
   plugin: {name: file, settings: {dir: /srv/sync/plexus, address: alice}}
 "#;
 
-/// Encrypts `inner` to alice's certificate as a sealed message would be, without any
-/// signature: what anyone can send, since the certificate is public.
-fn encrypt_to_alice(inner: &[u8]) -> Vec<u8> {
-    let cert =
-        openssl::x509::X509::from_pem(&fs::read(demo::source_dir().join("alice.pem")).unwrap())
-            .unwrap();
+fn demo_cert(name: &str) -> X509 {
+    X509::from_pem(&fs::read(demo::source_dir().join(format!("{name}.pem"))).unwrap()).unwrap()
+}
+
+fn demo_key(name: &str) -> PKey<Private> {
+    PKey::private_key_from_pem(&fs::read(demo::source_dir().join(format!("{name}.key"))).unwrap())
+        .unwrap()
+}
+
+/// Encrypts `inner` to `recipient` as a sealed message is (CMS, AES-256-CBC).
+fn encrypt_to(recipient: &str, inner: &[u8]) -> Vec<u8> {
     let mut to = Stack::new().unwrap();
-    to.push(cert).unwrap();
+    to.push(demo_cert(recipient)).unwrap();
     CmsContentInfo::encrypt(&to, inner, Cipher::aes_256_cbc(), CMSOptions::BINARY)
         .unwrap()
         .to_der()
         .unwrap()
 }
 
+/// The S/MIME entity of `content` signed by `signer`, as a sealed message carries inside.
+fn signed_by(signer: &str, content: &[u8]) -> Vec<u8> {
+    let none = Stack::new().unwrap();
+    let flags = Pkcs7Flags::BINARY;
+    let p7 = Pkcs7::sign(&demo_cert(signer), &demo_key(signer), &none, content, flags).unwrap();
+    p7.to_smime(content, flags).unwrap()
+}
+
+/// Messages that decrypt for alice (and, one, for bob) but must each be refused for a
+/// different reason: they lead the fuzzer past decryption into every later check.
+fn hostile_sealed() -> Vec<(&'static str, Vec<u8>)> {
+    let (_, invite) = messages().into_iter().next().unwrap(); // bob -> alice
+    let with = |f: &dyn Fn(&mut Rendezvous)| {
+        let mut m = invite.clone();
+        f(&mut m);
+        m.encode().unwrap()
+    };
+    let genuine = invite.encode().unwrap();
+    let stale = with(&|m| m.time = NOW - 100_000);
+    let future = with(&|m| m.time = NOW + 100_000);
+    let wrong_to = with(&|m| m.to = id("carol@lab.example/nas"));
+    let wrong_from = with(&|m| m.from = id("carol@lab.example/nas"));
+    let mut not_canonical = genuine.clone();
+    not_canonical.extend_from_slice(b"extra: 1\n");
+    let none = Stack::new().unwrap();
+    let signed_der = Pkcs7::sign(
+        &demo_cert("bob"),
+        &demo_key("bob"),
+        &none,
+        &genuine,
+        Pkcs7Flags::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    vec![
+        (
+            "refuse-stale.der",
+            encrypt_to("alice", &signed_by("bob", &stale)),
+        ),
+        (
+            "refuse-from-future.der",
+            encrypt_to("alice", &signed_by("bob", &future)),
+        ),
+        (
+            "refuse-recipient-carol.der",
+            encrypt_to("alice", &signed_by("bob", &wrong_to)),
+        ),
+        (
+            "refuse-sender-carol.der",
+            encrypt_to("alice", &signed_by("bob", &wrong_from)),
+        ),
+        (
+            "refuse-malformed.der",
+            encrypt_to("alice", &signed_by("bob", &not_canonical)),
+        ),
+        (
+            "refuse-signer-mallory.der",
+            encrypt_to("alice", &signed_by("mallory", &genuine)),
+        ),
+        (
+            "refuse-signer-carol.der",
+            encrypt_to("alice", &signed_by("carol", &genuine)),
+        ),
+        ("refuse-unsigned.der", encrypt_to("alice", &genuine)),
+        (
+            "refuse-to-carol.der",
+            encrypt_to("carol", &signed_by("bob", &genuine)),
+        ),
+        ("refuse-not-encrypted.der", signed_der),
+        (
+            "refuse-unsigned-to-bob.der",
+            encrypt_to("bob", b"hello bob\n"),
+        ),
+    ]
+}
+
 #[test]
 #[ignore = "writes the committed seed corpora; run by hand"]
 fn generate_seeds() {
     let sealed = sealed();
+    let hostile = hostile_sealed();
     write(
         "corpus",
         "envelope_open",
         &sealed
             .iter()
             .map(|(n, b)| (n.as_str(), b.clone()))
+            .chain(hostile.iter().map(|(n, b)| (*n, b.clone())))
             .collect::<Vec<_>>(),
     );
 
@@ -484,7 +574,8 @@ fn generate_seeds() {
         "envelope_open",
         &[(
             "regression-non-utf8-inner-header",
-            encrypt_to_alice(
+            encrypt_to(
+                "alice",
                 b"MIME-Version: 1.0\r\nContent-Type: application/x-\xff\r\n\
                   Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n",
             ),

@@ -46,11 +46,11 @@ for t in "$@"; do
     before=$(ls "$artifacts" | grep -cE '^(crash|timeout|oom|leak)-' || true)
     echo "fuzzing $t for ${secs}s (log: ${log#"$root"/})" >&2
     rc=0
-    # The first corpus directory is the one libFuzzer writes to.
+    # The first corpus directory is the one libFuzzer writes to; cargo-fuzz sends crash
+    # inputs to $artifacts.
     cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" -s "$sanitizer" "$t" \
         "$scratch" "$fuzz_dir/corpus/$t" -- \
-        -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" >"$log" 2>&1 || rc=$?
+        -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || rc=$?
     after=$(ls "$artifacts" | grep -cE '^(crash|timeout|oom|leak)-' || true)
     crashes=$((after - before))
     # libFuzzer stops at the first crash; a failure that left no file still counts.

@@ -6,7 +6,7 @@
 //! caught as well as a crash.
 //!
 //! The cargo-fuzz binaries in `fuzz/fuzz_targets/` call these functions, and the
-//! regression test (`tests/corpus.rs`) replays every committed corpus and crash file
+//! regression test (`tests/corpus/`) replays every committed corpus and crash file
 //! through them on stable Rust, so the fuzzed code and the regression code are the same.
 
 use std::io::{Seek, SeekFrom, Write};
@@ -67,7 +67,13 @@ pub mod demo {
     /// copied to a private temporary directory first (removed again right away).
     pub fn load(names: &[&str]) -> Vec<(Identity, PeerCert)> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = std::env::temp_dir().join(format!("plexus-fuzz-certs-{}", std::process::id()));
+        // One directory per call: tests load identities from several threads at once.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "plexus-fuzz-certs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -3,7 +3,7 @@
 //! Run once by hand (sealing is randomised, so the output differs on every run):
 //!
 //! ```text
-//! cargo test -p plexus-fuzz-targets --test seeds -- --ignored
+//! cargo test -p plexus-fuzz-targets --test corpus -- --ignored generate_seeds
 //! ```
 //!
 //! It also writes hand-made regression inputs for known defects under
@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -29,9 +28,7 @@ use plexus::rendezvous::replay::ReplayGuard;
 use plexus::rendezvous::seal::{Envelope, Freshness};
 use plexus_fuzz_targets::{demo, handshake_fixture, NOW};
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use super::fuzz_dir;
 
 /// Writes `files` into `<kind>/<target>/`; a corpus directory is emptied first (crash
 /// files found by the fuzzer in `artifacts/` are kept).

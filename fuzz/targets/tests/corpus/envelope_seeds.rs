@@ -3,13 +3,13 @@
 //! (so the seeds lead the fuzzer past decryption into the later checks, and a seed that
 //! went stale or broke would be noticed).
 
-use std::path::Path;
-
 use plexus_fuzz_targets::{new_envelopes, NOW};
+
+use super::fuzz_dir;
 
 #[test]
 fn genuine_seeds_open_and_hostile_seeds_are_refused() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/envelope_open");
+    let dir = fuzz_dir().join("corpus/envelope_open");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

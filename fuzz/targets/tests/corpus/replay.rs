@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use plexus_fuzz_targets::TARGETS;
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use super::fuzz_dir;
 
 /// The regular files in `dir`, sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -621,7 +621,8 @@ fn create_instance(
 ///
 /// # Safety
 /// When the pair passes the checks it must describe readable memory (the ABI contract).
-unsafe fn copy_owned(b: &abi::PxOwnedBytes, max: usize) -> Option<Vec<u8>> {
+#[doc(hidden)]
+pub unsafe fn copy_owned(b: &abi::PxOwnedBytes, max: usize) -> Option<Vec<u8>> {
     if b.len == 0 {
         return Some(Vec::new());
     }

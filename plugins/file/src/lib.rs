@@ -99,7 +99,8 @@ pub fn valid_address(a: &str) -> bool {
 }
 
 /// A message file name split into (to, from, unique), if it is one.
-fn parse_name(name: &str) -> Option<(&str, &str, &str)> {
+#[doc(hidden)]
+pub fn parse_name(name: &str) -> Option<(&str, &str, &str)> {
     if name.starts_with('.') {
         return None;
     }

@@ -173,7 +173,8 @@ fn refuse_readable_by_others(_: &std::path::Path) -> Result<(), PluginError> {
 
 /// A document seen in an update, not yet downloaded.
 #[derive(Debug)]
-struct Pending {
+#[doc(hidden)]
+pub struct Pending {
     message_id: i64,
     from: String,
     file_id: String,
@@ -457,7 +458,8 @@ impl Telegram {
     }
 
     /// Whether a message is a plexus document from the peer bot to us in our chat.
-    fn accept(&self, m: &Value, me: &str) -> Option<Pending> {
+    #[doc(hidden)]
+    pub fn accept(&self, m: &Value, me: &str) -> Option<Pending> {
         if m.is_null() || m["chat"]["id"].as_i64() != Some(self.chat_id) {
             return None;
         }
@@ -596,7 +598,8 @@ impl Telegram {
 }
 
 /// The `update_id` of the first update in the start of a `getUpdates` answer.
-fn first_update_id(head: &[u8]) -> Option<i64> {
+#[doc(hidden)]
+pub fn first_update_id(head: &[u8]) -> Option<i64> {
     let text = String::from_utf8_lossy(head);
     let after = &text[text.find("\"update_id\"")? + "\"update_id\"".len()..];
     let digits = after.trim_start().strip_prefix(':')?.trim_start();

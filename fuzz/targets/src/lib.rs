@@ -1,0 +1,368 @@
+//! Fuzz target bodies: one function per plexus decoder that takes bytes from outside.
+//!
+//! Each body must return normally for every input; a panic (or an abort) is a defect.
+//! Where it is cheap a body also asserts an invariant of the decoder (a round trip, or
+//! that what was accepted satisfies the decoder's own rules), so a wrong answer is
+//! caught as well as a crash.
+//!
+//! The cargo-fuzz binaries in `fuzz/fuzz_targets/` call these functions, and the
+//! regression test (`tests/corpus/`) replays every committed corpus and crash file
+//! through them on stable Rust, so the fuzzed code and the regression code are the same.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plexus::identity::{Identity, PeerCert, PeerId};
+use plexus::mediator::email;
+use plexus::profile::Profile;
+use plexus::punch::{hops, wire};
+use plexus::rendezvous::message::Rendezvous;
+use plexus::rendezvous::replay::ReplayGuard;
+use plexus::rendezvous::seal::{Envelope, Freshness};
+use plexus::stun::codec;
+use plexus_plugin_abi::PxOwnedBytes;
+use plexus_plugin_sdk::MediatorPlugin;
+
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its cargo-fuzz binary and corpus directory.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("stun_decode", stun_decode),
+    ("envelope_open", envelope_open),
+    ("email_unwrap", email_unwrap),
+    ("rendezvous_decode", rendezvous_decode),
+    ("handshake_decode", handshake_decode),
+    ("icmp_errqueue", icmp_errqueue),
+    ("file_name", file_name),
+    ("telegram_updates", telegram_updates),
+    ("plugin_return", plugin_return),
+    ("replay_state", replay_state),
+    ("profile_yaml", profile_yaml),
+];
+
+/// The fixed "now" (unix seconds) at which sealed messages are opened; the committed
+/// seeds are dated just before it, so genuine ones pass the freshness check.
+pub const NOW: u64 = 1_800_000_000;
+
+/// The demo identities used by the sealed-message target.
+pub mod demo {
+    use super::*;
+
+    /// Alice: RSA 2048, issued by the demo CA.
+    pub const ALICE: &str = "alice@lab.example/home";
+    /// Bob: EC P-256, issued by the demo CA.
+    pub const BOB: &str = "bob@lab.example/office";
+
+    /// The committed demo certificates (`certs/demo` in the repository).
+    pub fn source_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../certs/demo")
+    }
+
+    /// A demo identity's certificate and key, loaded through the same checks as a real
+    /// one. Git checks the keys out 0644 and the loader insists on 0600, so they are
+    /// copied to a private temporary directory first (removed again right away).
+    pub fn load(names: &[&str]) -> Vec<(Identity, PeerCert)> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        // One directory per call: tests load identities from several threads at once.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "plexus-fuzz-certs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .expect("create a private directory for the demo keys");
+        let out = names
+            .iter()
+            .map(|name| {
+                let id = PeerId::parse(match *name {
+                    "alice" => ALICE,
+                    "bob" => BOB,
+                    other => panic!("no demo identity {other}"),
+                })
+                .expect("demo id");
+                let mut paths = Vec::new();
+                for ext in ["pem", "key"] {
+                    let file = format!("{name}.{ext}");
+                    let bytes = std::fs::read(source_dir().join(&file))
+                        .unwrap_or_else(|e| panic!("read certs/demo/{file}: {e}"));
+                    let to = dir.join(&file);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&to)
+                        .and_then(|mut f| f.write_all(&bytes))
+                        .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+                    paths.push(to);
+                }
+                let ident =
+                    Identity::load(id.clone(), &paths[0], &paths[1]).expect("demo identity");
+                let peer = PeerCert::load(id, &paths[0]).expect("demo certificate");
+                (ident, peer)
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    /// The demo CA certificate.
+    pub fn ca() -> Vec<openssl::x509::X509> {
+        let pem = std::fs::read(source_dir().join("ca.pem")).expect("read certs/demo/ca.pem");
+        vec![openssl::x509::X509::from_pem(&pem).expect("demo CA")]
+    }
+}
+
+/// STUN (RFC 5389/5780) messages from the network: decode; re-decode what it encodes
+/// (not asserted equal: re-padding can change what FINGERPRINT covers); check
+/// MESSAGE-INTEGRITY against a key.
+pub fn stun_decode(data: &[u8]) {
+    if let Ok(m) = codec::decode(data) {
+        let _ = codec::decode(&m.encode());
+    }
+    let _ = codec::verify_integrity(data, b"key");
+}
+
+/// The two envelopes a sealed message is opened with: alice (RSA) expecting bob, with
+/// the demo CA pinned, and bob (EC) expecting alice, without a CA. Messages sealed to
+/// the other side are refused as not for us, which costs little.
+pub fn new_envelopes() -> [Envelope; 2] {
+    let mut ids = demo::load(&["alice", "bob"]).into_iter();
+    let (alice, alice_cert) = ids.next().expect("alice");
+    let (bob, bob_cert) = ids.next().expect("bob");
+    let freshness = Freshness::default();
+    let to_alice = Envelope::new(
+        alice,
+        bob_cert,
+        Some(&demo::ca()),
+        freshness,
+        ReplayGuard::in_memory(),
+    )
+    .expect("alice's envelope");
+    let to_bob = Envelope::new(bob, alice_cert, None, freshness, ReplayGuard::in_memory())
+        .expect("bob's envelope");
+    [to_alice, to_bob]
+}
+
+/// The envelopes of [`envelope_open`]. They live for the whole run (loading keys costs
+/// more than opening), so a genuine message is accepted only the first time; the
+/// replay guard is the last check, after everything a mutated message can reach.
+fn envelopes() -> &'static std::sync::Mutex<[Envelope; 2]> {
+    static E: OnceLock<std::sync::Mutex<[Envelope; 2]>> = OnceLock::new();
+    E.get_or_init(|| std::sync::Mutex::new(new_envelopes()))
+}
+
+/// A sealed rendezvous message (CMS enveloped-data): decrypt, verify, check.
+pub fn envelope_open(data: &[u8]) {
+    // A panic in an earlier call (the regression test catches them) poisons the lock;
+    // the envelopes themselves are still usable.
+    let mut envs = envelopes().lock().unwrap_or_else(|p| p.into_inner());
+    for env in envs.iter_mut() {
+        if let Ok(m) = env.open(data, NOW) {
+            assert_eq!(&m.from, env.peer_id());
+            assert_eq!(&m.to, env.host_id());
+        }
+    }
+}
+
+/// The addresses of the demo identities, as e-mail peers.
+const MAIL_PEERS: [&str; 2] = ["alice@lab.example", "bob@lab.example"];
+
+/// A whole mail from the mailbox: header classification, then (for the peer it claims
+/// to be from) unwrapping; what unwraps is wrapped again and must unwrap to the same
+/// sealed bytes. (`unwrap` classifies first itself, so it runs only where that passed.)
+pub fn email_unwrap(data: &[u8]) {
+    for (i, peer) in MAIL_PEERS.iter().enumerate() {
+        let Ok(from) = email::classify_headers(data, peer) else {
+            continue;
+        };
+        assert!(from.eq_ignore_ascii_case(peer), "{from} is not {peer}");
+        let Ok(u) = email::unwrap(data, peer, email::DEFAULT_MAX_MESSAGE_SIZE) else {
+            return;
+        };
+        assert!(!u.sealed.is_empty());
+        if email::valid_address(&u.from) {
+            let to = MAIL_PEERS[1 - i];
+            let again = email::wrap(&u.from, to, &u.sealed, std::time::UNIX_EPOCH)
+                .expect("wrap what unwrap accepted");
+            let back = email::unwrap(&again, peer, u32::MAX).expect("unwrap what wrap made");
+            assert_eq!(back.sealed, u.sealed);
+        }
+        return;
+    }
+}
+
+/// The decrypted rendezvous message. The encoding is canonical: whatever decodes must
+/// encode to exactly the same bytes, and decode again to the same message.
+pub fn rendezvous_decode(data: &[u8]) {
+    if let Ok(m) = Rendezvous::decode(data) {
+        let bytes = m.encode().expect("encode a decoded message");
+        assert_eq!(bytes, data, "decode accepted a non-canonical encoding");
+        assert_eq!(Rendezvous::decode(&bytes).expect("decode its encoding"), m);
+    }
+}
+
+/// The handshake fixture: secrets 0x11*32 / 0x22*32, session id 00..0f (the same as
+/// the golden vectors of `punch::wire`).
+pub fn handshake_fixture() -> &'static (wire::Keys, [u8; 16]) {
+    static K: OnceLock<(wire::Keys, [u8; 16])> = OnceLock::new();
+    K.get_or_init(|| {
+        let sid: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let secrets = wire::Secrets {
+            inviter: [0x11; 32],
+            acceptor: [0x22; 32],
+        };
+        (wire::Keys::derive(&secrets, &sid), sid)
+    })
+}
+
+/// A handshake datagram, expected from either side; an accepted packet re-encodes to
+/// the same bytes.
+pub fn handshake_decode(data: &[u8]) {
+    let (keys, sid) = handshake_fixture();
+    for role in [wire::Role::Inviter, wire::Role::Acceptor] {
+        if let Ok(p) = wire::decode(keys, role, sid, data) {
+            assert_eq!(p.sender, role);
+            assert_eq!(wire::encode(keys, &p), data);
+        }
+    }
+}
+
+/// The payload of an `IP_RECVERR` control message (`sock_extended_err` + offender).
+pub fn icmp_errqueue(data: &[u8]) {
+    if let Some(r) = hops::parse_extended_err(data) {
+        assert!(data.len() >= std::mem::size_of::<libc::sock_extended_err>());
+        assert_eq!(data[4], libc::SO_EE_ORIGIN_ICMP);
+        assert_eq!((r.icmp_type, r.icmp_code), (data[5], data[6]));
+        if let Some(ip) = r.offender {
+            let at = std::mem::size_of::<libc::sock_extended_err>() + 4;
+            assert_eq!(
+                ip,
+                Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+            );
+        }
+    }
+}
+
+/// A file name in the shared folder of the file mediator: `to~from~unique.plexus`.
+pub fn file_name(data: &[u8]) {
+    let Ok(name) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some((to, from, unique)) = plexus_file::parse_name(name) {
+        assert!(plexus_file::valid_address(to) && plexus_file::valid_address(from));
+        let stem = format!("{to}~{from}~{unique}");
+        assert!(
+            name.starts_with(&stem),
+            "{name:?} does not start with {stem:?}"
+        );
+        assert!(!name[stem.len()..].contains('~'));
+    }
+}
+
+/// This side's bot username in the Telegram target.
+const TELEGRAM_ME: &str = "PlexusAliceBot";
+
+fn telegram() -> &'static plexus_telegram::Telegram {
+    static T: OnceLock<plexus_telegram::Telegram> = OnceLock::new();
+    T.get_or_init(|| {
+        // The API URL is never contacted: only the update parsing runs.
+        let settings = "chat_id: -1001234567890\npeer_bot_id: 7000000001\n\
+                        token: \"123456:fuzz-only\"\nallow_token_in_settings: true\n\
+                        api_url: http://127.0.0.1:9\n";
+        plexus_telegram::Telegram::create(settings).expect("telegram settings")
+    })
+}
+
+/// A Bot API `getUpdates` answer: the id of the first update read from an answer too
+/// long to parse, and each update's message checked for being a plexus document from
+/// the peer (the same steps `poll` takes on the parsed JSON).
+pub fn telegram_updates(data: &[u8]) {
+    let _ = plexus_telegram::first_update_id(data);
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let tg = telegram();
+    let Some(updates) = json["result"].as_array() else {
+        return;
+    };
+    for update in updates {
+        if update["update_id"].as_i64().is_none() {
+            continue;
+        }
+        if let Some(p) = tg.accept(&update["message"], TELEGRAM_ME) {
+            let _ = format!("{p:?}");
+        }
+    }
+}
+
+/// The host copying a buffer a plugin returned: a pointer into the input, a length
+/// (clamped to what really is there, so the memory is readable), and a cap, both
+/// taken from the input. Layout: flags (bit 0: null pointer), len u64 LE, max u64 LE,
+/// then the buffer.
+pub fn plugin_return(data: &[u8]) {
+    let Some((head, buf)) = data.split_at_checked(17) else {
+        return;
+    };
+    let null = head[0] & 1 != 0;
+    let len = u64::from_le_bytes(head[1..9].try_into().expect("8 bytes"));
+    let max = u64::from_le_bytes(head[9..17].try_into().expect("8 bytes"));
+    let len = usize::try_from(len).unwrap_or(usize::MAX).min(buf.len());
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    // A pointer into `buf` (never written through); null only when the flag says so.
+    let ptr = if null {
+        std::ptr::null_mut()
+    } else {
+        buf.as_ptr() as *mut u8
+    };
+    let b = PxOwnedBytes { ptr, len };
+    // SAFETY: a non-null `ptr` points at `buf`, which holds at least `len` bytes.
+    let got = unsafe { plexus::plugin::copy_owned(&b, max) };
+    match got {
+        Some(v) => {
+            assert!(len == 0 || (!null && len <= max));
+            assert_eq!(v, &buf[..if null { 0 } else { len }]);
+        }
+        None => assert!(len != 0 && (null || len > max)),
+    }
+}
+
+/// The replay-protection state file. It is read through a memory file's
+/// `/proc/self/fd` path, so fuzzing touches no disk.
+pub fn replay_state(data: &[u8]) {
+    thread_local! {
+        static FILE: (std::fs::File, PathBuf) = {
+            // SAFETY: a NUL-terminated name; the returned descriptor is owned by the File.
+            let fd = unsafe { libc::memfd_create(c"plexus-fuzz-replay".as_ptr(), libc::MFD_CLOEXEC) };
+            assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+            let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+            // SAFETY: `fd` was just created and nothing else owns it.
+            (unsafe { std::fs::File::from_raw_fd(fd) }, path)
+        };
+    }
+    FILE.with(|(f, path)| {
+        let mut f = f;
+        f.set_len(0).expect("truncate the memory file");
+        f.seek(SeekFrom::Start(0)).expect("rewind the memory file");
+        f.write_all(data).expect("write the memory file");
+        if let Ok(g) = ReplayGuard::open(path) {
+            // Bounded: a state file with more entries than the guard keeps is refused.
+            assert!(g.len() <= data.len() / 2);
+        }
+    });
+}
+
+/// A profile (YAML), as read from `--profile`: parsed and validated.
+pub fn profile_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = Profile::from_yaml(text, Path::new("/nonexistent/plexus-fuzz/p.yaml"), false);
+}

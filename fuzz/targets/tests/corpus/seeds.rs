@@ -1,0 +1,581 @@
+//! Writes the committed seed corpora (fuzz/corpus/<target>/): genuine messages made
+//! with the real encoders and the demo identities, and the RFC 5769 STUN vectors.
+//! Run once by hand (sealing is randomised, so the output differs on every run):
+//!
+//! ```text
+//! cargo test -p plexus-fuzz-targets --test corpus -- --ignored generate_seeds
+//! ```
+//!
+//! It also writes hand-made regression inputs for known defects under
+//! fuzz/artifacts/<target>/ (kept out of the fuzzer's starting corpus).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::X509;
+use plexus::identity::PeerId;
+use plexus::mediator::email;
+use plexus::nat::Behaviour;
+use plexus::punch::wire;
+use plexus::rendezvous::message::{NatFacts, Rendezvous};
+use plexus::rendezvous::replay::ReplayGuard;
+use plexus::rendezvous::seal::{Envelope, Freshness};
+use plexus_fuzz_targets::{demo, handshake_fixture, NOW};
+
+use super::fuzz_dir;
+
+/// Writes `files` into `<kind>/<target>/`; a corpus directory is emptied first (crash
+/// files found by the fuzzer in `artifacts/` are kept).
+fn write(kind: &str, target: &str, files: &[(&str, Vec<u8>)]) {
+    let dir = fuzz_dir().join(kind).join(target);
+    if kind == "corpus" {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in files {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+fn id(s: &str) -> PeerId {
+    PeerId::parse(s).unwrap()
+}
+
+/// A few genuine messages between alice and bob: (name, message).
+fn messages() -> Vec<(&'static str, Rendezvous)> {
+    let measured = NatFacts {
+        nat: true,
+        mapping: Some(Behaviour::EndpointIndependent),
+        filtering: Some(Behaviour::AddressAndPortDependent),
+        hairpin: Some(false),
+        port_preserved: Some(true),
+    };
+    let unknown = NatFacts {
+        nat: false,
+        ..NatFacts::default()
+    };
+    let t = NOW - 5;
+    let bob_invite = Rendezvous::invite(
+        id(demo::BOB),
+        id(demo::ALICE),
+        t,
+        addrs(&["203.0.113.7:40000", "[2001:db8::7]:40000"]),
+        addrs(&["192.168.1.20:40000"]),
+        measured,
+    )
+    .unwrap();
+    let alice_accept = Rendezvous::accept(
+        &bob_invite,
+        t + 1,
+        addrs(&["198.51.100.9:3478"]),
+        vec![],
+        unknown,
+    )
+    .unwrap();
+    let alice_invite = Rendezvous::invite(
+        id(demo::ALICE),
+        id(demo::BOB),
+        t,
+        addrs(&[
+            "198.51.100.9:1",
+            "198.51.100.9:65535",
+            "[2001:db8:ffff::1]:4000",
+            "[::ffff:192.0.2.1]:4001",
+        ]),
+        addrs(&["10.0.0.2:40000", "[fe80::1]:40000"]),
+        NatFacts {
+            mapping: Some(Behaviour::AddressDependent),
+            ..measured
+        },
+    )
+    .unwrap();
+    let bob_accept = Rendezvous::accept(&alice_invite, t + 2, vec![], vec![], unknown).unwrap();
+    vec![
+        ("invite-bob-to-alice", bob_invite),
+        ("accept-alice-to-bob", alice_accept),
+        ("invite-alice-to-bob", alice_invite),
+        ("accept-bob-to-alice", bob_accept),
+    ]
+}
+
+/// Envelopes sealing as alice (RSA signer, to EC bob) and as bob (EC signer, to RSA alice).
+fn sealers() -> (Envelope, Envelope) {
+    let mut ids = demo::load(&["alice", "bob"]).into_iter();
+    let (alice, alice_cert) = ids.next().unwrap();
+    let (bob, bob_cert) = ids.next().unwrap();
+    let f = Freshness::default();
+    (
+        Envelope::new(alice, bob_cert, None, f, ReplayGuard::in_memory()).unwrap(),
+        Envelope::new(bob, alice_cert, None, f, ReplayGuard::in_memory()).unwrap(),
+    )
+}
+
+fn sealed() -> Vec<(String, Vec<u8>)> {
+    let (as_alice, as_bob) = sealers();
+    messages()
+        .into_iter()
+        .map(|(name, m)| {
+            let env = if m.from == *as_alice.host_id() {
+                &as_alice
+            } else {
+                &as_bob
+            };
+            let signer = if m.from == id(demo::ALICE) {
+                "rsa-signer"
+            } else {
+                "ec-signer"
+            };
+            (format!("{name}-{signer}.der"), env.seal(&m).unwrap())
+        })
+        .collect()
+}
+
+fn stun() -> Vec<(&'static str, Vec<u8>)> {
+    let hex = |s: &str| -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    // RFC 5769 sections 2.1 to 2.4, as in plexus's STUN tests.
+    vec![
+        (
+            "rfc5769-2.1-request",
+            hex("000100582112a442b7e7a701bc34d686fa87dfae
+            802200105354554e207465737420636c69656e74
+            002400046e0001ff 80290008932ff9b151263b36
+            000600096576746a3a683676592020200008001
+            49aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2 80280004e57a3bcf"),
+        ),
+        (
+            "rfc5769-2.2-response-ipv4",
+            hex("0101003c2112a442b7e7a701bc34d686fa87dfae
+            8022000b7465737420766563746f7220
+            002000080001a147e112a643
+            000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7 80280004c07d4c96"),
+        ),
+        (
+            "rfc5769-2.3-response-ipv6",
+            hex("010100482112a442b7e7a701bc34d686fa87dfae
+            8022000b7465737420766563746f7220
+            002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9
+            00080014a382954e4be67bf11784c97c8292c275bfe3ed41 80280004c8fb0b4c"),
+        ),
+        (
+            "rfc5769-2.4-request-long-term",
+            hex("000100602112a442 78ad3433c6ad72c029da412e
+            00060012e3839ee38388e383aae38383e382afe382b90000
+            0015001c662f2f3439396b39353464364f4c33346f4c394653547679363473 41
+            0014000b6578616d706c652e6f726700
+            00080014f67024656dd64a3e02b8e0712e85c9a28ca89666"),
+        ),
+    ]
+}
+
+fn handshake() -> Vec<(String, Vec<u8>)> {
+    let (keys, sid) = handshake_fixture();
+    let mut out = Vec::new();
+    for (sender, name) in [
+        (wire::Role::Inviter, "inviter"),
+        (wire::Role::Acceptor, "acceptor"),
+    ] {
+        for (flags, seq) in [
+            (0, 1),
+            (wire::FLAG_SEEN, 7),
+            (wire::FLAG_SEEN | wire::FLAG_DONE, u64::MAX),
+        ] {
+            let p = wire::Packet {
+                sender,
+                flags,
+                session_id: *sid,
+                seq,
+            };
+            out.push((
+                format!("{name}-flags{flags}-seq{seq}"),
+                wire::encode(keys, &p),
+            ));
+        }
+    }
+    out
+}
+
+/// `sock_extended_err` (errno, origin, type, code, pad, info, data) then a sockaddr_in.
+fn icmp(origin: u8, typ: u8, code: u8, offender: Option<[u8; 4]>) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(libc::EHOSTUNREACH as u32).to_ne_bytes());
+    b.extend_from_slice(&[origin, typ, code, 0]);
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    if let Some(ip) = offender {
+        b.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b.extend_from_slice(&ip);
+        b.extend_from_slice(&[0; 8]);
+    }
+    b
+}
+
+fn telegram() -> Vec<(&'static str, Vec<u8>)> {
+    let doc = |update: i64, from: i64, chat: i64, caption: &str| {
+        format!(
+            r#"{{"update_id":{update},"message":{{"message_id":{update},"from":{{"id":{from},"is_bot":true,"first_name":"Peer","username":"PlexusBobBot"}},"chat":{{"id":{chat},"title":"plexus","type":"supergroup"}},"date":1800000000,"document":{{"file_name":"plexus.bin","mime_type":"application/octet-stream","file_id":"BQACAgQAAxkBAAMF","file_unique_id":"AgADBQAC","file_size":2345}},"caption":"{caption}","caption_entities":[{{"offset":0,"length":22,"type":"bot_command"}}]}}}}"#
+        )
+    };
+    let peer = 7000000001i64;
+    let chat = -1001234567890i64;
+    let ok = |updates: &[String]| {
+        format!(r#"{{"ok":true,"result":[{}]}}"#, updates.join(",")).into_bytes()
+    };
+    vec![
+        ("one-document-from-peer.json", ok(&[doc(100, peer, chat, "/plexus@PlexusAliceBot")])),
+        (
+            "mixed-batch.json",
+            ok(&[
+                doc(101, peer, chat, "/plexus@PlexusAliceBot"),
+                doc(102, 42, chat, "/plexus@PlexusAliceBot"),
+                doc(103, peer, -100, "/plexus@PlexusAliceBot"),
+                doc(104, peer, chat, "/plexus@SomeOtherBot"),
+                r#"{"update_id":105,"message":{"message_id":9,"from":{"id":7000000001},"chat":{"id":-1001234567890},"text":"hello"}}"#.to_string(),
+                r#"{"update_id":106,"edited_message":{}}"#.to_string(),
+            ]),
+        ),
+        ("empty.json", ok(&[])),
+        ("error.json", br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 5","parameters":{"retry_after":5}}"#.to_vec()),
+        ("truncated-head.json", br#"{"ok":true,"result":[{"update_id":987654321,"message":{"message_id":1,"document":{"file_id":"AAAA"#.to_vec()),
+    ]
+}
+
+fn plugin_return(null: bool, len: u64, max: u64, buf: &[u8]) -> Vec<u8> {
+    let mut b = vec![u8::from(null)];
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&max.to_le_bytes());
+    b.extend_from_slice(buf);
+    b
+}
+
+fn replay_files() -> Vec<(&'static str, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("plexus-fuzz-seeds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let path = dir.join("replay");
+    let mut g = ReplayGuard::open(&path).unwrap();
+    let mut out = vec![("empty-state", b"PLEXUS-REPLAY 1\n".to_vec())];
+    for (i, (_, m)) in messages().into_iter().enumerate() {
+        g.check_and_record(m.kind, &m.from, m.session, m.time, NOW, 720)
+            .unwrap();
+        if i == 0 {
+            out.push(("one-entry", fs::read(&path).unwrap()));
+        }
+    }
+    out.push(("four-entries", fs::read(&path).unwrap()));
+    fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+const PROFILE_EMAIL: &str = r#"host: { id: alice@example.org/laptop, cert: alice.pem, key: alice.key }
+peer:
+  id: bob@example.net/nas
+  cert: certs/bob.pem
+  ca: /etc/plexus/ca.pem
+stun: ["stun.example.net", "198.51.100.1:3479", "[2001:db8::1]:3478"]
+bind: "10.0.0.2:40000"
+punch_hops: 3
+timeouts: { discovery_ms: 1500, rendezvous_s: 60, handshake_ms: 8000 }
+replay: { window_s: 120, state_file: state/replay }
+mediator:
+  email:
+    smtp: "mail.example.org:587"
+    smtp_tls: starttls
+    imap: "mail.example.org:993"
+    login: alice
+    password: { env: PLEXUS_MAIL_PW }
+    from: alice@example.org
+    to: bob@example.net
+    ca_file: mail-ca.pem
+executor:
+  command:
+    program: ./tunnel.sh
+    args: ["--peer={peer_ip}:{peer_port}", "{peer_id}"]
+    env: { MODE: udp }
+    log_file: ~/tunnel.log
+"#;
+
+const PROFILE_PLUGINS: &str = r#"host: {id: alice@lab.example/home, cert: alice.pem, key: alice.key}
+peer: {id: bob@lab.example/office, cert: bob.pem}
+mediator:
+  plugin:
+    name: telegram
+    to: PlexusBobBot
+    settings: {chat_id: -1001234567890, peer_bot_id: 7000000001, token_env: PLEXUS_TELEGRAM_TOKEN}
+executor:
+  plugin: {path: ./libplexus_udp_bridge.so, settings: {listen: "127.0.0.1:5000"}}
+"#;
+
+const PROFILE_FILE: &str = r#"host: {id: alice@lab.example/home, cert: alice.pem, key: alice.key}
+peer: {id: bob@lab.example/office, cert: bob.pem}
+mediator:
+  plugin: {name: file, settings: {dir: /srv/sync/plexus, address: alice}}
+"#;
+
+fn demo_cert(name: &str) -> X509 {
+    X509::from_pem(&fs::read(demo::source_dir().join(format!("{name}.pem"))).unwrap()).unwrap()
+}
+
+fn demo_key(name: &str) -> PKey<Private> {
+    PKey::private_key_from_pem(&fs::read(demo::source_dir().join(format!("{name}.key"))).unwrap())
+        .unwrap()
+}
+
+/// Encrypts `inner` to `recipient` as a sealed message is (CMS, AES-256-CBC).
+fn encrypt_to(recipient: &str, inner: &[u8]) -> Vec<u8> {
+    let mut to = Stack::new().unwrap();
+    to.push(demo_cert(recipient)).unwrap();
+    CmsContentInfo::encrypt(&to, inner, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// The S/MIME entity of `content` signed by `signer`, as a sealed message carries inside.
+fn signed_by(signer: &str, content: &[u8]) -> Vec<u8> {
+    let none = Stack::new().unwrap();
+    let flags = Pkcs7Flags::BINARY;
+    let p7 = Pkcs7::sign(&demo_cert(signer), &demo_key(signer), &none, content, flags).unwrap();
+    p7.to_smime(content, flags).unwrap()
+}
+
+/// Messages that decrypt for alice (and, one, for bob) but must each be refused for a
+/// different reason: they lead the fuzzer past decryption into every later check.
+fn hostile_sealed() -> Vec<(&'static str, Vec<u8>)> {
+    let (_, invite) = messages().into_iter().next().unwrap(); // bob -> alice
+    let with = |f: &dyn Fn(&mut Rendezvous)| {
+        let mut m = invite.clone();
+        f(&mut m);
+        m.encode().unwrap()
+    };
+    let genuine = invite.encode().unwrap();
+    let stale = with(&|m| m.time = NOW - 100_000);
+    let future = with(&|m| m.time = NOW + 100_000);
+    let wrong_to = with(&|m| m.to = id("carol@lab.example/nas"));
+    let wrong_from = with(&|m| m.from = id("carol@lab.example/nas"));
+    let mut not_canonical = genuine.clone();
+    not_canonical.extend_from_slice(b"extra: 1\n");
+    let none = Stack::new().unwrap();
+    let signed_der = Pkcs7::sign(
+        &demo_cert("bob"),
+        &demo_key("bob"),
+        &none,
+        &genuine,
+        Pkcs7Flags::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    vec![
+        (
+            "refuse-stale.der",
+            encrypt_to("alice", &signed_by("bob", &stale)),
+        ),
+        (
+            "refuse-from-future.der",
+            encrypt_to("alice", &signed_by("bob", &future)),
+        ),
+        (
+            "refuse-recipient-carol.der",
+            encrypt_to("alice", &signed_by("bob", &wrong_to)),
+        ),
+        (
+            "refuse-sender-carol.der",
+            encrypt_to("alice", &signed_by("bob", &wrong_from)),
+        ),
+        (
+            "refuse-malformed.der",
+            encrypt_to("alice", &signed_by("bob", &not_canonical)),
+        ),
+        (
+            "refuse-signer-mallory.der",
+            encrypt_to("alice", &signed_by("mallory", &genuine)),
+        ),
+        (
+            "refuse-signer-carol.der",
+            encrypt_to("alice", &signed_by("carol", &genuine)),
+        ),
+        ("refuse-unsigned.der", encrypt_to("alice", &genuine)),
+        (
+            "refuse-to-carol.der",
+            encrypt_to("carol", &signed_by("bob", &genuine)),
+        ),
+        ("refuse-not-encrypted.der", signed_der),
+        (
+            "refuse-unsigned-to-bob.der",
+            encrypt_to("bob", b"hello bob\n"),
+        ),
+    ]
+}
+
+#[test]
+#[ignore = "writes the committed seed corpora; run by hand"]
+fn generate_seeds() {
+    let sealed = sealed();
+    let hostile = hostile_sealed();
+    write(
+        "corpus",
+        "envelope_open",
+        &sealed
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .chain(hostile.iter().map(|(n, b)| (*n, b.clone())))
+            .collect::<Vec<_>>(),
+    );
+
+    let date = UNIX_EPOCH + Duration::from_secs(NOW - 5);
+    let mails: Vec<(String, Vec<u8>)> = sealed
+        .iter()
+        .map(|(n, b)| {
+            let (from, to) = if n.contains("alice-to-bob") {
+                ("alice@lab.example", "bob@lab.example")
+            } else {
+                ("bob@lab.example", "alice@lab.example")
+            };
+            (
+                n.replace(".der", ".eml"),
+                email::wrap(from, to, b, date).unwrap(),
+            )
+        })
+        .take(2)
+        .collect();
+    let mut mail_files: Vec<(&str, Vec<u8>)> =
+        mails.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    mail_files.push((
+        "not-plexus.eml",
+        b"From: Someone <someone@example.org>\r\nTo: alice@lab.example\r\nSubject: hello\r\n\
+          Date: Thu, 1 Jan 2026 00:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+          Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+          Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+          Hi =C3=A9\r\n--b1--\r\n"
+            .to_vec(),
+    ));
+    mail_files.push((
+        "headers-only.eml",
+        b"From: \"Bob\" <bob@lab.example>\r\nX-Plexus: 1\r\nSubject: =?utf-8?q?plexus?=\r\n\r\n"
+            .to_vec(),
+    ));
+    write("corpus", "email_unwrap", &mail_files);
+
+    let encoded: Vec<(String, Vec<u8>)> = messages()
+        .into_iter()
+        .map(|(n, m)| (format!("{n}.txt"), m.encode().unwrap()))
+        .collect();
+    write(
+        "corpus",
+        "rendezvous_decode",
+        &encoded
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect::<Vec<_>>(),
+    );
+
+    let hs = handshake();
+    write(
+        "corpus",
+        "handshake_decode",
+        &hs.iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect::<Vec<_>>(),
+    );
+
+    write(
+        "corpus",
+        "icmp_errqueue",
+        &[
+            (
+                "time-exceeded",
+                icmp(libc::SO_EE_ORIGIN_ICMP, 11, 0, Some([192, 0, 2, 1])),
+            ),
+            (
+                "port-unreachable",
+                icmp(libc::SO_EE_ORIGIN_ICMP, 3, 3, Some([198, 51, 100, 9])),
+            ),
+            ("no-offender", icmp(libc::SO_EE_ORIGIN_ICMP, 11, 0, None)),
+            ("local-origin", icmp(libc::SO_EE_ORIGIN_LOCAL, 0, 0, None)),
+        ],
+    );
+
+    write(
+        "corpus",
+        "file_name",
+        &[
+            (
+                "ours",
+                b"alice~bob~00000001800000000000000000-1234-0000000001-0123456789abcdef.plexus"
+                    .to_vec(),
+            ),
+            (
+                "mail-addresses",
+                b"alice@lab.example~bob+x@lab.example~a-1.plexus".to_vec(),
+            ),
+            (
+                "claimed",
+                b".claim-0123456789abcdef-alice~bob~1.plexus".to_vec(),
+            ),
+            ("temporary", b".tmp-alice~bob~1.plexus".to_vec()),
+            ("foreign", b"holiday photos.jpg".to_vec()),
+        ],
+    );
+
+    write("corpus", "telegram_updates", &telegram());
+
+    write(
+        "corpus",
+        "plugin_return",
+        &[
+            ("fits", plugin_return(false, 5, 4096, b"hello")),
+            ("over-max", plugin_return(false, 5, 4, b"hello")),
+            ("empty", plugin_return(false, 0, 0, b"")),
+            ("null-with-length", plugin_return(true, 3, 4096, b"abc")),
+            (
+                "length-past-end",
+                plugin_return(false, u64::MAX, u64::MAX, b"xyz"),
+            ),
+        ],
+    );
+
+    write("corpus", "replay_state", &replay_files());
+
+    write(
+        "corpus",
+        "profile_yaml",
+        &[
+            ("email.yaml", PROFILE_EMAIL.as_bytes().to_vec()),
+            ("plugins.yaml", PROFILE_PLUGINS.as_bytes().to_vec()),
+            ("file.yaml", PROFILE_FILE.as_bytes().to_vec()),
+        ],
+    );
+
+    write("corpus", "stun_decode", &stun());
+
+    // Issue 10, defect 1: a non-UTF-8 byte in a header of the decrypted MIME text made
+    // rust-openssl panic while building the error of Pkcs7::from_smime.
+    write(
+        "artifacts",
+        "envelope_open",
+        &[(
+            "regression-non-utf8-inner-header",
+            encrypt_to(
+                "alice",
+                b"MIME-Version: 1.0\r\nContent-Type: application/x-\xff\r\n\
+                  Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n",
+            ),
+        )],
+    );
+}

@@ -28,7 +28,7 @@ const MAX_BOUNDARY: usize = 70;
 
 /// The signature found in the entity, as DER for OpenSSL.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Signed<'a> {
+pub enum Signed<'a> {
     /// A PKCS#7 signed-data that carries its content.
     Opaque { der: Vec<u8> },
     /// A detached PKCS#7 signature over `content`.
@@ -40,7 +40,7 @@ pub(crate) enum Signed<'a> {
 
 /// Why the entity is not one of the two shapes; the text says what was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MimeError(pub String);
+pub struct MimeError(pub String);
 
 impl fmt::Display for MimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,7 +53,7 @@ fn err<T>(m: impl Into<String>) -> Result<T, MimeError> {
 }
 
 /// Read the S/MIME entity `entity` (headers, blank line, body).
-pub(crate) fn parse(entity: &[u8]) -> Result<Signed<'_>, MimeError> {
+pub fn parse(entity: &[u8]) -> Result<Signed<'_>, MimeError> {
     let head = Head::read(entity)?;
     let body = &entity[head.body..];
     let ct = head.content_type()?;

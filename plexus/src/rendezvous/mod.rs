@@ -38,7 +38,9 @@
 //! ```
 
 pub mod message;
-mod mime;
+// Public only for the fuzz targets: the reader of decrypted S/MIME entities.
+#[doc(hidden)]
+pub mod mime;
 pub mod replay;
 pub mod seal;
 

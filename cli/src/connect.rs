@@ -2,30 +2,22 @@
 //! (`plexus --accept --host-id … --email-smtps …`).
 //!
 //! Flags override the profile (`--profile`), which overrides the environment's defaults;
-//! everything is turned once into a validated [`Prepared`] before anything touches the
-//! network.
+//! the result is wired once by the library ([`plexus::Session`]) before anything
+//! touches the network.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use plexus::exec::{CommandConfig, CommandExecutor};
-use plexus::executor::Executor;
-use plexus::identity::PeerId;
-use plexus::mediator::email::{EmailMediator, EmailSettings, SmtpMode};
-use plexus::mediator::Mediator;
-use plexus::plugin::{PluginExecutor, PluginMediator};
+use plexus::exec::CommandConfig;
 use plexus::profile::{
-    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, PluginConfig, PluginLocation, Profile,
-    SmtpTls, DEFAULT_STUN_PORT,
+    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, Profile, SmtpTls, DEFAULT_STUN_PORT,
 };
 use plexus::punch::PunchHops;
-use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness};
 use plexus::secret::SecretSource;
-use plexus::session::{self, ExecutorFactory, Finished, Peer, SessionSettings};
+use plexus::session::Finished;
+use plexus::Session;
 
 use crate::args::Failure;
 
@@ -165,14 +157,6 @@ pub struct ConnectArgs {
     /// every message logs a warning.
     #[arg(long)]
     pub insecure_plaintext: bool,
-}
-
-/// A validated run: everything resolved, nothing connected yet.
-pub struct Prepared {
-    settings: SessionSettings,
-    /// Per peer: its envelope, its address on the channel, its executor.
-    peers: Vec<(Envelope, String, ExecutorFactory)>,
-    mediator: Box<dyn Mediator>,
 }
 
 fn usage(msg: impl Into<String>) -> Failure {
@@ -448,186 +432,10 @@ fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `$XDG_STATE_HOME/plexus` (or `~/.local/state/plexus`); `None` when neither
-/// variable is set.
-fn default_state_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })
-        .map(|base| base.join("plexus"))
-}
-
-/// Where this profile's state lives: beside an explicit replay state file, else the
-/// default state directory.
-fn state_dir(p: &Profile) -> Option<PathBuf> {
-    match &p.replay.state_file {
-        Some(f) => f.parent().map(Path::to_path_buf),
-        None => default_state_dir(),
-    }
-}
-
-/// `<state dir>/replay-HOST-PEER`; `None` when there is no state directory, and then
-/// the caller must refuse rather than keep replay protection in memory only (a restart
-/// would forget every message seen).
-fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
-    Some(default_state_dir()?.join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())))
-}
-
-/// Create the replay state's directory 0700: its file names reveal host and peer ids.
-/// An existing directory of ours that is open to others is tightened.
-fn private_state_dir(dir: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| failed(format!("cannot read {}: {e}", dir.display())))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() == me && meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| failed(format!("cannot make {} private: {e}", dir.display())))?;
-    }
-    Ok(())
-}
-
-fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, Failure> {
-    if p.stun.is_empty() {
-        return Err(usage(
-            "no STUN server: pass --stun HOST[:PORT] (or --stun-ip) or set `stun:` in the profile",
-        ));
-    }
-    let want_v4 = p.bind.is_ipv4();
-    let mut out = Vec::new();
-    for hp in &p.stun {
-        let addrs = (hp.host.as_str(), hp.port)
-            .to_socket_addrs()
-            .map_err(|e| failed(format!("cannot resolve STUN server {hp}: {e}")))?;
-        match addrs.into_iter().find(|a| a.is_ipv4() == want_v4) {
-            Some(a) => out.push(a),
-            None => {
-                return Err(failed(format!(
-                    "STUN server {hp} has no {} address",
-                    if want_v4 { "IPv4" } else { "IPv6" }
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn build_mediator(
-    p: &Profile,
-    extra_peers: &[String],
-) -> Result<(Box<dyn Mediator>, String), Failure> {
-    match &p.mediator {
-        None => Err(usage(
-            "no rendezvous channel: pass --email-smtps/--email-imaps/… or set `mediator:` in the profile",
-        )),
-        Some(MediatorConfig::Email(e)) => {
-            if e.from.is_empty() || e.to.is_empty() {
-                return Err(usage("e-mail rendezvous needs --email-from and --email-to"));
-            }
-            let password = e
-                .password
-                .resolve()
-                .map_err(|er| usage(format!("mail password: {er}")))?;
-            let mut s = EmailSettings::new(
-                &e.smtp.host,
-                &e.login,
-                password,
-                &e.from,
-                &e.to,
-            );
-            s.smtp_port = e.smtp.port;
-            s.smtp_mode = match e.smtp_tls {
-                SmtpTls::Implicit => SmtpMode::ImplicitTls,
-                SmtpTls::Starttls => SmtpMode::StartTls,
-            };
-            s.imap_host = e.imap.host.clone();
-            s.imap_port = e.imap.port;
-            s.ca_file = e.ca_file.clone();
-            s.client_cert = e.client_cert.clone();
-            s.client_key = e.client_key.clone();
-            s.folder = e.folder.clone();
-            s.quarantine_folder = e.quarantine.clone();
-            s.poll_interval = e.poll_interval;
-            s.extra_peers = extra_peers.to_vec();
-            // Mail the server received before any message could still be fresh is
-            // skipped unopened, so a flood of old mail costs nothing.
-            s.max_age = Some(p.replay.window + Duration::from_secs(Freshness::default().max_skew));
-            // Refused UIDs are remembered per mailbox and folder, next to the replay state.
-            s.refused_state = state_dir(p).map(|d| {
-                let key = format!("{}@{}_{}_{}", e.login, e.imap.host, e.imap.port, e.folder);
-                let safe: String = key
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || "@._-".contains(c) { c } else { '_' })
-                    .collect();
-                d.join(format!("email-refused-{safe}"))
-            });
-            let m = EmailMediator::new(s).map_err(|er| usage(er.to_string()))?;
-            Ok((Box::new(m), e.to.clone()))
-        }
-        Some(MediatorConfig::Plugin(pl)) => {
-            let to = pl.to.clone().ok_or_else(|| {
-                usage("the mediator plugin needs `to:` (the peer's address on its channel)")
-            })?;
-            let m = match &pl.location {
-                PluginLocation::Path(path) => PluginMediator::open(path, &pl.settings_json),
-                PluginLocation::Name(n) => PluginMediator::load(n, &pl.settings_json),
-            }
-            .map_err(|e| failed(e.to_string()))?;
-            Ok((Box::new(m), to))
-        }
-    }
-}
-
-fn executor_factory(p: &Profile) -> Result<ExecutorFactory, Failure> {
-    match p.executor.clone() {
-        None => Err(usage(
-            "no executor: pass --exec-command PROGRAM or set `executor:` in the profile",
-        )),
-        Some(ExecutorConfig::Command(c)) => {
-            // Validate once now, so a bad template is a usage error, not a late failure.
-            CommandExecutor::new(c.clone()).map_err(|e| usage(e.to_string()))?;
-            Ok(Arc::new(move || {
-                CommandExecutor::new(c.clone()).map(|e| Box::new(e) as Box<dyn Executor>)
-            }))
-        }
-        Some(ExecutorConfig::Plugin(pl)) => {
-            let load = move |pl: &PluginConfig| match &pl.location {
-                PluginLocation::Path(path) => PluginExecutor::open(path, &pl.settings_json),
-                PluginLocation::Name(n) => PluginExecutor::load(n, &pl.settings_json),
-            };
-            load(&pl).map_err(|e| failed(e.to_string()))?;
-            Ok(Arc::new(move || {
-                load(&pl)
-                    .map(|e| Box::new(e) as Box<dyn Executor>)
-                    .map_err(|e| plexus::executor::ExecError::Config(e.to_string()))
-            }))
-        }
-    }
-}
-
-/// The peer's address on the profile's channel (mail `to`, plugin `to`).
-fn channel_address(p: &Profile) -> Option<String> {
-    match &p.mediator {
-        Some(MediatorConfig::Email(e)) => Some(e.to.clone()),
-        Some(MediatorConfig::Plugin(pl)) => pl.to.clone(),
-        None => None,
-    }
-}
-
-/// Turn the arguments into a ready-to-run session: one peer per `--profile` (at
-/// least one, even without a profile: flags alone describe a peer).
-pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure> {
+/// Load the profiles, apply the environment and the flags, and wire the session:
+/// one peer per `--profile` (at least one, even without a profile: flags alone
+/// describe a peer).
+fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Session, Failure> {
     let names: Vec<Option<&str>> = if args.profile.is_empty() {
         vec![None]
     } else {
@@ -642,136 +450,23 @@ pub fn prepare(args: &ConnectArgs, accepting: bool) -> Result<Prepared, Failure>
         .iter()
         .map(|n| resolve_profile(args, *n))
         .collect::<Result<_, _>>()?;
-    let first = &profiles[0];
-    for p in &profiles[1..] {
-        if p.host.id != first.host.id {
-            return Err(usage(format!(
-                "all profiles of one acceptor must name the same host id ({} vs {})",
-                first.host.id, p.host.id
-            )));
-        }
-    }
-    let extra: Vec<String> = profiles[1..].iter().filter_map(channel_address).collect();
-    let (mediator, peer_address) = build_mediator(first, &extra)?;
-    let stun = resolve_stun(first)?;
-    let mut peers = Vec::new();
-    for p in &profiles {
-        let address = channel_address(p).unwrap_or_else(|| peer_address.clone());
-        peers.push((build_envelope(p)?, address, executor_factory(p)?));
-    }
-    let p = first;
-    let settings = SessionSettings {
-        stun,
-        bind: p.bind,
-        punch_hops: p.punch_hops,
-        discovery_timeout: p.timeouts.discovery,
-        rendezvous_timeout: if accepting && args.rendezvous_timeout.is_none() {
-            None
-        } else {
-            Some(p.timeouts.rendezvous)
-        },
-        handshake_timeout: p.timeouts.handshake,
-        peer_address,
-        max_corridors: p.max_corridors,
-    };
-    Ok(Prepared {
-        settings,
-        peers,
-        mediator,
-    })
-}
-
-/// The sealing envelope of one profile's host/peer pair.
-fn build_envelope(p: &Profile) -> Result<Envelope, Failure> {
-    if p.host.id.is_empty() || p.peer.id.is_empty() {
+    if profiles.iter().any(|p| p.executor.is_none()) {
         return Err(usage(
-            "pass --host-id and --peer-id (or set host.id and peer.id in the profile)",
+            "no executor: pass --exec-command PROGRAM or set `executor:` in the profile",
         ));
     }
-    let host_id = PeerId::parse(&p.host.id).map_err(|e| usage(format!("host id: {e}")))?;
-    let peer_id = PeerId::parse(&p.peer.id).map_err(|e| usage(format!("peer id: {e}")))?;
-    let freshness = Freshness {
-        max_age: p.replay.window.as_secs(),
-        ..Freshness::default()
-    };
-    let replay_state = match p.replay.state_file.clone() {
-        Some(f) => f,
-        None => default_replay_state(&host_id, &peer_id).ok_or_else(|| {
-            usage(
-                "neither HOME nor XDG_STATE_HOME is set, so replay protection has nowhere \
-                 to remember messages: pass --replay-state PATH (profile: replay.state_file)",
-            )
-        })?,
-    };
-    if let Some(dir) = replay_state.parent().filter(|d| !d.as_os_str().is_empty()) {
-        private_state_dir(dir)?;
+    let mut session = Session::from_profiles(&profiles).map_err(|e| {
+        if e.is_usage() {
+            usage(e.to_string())
+        } else {
+            failed(e.to_string())
+        }
+    })?;
+    if accepting && args.rendezvous_timeout.is_none() {
+        // An acceptor waits until told otherwise.
+        session.settings_mut().rendezvous_timeout = None;
     }
-    let envelope = if p.insecure_plaintext {
-        let replay = plexus::rendezvous::ReplayGuard::open(&replay_state)
-            .map_err(|e| failed(e.to_string()))?;
-        Envelope::insecure_plaintext(host_id, peer_id, freshness, replay)
-    } else {
-        let keys = plexus::profile::default_keys_dir();
-        // Not given: the file `plexus cert new --out <config dir>/keys` wrote, if there.
-        let or_default = |given: &Path, stem: &str, ext: &str| -> Option<PathBuf> {
-            if !given.as_os_str().is_empty() {
-                return Some(given.to_path_buf());
-            }
-            let f = keys.as_ref()?.join(format!("{stem}.{ext}"));
-            f.is_file().then_some(f)
-        };
-        let host_cert = or_default(&p.host.cert, &host_id.file_stem(), "pem");
-        let host_key = or_default(&p.host.key, &host_id.file_stem(), "key");
-        let peer_cert = or_default(&p.peer.cert, &peer_id.file_stem(), "pem");
-        let (Some(host_cert), Some(host_key), Some(peer_cert)) =
-            (host_cert.clone(), host_key.clone(), peer_cert.clone())
-        else {
-            let missing: Vec<String> = [
-                (
-                    host_cert.is_none(),
-                    "--smime-cert",
-                    host_id.file_stem(),
-                    "pem",
-                ),
-                (
-                    host_key.is_none(),
-                    "--smime-key",
-                    host_id.file_stem(),
-                    "key",
-                ),
-                (
-                    peer_cert.is_none(),
-                    "--smime-peer",
-                    peer_id.file_stem(),
-                    "pem",
-                ),
-            ]
-            .iter()
-            .filter(|(m, ..)| *m)
-            .map(|(_, flag, stem, ext)| match &keys {
-                Some(k) => format!("{flag} (or {})", k.join(format!("{stem}.{ext}")).display()),
-                None => flag.to_string(),
-            })
-            .collect();
-            return Err(usage(format!(
-                "rendezvous messages are S/MIME sealed: pass {} (or set host.cert, host.key, \
-                 peer.cert in the profile); make a certificate with `plexus cert new`",
-                missing.join(", ")
-            )));
-        };
-        Envelope::from_files(&EnvelopeFiles {
-            host_id,
-            host_cert,
-            host_key,
-            peer_id,
-            peer_cert,
-            ca: p.peer.ca.clone(),
-            replay_state: Some(replay_state),
-            freshness,
-        })
-        .map_err(|e| usage(e.to_string()))?
-    };
-    Ok(envelope)
+    Ok(session)
 }
 
 fn report(f: &Finished) -> Result<(), Failure> {
@@ -790,38 +485,20 @@ pub fn run_invite(args: &ConnectArgs) -> Result<(), Failure> {
     if args.once {
         return Err(usage("--once is for accept"));
     }
-    let mut p = prepare(args, false)?;
-    let (envelope, _, executors) = &mut p.peers[0];
-    let mut executor = executors().map_err(|e| usage(e.to_string()))?;
-    let f = session::invite(
-        &p.settings,
-        envelope,
-        p.mediator.as_mut(),
-        executor.as_mut(),
-    )
-    .map_err(|e| failed(e.to_string()))?;
-    report(&f)
+    let mut session = prepare(args, false)?;
+    let mut executor = session
+        .executor(0)
+        .expect("prepare checked that every peer has an executor")
+        .map_err(|e| usage(e.to_string()))?;
+    let connected = session.invite().map_err(|e| failed(e.to_string()))?;
+    report(&connected.finish(executor.as_mut()))
 }
 
 /// `plexus accept`.
 pub fn run_accept(args: &ConnectArgs) -> Result<(), Failure> {
-    let mut p = prepare(args, true)?;
-    let executors: Vec<ExecutorFactory> = p.peers.iter().map(|(_, _, x)| x.clone()).collect();
-    let mut peers: Vec<Peer<'_>> = p
-        .peers
-        .iter_mut()
-        .map(|(envelope, address, _)| Peer {
-            envelope,
-            address: address.clone(),
-        })
-        .collect();
-    let f = session::accept(
-        &p.settings,
-        &mut peers,
-        p.mediator.as_mut(),
-        &executors,
-        args.once,
-    )
-    .map_err(|e| failed(e.to_string()))?;
+    let mut session = prepare(args, true)?;
+    let f = session
+        .serve(args.once)
+        .map_err(|e| failed(e.to_string()))?;
     report(&f)
 }

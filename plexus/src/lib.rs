@@ -11,6 +11,8 @@
 //! - [`plugin`]: loads mediator and executor plugins from dynamic libraries (C ABI).
 //! - [`identity`]: peer ids, certificates and keys (`plexus cert new`).
 //! - [`rendezvous`]: the invite/accept message, S/MIME sealing and replay protection.
+//! - [`session`]: one invitation end to end (discovery, rendezvous, punch, handshake).
+//! - [`setup`]: the entry point: a profile in, a [`Session`] out, a punched path back.
 
 pub mod exec;
 pub mod executor;
@@ -23,4 +25,8 @@ pub mod punch;
 pub mod rendezvous;
 pub mod secret;
 pub mod session;
+pub mod setup;
 pub mod stun;
+
+pub use session::Connected;
+pub use setup::{Session, SetupError};

@@ -421,6 +421,16 @@ pub fn invite(
     mediator: &mut dyn Mediator,
     executor: &mut dyn Executor,
 ) -> Result<Finished, SessionError> {
+    connect_invite(settings, envelope, mediator).map(|c| c.finish(executor))
+}
+
+/// Invite the peer and punch; the punched socket is returned with the corridor, for the
+/// caller to use or to hand to an executor ([`Connected::run`]).
+pub fn connect_invite(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+) -> Result<Connected, SessionError> {
     let start = Instant::now();
     let stun_server = need_stun(settings)?;
     // The corridor socket's binding and discovery's probes use different sockets and
@@ -521,13 +531,53 @@ pub fn invite(
         corridor.peer,
         timeline.total.as_millis()
     );
-    drop(socket);
-    let exec = run_executor(executor, &corridor);
-    Ok(Finished {
+    Ok(Connected {
+        socket,
         corridor,
         timeline,
-        exec,
     })
+}
+
+/// A punched, authenticated path: the caller owns the socket.
+#[derive(Debug)]
+pub struct Connected {
+    /// The socket the path was punched from: the NAT mapping belongs to it.
+    pub socket: UdpSocket,
+    /// Both endpoints, both ids and the session key.
+    pub corridor: Corridor,
+    /// Where the time went.
+    pub timeline: Timeline,
+}
+
+impl Connected {
+    /// The 256-bit key both sides derived in the handshake (e.g. a pre-shared key for
+    /// the caller's own tunnel).
+    pub fn key(&self) -> &crate::executor::SessionKey {
+        &self.corridor.key
+    }
+
+    /// Release the socket and run `executor` on the corridor (it binds the inner
+    /// endpoint itself, as the original tool's programs do).
+    pub fn run(self, executor: &mut dyn Executor) -> Result<ExecReport, ExecError> {
+        drop(self.socket);
+        run_executor(executor, &self.corridor)
+    }
+
+    /// [`Connected::run`], keeping the corridor and the timeline for a report.
+    pub fn finish(self, executor: &mut dyn Executor) -> Finished {
+        let Connected {
+            socket,
+            corridor,
+            timeline,
+        } = self;
+        drop(socket);
+        let exec = run_executor(executor, &corridor);
+        Finished {
+            corridor,
+            timeline,
+            exec,
+        }
+    }
 }
 
 /// Hand `sealed` to the mediator, retrying a transport failure a few times: on a lossy
@@ -717,10 +767,11 @@ pub type ExecutorFactory =
 /// Serve invitations: for each valid invite, punch, answer, handshake and run a fresh
 /// executor in its own thread, then go back to waiting. With `once`, handle a single
 /// invite and return its result; otherwise this returns only on an error (or when the
-/// rendezvous timeout, if any, runs out). Refused or failed invitations are logged and
-/// the acceptor keeps waiting. `peers` are the configured peers (one mediator serves
-/// them all; `settings.peer_address` is not used here); `executors[i]` runs the
-/// corridors of `peers[i]`.
+/// rendezvous timeout, if any, runs out), after the corridors still running have ended.
+/// Refused or failed invitations are logged and the acceptor keeps waiting. `peers`
+/// are the configured peers (one mediator serves them all; `settings.peer_address` is
+/// not used here); `executors[i]` runs the corridors of `peers[i]`. At most
+/// `settings.max_corridors` corridors run at once.
 pub fn accept(
     settings: &SessionSettings,
     peers: &mut [Peer<'_>],
@@ -728,51 +779,161 @@ pub fn accept(
     executors: &[ExecutorFactory],
     once: bool,
 ) -> Result<Finished, SessionError> {
-    let stun_server = need_stun(settings)?;
-    if peers.len() != executors.len() || peers.is_empty() {
+    if peers.len() != executors.len() {
         return Err(SessionError::Settings(format!(
             "accept needs one executor per peer ({} peers, {} executors)",
             peers.len(),
             executors.len()
         )));
     }
-    let report = discover(settings)?;
-    // Corridors running now (handshake or executor), to bound them.
-    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let facts = facts_of(&report);
-    let started = Instant::now();
-    let names: Vec<String> = peers
-        .iter()
-        .map(|p| p.envelope.peer_id().to_string())
-        .collect();
-    info!(
-        "waiting for invites from {} via {}…",
-        names.join(", "),
-        mediator.name()
-    );
+    let listening = Listening::start(settings, peers, mediator)?;
+    let mut corridors: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let result = loop {
+        // Finished corridors are joined here, so the count below is of live ones.
+        let (done, live): (Vec<_>, Vec<_>) = corridors.drain(..).partition(|h| h.is_finished());
+        corridors = live;
+        for h in done {
+            let _ = h.join();
+        }
+        let next = match listening.next(settings, peers, mediator, once, corridors.len()) {
+            Ok(Some(next)) => next,
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        };
+        let factory = executors[next.peer].clone();
+        let run = move || -> Result<Finished, SessionError> {
+            let connected = next.handshake()?;
+            Ok(match factory() {
+                Ok(mut ex) => connected.finish(ex.as_mut()),
+                Err(e) => Finished {
+                    corridor: connected.corridor,
+                    timeline: connected.timeline,
+                    exec: Err(e),
+                },
+            })
+        };
+        if once {
+            break run();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("corridor".into())
+            .spawn(move || {
+                if let Err(e) = run() {
+                    warn!("corridor failed: {e}");
+                }
+            });
+        match spawned {
+            Ok(h) => corridors.push(h),
+            Err(e) => warn!("cannot start a thread for the corridor: {e}"),
+        }
+    };
+    if !corridors.is_empty() {
+        info!("waiting for {} running corridor(s) to end", corridors.len());
+    }
+    for h in corridors {
+        let _ = h.join();
+    }
+    result
+}
+
+/// Wait for one valid invite from any of `peers`, answer it and punch: the path is
+/// returned to the caller (no executor runs). A refused message is logged and waited
+/// past; an invite that fails after it was answered (the handshake timed out) is
+/// returned as the error.
+pub fn accept_one(
+    settings: &SessionSettings,
+    peers: &mut [Peer<'_>],
+    mediator: &mut dyn Mediator,
+) -> Result<Connected, SessionError> {
+    let listening = Listening::start(settings, peers, mediator)?;
     loop {
+        if let Some(next) = listening.next(settings, peers, mediator, true, 0)? {
+            return next.handshake();
+        }
+    }
+}
+
+/// An acceptor that has measured its NAT and waits for invites.
+struct Listening {
+    stun_server: SocketAddr,
+    facts: NatFacts,
+    started: Instant,
+}
+
+/// An invite answered and punched toward, its handshake still to run.
+struct Answered {
+    peer: usize,
+    prepared: Prepared,
+    handshake_timeout: Duration,
+    session_start: Instant,
+    host_id: String,
+    peer_id: String,
+}
+
+impl Listening {
+    fn start(
+        settings: &SessionSettings,
+        peers: &[Peer<'_>],
+        mediator: &dyn Mediator,
+    ) -> Result<Listening, SessionError> {
+        let stun_server = need_stun(settings)?;
+        if peers.is_empty() {
+            return Err(SessionError::Settings(
+                "accept needs at least one peer".into(),
+            ));
+        }
+        let report = discover(settings)?;
+        let names: Vec<String> = peers
+            .iter()
+            .map(|p| p.envelope.peer_id().to_string())
+            .collect();
+        info!(
+            "waiting for invites from {} via {}…",
+            names.join(", "),
+            mediator.name()
+        );
+        Ok(Listening {
+            stun_server,
+            facts: facts_of(&report),
+            started: Instant::now(),
+        })
+    }
+
+    /// The next invite answered: `Ok(None)` when one was refused or failed and the
+    /// acceptor should wait on (with `once`, such a failure is returned instead).
+    /// `running` corridors count against `max_corridors`.
+    fn next(
+        &self,
+        settings: &SessionSettings,
+        peers: &mut [Peer<'_>],
+        mediator: &mut dyn Mediator,
+        once: bool,
+        running: usize,
+    ) -> Result<Option<Answered>, SessionError> {
         let remaining = settings
             .rendezvous_timeout
-            .map(|t| t.checked_sub(started.elapsed()).unwrap_or_default());
+            .map(|t| t.checked_sub(self.started.elapsed()).unwrap_or_default());
         let (who, invite) = wait_for(peers, mediator, |m| m.kind == Kind::Invite, remaining, None)?;
-        let peer = &mut peers[who];
         let session_start = Instant::now();
-        if let Err(e) = check_endpoints(&invite) {
+        let give_up = |e: SessionError| {
             warn!("invite {} refused: {e}", invite.session.to_hex());
             if once {
-                return Err(e);
+                Err(e)
+            } else {
+                Ok(None)
             }
-            continue;
+        };
+        if let Err(e) = check_endpoints(&invite) {
+            return give_up(e);
         }
-        let busy = running.load(std::sync::atomic::Ordering::SeqCst);
-        if busy >= settings.max_corridors.max(1) {
+        if running >= settings.max_corridors.max(1) {
             warn!(
-                "invite {} from {} refused: {busy} corridors are running, the most allowed \
+                "invite {} from {} refused: {running} corridors are running, the most allowed \
                  (max_corridors); the peer may invite again when one ends",
                 invite.session.to_hex(),
                 invite.from
             );
-            continue;
+            return Ok(None);
         }
         info!(
             "invite from {} (session {}) at {:?}, NAT {}",
@@ -781,91 +942,68 @@ pub fn accept(
             invite.mapped,
             describe_facts(&invite.nat)
         );
-        let prepared = match answer(settings, stun_server, peer, mediator, &invite, facts) {
+        let peer = &mut peers[who];
+        let prepared = match answer(
+            settings,
+            self.stun_server,
+            peer,
+            mediator,
+            &invite,
+            self.facts,
+        ) {
             Ok(p) => p,
-            Err(e) => {
-                warn!("invite {} failed: {e}", invite.session.to_hex());
-                if once {
-                    return Err(e);
-                }
-                continue;
-            }
+            Err(e) => return give_up(e),
         };
-        let settings2 = settings.clone();
-        let host_id = peer.envelope.host_id().to_string();
-        let peer_id = peer.envelope.peer_id().to_string();
-        let factory = executors[who].clone();
-        let run = move || -> Result<Finished, SessionError> {
-            let Prepared {
-                socket,
-                mapped,
-                core,
-                repunch,
-                mut timeline,
-            } = prepared;
-            let t = Instant::now();
-            let connected = punch::run_handshake_repunching(
-                &socket,
-                core,
-                Instant::now()
-                    + settings2.handshake_timeout
-                    + ACCEPT_DELIVERY
-                    + Duration::from_secs(3),
-                repunch,
-            )
-            .map_err(SessionError::Punch)?;
-            timeline.handshake = t.elapsed();
-            timeline.total = session_start.elapsed();
-            let corridor = Corridor {
-                inner: inner_endpoint(&socket, connected.peer),
-                outer: mapped,
-                peer: connected.peer,
-                host_id,
-                peer_id,
-                key: connected.key,
-                accepted: true,
-            };
-            info!(
-                "connected to {} in {} ms ({timeline})",
-                corridor.peer,
-                timeline.total.as_millis()
-            );
-            drop(socket);
-            let exec = match factory() {
-                Ok(mut ex) => run_executor(ex.as_mut(), &corridor),
-                Err(e) => Err(e),
-            };
-            Ok(Finished {
-                corridor,
-                timeline,
-                exec,
-            })
-        };
-        if once {
-            return run();
-        }
-        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let slot = Slot(running.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("corridor-{}", invite.session.to_hex()))
-            .spawn(move || {
-                let _slot = slot;
-                if let Err(e) = run() {
-                    warn!("corridor failed: {e}");
-                }
-            });
-        if let Err(e) = spawned {
-            warn!("cannot start a thread for the corridor: {e}");
-        }
+        Ok(Some(Answered {
+            peer: who,
+            prepared,
+            handshake_timeout: settings.handshake_timeout,
+            session_start,
+            host_id: peer.envelope.host_id().to_string(),
+            peer_id: peer.envelope.peer_id().to_string(),
+        }))
     }
 }
 
-/// One running corridor counted in the acceptor's total; released however it ends.
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+impl Answered {
+    /// Run the handshake (re-punching while the accept travels) to the open corridor.
+    fn handshake(self) -> Result<Connected, SessionError> {
+        let Prepared {
+            socket,
+            mapped,
+            core,
+            repunch,
+            mut timeline,
+        } = self.prepared;
+        let t = Instant::now();
+        let connected = punch::run_handshake_repunching(
+            &socket,
+            core,
+            Instant::now() + self.handshake_timeout + ACCEPT_DELIVERY + Duration::from_secs(3),
+            repunch,
+        )
+        .map_err(SessionError::Punch)?;
+        timeline.handshake = t.elapsed();
+        timeline.total = self.session_start.elapsed();
+        let corridor = Corridor {
+            inner: inner_endpoint(&socket, connected.peer),
+            outer: mapped,
+            peer: connected.peer,
+            host_id: self.host_id,
+            peer_id: self.peer_id,
+            key: connected.key,
+            accepted: true,
+        };
+        info!(
+            "connected to {} in {} ms ({timeline})",
+            corridor.peer,
+            timeline.total.as_millis()
+        );
+        Ok(Connected {
+            socket,
+            corridor,
+            timeline,
+        })
     }
 }
 

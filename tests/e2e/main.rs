@@ -10,6 +10,7 @@ mod cli;
 mod corridor;
 mod hostile;
 mod lab_sanity;
+mod library;
 mod mail;
 mod nat;
 mod plugins;

@@ -1,0 +1,517 @@
+//! The library's entry point: a validated [`Profile`] in, a ready [`Session`] out, and
+//! from it a punched path the caller owns ([`Connected`]).
+//!
+//! ```no_run
+//! use plexus::profile::Profile;
+//! use plexus::Session;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let profile = Profile::load("bob")?; // ~/.config/plexus/profiles/bob.yaml
+//! let connected = Session::from_profile(&profile)?.invite()?;
+//! // The punched socket, the peer's endpoint and the 256-bit session key are ours now.
+//! connected.socket.send_to(b"hello", connected.corridor.peer)?;
+//! println!("session key {}", connected.key().to_hex().as_str());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Running an executor on the path is a separate, optional step:
+//! [`Connected::run`] releases the socket and starts it, the way the `plexus` command
+//! does. Everything here is wired from the profile the same way for the command line
+//! and for a library user: the S/MIME envelope (pinned certificate, replay state), the
+//! mediator (built-in e-mail or a plugin), the STUN servers and, when the profile names
+//! one, the executor.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::exec::CommandExecutor;
+use crate::executor::{ExecError, Executor};
+use crate::identity::PeerId;
+use crate::mediator::email::{EmailMediator, EmailSettings, SmtpMode};
+use crate::mediator::Mediator;
+use crate::plugin::{PluginError, PluginExecutor, PluginMediator};
+use crate::profile::{
+    ExecutorConfig, MediatorConfig, PluginConfig, PluginLocation, Profile, SmtpTls,
+};
+use crate::rendezvous::{Envelope, EnvelopeFiles, Freshness, ReplayError, ReplayGuard};
+pub use crate::session::Connected;
+use crate::session::{self, ExecutorFactory, Finished, Peer, SessionError, SessionSettings};
+
+/// Why a profile could not be turned into a session. [`SetupError::is_usage`] tells
+/// settings the user must change from a resource that could not be had.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A setting is missing, contradictory or invalid (named in the message).
+    Settings(String),
+    /// This host's or the peer's certificate or key, or the CA, could not be used.
+    Identity(crate::rendezvous::SetupError),
+    /// A mediator or executor plugin could not be loaded.
+    Plugin(PluginError),
+    /// A STUN server's name could not be resolved to an address of the bind family.
+    Stun(String),
+    /// The state directory could not be created or made private.
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The replay state file could not be opened.
+    Replay(ReplayError),
+}
+
+impl SetupError {
+    /// Whether the user must change a setting (the command line's exit code 2), as
+    /// opposed to a resource that failed (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SetupError::Settings(_) | SetupError::Identity(_))
+    }
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Settings(m) | SetupError::Stun(m) => f.write_str(m),
+            SetupError::Identity(e) => write!(f, "{e}"),
+            SetupError::Plugin(e) => write!(f, "{e}"),
+            SetupError::State { path, source } => {
+                write!(
+                    f,
+                    "cannot prepare the state directory {}: {source}",
+                    path.display()
+                )
+            }
+            SetupError::Replay(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Identity(e) => Some(e),
+            SetupError::Plugin(e) => Some(e),
+            SetupError::State { source, .. } => Some(source),
+            SetupError::Replay(e) => Some(e),
+            SetupError::Settings(_) | SetupError::Stun(_) => None,
+        }
+    }
+}
+
+fn settings(m: impl Into<String>) -> SetupError {
+    SetupError::Settings(m.into())
+}
+
+/// One peer of a session: how to seal to it, where it is on the channel, and what runs
+/// on its corridors (when the profile names an executor).
+struct PeerSetup {
+    envelope: Envelope,
+    address: String,
+    executor: Option<ExecutorFactory>,
+}
+
+/// A session wired from one profile (or, to accept for several peers through one
+/// mailbox, several): nothing has touched the network yet.
+pub struct Session {
+    settings: SessionSettings,
+    peers: Vec<PeerSetup>,
+    mediator: Box<dyn Mediator>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("settings", &self.settings)
+            .field(
+                "peers",
+                &self.peers.iter().map(|p| &p.address).collect::<Vec<_>>(),
+            )
+            .field("mediator", &self.mediator.name())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session with the one peer `profile` describes.
+    pub fn from_profile(profile: &Profile) -> Result<Session, SetupError> {
+        Session::from_profiles(std::slice::from_ref(profile))
+    }
+
+    /// A session for accepting invites from several peers through the first profile's
+    /// mediator (the others' channel addresses are listened for too). All profiles must
+    /// name the same host.
+    pub fn from_profiles(profiles: &[Profile]) -> Result<Session, SetupError> {
+        let Some(first) = profiles.first() else {
+            return Err(settings("no profile given"));
+        };
+        for p in &profiles[1..] {
+            if p.host.id != first.host.id {
+                return Err(settings(format!(
+                    "all profiles of one acceptor must name the same host id ({} vs {})",
+                    first.host.id, p.host.id
+                )));
+            }
+        }
+        let extra: Vec<String> = profiles[1..].iter().filter_map(channel_address).collect();
+        let (mediator, peer_address) = build_mediator(first, &extra)?;
+        let stun = resolve_stun(first)?;
+        let mut peers = Vec::new();
+        for p in profiles {
+            peers.push(PeerSetup {
+                envelope: build_envelope(p)?,
+                address: channel_address(p).unwrap_or_else(|| peer_address.clone()),
+                executor: executor_factory(p)?,
+            });
+        }
+        let settings = SessionSettings {
+            stun,
+            bind: first.bind,
+            punch_hops: first.punch_hops,
+            discovery_timeout: first.timeouts.discovery,
+            rendezvous_timeout: Some(first.timeouts.rendezvous),
+            handshake_timeout: first.timeouts.handshake,
+            peer_address,
+            max_corridors: first.max_corridors,
+        };
+        Ok(Session {
+            settings,
+            peers,
+            mediator,
+        })
+    }
+
+    /// The resolved settings (e.g. to wait forever: `rendezvous_timeout = None`).
+    pub fn settings_mut(&mut self) -> &mut SessionSettings {
+        &mut self.settings
+    }
+
+    /// A fresh executor for peer `i`'s corridors, as its profile names it (`None`
+    /// without an `executor:`).
+    pub fn executor(&self, i: usize) -> Option<Result<Box<dyn Executor>, ExecError>> {
+        self.peers.get(i)?.executor.as_ref().map(|f| f())
+    }
+
+    /// Invite the (one) peer and punch: the path is the caller's.
+    pub fn invite(&mut self) -> Result<Connected, SessionError> {
+        let [peer] = &mut self.peers[..] else {
+            return Err(SessionError::Settings(format!(
+                "invite talks to one peer; this session has {}",
+                self.peers.len()
+            )));
+        };
+        session::connect_invite(&self.settings, &mut peer.envelope, self.mediator.as_mut())
+    }
+
+    /// Wait for one valid invite from any configured peer, answer it and punch: the
+    /// path is the caller's. Refused messages are logged and waited past.
+    pub fn accept(&mut self) -> Result<Connected, SessionError> {
+        let mut peers = session_peers(&mut self.peers);
+        session::accept_one(&self.settings, &mut peers, self.mediator.as_mut())
+    }
+
+    /// Serve invites as `plexus accept` does: each corridor runs its peer's executor in
+    /// a thread of its own while this goes back to waiting. With `once`, handle one
+    /// invite and return its result; otherwise return only on an error or when the
+    /// rendezvous timeout (if any) runs out.
+    pub fn serve(&mut self, once: bool) -> Result<Finished, SessionError> {
+        let executors = self
+            .peers
+            .iter()
+            .map(|p| p.executor.clone())
+            .collect::<Option<Vec<ExecutorFactory>>>()
+            .ok_or_else(|| {
+                SessionError::Settings("serving needs an executor for every peer".into())
+            })?;
+        let mut peers = session_peers(&mut self.peers);
+        session::accept(
+            &self.settings,
+            &mut peers,
+            self.mediator.as_mut(),
+            &executors,
+            once,
+        )
+    }
+}
+
+/// The session layer's view of the peers (borrowing their envelopes).
+fn session_peers(peers: &mut [PeerSetup]) -> Vec<Peer<'_>> {
+    peers
+        .iter_mut()
+        .map(|p| Peer {
+            envelope: &mut p.envelope,
+            address: p.address.clone(),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring one profile.
+
+/// The peer's address on the profile's channel (mail `to`, plugin `to`).
+fn channel_address(p: &Profile) -> Option<String> {
+    match &p.mediator {
+        Some(MediatorConfig::Email(e)) => Some(e.to.clone()),
+        Some(MediatorConfig::Plugin(pl)) => pl.to.clone(),
+        None => None,
+    }
+}
+
+/// `$XDG_STATE_HOME/plexus` (or `~/.local/state/plexus`); `None` when neither variable
+/// is set.
+pub fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
+        .map(|base| base.join("plexus"))
+}
+
+/// Where this profile's state lives: beside an explicit replay state file, else the
+/// default state directory.
+fn state_dir(p: &Profile) -> Option<PathBuf> {
+    match &p.replay.state_file {
+        Some(f) => f.parent().map(Path::to_path_buf),
+        None => default_state_dir(),
+    }
+}
+
+/// Create the state directory 0700: its file names reveal host and peer ids. An
+/// existing directory of ours that is open to others is tightened.
+fn private_state_dir(dir: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let fail = |source| SetupError::State {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    let meta = std::fs::metadata(dir).map_err(fail)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, SetupError> {
+    if p.stun.is_empty() {
+        return Err(settings(
+            "no STUN server: pass --stun HOST[:PORT] (or --stun-ip) or set `stun:` in the profile",
+        ));
+    }
+    let want_v4 = p.bind.is_ipv4();
+    let mut out = Vec::new();
+    for hp in &p.stun {
+        let addrs = (hp.host.as_str(), hp.port)
+            .to_socket_addrs()
+            .map_err(|e| SetupError::Stun(format!("cannot resolve STUN server {hp}: {e}")))?;
+        match addrs.into_iter().find(|a| a.is_ipv4() == want_v4) {
+            Some(a) => out.push(a),
+            None => {
+                return Err(SetupError::Stun(format!(
+                    "STUN server {hp} has no {} address",
+                    if want_v4 { "IPv4" } else { "IPv6" }
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn build_mediator(
+    p: &Profile,
+    extra_peers: &[String],
+) -> Result<(Box<dyn Mediator>, String), SetupError> {
+    match &p.mediator {
+        None => Err(settings(
+            "no rendezvous channel: pass --email-smtps/--email-imaps/… or set `mediator:` in the profile",
+        )),
+        Some(MediatorConfig::Email(e)) => {
+            if e.from.is_empty() || e.to.is_empty() {
+                return Err(settings("e-mail rendezvous needs --email-from and --email-to"));
+            }
+            let password = e
+                .password
+                .resolve()
+                .map_err(|er| settings(format!("mail password: {er}")))?;
+            let mut s = EmailSettings::new(&e.smtp.host, &e.login, password, &e.from, &e.to);
+            s.smtp_port = e.smtp.port;
+            s.smtp_mode = match e.smtp_tls {
+                SmtpTls::Implicit => SmtpMode::ImplicitTls,
+                SmtpTls::Starttls => SmtpMode::StartTls,
+            };
+            s.imap_host = e.imap.host.clone();
+            s.imap_port = e.imap.port;
+            s.ca_file = e.ca_file.clone();
+            s.client_cert = e.client_cert.clone();
+            s.client_key = e.client_key.clone();
+            s.folder = e.folder.clone();
+            s.quarantine_folder = e.quarantine.clone();
+            s.poll_interval = e.poll_interval;
+            s.extra_peers = extra_peers.to_vec();
+            // Mail the server received before any message could still be fresh is
+            // skipped unopened, so a flood of old mail costs nothing.
+            s.max_age = Some(p.replay.window + Duration::from_secs(Freshness::default().max_skew));
+            // Refused UIDs are remembered per mailbox and folder, next to the replay state.
+            s.refused_state = state_dir(p).map(|d| {
+                let key = format!("{}@{}_{}_{}", e.login, e.imap.host, e.imap.port, e.folder);
+                let safe: String = key
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "@._-".contains(c) { c } else { '_' })
+                    .collect();
+                d.join(format!("email-refused-{safe}"))
+            });
+            let m = EmailMediator::new(s).map_err(|er| settings(er.to_string()))?;
+            Ok((Box::new(m), e.to.clone()))
+        }
+        Some(MediatorConfig::Plugin(pl)) => {
+            let to = pl.to.clone().ok_or_else(|| {
+                settings("the mediator plugin needs `to:` (the peer's address on its channel)")
+            })?;
+            let m = match &pl.location {
+                PluginLocation::Path(path) => PluginMediator::open(path, &pl.settings_json),
+                PluginLocation::Name(n) => PluginMediator::load(n, &pl.settings_json),
+            }
+            .map_err(SetupError::Plugin)?;
+            Ok((Box::new(m), to))
+        }
+    }
+}
+
+/// A factory of fresh executors for the profile's `executor:`, checked now so that a
+/// bad template or a missing plugin is a setup error, not a late failure.
+fn executor_factory(p: &Profile) -> Result<Option<ExecutorFactory>, SetupError> {
+    match p.executor.clone() {
+        None => Ok(None),
+        Some(ExecutorConfig::Command(c)) => {
+            CommandExecutor::new(c.clone()).map_err(|e| settings(e.to_string()))?;
+            Ok(Some(Arc::new(move || {
+                CommandExecutor::new(c.clone()).map(|e| Box::new(e) as Box<dyn Executor>)
+            })))
+        }
+        Some(ExecutorConfig::Plugin(pl)) => {
+            let load = move |pl: &PluginConfig| match &pl.location {
+                PluginLocation::Path(path) => PluginExecutor::open(path, &pl.settings_json),
+                PluginLocation::Name(n) => PluginExecutor::load(n, &pl.settings_json),
+            };
+            load(&pl).map_err(SetupError::Plugin)?;
+            Ok(Some(Arc::new(move || {
+                load(&pl)
+                    .map(|e| Box::new(e) as Box<dyn Executor>)
+                    .map_err(|e| ExecError::Config(e.to_string()))
+            })))
+        }
+    }
+}
+
+/// `<state dir>/replay-HOST-PEER`; `None` when there is no state directory, and then
+/// the caller must refuse rather than keep replay protection in memory only (a restart
+/// would forget every message seen).
+fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
+    Some(default_state_dir()?.join(format!("replay-{}-{}", host.file_stem(), peer.file_stem())))
+}
+
+/// The sealing envelope of one profile's host/peer pair.
+fn build_envelope(p: &Profile) -> Result<Envelope, SetupError> {
+    if p.host.id.is_empty() || p.peer.id.is_empty() {
+        return Err(settings(
+            "pass --host-id and --peer-id (or set host.id and peer.id in the profile)",
+        ));
+    }
+    let host_id = PeerId::parse(&p.host.id).map_err(|e| settings(format!("host id: {e}")))?;
+    let peer_id = PeerId::parse(&p.peer.id).map_err(|e| settings(format!("peer id: {e}")))?;
+    let freshness = Freshness {
+        max_age: p.replay.window.as_secs(),
+        ..Freshness::default()
+    };
+    let replay_state = match p.replay.state_file.clone() {
+        Some(f) => f,
+        None => default_replay_state(&host_id, &peer_id).ok_or_else(|| {
+            settings(
+                "neither HOME nor XDG_STATE_HOME is set, so replay protection has nowhere \
+                 to remember messages: pass --replay-state PATH (profile: replay.state_file)",
+            )
+        })?,
+    };
+    if let Some(dir) = replay_state.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_state_dir(dir)?;
+    }
+    if p.insecure_plaintext {
+        let replay = ReplayGuard::open(&replay_state).map_err(SetupError::Replay)?;
+        return Ok(Envelope::insecure_plaintext(
+            host_id, peer_id, freshness, replay,
+        ));
+    }
+    let keys = crate::profile::default_keys_dir();
+    // Not given: the file `plexus cert new --out <config dir>/keys` wrote, if there.
+    let or_default = |given: &Path, stem: &str, ext: &str| -> Option<PathBuf> {
+        if !given.as_os_str().is_empty() {
+            return Some(given.to_path_buf());
+        }
+        let f = keys.as_ref()?.join(format!("{stem}.{ext}"));
+        f.is_file().then_some(f)
+    };
+    let host_cert = or_default(&p.host.cert, &host_id.file_stem(), "pem");
+    let host_key = or_default(&p.host.key, &host_id.file_stem(), "key");
+    let peer_cert = or_default(&p.peer.cert, &peer_id.file_stem(), "pem");
+    let (Some(host_cert), Some(host_key), Some(peer_cert)) =
+        (host_cert.clone(), host_key.clone(), peer_cert.clone())
+    else {
+        let missing: Vec<String> = [
+            (
+                host_cert.is_none(),
+                "--smime-cert",
+                host_id.file_stem(),
+                "pem",
+            ),
+            (
+                host_key.is_none(),
+                "--smime-key",
+                host_id.file_stem(),
+                "key",
+            ),
+            (
+                peer_cert.is_none(),
+                "--smime-peer",
+                peer_id.file_stem(),
+                "pem",
+            ),
+        ]
+        .iter()
+        .filter(|(m, ..)| *m)
+        .map(|(_, flag, stem, ext)| match &keys {
+            Some(k) => format!("{flag} (or {})", k.join(format!("{stem}.{ext}")).display()),
+            None => flag.to_string(),
+        })
+        .collect();
+        return Err(settings(format!(
+            "rendezvous messages are S/MIME sealed: pass {} (or set host.cert, host.key, \
+             peer.cert in the profile); make a certificate with `plexus cert new`",
+            missing.join(", ")
+        )));
+    };
+    Envelope::from_files(&EnvelopeFiles {
+        host_id,
+        host_cert,
+        host_key,
+        peer_id,
+        peer_cert,
+        ca: p.peer.ca.clone(),
+        replay_state: Some(replay_state),
+        freshness,
+    })
+    .map_err(SetupError::Identity)
+}

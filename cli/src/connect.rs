@@ -333,7 +333,7 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
                 client_key: None,
                 folder: "INBOX".into(),
                 quarantine: None,
-                poll_interval: Duration::from_secs(30),
+                poll_interval: plexus::mediator::email::DEFAULT_POLL_INTERVAL,
             }
         }
     };

@@ -935,7 +935,10 @@ impl Profile {
                     client_key: e.client_key.map(|f| resolve_path(&dir, f)),
                     folder: e.folder.unwrap_or_else(|| "INBOX".into()),
                     quarantine: e.quarantine,
-                    poll_interval: Duration::from_secs(e.poll_interval_s.unwrap_or(5)),
+                    poll_interval: e
+                        .poll_interval_s
+                        .map(Duration::from_secs)
+                        .unwrap_or(crate::mediator::email::DEFAULT_POLL_INTERVAL),
                 }))
             }
             Some(OneOf::Second(pl)) => Some(MediatorConfig::Plugin(plugin(

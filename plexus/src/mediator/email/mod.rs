@@ -68,6 +68,10 @@ pub enum SmtpMode {
     StartTls,
 }
 
+/// Polling interval when the server has no IDLE: the one default, whether the settings
+/// come from a profile, from flags or from code.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Settings of the e-mail mediator (already validated and resolved by the profile layer).
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
@@ -123,7 +127,7 @@ pub struct EmailSettings {
 }
 
 impl EmailSettings {
-    /// Settings with the usual ports (465 implicit TLS, 993), INBOX, IDLE, 30 s polling.
+    /// Settings with the usual ports (465 implicit TLS, 993), INBOX, IDLE, 5 s polling.
     pub fn new(host: &str, login: &str, password: Secret, from: &str, peer: &str) -> EmailSettings {
         EmailSettings {
             smtp_host: host.to_string(),
@@ -142,7 +146,7 @@ impl EmailSettings {
             folder: "INBOX".to_string(),
             done_folder: None,
             quarantine_folder: None,
-            poll_interval: Duration::from_secs(30),
+            poll_interval: DEFAULT_POLL_INTERVAL,
             idle_timeout: Duration::from_secs(25 * 60),
             use_idle: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,

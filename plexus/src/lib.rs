@@ -14,6 +14,7 @@
 //! - [`session`]: one invitation end to end (discovery, rendezvous, punch, handshake).
 //! - [`setup`]: the entry point: a profile in, a [`Session`] out, a punched path back.
 
+mod base64;
 pub mod exec;
 pub mod executor;
 pub mod identity;

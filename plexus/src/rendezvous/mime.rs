@@ -400,48 +400,8 @@ fn part_end(body: &[u8], start: usize, delim: usize) -> usize {
     end
 }
 
-/// Strict base64 (RFC 4648 alphabet): line breaks, spaces and tabs are skipped, '='
-/// only at the end, anything else is refused.
 fn base64_decode(body: &[u8]) -> Result<Vec<u8>, MimeError> {
-    let mut out = Vec::with_capacity(body.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut n = 0usize;
-    let mut pad = 0usize;
-    for &c in body {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
-            b'\r' | b'\n' | b' ' | b'\t' => continue,
-            _ => {
-                return err(format!(
-                    "the body holds the byte 0x{c:02x}, which is not base64"
-                ))
-            }
-        };
-        if pad > 0 {
-            return err("base64 data after '=' padding");
-        }
-        acc = (acc << 6) | u32::from(v);
-        n += 1;
-        if n % 4 == 0 {
-            out.extend_from_slice(&acc.to_be_bytes()[1..]);
-            acc = 0;
-        }
-    }
-    match (n % 4, pad) {
-        (0, 0) => {}
-        (2, 2) => out.push((acc >> 4) as u8),
-        (3, 1) => out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes()),
-        _ => return err(format!("{n} base64 characters with {pad} '=': cut short")),
-    }
-    Ok(out)
+    crate::base64::decode(body).map_err(|e| MimeError(format!("the body {e}")))
 }
 
 #[cfg(test)]

@@ -412,61 +412,11 @@ pub fn unwrap(raw: &[u8], peer: &str, limit: u32) -> Result<Unwrapped, MailError
 /// The body as transported: strict base64 decoding (mailparse's own decoder skips garbage,
 /// which would hide a truncated or damaged body).
 fn base64_decode(body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut vals = Vec::with_capacity(body.len());
-    let mut pad = 0usize;
-    for &c in body {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
-            b'\r' | b'\n' | b' ' | b'\t' => continue,
-            _ => return Err(format!("byte 0x{c:02x} is not base64")),
-        };
-        if pad > 0 {
-            return Err("data after '=' padding".into());
-        }
-        vals.push(v);
-    }
-    if pad > 2 || (vals.len() + pad) % 4 != 0 || vals.len() % 4 == 1 {
-        return Err(format!(
-            "{} base64 characters with {pad} padding: truncated",
-            vals.len()
-        ));
-    }
-    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
-    for chunk in vals.chunks(4) {
-        let mut n = 0u32;
-        for (i, v) in chunk.iter().enumerate() {
-            n |= u32::from(*v) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Ok(out)
+    crate::base64::decode(body).map_err(|e| format!("the body {e}"))
 }
 
 fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    crate::base64::encode(data)
 }
 
 const MONTHS: [&str; 12] = [

@@ -420,6 +420,112 @@ mod tests {
         assert!(behind_nat(ip("192.0.2.255")).unwrap());
     }
 
+    fn icmp(ttl: u8, from: &str, icmp_type: u8) -> IcmpReport {
+        IcmpReport {
+            icmp_type,
+            icmp_code: 0,
+            offender: Some(ip(from)),
+            quoted: [&PROBE_MAGIC[..], &[ttl]].concat(),
+        }
+    }
+
+    /// Runs the pure probe in virtual time; `answer(ttl)` is what comes back for a probe.
+    fn simulate(
+        config: HopsConfig,
+        mut answer: impl FnMut(u8) -> Vec<IcmpReport>,
+    ) -> (Vec<(u8, IpAddr)>, Vec<u8>, Duration) {
+        let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut p = HopProbe::new(target, &config, now);
+        let mut sent = Vec::new();
+        for _ in 0..1000 {
+            p.handle_timeout(now);
+            if let Some(obs) = p.poll_event() {
+                return (obs, sent, now - t0);
+            }
+            while let Some(t) = p.poll_transmit(now) {
+                assert_eq!((t.dest, t.socket), (target, 0));
+                assert_eq!(t.payload[..4], PROBE_MAGIC[..]);
+                let ttl = t.ttl.expect("every probe carries its TTL");
+                assert_eq!(t.payload[4], ttl);
+                sent.push(ttl);
+                for r in answer(ttl) {
+                    p.handle_icmp(now, 0, &r);
+                }
+            }
+            if let Some(obs) = p.poll_event() {
+                return (obs, sent, now - t0);
+            }
+            now = p.poll_timeout().expect("not finished: a timer is pending");
+        }
+        panic!("the probe did not finish");
+    }
+
+    #[test]
+    fn the_pure_probe_walks_the_ttls_and_stops_at_the_first_public_hop() {
+        let cfg = HopsConfig::default();
+        // Home NAT at TTL 1, the ISP's router at TTL 2: no third probe.
+        let (obs, sent, took) = simulate(cfg.clone(), |ttl| match ttl {
+            1 => vec![icmp(1, "192.168.1.1", 11)],
+            2 => vec![icmp(2, "203.0.113.1", 11)],
+            _ => vec![],
+        });
+        assert_eq!(obs, vec![(1, ip("192.168.1.1")), (2, ip("203.0.113.1"))]);
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!(choose_punch_ttl(&obs), 2);
+        assert_eq!(took, Duration::ZERO, "answered probes do not wait");
+        // Silent hops cost one per-probe wait each; max_ttl bounds the walk.
+        let (obs, sent, took) = simulate(cfg.clone(), |_| vec![]);
+        assert!(obs.is_empty());
+        assert_eq!(sent, (1..=cfg.max_ttl).collect::<Vec<_>>());
+        assert_eq!(took, cfg.per_probe * u32::from(cfg.max_ttl));
+        // A late report quoting an earlier probe is recorded at its own TTL and does
+        // not end the current one; other ICMP types and reports without offender count
+        // for nothing.
+        let (obs, sent, _) = simulate(cfg, |ttl| match ttl {
+            1 => vec![],
+            2 => vec![
+                icmp(1, "198.51.100.9", 11),
+                icmp(2, "10.0.0.1", 5),
+                IcmpReport {
+                    offender: None,
+                    ..icmp(2, "10.0.0.1", 11)
+                },
+            ],
+            3 => vec![icmp(3, "198.51.100.1", 3)],
+            _ => vec![],
+        });
+        assert_eq!(obs, vec![(1, ip("198.51.100.9")), (3, ip("198.51.100.1"))]);
+        assert_eq!(sent, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_pure_probe_ends_when_the_target_answers_and_skips_ipv6() {
+        let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
+        let now = Instant::now();
+        let mut p = HopProbe::new(target, &HopsConfig::default(), now);
+        assert_eq!(p.poll_transmit(now).unwrap().ttl, Some(1));
+        p.handle_input(
+            now,
+            0,
+            "198.51.100.1:3478".parse().unwrap(),
+            b"not the target",
+        );
+        assert!(p.poll_event().is_none());
+        p.handle_input(now, 0, target, b"an answer");
+        assert_eq!(p.poll_event(), Some(vec![(1, target.ip())]));
+        assert_eq!(p.poll_timeout(), None);
+        assert!(p.poll_transmit(now).is_none());
+        let mut v6 = HopProbe::new(
+            "[2001:db8::1]:3478".parse().unwrap(),
+            &HopsConfig::default(),
+            now,
+        );
+        assert_eq!(v6.poll_event(), Some(vec![]));
+        assert!(v6.poll_transmit(now).is_none());
+    }
+
     #[test]
     fn probe_over_loopback_reaches_target() {
         // On loopback the target is reached at TTL 1; with no listener it answers

@@ -390,6 +390,61 @@ mod tests {
     }
 
     #[test]
+    fn the_repunch_timer_is_pure_and_stops_once_the_inviter_is_heard() {
+        let t0 = Instant::now();
+        let (inv_addr, acc_addr): (SocketAddr, SocketAddr) = (
+            "198.51.100.10:40000".parse().unwrap(),
+            "203.0.113.20:50000".parse().unwrap(),
+        );
+        let acc = Handshake::new(
+            Role::Acceptor,
+            &secrets(),
+            [6; 16],
+            vec![inv_addr],
+            t0,
+            Config::default(),
+        );
+        let every = Duration::from_millis(40);
+        let r = Repunch {
+            dest: inv_addr,
+            ttl: 2,
+            every,
+        };
+        let mut p = Punching::new(acc, Some(r), t0);
+        let mut punches = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_millis(130) {
+            p.handle_timeout(now);
+            while let Some(t) = p.poll_transmit(now) {
+                assert_eq!((t.dest, t.ttl), (inv_addr, Some(2)));
+                punches.push((now - t0, t.payload));
+            }
+            now = p.poll_timeout().unwrap();
+        }
+        let at: Vec<Duration> = punches.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![every, every * 2, every * 3]);
+        // The inviter's first packet arrives: the answer goes out at the normal TTL,
+        // and no punch follows.
+        let mut inv = Handshake::new(
+            Role::Inviter,
+            &secrets(),
+            [6; 16],
+            vec![acc_addr],
+            t0,
+            Config::default(),
+        );
+        let (_, hello) = inv.poll_transmit(now).unwrap();
+        p.handle_input(now, 0, inv_addr, &hello);
+        let answer = p.poll_transmit(now).unwrap();
+        assert_eq!((answer.dest, answer.ttl), (inv_addr, None));
+        let later = now + every * 5;
+        p.handle_timeout(later);
+        while let Some(t) = p.poll_transmit(later) {
+            assert_eq!(t.ttl, None, "no punch once the inviter is heard");
+        }
+    }
+
+    #[test]
     fn no_punch_from_a_public_address_and_never_probe_the_peer() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();

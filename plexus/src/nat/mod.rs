@@ -52,7 +52,7 @@ pub(crate) mod loopback;
 #[cfg(test)]
 mod sim;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -215,21 +215,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatError {
     }
 }
 
-/// The local IP the kernel would use toward `server` (for a wildcard bind).
-fn route_ip(server: SocketAddr) -> Result<IpAddr, NatError> {
-    let any: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(any).map_err(io_err("bind a UDP socket"))?;
-    s.connect(server)
-        .map_err(io_err(format!("find a route to {server}")))?;
-    Ok(s.local_addr()
-        .map_err(io_err("read the local address"))?
-        .ip())
-}
-
 /// The report of what `f` says, `elapsed` after the start.
 fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatReport {
     let (punchable, reason) = judge(f);
@@ -256,7 +241,7 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
     discover_staged(cfg, |_| {})
 }
 
-/// Runs the full profile like [`discover`], and hands `on_mapping` a first report as
+/// Runs the full profile like [`discover()`], and hands `on_mapping` a first report as
 /// soon as the mapping behaviour is known ([`discover::Event::MappingKnown`]): there,
 /// filtering and hairpin are `None` unless already measured. A filtering NAT's verdict
 /// is "no answer within the probe deadline", so the full report comes a whole deadline
@@ -283,7 +268,9 @@ pub fn discover_staged(
     for (l, s) in locals.iter_mut().zip(&socks) {
         *l = s.local_addr().map_err(io_err("read the local address"))?;
         if l.ip().is_unspecified() {
-            l.set_ip(route_ip(first)?);
+            let ip =
+                crate::net::route_ip(first).map_err(io_err(format!("find a route to {first}")))?;
+            l.set_ip(ip);
         }
     }
     let plan = Plan {

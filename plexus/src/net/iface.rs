@@ -1,7 +1,20 @@
-//! The host's own interface addresses.
+//! The host's own addresses: its interfaces, and the one a route uses.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+/// The local IP the kernel would use toward `dest` (for a socket bound to the wildcard
+/// address). Sends nothing: connecting a UDP socket only picks the route.
+pub fn route_ip(dest: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any)?;
+    s.connect(dest)?;
+    Ok(s.local_addr()?.ip())
+}
 
 /// The host's interface addresses (getifaddrs).
 pub fn local_addresses() -> io::Result<Vec<IpAddr>> {

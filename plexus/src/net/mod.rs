@@ -1,6 +1,7 @@
 //! All socket code in one place: the driver that runs any [`Core`] over real UDP
 //! sockets, and the socket helpers the cores' callers need (TTL per datagram, the
-//! `IP_RECVERR` error queue, the host's interface addresses).
+//! `IP_RECVERR` error queue, the host's interface addresses and the route's source
+//! address).
 //!
 //! The cores never touch a socket and never read the clock; [`drive`] is the only loop.
 //! One turn of it, repeated until the core is finished, the deadline passes or the
@@ -41,7 +42,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub use errqueue::{parse_extended_err, ExtendedErr};
-pub use iface::local_addresses;
+pub use iface::{local_addresses, route_ip};
 
 use crate::sansio::Core;
 

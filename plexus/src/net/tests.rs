@@ -235,3 +235,10 @@ fn a_core_without_icmp_sees_no_errors_from_unreachable_ports() {
         "{got:?}"
     );
 }
+
+#[test]
+fn the_route_to_loopback_leaves_from_loopback_and_it_is_one_of_ours() {
+    let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(route_ip(to).unwrap(), to.ip());
+    assert!(local_addresses().unwrap().contains(&to.ip()));
+}

@@ -24,6 +24,30 @@
 //!    [`Core::handle_icmp`], its datagrams into [`Core::handle_input`], each with a
 //!    fresh `now`. Then the next turn.
 //!
+//! Running a STUN binding transaction by hand (what [`crate::stun::binding`] does):
+//!
+//! ```no_run
+//! use std::net::UdpSocket;
+//! use std::ops::ControlFlow;
+//! use std::time::{Duration, Instant};
+//! use plexus::net::Driver;
+//! use plexus::stun::{new_transaction_id, Expect, Timing, Transaction};
+//!
+//! let socket = UdpSocket::bind("0.0.0.0:0")?;
+//! let server = "203.0.113.3:3478".parse()?;
+//! let timing = Timing::for_deadline(Duration::from_secs(2));
+//! let mut tx = Transaction::new(
+//!     new_transaction_id(), server, vec![], Expect::SameEndpoint, timing, Instant::now(),
+//! );
+//! let mut outcome = None;
+//! Driver::new(&[&socket]).run(&mut tx, |_, result, _| {
+//!     outcome = Some(result);
+//!     ControlFlow::Break(())
+//! })?;
+//! println!("{outcome:?}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Why `poll(2)` and not `set_read_timeout(deadline - now)` and a blocking `recv_from`,
 //! as str0m shows for one socket: discovery waits on four sockets at once (the old code
 //! needed a thread per socket for that), and the hop probe must wake for ICMP errors

@@ -115,7 +115,8 @@ pub fn behind_nat(mapped: IpAddr) -> io::Result<bool> {
     Ok(needs_punch(mapped, &local_addresses()?))
 }
 
-pub use crate::net::{local_addresses, send_with_ttl};
+// Their old home: callers (the session, the fuzz targets) keep these names.
+pub use crate::net::{local_addresses, parse_extended_err, send_with_ttl};
 
 /// Limits of the hop probe.
 #[derive(Debug, Clone)]

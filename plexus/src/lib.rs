@@ -1,6 +1,10 @@
 //! plexus: open a direct UDP path between two machines behind NAT.
 //!
 //! Layers, bottom up (each a module with its own error enum):
+//! - [`sansio`]: the one trait every protocol core implements (datagrams and time in,
+//!   datagrams, deadlines and events out) and its `Transmit`.
+//! - [`net`]: all socket code: the driver that runs any core over UDP sockets, TTL per
+//!   datagram, the ICMP error queue, interface addresses.
 //! - [`stun`]: STUN codec and binding transactions (RFC 8489/5389/5780), pure cores.
 //! - [`nat`]: NAT behaviour discovery (RFC 5780 §4.3/§4.4 plus hairpin).
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
@@ -20,10 +24,12 @@ pub mod executor;
 pub mod identity;
 pub mod mediator;
 pub mod nat;
+pub mod net;
 pub mod plugin;
 pub mod profile;
 pub mod punch;
 pub mod rendezvous;
+pub mod sansio;
 pub mod secret;
 pub mod session;
 pub mod setup;

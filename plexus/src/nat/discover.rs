@@ -11,15 +11,17 @@
 //! - socket [`HAIRPIN`]: once test I answered, a Binding request to the primary
 //!   socket's mapped endpoint; if the primary socket receives it, the NAT hairpins.
 //!
-//! Drive it like [`crate::stun::Transaction`]: `poll_transmit`, `poll_timeout`,
-//! `handle_input`, `handle_timeout`, until `is_done`, then `findings`. A caller that
-//! needs only the mapping can read `findings` as soon as `mapping_known`: filtering
-//! and hairpin are `None` there until measured.
+//! It is a [`Core`] over [`SOCKETS`] sockets: drive it until it is finished (its
+//! [`Event::Finished`]), then read [`Discovery::findings`]. A caller that needs only
+//! the mapping can read `findings` at [`Event::MappingKnown`]: filtering and hairpin are
+//! `None` there until measured.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Behaviour, NatError};
+use crate::sansio::{Core, Transmit};
 use crate::stun::{self, Attribute, Class, Expect, Timing, Transaction};
 
 /// The socket that runs the mapping tests (and is the one reported as local/mapped).
@@ -44,15 +46,14 @@ pub struct Plan {
     pub timing: Timing,
 }
 
-/// A datagram to send from one of the sockets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketTransmit {
-    /// Index of the socket to send from.
-    pub socket: usize,
-    /// Destination.
-    pub dest: SocketAddr,
-    /// The datagram.
-    pub payload: Vec<u8>,
+/// What discovery reports to its driver; each happens once, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// [`Discovery::mapping_known`] became true: [`Discovery::findings`] has the final
+    /// mapping verdict (or says that no server answered).
+    MappingKnown,
+    /// Every probe finished: [`Discovery::findings`] is final.
+    Finished,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,9 @@ pub struct Discovery {
     plan: Plan,
     probes: Vec<Probe>,
     phase2: bool,
+    events: VecDeque<Event>,
+    told_mapping: bool,
+    told_finished: bool,
 }
 
 fn change(ip: bool, port: bool) -> Vec<Attribute> {
@@ -169,6 +173,9 @@ impl Discovery {
             plan,
             probes,
             phase2: false,
+            events: VecDeque::new(),
+            told_mapping: false,
+            told_finished: false,
         }
     }
 
@@ -176,65 +183,20 @@ impl Discovery {
         self.probes.iter().find(|p| p.kind == kind)
     }
 
-    /// The next datagram to send now.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<SocketTransmit> {
-        self.probes
-            .iter_mut()
-            .filter(|p| !p.resolved)
-            .find_map(|p| {
-                p.tx.poll_transmit(now).map(|t| SocketTransmit {
-                    socket: p.socket,
-                    dest: t.dest,
-                    payload: t.payload,
-                })
-            })
-    }
-
-    /// When to call `handle_timeout` next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.probes
-            .iter()
-            .filter(|p| !p.resolved)
-            .filter_map(|p| p.tx.poll_timeout())
-            .min()
-    }
-
-    /// Time passes.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for p in &mut self.probes {
-            p.tx.handle_timeout(now);
-        }
-        self.advance(now);
-    }
-
-    /// A datagram arrived on `socket` from `from`.
-    pub fn handle_input(&mut self, socket: usize, from: SocketAddr, bytes: &[u8], now: Instant) {
-        let msg = match stun::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                log::debug!("socket {socket}: ignoring a datagram from {from}: {e}");
-                return;
-            }
-        };
-        if msg.class == Class::Request {
-            // Our own hairpin probe looping back through the NAT.
-            if let Some(p) = self.probes.iter_mut().find(|p| {
-                p.kind == Kind::Hairpin && socket == PRIMARY && p.tx.id() == msg.transaction_id
-            }) {
-                log::debug!("hairpin probe arrived from {from}");
-                p.resolved = true;
-            }
-        } else if !self
-            .probes
-            .iter_mut()
-            .any(|p| p.socket == socket && p.tx.handle_input(from, &msg))
-        {
-            log::debug!("socket {socket}: stray STUN message from {from} ignored");
-        }
-        self.advance(now);
-    }
-
+    /// Starts phase 2 when test I answered, and raises the events that became true.
     fn advance(&mut self, now: Instant) {
+        self.start_phase2(now);
+        if !self.told_mapping && self.mapping_known() {
+            self.told_mapping = true;
+            self.events.push_back(Event::MappingKnown);
+        }
+        if !self.told_finished && self.is_done() {
+            self.told_finished = true;
+            self.events.push_back(Event::Finished);
+        }
+    }
+
+    fn start_phase2(&mut self, now: Instant) {
         if self.phase2 {
             return;
         }
@@ -405,5 +367,66 @@ impl Discovery {
             mapped,
             rfc5780,
         })
+    }
+}
+
+impl Core for Discovery {
+    type Event = Event;
+
+    fn handle_input(&mut self, now: Instant, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        let msg = match stun::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!("socket {socket}: ignoring a datagram from {from}: {e}");
+                return;
+            }
+        };
+        if msg.class == Class::Request {
+            // Our own hairpin probe looping back through the NAT.
+            if let Some(p) = self.probes.iter_mut().find(|p| {
+                p.kind == Kind::Hairpin && socket == PRIMARY && p.tx.id() == msg.transaction_id
+            }) {
+                log::debug!("hairpin probe arrived from {from}");
+                p.resolved = true;
+            }
+        } else if !self
+            .probes
+            .iter_mut()
+            .any(|p| p.socket == socket && p.tx.handle_message(now, from, &msg))
+        {
+            log::debug!("socket {socket}: stray STUN message from {from} ignored");
+        }
+        self.advance(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for p in &mut self.probes {
+            p.tx.handle_timeout(now);
+        }
+        self.advance(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.probes
+            .iter_mut()
+            .filter(|p| !p.resolved)
+            .find_map(|p| {
+                p.tx.poll_transmit(now).map(|t| Transmit {
+                    socket: p.socket,
+                    ..t
+                })
+            })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.probes
+            .iter()
+            .filter(|p| !p.resolved)
+            .filter_map(|p| p.tx.poll_timeout())
+            .min()
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 }

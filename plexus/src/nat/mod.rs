@@ -52,9 +52,8 @@ pub(crate) mod loopback;
 #[cfg(test)]
 mod sim;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::stun::{StunError, Timing};
@@ -216,21 +215,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatError {
     }
 }
 
-/// The local IP the kernel would use toward `server` (for a wildcard bind).
-fn route_ip(server: SocketAddr) -> Result<IpAddr, NatError> {
-    let any: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(any).map_err(io_err("bind a UDP socket"))?;
-    s.connect(server)
-        .map_err(io_err(format!("find a route to {server}")))?;
-    Ok(s.local_addr()
-        .map_err(io_err("read the local address"))?
-        .ip())
-}
-
 /// The report of what `f` says, `elapsed` after the start.
 fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatReport {
     let (punchable, reason) = judge(f);
@@ -251,14 +235,14 @@ fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatRepo
     }
 }
 
-/// Runs the full profile with real sockets: one receiving thread per socket,
-/// the core driven from the calling thread.
+/// Runs the full profile with real sockets, driven by [`crate::net::drive`] from the
+/// calling thread.
 pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
     discover_staged(cfg, |_| {})
 }
 
-/// Runs the full profile like [`discover`], and hands `on_mapping` a first report as
-/// soon as the mapping behaviour is known ([`Discovery::mapping_known`]): there,
+/// Runs the full profile like [`discover()`], and hands `on_mapping` a first report as
+/// soon as the mapping behaviour is known ([`discover::Event::MappingKnown`]): there,
 /// filtering and hairpin are `None` unless already measured. A filtering NAT's verdict
 /// is "no answer within the probe deadline", so the full report comes a whole deadline
 /// later; a caller that only needs the mapping can go on meanwhile. `on_mapping` is
@@ -284,7 +268,9 @@ pub fn discover_staged(
     for (l, s) in locals.iter_mut().zip(&socks) {
         *l = s.local_addr().map_err(io_err("read the local address"))?;
         if l.ip().is_unspecified() {
-            l.set_ip(route_ip(first)?);
+            let ip =
+                crate::net::route_ip(first).map_err(io_err(format!("find a route to {first}")))?;
+            l.set_ip(ip);
         }
     }
     let plan = Plan {
@@ -293,93 +279,20 @@ pub fn discover_staged(
         timing: Timing::for_deadline(cfg.probe_timeout),
     };
     let mut core = Discovery::new(plan, start);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>();
-    let result = std::thread::scope(|scope| {
-        for (i, s) in socks.iter().enumerate() {
-            let tx = tx.clone();
-            let stop = &stop;
-            scope.spawn(move || {
-                // Short read timeout so the thread notices `stop` soon after the core is done.
-                let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
-                let mut buf = [0u8; 1500];
-                while !stop.load(Ordering::Relaxed) {
-                    match s.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            if tx.send((i, from, buf[..n].to_vec())).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(e) => {
-                            log::warn!("socket {i}: receive failed: {e}");
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut on_mapping = Some(on_mapping);
-        let mut early = |core: &Discovery| {
-            if !core.mapping_known() {
-                return;
-            }
+    let mut on_mapping = Some(on_mapping);
+    let sockets: Vec<&UdpSocket> = socks.iter().collect();
+    crate::net::drive(&sockets, &mut core, |core, event, _| {
+        if event == discover::Event::MappingKnown {
             if let (Some(f), Ok(findings)) = (on_mapping.take(), core.findings()) {
                 f(&report_of(&findings, start.elapsed(), &cfg.servers));
             }
-        };
-        let r = run_core(&mut core, &socks, &rx, &mut early);
-        stop.store(true, Ordering::Relaxed);
-        // Wake each receiver now instead of at its next read timeout.
-        for (s, l) in socks.iter().zip(&locals) {
-            let _ = s.send_to(&[], l);
         }
-        r
-    });
-    result?;
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| NatError::Io {
+        what: e.what.to_string(),
+        error: e.source.to_string(),
+    })?;
     let f = core.findings()?;
     Ok(report_of(&f, start.elapsed(), &cfg.servers))
-}
-
-/// Drives `core` until done; `step` sees it after every change (before the next send).
-fn run_core(
-    core: &mut Discovery,
-    socks: &[UdpSocket],
-    rx: &mpsc::Receiver<(usize, SocketAddr, Vec<u8>)>,
-    step: &mut dyn FnMut(&Discovery),
-) -> Result<(), NatError> {
-    loop {
-        let now = Instant::now();
-        core.handle_timeout(now);
-        step(core);
-        while let Some(t) = core.poll_transmit(now) {
-            if let Err(e) = socks[t.socket].send_to(&t.payload, t.dest) {
-                // An unreachable destination is a probe that gets no answer, not a failure.
-                log::debug!("socket {}: send to {} failed: {e}", t.socket, t.dest);
-            }
-        }
-        if core.is_done() {
-            return Ok(());
-        }
-        let Some(wake) = core.poll_timeout() else {
-            return Ok(());
-        };
-        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            // `step` sees the result at the top of the next turn, before any send.
-            Ok((i, from, data)) => core.handle_input(i, from, &data, Instant::now()),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(NatError::Io {
-                    what: "receive on the probe sockets".into(),
-                    error: "all receivers stopped".into(),
-                })
-            }
-        }
-    }
 }

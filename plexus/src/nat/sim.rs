@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::discover::{Discovery, Plan, SOCKETS};
+use super::discover::{Discovery, Event, Plan, SOCKETS};
 use super::*;
+use crate::sansio::Core;
 use crate::stun::codec::{self, Attribute, Class, Message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,12 +204,14 @@ impl Sim {
         }
     }
 
-    /// Keeps the first report made once the mapping is known (what the real driver
+    /// Keeps the first report made at [`Event::MappingKnown`] (what the real driver
     /// hands `discover_staged`'s callback).
-    fn note_mapping(&mut self, d: &Discovery, elapsed: Duration, servers: &[SocketAddr]) {
-        if self.early.is_none() && d.mapping_known() {
-            if let Ok(f) = d.findings() {
-                self.early = Some(report_of(&f, elapsed, servers));
+    fn note_mapping(&mut self, d: &mut Discovery, elapsed: Duration, servers: &[SocketAddr]) {
+        while let Some(ev) = d.poll_event() {
+            if ev == Event::MappingKnown && self.early.is_none() {
+                if let Ok(f) = d.findings() {
+                    self.early = Some(report_of(&f, elapsed, servers));
+                }
             }
         }
     }
@@ -225,16 +228,16 @@ impl Sim {
         let mut d = Discovery::new(plan, now);
         for _ in 0..10_000 {
             d.handle_timeout(now);
-            self.note_mapping(&d, now - t0, &servers);
+            self.note_mapping(&mut d, now - t0, &servers);
             while let Some(t) = d.poll_transmit(now) {
                 let from = self.locals[t.socket];
                 self.send(now, from, t.dest, t.payload);
             }
-            if d.is_done() {
+            let Some(timeout) = d.poll_timeout() else {
                 break;
-            }
+            };
             let next_packet = self.queue.iter().map(|q| q.0).min();
-            let Some(next) = [next_packet, d.poll_timeout()].into_iter().flatten().min() else {
+            let Some(next) = [next_packet, Some(timeout)].into_iter().flatten().min() else {
                 break;
             };
             now = next;
@@ -244,8 +247,8 @@ impl Sim {
                 if Self::is_server(to) {
                     self.serve(now, to, from, &data);
                 } else if let Some(i) = self.locals.iter().position(|l| *l == to) {
-                    d.handle_input(i, from, &data, now);
-                    self.note_mapping(&d, now - t0, &servers);
+                    d.handle_input(now, i, from, &data);
+                    self.note_mapping(&mut d, now - t0, &servers);
                 }
             }
         }

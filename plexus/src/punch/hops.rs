@@ -5,16 +5,18 @@
 //! and the corridor fails). We probe toward a target that is *not* the peer (the STUN
 //! server) with TTL 1, 2, 3… on the very UDP socket and read the ICMP time-exceeded
 //! answers from the socket's error queue (`IP_RECVERR`, `MSG_ERRQUEUE`): no raw sockets,
-//! no privileges. The first hop that answers from a public address is the first router
+//! no privileges. [`HopProbe`] is the pure part; [`probe_hops`] runs it over the socket
+//! with [`crate::net::drive`], which owns the error-queue code. The first hop that answers from a public address is the first router
 //! past the own NAT(s); punching with that TTL makes the packet die there.
 
 use std::fmt;
 use std::io;
-use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+use crate::sansio::{Core, IcmpReport, Transmit};
 
 /// TTL used when no hop answered at all. 2 is the smallest TTL that passes one NAT and
 /// what a single home NAT needs; a larger guess (the original's 7) reaches the peer's
@@ -113,53 +115,8 @@ pub fn behind_nat(mapped: IpAddr) -> io::Result<bool> {
     Ok(needs_punch(mapped, &local_addresses()?))
 }
 
-/// The host's interface addresses (getifaddrs).
-pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family tells its real type.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
-            if family == libc::AF_INET {
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if family == libc::AF_INET6 {
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
-/// Send `bytes` to `dest` with IP TTL `ttl`, then put the socket's TTL back.
-pub fn send_with_ttl(
-    socket: &UdpSocket,
-    dest: SocketAddr,
-    bytes: &[u8],
-    ttl: u8,
-) -> io::Result<usize> {
-    let saved = socket.ttl()?;
-    socket.set_ttl(u32::from(ttl))?;
-    let sent = socket.send_to(bytes, dest);
-    let restored = socket.set_ttl(saved);
-    let n = sent?;
-    restored?;
-    Ok(n)
-}
+// Their old home: callers (the session, the fuzz targets) keep these names.
+pub use crate::net::{local_addresses, parse_extended_err, send_with_ttl};
 
 /// Limits of the hop probe.
 #[derive(Debug, Clone)]
@@ -179,240 +136,174 @@ impl Default for HopsConfig {
     }
 }
 
-/// One ICMP error read from the error queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IcmpReport {
-    /// ICMP type (11 time exceeded, 3 destination unreachable).
-    pub icmp_type: u8,
-    /// ICMP code.
-    pub icmp_code: u8,
-    /// Who sent the ICMP message (`SO_EE_OFFENDER`).
-    pub offender: Option<Ipv4Addr>,
-}
-
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_DEST_UNREACH: u8 = 3;
+/// Every probe starts with this and its TTL, so an ICMP error quoting it says which
+/// probe died where.
 const PROBE_MAGIC: &[u8; 4] = b"PLXP";
 
-/// Decode the payload of an `IP_RECVERR` control message: a `sock_extended_err`
-/// followed by the offender's `sockaddr_in`. `None` unless it is an ICMP report.
-pub fn parse_extended_err(data: &[u8]) -> Option<IcmpReport> {
-    let ee_len = mem::size_of::<libc::sock_extended_err>();
-    if data.len() < ee_len {
-        return None;
-    }
-    // Layout (linux/errqueue.h): u32 errno, u8 origin, u8 type, u8 code, u8 pad, ...
-    let origin = data[4];
-    if origin != libc::SO_EE_ORIGIN_ICMP {
-        return None;
-    }
-    let offender = data
-        .get(ee_len..ee_len + mem::size_of::<libc::sockaddr_in>())
-        .and_then(|sa| {
-            let family = u16::from_ne_bytes([sa[0], sa[1]]);
-            (family == libc::AF_INET as u16).then(|| Ipv4Addr::new(sa[4], sa[5], sa[6], sa[7]))
-        });
-    Some(IcmpReport {
-        icmp_type: data[5],
-        icmp_code: data[6],
-        offender,
-    })
+/// The hop probe's pure part: probes toward a target with TTL 1, 2, 3…, one at a time,
+/// each waiting [`HopsConfig::per_probe`] for an answer, and collects the observations
+/// `(ttl, responder)`: ICMP time-exceeded and unreachable offenders, and the target
+/// itself when a datagram comes from it. It moves on to the next TTL once the current
+/// one was answered or timed out, and finishes at the first public responder of the
+/// current TTL, at the target, or after [`HopsConfig::max_ttl`]. Its one event is the
+/// observations. IPv4 only: an IPv6 target finishes at once with none.
+#[derive(Debug)]
+pub struct HopProbe {
+    target: SocketAddr,
+    max_ttl: u8,
+    per_probe: Duration,
+    /// The TTL being probed.
+    ttl: u8,
+    /// The probe for `ttl` is due then (not sent yet).
+    send_at: Option<Instant>,
+    /// The probe for `ttl` was sent; its answers count until then.
+    until: Option<Instant>,
+    obs: Vec<(u8, IpAddr)>,
+    finished: bool,
+    event: Option<Vec<(u8, IpAddr)>>,
 }
 
-/// Turns `IP_RECVERR` on for the probe and back off afterwards, so the socket's later
-/// users see ordinary errors again.
-struct RecvErrGuard<'a>(&'a UdpSocket);
-
-fn set_recverr(socket: &UdpSocket, on: bool) -> io::Result<()> {
-    let v: libc::c_int = on.into();
-    // SAFETY: plain setsockopt on a valid fd with an int option.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_IP,
-            libc::IP_RECVERR,
-            &v as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-impl Drop for RecvErrGuard<'_> {
-    fn drop(&mut self) {
-        while recv_err(self.0).ok().flatten().is_some() {}
-        let _ = set_recverr(self.0, false);
-    }
-}
-
-/// Read one message from the error queue without blocking: the probe TTL it quotes (from
-/// our payload) and the report.
-fn recv_err(socket: &UdpSocket) -> io::Result<Option<(Option<u8>, IcmpReport)>> {
-    let mut payload = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    let mut control = [0u64; 64];
-    // SAFETY: zeroed msghdr/sockaddr_in are valid; every pointer set below outlives the call.
-    let mut name: libc::sockaddr_in = unsafe { mem::zeroed() };
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = &mut name as *mut libc::sockaddr_in as *mut libc::c_void;
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = mem::size_of_val(&control) as _;
-    // SAFETY: msg describes valid buffers.
-    let n = unsafe {
-        libc::recvmsg(
-            socket.as_raw_fd(),
-            &mut msg,
-            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(e)
+impl HopProbe {
+    /// A probe toward `target` (never the peer: probes must not open a mapping toward
+    /// it), starting at `now`.
+    pub fn new(target: SocketAddr, config: &HopsConfig, now: Instant) -> HopProbe {
+        let mut p = HopProbe {
+            target,
+            max_ttl: config.max_ttl,
+            per_probe: config.per_probe,
+            ttl: 1,
+            send_at: Some(now),
+            until: None,
+            obs: Vec::new(),
+            finished: false,
+            event: None,
         };
+        if !target.is_ipv4() || p.max_ttl == 0 {
+            p.finish();
+        }
+        p
     }
-    let n = n as usize;
-    let probe_ttl = (n >= 5 && &payload[..4] == PROBE_MAGIC).then_some(payload[4]);
-    let mut report = None;
-    // SAFETY: CMSG_* walk the control buffer the kernel filled, bounded by msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = c.cmsg_len as usize - (data as usize - cmsg as usize);
-                report = parse_extended_err(std::slice::from_raw_parts(data, len));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+
+    /// What was observed so far.
+    pub fn observations(&self) -> &[(u8, IpAddr)] {
+        &self.obs
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.send_at = None;
+        self.until = None;
+        self.event = Some(self.obs.clone());
+    }
+
+    fn next_ttl(&mut self, now: Instant) {
+        if self.ttl >= self.max_ttl {
+            self.finish();
+        } else {
+            self.ttl += 1;
+            self.send_at = Some(now);
+            self.until = None;
         }
     }
-    Ok(Some((
-        probe_ttl,
-        report.unwrap_or(IcmpReport {
-            icmp_type: 0,
-            icmp_code: 0,
-            offender: None,
-        }),
-    )))
 }
 
-fn wait_readable(socket: &UdpSocket, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
+/// The TTL a probe payload carries, if it is one of ours.
+fn quoted_ttl(payload: &[u8]) -> Option<u8> {
+    match payload {
+        [m0, m1, m2, m3, ttl, ..] if [*m0, *m1, *m2, *m3] == *PROBE_MAGIC => Some(*ttl),
+        _ => None,
     }
-    Ok(r > 0)
+}
+
+impl Core for HopProbe {
+    type Event = Vec<(u8, IpAddr)>;
+    const WANTS_ICMP: bool = true;
+
+    fn handle_input(&mut self, _now: Instant, _socket: usize, from: SocketAddr, _bytes: &[u8]) {
+        // A datagram from the target itself (a STUN server answering the probe, say)
+        // means the probe got all the way there.
+        if !self.finished && from.ip() == self.target.ip() {
+            self.obs.push((self.ttl, from.ip()));
+            self.finish();
+        }
+    }
+
+    fn handle_icmp(&mut self, now: Instant, _socket: usize, report: &IcmpReport) {
+        if self.finished {
+            return;
+        }
+        let Some(off) = report.offender else { return };
+        if !matches!(report.icmp_type, ICMP_TIME_EXCEEDED | ICMP_DEST_UNREACH) {
+            return;
+        }
+        let at = quoted_ttl(&report.quoted).unwrap_or(self.ttl);
+        self.obs.push((at, off));
+        log::debug!(
+            "hop probe ttl {at}: ICMP type {} from {off}",
+            report.icmp_type
+        );
+        if is_public(off) && at == self.ttl {
+            self.finish();
+        } else if self.until.is_some() && self.obs.iter().any(|(t, _)| *t == self.ttl) {
+            self.next_ttl(now);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.until.is_some_and(|u| now >= u) {
+            self.next_ttl(now);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let due = self.send_at.filter(|t| *t <= now)?;
+        self.send_at = None;
+        self.until = Some(due.max(now) + self.per_probe);
+        let mut payload = PROBE_MAGIC.to_vec();
+        payload.push(self.ttl);
+        Some(Transmit {
+            socket: 0,
+            dest: self.target,
+            payload,
+            ttl: Some(self.ttl),
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        self.send_at.or(self.until)
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        self.event.take()
+    }
 }
 
 /// Probe toward `target` (never the peer: the probes must not open a mapping toward
-/// it) with rising TTLs on `socket` and return the observations `(ttl, responder)`:
-/// ICMP time-exceeded offenders, and the target itself when it answers (port
-/// unreachable, or any datagram from it). Stops at the first public responder.
-/// Bounded by `max_ttl × per_probe`. IPv4 only; IPv6 targets give no observations.
+/// it) with rising TTLs on `socket` and return the observations `(ttl, responder)`
+/// ([`HopProbe`], driven by [`crate::net::drive`] with the socket's error queue on for
+/// the run). Bounded by `max_ttl × per_probe`. IPv4 only; IPv6 targets give no
+/// observations.
 pub fn probe_hops(
     socket: &UdpSocket,
     target: SocketAddr,
     config: &HopsConfig,
 ) -> io::Result<Vec<(u8, IpAddr)>> {
+    if !target.is_ipv4() {
+        // Not even the error queue is touched: it is an IPv4 socket option.
+        return Ok(Vec::new());
+    }
+    let mut core = HopProbe::new(target, config, Instant::now());
     let mut obs = Vec::new();
-    let SocketAddr::V4(target4) = target else {
-        return Ok(obs);
-    };
-    set_recverr(socket, true)?;
-    let guard = RecvErrGuard(socket);
-    let mut buf = [0u8; 1500];
-    'ttls: for ttl in 1..=config.max_ttl {
-        let mut probe = PROBE_MAGIC.to_vec();
-        probe.push(ttl);
-        // A send can fail with an error queued by an earlier probe; that is not fatal.
-        if let Err(e) = send_with_ttl(socket, target, &probe, ttl) {
-            log::debug!("hop probe ttl {ttl}: send failed: {e}");
-        }
-        let until = Instant::now() + config.per_probe;
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            if !wait_readable(socket, until - now)? {
-                continue;
-            }
-            while let Some((quoted, rep)) = recv_err(socket)? {
-                let Some(off) = rep.offender else { continue };
-                let at = quoted.unwrap_or(ttl);
-                match rep.icmp_type {
-                    ICMP_TIME_EXCEEDED => obs.push((at, IpAddr::V4(off))),
-                    ICMP_DEST_UNREACH => obs.push((at, IpAddr::V4(off))),
-                    _ => continue,
-                }
-                log::debug!("hop probe ttl {at}: ICMP type {} from {off}", rep.icmp_type);
-                if is_public(IpAddr::V4(off)) && at == ttl {
-                    break 'ttls;
-                }
-            }
-            // A datagram from the target itself (a STUN server answering garbage, say).
-            match socket_recv_nowait(socket, &mut buf) {
-                Some(from) if from.ip() == IpAddr::V4(*target4.ip()) => {
-                    obs.push((ttl, from.ip()));
-                    break 'ttls;
-                }
-                _ => {}
-            }
-            if obs.iter().any(|(t, _)| *t == ttl) {
-                break;
-            }
-        }
-    }
-    drop(guard);
+    crate::net::drive(&[socket], &mut core, |_, o, _| {
+        obs = o;
+        ControlFlow::Break(())
+    })?;
     Ok(obs)
-}
-
-fn socket_recv_nowait(socket: &UdpSocket, buf: &mut [u8]) -> Option<SocketAddr> {
-    // SAFETY: recvfrom with MSG_DONTWAIT into a valid buffer.
-    let mut name: libc::sockaddr_in = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let n = unsafe {
-        libc::recvfrom(
-            socket.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            &mut name as *mut libc::sockaddr_in as *mut libc::sockaddr,
-            &mut len,
-        )
-    };
-    if n < 0 || name.sin_family != libc::AF_INET as libc::sa_family_t {
-        return None;
-    }
-    Some(SocketAddr::V4(SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
-        u16::from_be(name.sin_port),
-    )))
 }
 
 /// The punch TTL to use: a user's number as given; otherwise probe toward `target`
@@ -530,43 +421,110 @@ mod tests {
         assert!(behind_nat(ip("192.0.2.255")).unwrap());
     }
 
-    #[test]
-    fn parse_errqueue_payload() {
-        let ee_len = mem::size_of::<libc::sock_extended_err>();
-        let mut d = vec![0u8; ee_len + mem::size_of::<libc::sockaddr_in>()];
-        d[0..4].copy_from_slice(&(libc::EHOSTUNREACH as u32).to_ne_bytes());
-        d[4] = libc::SO_EE_ORIGIN_ICMP;
-        d[5] = 11;
-        d[6] = 0;
-        d[ee_len..ee_len + 2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        d[ee_len + 4..ee_len + 8].copy_from_slice(&[198, 51, 100, 1]);
-        assert_eq!(
-            parse_extended_err(&d),
-            Some(IcmpReport {
-                icmp_type: 11,
-                icmp_code: 0,
-                offender: Some(Ipv4Addr::new(198, 51, 100, 1))
-            })
-        );
-        // Local origin (not ICMP) and short buffers are not reports.
-        let mut local = d.clone();
-        local[4] = 1;
-        assert_eq!(parse_extended_err(&local), None);
-        assert_eq!(parse_extended_err(&d[..4]), None);
-        // No offender address attached.
-        assert_eq!(parse_extended_err(&d[..ee_len]).unwrap().offender, None);
+    fn icmp(ttl: u8, from: &str, icmp_type: u8) -> IcmpReport {
+        IcmpReport {
+            icmp_type,
+            icmp_code: 0,
+            offender: Some(ip(from)),
+            quoted: [&PROBE_MAGIC[..], &[ttl]].concat(),
+        }
+    }
+
+    /// Runs the pure probe in virtual time; `answer(ttl)` is what comes back for a probe.
+    fn simulate(
+        config: HopsConfig,
+        mut answer: impl FnMut(u8) -> Vec<IcmpReport>,
+    ) -> (Vec<(u8, IpAddr)>, Vec<u8>, Duration) {
+        let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut p = HopProbe::new(target, &config, now);
+        let mut sent = Vec::new();
+        for _ in 0..1000 {
+            p.handle_timeout(now);
+            if let Some(obs) = p.poll_event() {
+                return (obs, sent, now - t0);
+            }
+            while let Some(t) = p.poll_transmit(now) {
+                assert_eq!((t.dest, t.socket), (target, 0));
+                assert_eq!(t.payload[..4], PROBE_MAGIC[..]);
+                let ttl = t.ttl.expect("every probe carries its TTL");
+                assert_eq!(t.payload[4], ttl);
+                sent.push(ttl);
+                for r in answer(ttl) {
+                    p.handle_icmp(now, 0, &r);
+                }
+            }
+            if let Some(obs) = p.poll_event() {
+                return (obs, sent, now - t0);
+            }
+            now = p.poll_timeout().expect("not finished: a timer is pending");
+        }
+        panic!("the probe did not finish");
     }
 
     #[test]
-    fn send_with_ttl_restores_default() {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let before = a.ttl().unwrap();
-        send_with_ttl(&a, b.local_addr().unwrap(), b"x", 3).unwrap();
-        assert_eq!(a.ttl().unwrap(), before);
-        let mut buf = [0u8; 4];
-        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        assert_eq!(b.recv_from(&mut buf).unwrap().0, 1);
+    fn the_pure_probe_walks_the_ttls_and_stops_at_the_first_public_hop() {
+        let cfg = HopsConfig::default();
+        // Home NAT at TTL 1, the ISP's router at TTL 2: no third probe.
+        let (obs, sent, took) = simulate(cfg.clone(), |ttl| match ttl {
+            1 => vec![icmp(1, "192.168.1.1", 11)],
+            2 => vec![icmp(2, "203.0.113.1", 11)],
+            _ => vec![],
+        });
+        assert_eq!(obs, vec![(1, ip("192.168.1.1")), (2, ip("203.0.113.1"))]);
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!(choose_punch_ttl(&obs), 2);
+        assert_eq!(took, Duration::ZERO, "answered probes do not wait");
+        // Silent hops cost one per-probe wait each; max_ttl bounds the walk.
+        let (obs, sent, took) = simulate(cfg.clone(), |_| vec![]);
+        assert!(obs.is_empty());
+        assert_eq!(sent, (1..=cfg.max_ttl).collect::<Vec<_>>());
+        assert_eq!(took, cfg.per_probe * u32::from(cfg.max_ttl));
+        // A late report quoting an earlier probe is recorded at its own TTL and does
+        // not end the current one; other ICMP types and reports without offender count
+        // for nothing.
+        let (obs, sent, _) = simulate(cfg, |ttl| match ttl {
+            1 => vec![],
+            2 => vec![
+                icmp(1, "198.51.100.9", 11),
+                icmp(2, "10.0.0.1", 5),
+                IcmpReport {
+                    offender: None,
+                    ..icmp(2, "10.0.0.1", 11)
+                },
+            ],
+            3 => vec![icmp(3, "198.51.100.1", 3)],
+            _ => vec![],
+        });
+        assert_eq!(obs, vec![(1, ip("198.51.100.9")), (3, ip("198.51.100.1"))]);
+        assert_eq!(sent, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_pure_probe_ends_when_the_target_answers_and_skips_ipv6() {
+        let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
+        let now = Instant::now();
+        let mut p = HopProbe::new(target, &HopsConfig::default(), now);
+        assert_eq!(p.poll_transmit(now).unwrap().ttl, Some(1));
+        p.handle_input(
+            now,
+            0,
+            "198.51.100.1:3478".parse().unwrap(),
+            b"not the target",
+        );
+        assert!(p.poll_event().is_none());
+        p.handle_input(now, 0, target, b"an answer");
+        assert_eq!(p.poll_event(), Some(vec![(1, target.ip())]));
+        assert_eq!(p.poll_timeout(), None);
+        assert!(p.poll_transmit(now).is_none());
+        let mut v6 = HopProbe::new(
+            "[2001:db8::1]:3478".parse().unwrap(),
+            &HopsConfig::default(),
+            now,
+        );
+        assert_eq!(v6.poll_event(), Some(vec![]));
+        assert!(v6.poll_transmit(now).is_none());
     }
 
     #[test]
@@ -601,6 +559,7 @@ mod tests {
 mod netns {
     use super::*;
     use crate::punch::testnet::{in_netns, ip, nft, root, Chain};
+    use std::net::Ipv4Addr;
     use std::process::Command;
 
     /// `host → nat… → router… → target`. Link `i` joins node `i` and node `i+1`; the

@@ -3,8 +3,9 @@
 //! - [`wire`]: packet format and HKDF key schedule (golden vectors in its tests).
 //! - [`handshake`]: the sans-IO, clock-free handshake core.
 //! - [`hops`]: finding how many hops it takes to get past the own NAT (ICMP
-//!   time-exceeded through `IP_RECVERR`, no raw sockets), and `send_with_ttl`.
-//! - [`run_handshake`]: a small blocking driver over a `UdpSocket`.
+//!   time-exceeded through `IP_RECVERR`, no raw sockets).
+//! - [`run_handshake`]: the handshake (and [`Punching`], its repunch timer) run over a
+//!   `UdpSocket` by [`crate::net::Driver`].
 //!
 //! How the corridor uses them, on the one UDP socket whose mapped endpoint went into the
 //! rendezvous message (the socket must not change, or the NAT mapping changes with it):
@@ -33,6 +34,7 @@ pub(crate) mod testnet;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 pub use handshake::{Config, Event, FailReason, Handshake, Stats};
@@ -40,6 +42,8 @@ pub use hops::{choose_punch_ttl, discover_punch_ttl, send_with_ttl, HopsConfig, 
 pub use wire::{Role, Secrets};
 
 use crate::executor::SessionKey;
+use crate::net::Driver;
+use crate::sansio::{Core, Transmit};
 
 /// Errors of the corridor layer.
 #[derive(Debug)]
@@ -78,6 +82,12 @@ impl std::error::Error for PunchError {}
 impl From<io::Error> for PunchError {
     fn from(e: io::Error) -> Self {
         PunchError::Io(e)
+    }
+}
+
+impl From<crate::net::DriveError> for PunchError {
+    fn from(e: crate::net::DriveError) -> Self {
+        PunchError::Io(e.into())
     }
 }
 
@@ -127,6 +137,103 @@ pub struct Repunch {
     pub every: Duration,
 }
 
+/// The handshake as a [`Core`]; the inherent methods of [`Handshake`] do the work.
+impl Core for Handshake {
+    type Event = Event;
+
+    fn handle_input(&mut self, now: Instant, _socket: usize, from: SocketAddr, bytes: &[u8]) {
+        self.handle_datagram(from, bytes, now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Handshake::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        Handshake::poll_transmit(self, now).map(|(dest, payload)| Transmit::to(dest, payload))
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Handshake::poll_timeout(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Handshake::poll_event(self)
+    }
+}
+
+/// The acceptor's handshake with its [`Repunch`] timer, as one pure [`Core`]: besides
+/// the handshake's own datagrams it sends a fresh low-TTL punch packet every
+/// [`Repunch::every`] until the first valid packet from the peer arrives.
+#[derive(Debug)]
+pub struct Punching {
+    core: Handshake,
+    repunch: Option<Repunch>,
+    next_punch: Option<Instant>,
+}
+
+impl Punching {
+    /// `core`, re-punching per `repunch` (none: the handshake alone), first at
+    /// `now + every`: the first punch went out before the accept.
+    pub fn new(core: Handshake, repunch: Option<Repunch>, now: Instant) -> Punching {
+        Punching {
+            core,
+            next_punch: repunch.map(|r| now + r.every),
+            repunch,
+        }
+    }
+
+    /// The handshake inside.
+    pub fn handshake(&self) -> &Handshake {
+        &self.core
+    }
+}
+
+impl Core for Punching {
+    type Event = Event;
+
+    fn handle_input(&mut self, now: Instant, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        Core::handle_input(&mut self.core, now, socket, from, bytes);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Core::handle_timeout(&mut self.core, now);
+        if self.core.heard_peer() || self.core.is_finished() {
+            self.next_punch = None;
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = Core::poll_transmit(&mut self.core, now) {
+            return Some(t);
+        }
+        if self.core.heard_peer() || self.core.is_finished() {
+            self.next_punch = None;
+        }
+        let (r, due) = (self.repunch?, self.next_punch?);
+        if now < due {
+            return None;
+        }
+        log::debug!("re-punching toward {} with TTL {}", r.dest, r.ttl);
+        self.next_punch = Some(now + r.every);
+        Some(Transmit {
+            socket: 0,
+            dest: r.dest,
+            payload: self.core.punch_packet(),
+            ttl: Some(r.ttl),
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let t = Core::poll_timeout(&self.core)?;
+        Some(self.next_punch.map_or(t, |p| t.min(p)))
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Core::poll_event(&mut self.core)
+    }
+}
+
 /// A completed handshake.
 #[derive(Debug, Clone)]
 pub struct Connected {
@@ -141,8 +248,7 @@ pub struct Connected {
 }
 
 /// Drive `core` over `socket` until it has connected and finished lingering, or failed,
-/// or `deadline` passes. Blocking; uses `set_read_timeout(deadline - now)` and leaves the
-/// socket's read timeout as it found it.
+/// or `deadline` passes. Blocking; the socket's own settings are left as they were.
 pub fn run_handshake(
     socket: &UdpSocket,
     core: Handshake,
@@ -152,108 +258,47 @@ pub fn run_handshake(
 }
 
 /// [`run_handshake`], repeating the acceptor's low-TTL punch ([`Repunch`]) until the
-/// first valid packet from the peer arrives.
+/// first valid packet from the peer arrives ([`Punching`]).
 pub fn run_handshake_repunching(
     socket: &UdpSocket,
-    mut core: Handshake,
+    core: Handshake,
     deadline: Instant,
     repunch: Option<Repunch>,
 ) -> Result<Connected, PunchError> {
     let start = Instant::now();
-    let saved_timeout = socket.read_timeout()?;
-    let result = drive(socket, &mut core, deadline, start, repunch);
-    socket.set_read_timeout(saved_timeout)?;
-    result
-}
-
-fn drive(
-    socket: &UdpSocket,
-    core: &mut Handshake,
-    deadline: Instant,
-    start: Instant,
-    repunch: Option<Repunch>,
-) -> Result<Connected, PunchError> {
+    let mut core = Punching::new(core, repunch, start);
     let mut connected: Option<(SocketAddr, Duration)> = None;
-    let mut next_punch = repunch.map(|r| start + r.every);
-    // 1500 covers any datagram worth decoding; longer ones are truncated and then
-    // rejected by length.
-    let mut buf = [0u8; 1500];
-    loop {
-        let now = Instant::now();
-        while let Some((dest, bytes)) = core.poll_transmit(now) {
-            if let Err(e) = socket.send_to(&bytes, dest) {
-                // A send error (e.g. ICMP unreachable reported on a later send) must not
-                // end the handshake: retransmission will try again.
-                log::debug!("handshake: send to {dest} failed: {e}");
+    let mut failed: Option<Duration> = None;
+    Driver::new(&[socket])
+        .deadline(deadline)
+        .run(&mut core, |_, event, now| match event {
+            Event::Connected { peer } => {
+                let elapsed = now.duration_since(start);
+                log::info!("connected to {peer} in {} ms", elapsed.as_millis());
+                connected = Some((peer, elapsed));
+                ControlFlow::Continue(())
             }
-        }
-        while let Some(ev) = core.poll_event() {
-            match ev {
-                Event::Connected { peer } => {
-                    let elapsed = now.duration_since(start);
-                    log::info!("connected to {peer} in {} ms", elapsed.as_millis());
-                    connected = Some((peer, elapsed));
-                }
-                Event::Failed(_) => {
-                    return Err(PunchError::Timeout {
-                        after: now.duration_since(start),
-                        stats: core.stats().clone(),
-                    })
-                }
-                Event::Closed => {}
+            Event::Failed(_) => {
+                failed = Some(now.duration_since(start));
+                ControlFlow::Break(())
             }
-        }
-        if let (Some(r), Some(due)) = (repunch, next_punch) {
-            if core.heard_peer() {
-                next_punch = None;
-            } else if now >= due {
-                log::debug!("re-punching toward {} with TTL {}", r.dest, r.ttl);
-                if let Err(e) = send_with_ttl(socket, r.dest, &core.punch_packet(), r.ttl) {
-                    log::debug!("re-punch toward {} failed: {e}", r.dest);
-                }
-                next_punch = Some(now + r.every);
-            }
-        }
-        let wake = match core.poll_timeout() {
-            Some(t) => next_punch.map_or(t, |p| t.min(p)).min(deadline),
-            None => break,
-        };
-        if now >= deadline {
-            if connected.is_some() {
-                break;
-            }
-            return Err(PunchError::Timeout {
-                after: now.duration_since(start),
-                stats: core.stats().clone(),
-            });
-        }
-        // Zero is "block forever" for set_read_timeout: keep at least 1 ms.
-        let wait = wake
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1));
-        socket.set_read_timeout(Some(wait))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => core.handle_datagram(from, &buf[..n], Instant::now()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match connected {
-        Some((peer, elapsed)) => Ok(Connected {
-            peer: core.peer().unwrap_or(peer),
-            key: core.session_key(),
+            Event::Closed => ControlFlow::Continue(()),
+        })?;
+    let hs = core.handshake();
+    match (failed, connected) {
+        (None, Some((peer, elapsed))) => Ok(Connected {
+            peer: hs.peer().unwrap_or(peer),
+            key: hs.session_key(),
             elapsed,
-            stats: core.stats().clone(),
+            stats: hs.stats().clone(),
         }),
-        None => Err(PunchError::Timeout {
+        (Some(after), _) => Err(PunchError::Timeout {
+            after,
+            stats: hs.stats().clone(),
+        }),
+        (None, None) => Err(PunchError::Timeout {
             after: start.elapsed(),
-            stats: core.stats().clone(),
+            stats: hs.stats().clone(),
         }),
     }
 }
@@ -342,6 +387,61 @@ mod tests {
         }
         seqs.dedup();
         assert_eq!(seqs.len(), punches.len(), "every punch is a fresh packet");
+    }
+
+    #[test]
+    fn the_repunch_timer_is_pure_and_stops_once_the_inviter_is_heard() {
+        let t0 = Instant::now();
+        let (inv_addr, acc_addr): (SocketAddr, SocketAddr) = (
+            "198.51.100.10:40000".parse().unwrap(),
+            "203.0.113.20:50000".parse().unwrap(),
+        );
+        let acc = Handshake::new(
+            Role::Acceptor,
+            &secrets(),
+            [6; 16],
+            vec![inv_addr],
+            t0,
+            Config::default(),
+        );
+        let every = Duration::from_millis(40);
+        let r = Repunch {
+            dest: inv_addr,
+            ttl: 2,
+            every,
+        };
+        let mut p = Punching::new(acc, Some(r), t0);
+        let mut punches = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_millis(130) {
+            p.handle_timeout(now);
+            while let Some(t) = p.poll_transmit(now) {
+                assert_eq!((t.dest, t.ttl), (inv_addr, Some(2)));
+                punches.push((now - t0, t.payload));
+            }
+            now = p.poll_timeout().unwrap();
+        }
+        let at: Vec<Duration> = punches.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![every, every * 2, every * 3]);
+        // The inviter's first packet arrives: the answer goes out at the normal TTL,
+        // and no punch follows.
+        let mut inv = Handshake::new(
+            Role::Inviter,
+            &secrets(),
+            [6; 16],
+            vec![acc_addr],
+            t0,
+            Config::default(),
+        );
+        let (_, hello) = inv.poll_transmit(now).unwrap();
+        p.handle_input(now, 0, inv_addr, &hello);
+        let answer = p.poll_transmit(now).unwrap();
+        assert_eq!((answer.dest, answer.ttl), (inv_addr, None));
+        let later = now + every * 5;
+        p.handle_timeout(later);
+        while let Some(t) = p.poll_transmit(later) {
+            assert_eq!(t.ttl, None, "no punch once the inviter is heard");
+        }
     }
 
     #[test]

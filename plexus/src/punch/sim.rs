@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{Config, Event, FailReason, Handshake};
 use super::wire::{self, Keys, Packet, Role, Secrets};
+use crate::sansio::{Core, Transmit};
 
 /// xorshift64*: small, deterministic, good enough for dice.
 struct Rng(u64);
@@ -120,15 +121,21 @@ fn run(seed: u64, net: NetConfig, config: Config) -> Outcome {
                 captured.push(d.bytes.clone()); // the attacker sees the wire
             }
             if !net.silent[d.to] || d.from == attacker {
-                cores[d.to].handle_datagram(d.from, &d.bytes, now);
+                Core::handle_input(&mut cores[d.to], now, 0, d.from, &d.bytes);
             }
         }
         for s in 0..2 {
+            Core::handle_timeout(&mut cores[s], now);
             if net.silent[s] {
-                while cores[s].poll_transmit(now).is_some() {}
+                while Core::poll_transmit(&mut cores[s], now).is_some() {}
                 continue;
             }
-            while let Some((dest, bytes)) = cores[s].poll_transmit(now) {
+            while let Some(Transmit {
+                dest,
+                payload: bytes,
+                ..
+            }) = Core::poll_transmit(&mut cores[s], now)
+            {
                 let other = 1 - s;
                 if dest != public[other] {
                     continue; // stale candidate or old mapping: nobody there
@@ -152,7 +159,7 @@ fn run(seed: u64, net: NetConfig, config: Config) -> Outcome {
                     });
                 }
             }
-            while let Some(ev) = cores[s].poll_event() {
+            while let Some(ev) = Core::poll_event(&mut cores[s]) {
                 events[s].push((now - t0, ev));
             }
         }
@@ -211,14 +218,14 @@ fn run(seed: u64, net: NetConfig, config: Config) -> Outcome {
             });
         }
         for s in 0..2 {
-            while let Some(ev) = cores[s].poll_event() {
+            while let Some(ev) = Core::poll_event(&mut cores[s]) {
                 events[s].push((now - t0, ev));
             }
         }
         // Next instant: earliest of timers and arrivals (and attacker ticks).
         let mut next: Option<Instant> = queue.iter().map(|d| d.at).min();
         for c in &cores {
-            if let Some(t) = c.poll_timeout() {
+            if let Some(t) = Core::poll_timeout(c) {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }

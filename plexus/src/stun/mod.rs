@@ -1,13 +1,10 @@
 //! STUN (RFC 8489/5389, RFC 5780 attributes): a pure codec, a sans-IO binding
-//! transaction with RFC 8489 retransmission, and [`binding`], a small blocking
-//! driver for an already-bound socket.
+//! transaction with RFC 8489 retransmission, and [`binding`], which runs one over an
+//! already-bound socket with [`crate::net::drive`].
 //!
-//! The transaction never reads the clock or touches a socket:
-//! 1. [`Transaction::new`] with `now`;
-//! 2. send whatever [`Transaction::poll_transmit`] returns;
-//! 3. wait for a datagram or [`Transaction::poll_timeout`];
-//! 4. feed [`Transaction::handle_input`] / [`Transaction::handle_timeout`];
-//! 5. repeat until [`Transaction::outcome`] is `Some`.
+//! The transaction is a [`Core`]: it never reads the clock or touches a socket. Built
+//! with [`Transaction::new`] at `now`, it sends the request and its retransmissions,
+//! and reports its one event, the outcome, when an answer or the deadline arrives.
 
 pub mod codec;
 #[cfg(test)]
@@ -15,7 +12,11 @@ mod tests;
 
 use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
+
+use crate::net::Driver;
+use crate::sansio::{Core, Transmit};
 
 pub use codec::{decode, Attribute, Class, DecodeError, Message, TransactionId};
 
@@ -118,15 +119,6 @@ pub struct Response {
     pub from: SocketAddr,
 }
 
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination.
-    pub dest: SocketAddr,
-    /// The encoded message.
-    pub payload: Vec<u8>,
-}
-
 /// A fresh random transaction id.
 pub fn new_transaction_id() -> TransactionId {
     let mut id = [0u8; 12];
@@ -153,6 +145,8 @@ pub struct Transaction {
     deadline: Instant,
     timing: Timing,
     outcome: Option<Result<Response, StunError>>,
+    /// The outcome went out as the event already.
+    reported: bool,
 }
 
 impl Transaction {
@@ -176,6 +170,7 @@ impl Transaction {
             deadline: now + timing.deadline,
             timing,
             outcome: None,
+            reported: false,
         }
     }
 
@@ -189,46 +184,13 @@ impl Transaction {
         self.dest
     }
 
-    /// The next datagram to send now, if any (first send and retransmissions).
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.outcome.is_some() {
-            return None;
-        }
-        let due = self.next_send.filter(|t| *t <= now)?;
-        let next = due.max(now) + self.rto;
-        self.rto = self.rto.saturating_mul(2);
-        // A retransmission at or after the deadline could not be answered in time.
-        self.next_send = (next < self.deadline).then_some(next);
-        Some(Transmit {
-            dest: self.dest,
-            payload: self.request.clone(),
-        })
-    }
-
-    /// When the transaction next needs attention (a retransmission or the deadline).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.outcome.is_some() {
-            return None;
-        }
-        Some(
-            self.next_send
-                .map_or(self.deadline, |t| t.min(self.deadline)),
-        )
-    }
-
-    /// Time passes: fails the transaction once the deadline is reached.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.outcome.is_none() && now >= self.deadline {
-            self.outcome = Some(Err(StunError::Timeout {
-                server: self.dest,
-                after: self.timing.deadline,
-            }));
-        }
-    }
-
-    /// A decoded message arrived from `from`. Returns true when it answered this
-    /// transaction; strays (other id, unexpected source, requests) return false.
-    pub fn handle_input(&mut self, from: SocketAddr, msg: &Message) -> bool {
+    /// A decoded message arrived from `from` at `now`. Returns true when it answered
+    /// this transaction; strays (other id, unexpected source, requests) return false.
+    /// ([`Core::handle_input`] decodes and calls this; discovery decodes once and offers
+    /// the message to each of its transactions.) An answer counts until the deadline
+    /// has been handled by [`Core::handle_timeout`], however late `now` is: the driver
+    /// runs the timers first in every turn.
+    pub fn handle_message(&mut self, _now: Instant, from: SocketAddr, msg: &Message) -> bool {
         if self.outcome.is_some() || msg.transaction_id != self.id {
             return false;
         }
@@ -265,82 +227,102 @@ impl Transaction {
         true
     }
 
-    /// The result once known.
+    /// The result once known (it is also the one [`Core::poll_event`]).
     pub fn outcome(&self) -> Option<&Result<Response, StunError>> {
         self.outcome.as_ref()
     }
 }
 
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> StunError {
-    move |e| StunError::Io {
-        what,
-        error: e.to_string(),
+impl Core for Transaction {
+    type Event = Result<Response, StunError>;
+
+    fn handle_input(&mut self, now: Instant, _socket: usize, from: SocketAddr, bytes: &[u8]) {
+        match decode(bytes) {
+            Ok(m) => {
+                self.handle_message(now, from, &m);
+            }
+            Err(e) => log::debug!("ignoring a datagram from {from}: {e}"),
+        }
+    }
+
+    /// The next datagram to send now, if any (first send and retransmissions).
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        let due = self.next_send.filter(|t| *t <= now)?;
+        let next = due.max(now) + self.rto;
+        self.rto = self.rto.saturating_mul(2);
+        // A retransmission at or after the deadline could not be answered in time.
+        self.next_send = (next < self.deadline).then_some(next);
+        Some(Transmit::to(self.dest, self.request.clone()))
+    }
+
+    /// When the transaction next needs attention (a retransmission or the deadline).
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        Some(
+            self.next_send
+                .map_or(self.deadline, |t| t.min(self.deadline)),
+        )
+    }
+
+    /// Time passes: fails the transaction once the deadline is reached.
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.outcome.is_none() && now >= self.deadline {
+            self.outcome = Some(Err(StunError::Timeout {
+                server: self.dest,
+                after: self.timing.deadline,
+            }));
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        if self.reported {
+            return None;
+        }
+        let o = self.outcome.clone()?;
+        self.reported = true;
+        Some(o)
     }
 }
 
 /// The mapped endpoint of an already-bound `sock` as seen by `server`, within
 /// `timeout` (RFC 8489 retransmissions inside it). Datagrams that are not the
-/// answer are discarded; the socket's read timeout is restored afterwards.
+/// answer are discarded; the socket's settings are left as they were.
 pub fn binding(
     sock: &UdpSocket,
     server: SocketAddr,
     timeout: Duration,
 ) -> Result<SocketAddr, StunError> {
-    let old = sock
-        .read_timeout()
-        .map_err(io("reading the socket timeout"))?;
-    let now = Instant::now();
     let mut tx = Transaction::new(
         new_transaction_id(),
         server,
         Vec::new(),
         Expect::SameEndpoint,
         Timing::for_deadline(timeout),
-        now,
+        Instant::now(),
     );
-    let r = drive(sock, &mut tx);
-    sock.set_read_timeout(old)
-        .map_err(io("restoring the socket timeout"))?;
-    r
-}
-
-fn drive(sock: &UdpSocket, tx: &mut Transaction) -> Result<SocketAddr, StunError> {
-    let mut buf = [0u8; 1500];
-    loop {
-        let now = Instant::now();
-        tx.handle_timeout(now);
-        while let Some(t) = tx.poll_transmit(now) {
-            sock.send_to(&t.payload, t.dest)
-                .map_err(io("sending a Binding request"))?;
-        }
-        if let Some(o) = tx.outcome() {
-            return o.clone().map(|r| r.mapped);
-        }
-        let Some(wake) = tx.poll_timeout() else {
-            continue;
-        };
-        let wait = wake
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait))
-            .map_err(io("setting the socket timeout"))?;
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => match decode(&buf[..n]) {
-                Ok(m) => {
-                    tx.handle_input(from, &m);
-                }
-                Err(e) => log::debug!("ignoring a datagram from {from}: {e}"),
-            },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            // ICMP port unreachable from an earlier send surfaces here on Linux; keep waiting.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-            Err(e) => return Err(io("receiving")(e)),
-        }
-    }
+    let mut result = None;
+    Driver::new(&[sock])
+        .fatal_send_errors()
+        .run(&mut tx, |_, outcome, _| {
+            result = Some(outcome);
+            ControlFlow::Break(())
+        })
+        .map_err(|e| StunError::Io {
+            what: e.what,
+            error: e.source.to_string(),
+        })?;
+    // The transaction always ends with its outcome; a timeout is the honest fallback.
+    result
+        .unwrap_or(Err(StunError::Timeout {
+            server,
+            after: timeout,
+        }))
+        .map(|r| r.mapped)
 }
 
 #[cfg(test)]
@@ -409,11 +391,12 @@ mod transaction_tests {
         assert!(tx.poll_transmit(t0).is_some());
         let other = new_transaction_id();
         assert!(
-            !tx.handle_input(server(), &answer(other, "198.51.100.1:1")),
+            !tx.handle_message(t0, server(), &answer(other, "198.51.100.1:1")),
             "wrong id"
         );
         assert!(
-            !tx.handle_input(
+            !tx.handle_message(
+                t0,
                 "203.0.113.9:3478".parse().unwrap(),
                 &answer(id, "198.51.100.1:1")
             ),
@@ -422,11 +405,11 @@ mod transaction_tests {
         let mut req = answer(id, "198.51.100.1:1");
         req.class = Class::Request;
         assert!(
-            !tx.handle_input(server(), &req),
+            !tx.handle_message(t0, server(), &req),
             "a request is not an answer"
         );
         assert!(tx.outcome().is_none());
-        assert!(tx.handle_input(server(), &answer(id, "198.51.100.1:4242")));
+        assert!(tx.handle_message(t0, server(), &answer(id, "198.51.100.1:4242")));
         assert_eq!(
             tx.outcome().unwrap().as_ref().unwrap().mapped,
             "198.51.100.1:4242".parse().unwrap()
@@ -455,7 +438,7 @@ mod transaction_tests {
             code: 420,
             reason: "Unknown Attribute".into(),
         }];
-        assert!(tx.handle_input(server(), &m));
+        assert!(tx.handle_message(t0, server(), &m));
         assert_eq!(
             tx.outcome(),
             Some(&Err(StunError::ErrorResponse {
@@ -473,23 +456,27 @@ mod transaction_tests {
         let t = Timing::for_deadline(Duration::from_secs(1));
         let mut both = Transaction::new(id, server(), vec![], Expect::ChangedIpAndPort, t, t0);
         assert!(
-            !both.handle_input(server(), &answer(id, "198.51.100.1:1")),
+            !both.handle_message(t0, server(), &answer(id, "198.51.100.1:1")),
             "primary did not honour CHANGE-REQUEST"
         );
-        assert!(!both.handle_input(
+        assert!(!both.handle_message(
+            t0,
             "203.0.113.4:3478".parse().unwrap(),
             &answer(id, "198.51.100.1:1")
         ));
-        assert!(both.handle_input(
+        assert!(both.handle_message(
+            t0,
             "203.0.113.4:3479".parse().unwrap(),
             &answer(id, "198.51.100.1:1")
         ));
         let mut port = Transaction::new(id, server(), vec![], Expect::ChangedPort, t, t0);
-        assert!(!port.handle_input(
+        assert!(!port.handle_message(
+            t0,
             "203.0.113.4:3479".parse().unwrap(),
             &answer(id, "198.51.100.1:1")
         ));
-        assert!(port.handle_input(
+        assert!(port.handle_message(
+            t0,
             "203.0.113.3:3479".parse().unwrap(),
             &answer(id, "198.51.100.1:1")
         ));

@@ -26,7 +26,9 @@ use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
 use crate::nat::{self, Behaviour, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
-use crate::rendezvous::{Envelope, Kind, NatFacts, OpenError, Rendezvous, SealError};
+use crate::rendezvous::{
+    Accept, Body, Envelope, Invite, Message, NatFacts, OpenError, Rendezvous, SealError,
+};
 use crate::stun;
 
 /// How long the inviter waits for a mediator answer before refreshing its NAT mapping.
@@ -174,7 +176,7 @@ impl std::error::Error for SessionError {
 
 /// Refuse endpoints that no peer across a NAT can have: sending the handshake there
 /// would aim our packets at ourselves, a whole segment or nowhere.
-fn check_endpoints(msg: &Rendezvous) -> Result<(), SessionError> {
+fn check_endpoints(msg: &Body) -> Result<(), SessionError> {
     let bad = |a: &SocketAddr| {
         let ip = a.ip();
         a.port() == 0
@@ -399,7 +401,7 @@ fn inner_endpoint(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
 
 /// Where to send handshake packets: the peer's public endpoints, and its local ones
 /// when both sides sit behind the same public address (a NAT without hairpin).
-fn candidates(peer: &Rendezvous, own_mapped: SocketAddr) -> Vec<SocketAddr> {
+fn candidates(peer: &Body, own_mapped: SocketAddr) -> Vec<SocketAddr> {
     let mut out = peer.mapped.clone();
     if peer.mapped.iter().any(|m| m.ip() == own_mapped.ip()) {
         out.extend(peer.local.iter().copied());
@@ -449,7 +451,7 @@ pub fn invite(
     );
 
     let t = Instant::now();
-    let invite = Rendezvous::invite(
+    let invite = Invite::new(
         envelope.host_id().clone(),
         envelope.peer_id().clone(),
         unix_now(),
@@ -476,7 +478,10 @@ pub fn invite(
             address: settings.peer_address.clone(),
         }],
         mediator,
-        |m| m.kind == Kind::Accept && m.session == invite.session,
+        |m| match m {
+            Message::Accept(a) if a.session == invite.session => Some(a),
+            _ => None,
+        },
         settings.rendezvous_timeout,
         Some((&socket, stun_server)),
     )?;
@@ -492,7 +497,7 @@ pub fn invite(
     let t = Instant::now();
     let core = Handshake::new(
         Role::Inviter,
-        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        &Secrets::from_rendezvous(&invite, &accept),
         invite.session.0,
         candidates(&accept, mapped),
         Instant::now(),
@@ -587,17 +592,18 @@ fn describe_facts(f: &NatFacts) -> String {
     format!("mapping {}, filtering {}", b(f.mapping), b(f.filtering))
 }
 
-/// Wait for a message that opens and satisfies `want`. Everything else the mediator
-/// hands us is acknowledged: refused (left or quarantined) when it fails to open,
-/// consumed when it opened but is not what this session waits for (a stale accept,
-/// say — it is authentic, and replay protection already remembers it).
-fn wait_for(
+/// Wait for a message that opens and that `want` takes.
+/// Everything else the mediator hands us is acknowledged: refused (left or quarantined)
+/// when it fails to open, consumed when it opened but is not what this session waits
+/// for (a stale accept, say — it is authentic, and replay protection already remembers
+/// it).
+fn wait_for<T>(
     peers: &mut [Peer<'_>],
     mediator: &mut dyn Mediator,
-    want: impl Fn(&Rendezvous) -> bool,
+    want: impl Fn(Message) -> Option<T>,
     timeout: Option<Duration>,
     keepalive: Option<(&UdpSocket, SocketAddr)>,
-) -> Result<(usize, Rendezvous), SessionError> {
+) -> Result<(usize, T), SessionError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
     let mut backoff = RECEIVE_BACKOFF_START;
@@ -648,18 +654,18 @@ fn wait_for(
                 );
                 acknowledge(mediator, &incoming.id, Outcome::Rejected);
             }
-            Ok((i, msg)) if want(&msg) => {
+            Ok((i, msg)) => {
+                let (kind, from, session) =
+                    (msg.kind(), msg.body().from.clone(), msg.body().session);
                 acknowledge(mediator, &incoming.id, Outcome::Handled);
-                return Ok((i, msg));
-            }
-            Ok((_, msg)) => {
-                info!(
-                    "ignoring a {} from {} for session {} (not the one awaited)",
-                    msg.kind.as_str(),
-                    msg.from,
-                    msg.session.to_hex()
-                );
-                acknowledge(mediator, &incoming.id, Outcome::Handled);
+                match want(msg) {
+                    Some(wanted) => return Ok((i, wanted)),
+                    None => info!(
+                        "ignoring a {} from {from} for session {} (not the one awaited)",
+                        kind.as_str(),
+                        session.to_hex()
+                    ),
+                }
             }
         }
     }
@@ -691,7 +697,7 @@ fn open_from(
     peers: &mut [Peer<'_>],
     from: &str,
     sealed: &[u8],
-) -> Result<(usize, Rendezvous), OpenError> {
+) -> Result<(usize, Message), OpenError> {
     let (mut order, rest): (Vec<usize>, Vec<usize>) =
         (0..peers.len()).partition(|&i| peers[i].address.eq_ignore_ascii_case(from));
     order.extend(rest);
@@ -754,7 +760,16 @@ pub fn accept(
         let remaining = settings
             .rendezvous_timeout
             .map(|t| t.checked_sub(started.elapsed()).unwrap_or_default());
-        let (who, invite) = wait_for(peers, mediator, |m| m.kind == Kind::Invite, remaining, None)?;
+        let (who, invite) = wait_for(
+            peers,
+            mediator,
+            |m| match m {
+                Message::Invite(i) => Some(i),
+                _ => None,
+            },
+            remaining,
+            None,
+        )?;
         let peer = &mut peers[who];
         let session_start = Instant::now();
         if let Err(e) = check_endpoints(&invite) {
@@ -884,7 +899,7 @@ fn answer(
     stun_server: SocketAddr,
     peer: &mut Peer<'_>,
     mediator: &mut dyn Mediator,
-    invite: &Rendezvous,
+    invite: &Invite,
     facts: NatFacts,
 ) -> Result<Prepared, SessionError> {
     let start = Instant::now();
@@ -892,7 +907,7 @@ fn answer(
         return Err(SessionError::Socket("the invite names no endpoint".into()));
     };
     let (socket, mapped) = corridor_socket(settings)?;
-    let accept = Rendezvous::accept(
+    let accept = Accept::new(
         invite,
         unix_now(),
         vec![mapped],
@@ -906,7 +921,7 @@ fn answer(
     };
     let mut core = Handshake::new(
         Role::Acceptor,
-        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        &Secrets::from_rendezvous(invite, &accept),
         invite.session.0,
         candidates(invite, mapped),
         Instant::now(),
@@ -1007,7 +1022,7 @@ mod tests {
         let e = wait_for(
             &mut [],
             &mut m,
-            |_| true,
+            Some,
             Some(Duration::from_millis(2000)),
             None,
         )
@@ -1019,14 +1034,7 @@ mod tests {
         // Wrong credentials end the wait at once.
         let mut m = flaky(vec![]);
         m.receive_failures = vec![MediatorError::Auth("bad password".into())];
-        let e = wait_for(
-            &mut [],
-            &mut m,
-            |_| true,
-            Some(Duration::from_secs(5)),
-            None,
-        )
-        .unwrap_err();
+        let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
         assert!(
             matches!(e, SessionError::Mediator(MediatorError::Auth(_))),
             "{e}"
@@ -1076,7 +1084,7 @@ mod tests {
             let e = wait_for(
                 &mut [],
                 &mut m,
-                |_| true,
+                Some,
                 Some(Duration::from_millis(1500)),
                 None,
             )
@@ -1086,14 +1094,7 @@ mod tests {
         }
         let mut m = flaky(vec![]);
         m.receive_failures = vec![MediatorError::Config("no such folder".into())];
-        let e = wait_for(
-            &mut [],
-            &mut m,
-            |_| true,
-            Some(Duration::from_secs(5)),
-            None,
-        )
-        .unwrap_err();
+        let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
         assert!(
             matches!(e, SessionError::Mediator(MediatorError::Config(_))),
             "{e}"
@@ -1107,7 +1108,7 @@ mod tests {
         let e = wait_for(
             &mut [],
             &mut m,
-            |_| true,
+            Some,
             Some(Duration::from_millis(300)),
             None,
         )
@@ -1125,8 +1126,7 @@ mod tests {
     fn endpoints_no_peer_can_have_are_refused() {
         use crate::identity::PeerId;
         // Built field by field: the constructors already refuse port 0.
-        let msg = |mapped: &str, local: &[&str]| Rendezvous {
-            kind: Kind::Invite,
+        let msg = |mapped: &str, local: &[&str]| Body {
             from: PeerId::parse("a@x.example/one").unwrap(),
             to: PeerId::parse("b@y.example/two").unwrap(),
             session: crate::rendezvous::SessionId([1; 16]),
@@ -1227,8 +1227,7 @@ mod tests {
 
     #[test]
     fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
-        let msg = |mapped: &str, local: &str| Rendezvous {
-            kind: Kind::Invite,
+        let msg = |mapped: &str, local: &str| Body {
             from: crate::rendezvous::PeerId::parse("a@x.example/one").unwrap(),
             to: crate::rendezvous::PeerId::parse("b@x.example/two").unwrap(),
             session: crate::rendezvous::SessionId([1; 16]),

@@ -20,6 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::executor::SessionKey;
+use crate::rendezvous::{Accept, Invite};
 use crate::secret::wipe;
 
 /// First bytes of every handshake packet.
@@ -80,14 +81,18 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// From the invite's and the accept's rendezvous secrets.
-    pub fn from_rendezvous(
-        inviter: &crate::rendezvous::Secret,
-        acceptor: &crate::rendezvous::Secret,
-    ) -> Secrets {
+    /// From the invite's and the accept's secrets. The types keep the order right:
+    ///
+    /// ```compile_fail
+    /// # use plexus::{punch::Secrets, rendezvous::{Accept, Invite}};
+    /// fn swapped(invite: &Invite, accept: &Accept) -> Secrets {
+    ///     Secrets::from_rendezvous(accept, invite)
+    /// }
+    /// ```
+    pub fn from_rendezvous(invite: &Invite, accept: &Accept) -> Secrets {
         Secrets {
-            inviter: *inviter.expose(),
-            acceptor: *acceptor.expose(),
+            inviter: *invite.secret.expose(),
+            acceptor: *accept.secret.expose(),
         }
     }
 }
@@ -391,12 +396,27 @@ mod tests {
         );
     }
 
+    /// A decoded message of `kind` whose secret is `secret` repeated.
+    fn message(kind: &str, secret: u8) -> crate::rendezvous::Message {
+        let text = format!(
+            "PLEXUS-RENDEZVOUS 1\nkind: {kind}\nfrom: a@x.example/one\nto: b@x.example/two\n\
+             session: 000102030405060708090a0b0c0d0e0f\ntime: 0\nmapped: -\nlocal: -\n\
+             nat: no\nmapping: unknown\nfiltering: unknown\nhairpin: unknown\n\
+             port-preserved: unknown\nsecret: {}\n",
+            format!("{secret:02x}").repeat(32)
+        );
+        crate::rendezvous::Message::decode(text.as_bytes()).unwrap()
+    }
+
     #[test]
     fn secrets_from_rendezvous() {
-        let s = Secrets::from_rendezvous(
-            &crate::rendezvous::Secret::from_bytes([0x11; 32]),
-            &crate::rendezvous::Secret::from_bytes([0x22; 32]),
-        );
+        use crate::rendezvous::Message;
+        let (Message::Invite(invite), Message::Accept(accept)) =
+            (message("invite", 0x11), message("accept", 0x22))
+        else {
+            panic!("the kinds decode as written");
+        };
+        let s = Secrets::from_rendezvous(&invite, &accept);
         let (keys, sid) = fixture();
         assert_eq!(Keys::derive(&s, &sid).session_key(), keys.session_key());
     }

@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, DecodeError, Keys, Packet, Role, Secrets, FLAG_DONE, FLAG_SEEN};
+use super::wire::{self, Keys, Packet, Role, Secrets, WireError, FLAG_DONE, FLAG_SEEN};
 use crate::executor::SessionKey;
 
 /// Timing of the handshake.
@@ -345,10 +345,10 @@ impl Handshake {
             Ok(p) => p,
             Err(e) => {
                 match e {
-                    DecodeError::Malformed => self.stats.malformed += 1,
-                    DecodeError::WrongSession => self.stats.wrong_session += 1,
-                    DecodeError::WrongDirection => self.stats.wrong_direction += 1,
-                    DecodeError::BadMac => self.stats.bad_mac += 1,
+                    WireError::Malformed => self.stats.malformed += 1,
+                    WireError::WrongSession => self.stats.wrong_session += 1,
+                    WireError::WrongDirection => self.stats.wrong_direction += 1,
+                    WireError::BadMac => self.stats.bad_mac += 1,
                 }
                 log::debug!("handshake: dropped datagram from {from}: {e}");
                 return;

@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-pub use codec::{decode, Attribute, Class, DecodeError, Message, TransactionId};
+pub use codec::{decode, Attribute, Class, Message, StunDecodeError, TransactionId};
 
 /// Why a binding transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,7 @@ const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// Why a text is not a valid peer id.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdError {
     /// There is no `/instance` part.
     MissingInstance(String),
@@ -186,6 +187,7 @@ impl FromStr for PeerId {
 
 /// Errors loading or creating keys and certificates.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// A file could not be read (missing, unreadable, a directory).
     Read { path: PathBuf, source: io::Error },
@@ -310,6 +312,7 @@ impl std::error::Error for IdentityError {
             IdentityError::Read { source, .. } | IdentityError::Write { source, .. } => {
                 Some(source)
             }
+            IdentityError::KeyUnsafe(e) => Some(e),
             _ => None,
         }
     }

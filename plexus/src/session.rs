@@ -117,6 +117,7 @@ pub struct Finished {
 
 /// Errors of a session; each says what failed and what to try.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SessionError {
     /// This side's NAT cannot take part in a direct punch.
     NatRefused(String),

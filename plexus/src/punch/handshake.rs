@@ -59,6 +59,7 @@ impl Default for Config {
 
 /// Why a handshake failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailReason {
     /// No valid exchange with the peer within [`Config::timeout`].
     Timeout,

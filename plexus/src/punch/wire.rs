@@ -189,6 +189,7 @@ pub struct Packet {
 
 /// Why a datagram is not a packet for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// Wrong length, magic or version, or unknown type bits: not a plexus handshake packet.
     Malformed,

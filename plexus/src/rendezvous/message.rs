@@ -326,6 +326,7 @@ impl From<Accept> for Message {
 /// Why a message could not be encoded or decoded. Every malformed input has its own
 /// variant; line numbers count from 1 (the magic line).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The encoding is larger than [`MAX_ENCODED`] bytes.
     TooLarge { len: usize },
@@ -391,7 +392,14 @@ impl fmt::Display for MessageError {
     }
 }
 
-impl std::error::Error for MessageError {}
+impl std::error::Error for MessageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MessageError::BadId { error: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

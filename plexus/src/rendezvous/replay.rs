@@ -30,6 +30,7 @@ const MAX_FILE: u64 = 2 << 20;
 
 /// Errors of the replay guard.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// This (kind, sender, session) was already accepted.
     Replayed {
@@ -72,7 +73,14 @@ impl fmt::Display for ReplayError {
     }
 }
 
-impl std::error::Error for ReplayError {}
+impl std::error::Error for ReplayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplayError::Io { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {

@@ -91,6 +91,7 @@ impl Default for Freshness {
 
 /// Errors while sealing.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SealError {
     /// The message's `from`/`to` are not this host and the configured peer.
     WrongIds {
@@ -118,11 +119,19 @@ impl fmt::Display for SealError {
     }
 }
 
-impl std::error::Error for SealError {}
+impl std::error::Error for SealError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SealError::Message(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Why an envelope could not be set up from the configuration. There is no fallback:
 /// a missing or bad certificate stops plexus, it never downgrades to plaintext.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The host's or the peer's certificate or key could not be loaded (see inner error).
     Identity(IdentityError),
@@ -142,7 +151,15 @@ impl fmt::Display for SetupError {
     }
 }
 
-impl std::error::Error for SetupError {}
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Identity(e) => Some(e),
+            SetupError::Replay(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Where an S/MIME envelope's material lives (from the profile).
 #[derive(Debug, Clone)]
@@ -167,6 +184,7 @@ pub struct EnvelopeFiles {
 
 /// Why a sealed message was refused. Each has its own message saying what was wrong.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenError {
     /// Larger than [`MAX_SEALED`] bytes.
     Oversized { len: usize },
@@ -235,7 +253,15 @@ impl fmt::Display for OpenError {
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Malformed(e) => Some(e),
+            OpenError::ReplayState(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Empty this thread's OpenSSL error queue (without reading it: reading is where the
 /// Rust binding can panic on non-UTF-8 error data).

@@ -136,6 +136,7 @@ pub struct Message {
 
 /// Why bytes are not a STUN message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StunDecodeError {
     /// Fewer than 20 bytes.
     ShortHeader(usize),

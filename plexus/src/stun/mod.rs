@@ -21,6 +21,7 @@ pub use codec::{decode, Attribute, Class, Message, StunDecodeError, TransactionI
 
 /// Why a binding transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StunError {
     /// No answer before the overall deadline.
     Timeout {

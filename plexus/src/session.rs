@@ -16,6 +16,7 @@
 //! the main loop goes back to waiting.
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +25,13 @@ use log::{debug, info, warn};
 
 use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
-use crate::nat::{self, Behaviour, NatReport};
+use crate::nat::{self, Behaviour, NatError, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
+use crate::rendezvous::MessageError;
 use crate::rendezvous::{
     Accept, Body, Envelope, Invite, Message, NatFacts, OpenError, Rendezvous, SealError,
 };
-use crate::stun;
+use crate::stun::{self, StunError};
 
 /// How long the inviter waits for a mediator answer before refreshing its NAT mapping.
 /// Linux conntrack forgets an unreplied UDP flow after 30 s; home routers vary.
@@ -115,16 +117,40 @@ pub struct Finished {
     pub exec: Result<ExecReport, ExecError>,
 }
 
-/// Errors of a session; each says what failed and what to try.
+/// Errors of a session; each says what failed and what to try. A failure of a lower
+/// layer is kept as it came, typed, and returned by `source()`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// This side's NAT cannot take part in a direct punch.
+    /// This side's NAT cannot take part in a direct punch (discovery's reason).
     NatRefused(String),
-    /// NAT discovery or the STUN binding failed.
-    Stun(String),
-    /// The corridor socket could not be bound or used.
-    Socket(String),
+    /// NAT discovery failed.
+    Discovery(NatError),
+    /// The corridor socket's STUN binding failed, so its public endpoint is unknown.
+    Binding {
+        /// The STUN server asked.
+        server: SocketAddr,
+        /// Why it failed.
+        source: StunError,
+    },
+    /// The corridor socket could not be bound.
+    Bind {
+        /// The address it was to be bound to.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A thread of the session could not be started.
+    Thread {
+        /// What the thread was for.
+        what: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A part of the session panicked (a bug; named here).
+    Panicked(&'static str),
+    /// Our invite or accept could not be built (the format refuses an endpoint).
+    Message(MessageError),
     /// The mediator failed.
     Mediator(MediatorError),
     /// Our message could not be sealed.
@@ -136,6 +162,8 @@ pub enum SessionError {
     /// The peer's message names an endpoint no real peer can have (unspecified,
     /// loopback, multicast, broadcast, port 0).
     BadEndpoint(SocketAddr),
+    /// The peer's invite names no endpoint to punch toward.
+    NoEndpoint,
     /// The settings cannot work (named in the message).
     Settings(String),
 }
@@ -144,8 +172,26 @@ impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SessionError::NatRefused(m) => write!(f, "this NAT cannot punch directly: {m}"),
-            SessionError::Stun(m) => write!(f, "STUN: {m}"),
-            SessionError::Socket(m) => write!(f, "corridor socket: {m}"),
+            SessionError::Discovery(e) => write!(f, "STUN: {e}"),
+            SessionError::Binding { server, source } => {
+                write!(f, "STUN: binding via {server}: {source}")
+            }
+            SessionError::Bind { addr, source } => write!(
+                f,
+                "corridor socket: cannot bind {addr}: {source} (is another plexus or the \
+                 previous executor using it?)"
+            ),
+            SessionError::Thread { what, source } => {
+                write!(f, "corridor socket: cannot start {what}: {source}")
+            }
+            SessionError::Panicked(what) => {
+                write!(f, "{what} panicked; please report this as a plexus bug")
+            }
+            SessionError::Message(e) => write!(f, "building our rendezvous message: {e}"),
+            SessionError::NoEndpoint => write!(
+                f,
+                "the peer's invite names no endpoint to punch toward; refused"
+            ),
             SessionError::Mediator(e) => write!(f, "{e}"),
             SessionError::Seal(e) => write!(f, "sealing the rendezvous message: {e}"),
             SessionError::RendezvousTimeout(d) => write!(
@@ -168,8 +214,13 @@ impl fmt::Display for SessionError {
 impl std::error::Error for SessionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            SessionError::Discovery(e) => Some(e),
+            SessionError::Binding { source, .. } => Some(source),
+            SessionError::Bind { source, .. } | SessionError::Thread { source, .. } => Some(source),
+            SessionError::Message(e) => Some(e),
             SessionError::Mediator(e) => Some(e),
             SessionError::Seal(e) => Some(e),
+            SessionError::Punch(e) => Some(e),
             _ => None,
         }
     }
@@ -255,7 +306,7 @@ fn discover_rounds(
         || nat::discover_staged(config, &mut on_mapping),
         |_| true,
     )
-    .map_err(|e| SessionError::Stun(e.to_string()))
+    .map_err(SessionError::Discovery)
 }
 
 /// A STUN step that must be answered, tried up to three times while `retry` says the
@@ -331,13 +382,16 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
             );
             Ok(full)
         })
-        .map_err(|e| SessionError::Socket(format!("cannot start NAT discovery: {e}")))?;
+        .map_err(|source| SessionError::Thread {
+            what: "NAT discovery",
+            source,
+        })?;
     let report = match rx.recv() {
         Ok(r) => r,
         // No mapping verdict: the thread ended, with the discovery error.
         Err(_) => match thread.join() {
             Ok(r) => r?,
-            Err(_) => return Err(SessionError::Stun("NAT discovery panicked".into())),
+            Err(_) => return Err(SessionError::Panicked("NAT discovery")),
         },
     };
     judge_mapping(report)
@@ -345,11 +399,9 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
 
 /// Bind the corridor socket and learn its public endpoint from the first STUN server.
 fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr), SessionError> {
-    let socket = UdpSocket::bind(settings.bind).map_err(|e| {
-        SessionError::Socket(format!(
-            "cannot bind {}: {e} (is another plexus or the previous executor using it?)",
-            settings.bind
-        ))
+    let socket = UdpSocket::bind(settings.bind).map_err(|source| SessionError::Bind {
+        addr: settings.bind,
+        source,
     })?;
     let server = settings.stun[0];
     // Unlike a filtering probe, this one must be answered: allow retransmissions, and
@@ -361,7 +413,7 @@ fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr)
         || stun::binding(&socket, server, timeout),
         |e| matches!(e, stun::StunError::Timeout { .. }),
     )
-    .map_err(|e| SessionError::Stun(format!("binding via {server}: {e}")))?;
+    .map_err(|source| SessionError::Binding { server, source })?;
     Ok((socket, mapped))
 }
 
@@ -434,7 +486,7 @@ pub fn invite(
         let corridor = corridor_socket(settings);
         let report = discovery
             .join()
-            .unwrap_or_else(|_| Err(SessionError::Stun("NAT discovery panicked".into())));
+            .unwrap_or(Err(SessionError::Panicked("NAT discovery")));
         (report, corridor)
     });
     let report = report?;
@@ -460,7 +512,7 @@ pub fn invite(
         local_endpoints(&socket),
         facts_of(&report),
     )
-    .map_err(|e| SessionError::Socket(format!("building the invite: {e}")))?;
+    .map_err(SessionError::Message)?;
     let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
     send_sealed(mediator, &settings.peer_address, &sealed)?;
     timeline.send = t.elapsed();
@@ -905,7 +957,7 @@ fn answer(
 ) -> Result<Prepared, SessionError> {
     let start = Instant::now();
     let Some(&inviter) = invite.mapped.first() else {
-        return Err(SessionError::Socket("the invite names no endpoint".into()));
+        return Err(SessionError::NoEndpoint);
     };
     let (socket, mapped) = corridor_socket(settings)?;
     let accept = Accept::new(
@@ -915,7 +967,7 @@ fn answer(
         local_endpoints(&socket),
         facts,
     )
-    .map_err(|e| SessionError::Socket(format!("building the accept: {e}")))?;
+    .map_err(SessionError::Message)?;
     let acceptor_config = punch::Config {
         timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
         ..handshake_config(settings)
@@ -1170,6 +1222,25 @@ mod tests {
         settings.stun.clear();
         let e = accept(&settings, &mut [], &mut m, &[], true).unwrap_err();
         assert!(e.to_string().contains("no STUN server"), "{e}");
+    }
+
+    #[test]
+    fn a_lower_error_stays_a_typed_cause() {
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut settings = settings_for("127.0.0.1:9".parse().unwrap());
+        settings.bind = taken.local_addr().unwrap();
+        let e = corridor_socket(&settings).unwrap_err();
+        let SessionError::Bind { addr, source } = &e else {
+            panic!("not a bind error: {e}");
+        };
+        assert_eq!(*addr, settings.bind);
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        let cause = std::error::Error::source(&e).expect("the io::Error is the source");
+        assert_eq!(
+            cause.downcast_ref::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        assert!(e.to_string().contains("cannot bind"), "{e}");
     }
 
     #[test]

@@ -1118,6 +1118,25 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_message_is_the_typed_source_of_the_refusal() {
+        let demo = DemoCerts::new("seal-source");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let sealed = seal_smime(
+            &demo.identity("alice"),
+            &demo.peer("bob"),
+            b"PLEXUS-RENDEZVOUS 2\n",
+        )
+        .unwrap();
+        let e = bob.open(&sealed, NOW).unwrap_err();
+        assert!(matches!(e, OpenError::Malformed(_)), "{e}");
+        let cause = std::error::Error::source(&e).expect("the message error is the source");
+        assert_eq!(
+            cause.downcast_ref::<MessageError>(),
+            Some(&MessageError::UnsupportedVersion("2".into()))
+        );
+    }
+
+    #[test]
     fn seal_refuses_ids_that_are_not_ours() {
         let demo = DemoCerts::new("seal-ids");
         let env = envelope(&demo, "alice", "bob");

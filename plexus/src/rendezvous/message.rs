@@ -329,9 +329,15 @@ impl From<Accept> for Message {
 #[non_exhaustive]
 pub enum MessageError {
     /// The encoding is larger than [`MAX_ENCODED`] bytes.
-    TooLarge { len: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A byte that is not printable ASCII or `\n` (CR, tab, NUL, UTF-8…).
-    NotText { offset: usize },
+    NotText {
+        /// Where the first such byte is.
+        offset: usize,
+    },
     /// The text does not end with `\n` (cut off?).
     Unterminated,
     /// The first line is not `PLEXUS-RENDEZVOUS <n>`: not a rendezvous message.
@@ -339,30 +345,66 @@ pub enum MessageError {
     /// A rendezvous message of a version this build does not read.
     UnsupportedVersion(String),
     /// A line is not `key: value`.
-    BadLine { line: usize },
+    BadLine {
+        /// The line number.
+        line: usize,
+    },
     /// A key this version does not know.
-    UnknownField { line: usize, key: String },
+    UnknownField {
+        /// The line number.
+        line: usize,
+        /// The key (its first 40 characters).
+        key: String,
+    },
     /// A key appears a second time.
-    DuplicateField { line: usize, key: &'static str },
+    DuplicateField {
+        /// The line number of the repeat.
+        line: usize,
+        /// The key.
+        key: &'static str,
+    },
     /// A key appears before one that must come first (or that one is missing).
     OutOfOrder {
+        /// The line number.
         line: usize,
+        /// The key that belongs on this line.
         expected: &'static str,
+        /// The key found there.
         found: &'static str,
     },
     /// The message ends before this required key.
     MissingField(&'static str),
     /// Lines after the last key.
-    TrailingData { line: usize },
+    TrailingData {
+        /// The first extra line.
+        line: usize,
+    },
     /// A value is not valid for its key.
-    BadValue { field: &'static str, reason: String },
+    BadValue {
+        /// The key.
+        field: &'static str,
+        /// What is wrong (never the secret's text).
+        reason: String,
+    },
     /// `from` or `to` is not a valid peer id.
-    BadId { field: &'static str, error: IdError },
+    BadId {
+        /// `from` or `to`.
+        field: &'static str,
+        /// Why the id is invalid.
+        error: IdError,
+    },
     /// An endpoint list is longer than [`MAX_ENDPOINTS`].
-    TooManyEndpoints { field: &'static str, count: usize },
+    TooManyEndpoints {
+        /// `mapped` or `local`.
+        field: &'static str,
+        /// How many it lists.
+        count: usize,
+    },
     /// The same endpoint twice in one list.
     DuplicateEndpoint {
+        /// `mapped` or `local`.
         field: &'static str,
+        /// The repeated endpoint.
         addr: SocketAddr,
     },
     /// The system random generator failed.

@@ -95,9 +95,13 @@ impl Default for Freshness {
 pub enum SealError {
     /// The message's `from`/`to` are not this host and the configured peer.
     WrongIds {
+        /// The message's sender.
         from: String,
+        /// The message's recipient.
         to: String,
+        /// This envelope's host.
         host: String,
+        /// This envelope's peer.
         peer: String,
     },
     /// The message cannot be encoded (see the inner error).
@@ -187,11 +191,19 @@ pub struct EnvelopeFiles {
 #[non_exhaustive]
 pub enum OpenError {
     /// Larger than [`MAX_SEALED`] bytes.
-    Oversized { len: usize },
+    Oversized {
+        /// Its length in bytes.
+        len: usize,
+    },
     /// Not DER-encoded S/MIME (CMS/PKCS#7) at all.
     NotSmime(String),
     /// DER that ends before its declared length.
-    Truncated { have: usize, need: Option<usize> },
+    Truncated {
+        /// Bytes received.
+        have: usize,
+        /// Bytes the DER header announces, when it could be read.
+        need: Option<usize>,
+    },
     /// S/MIME signed but not encrypted: rendezvous content must never travel in clear.
     NotEncrypted,
     /// Encrypted, but not to this host's certificate.
@@ -201,7 +213,10 @@ pub enum OpenError {
     /// The decrypted content carries no S/MIME signature.
     Unsigned,
     /// Signed by a certificate other than the one pinned for the peer.
-    WrongSigner { found: String },
+    WrongSigner {
+        /// The signer certificate found (subject and fingerprint).
+        found: String,
+    },
     /// The signature does not verify: the content was altered after signing.
     BadSignature(String),
     /// The pinned certificate does not chain to the configured CA.
@@ -209,15 +224,40 @@ pub enum OpenError {
     /// The signed content is not a valid rendezvous message.
     Malformed(MessageError),
     /// The signed sender id is not the configured peer.
-    SenderMismatch { expected: PeerId, found: PeerId },
+    SenderMismatch {
+        /// The configured peer.
+        expected: PeerId,
+        /// The id in the message.
+        found: PeerId,
+    },
     /// The signed recipient id is not this host.
-    RecipientMismatch { expected: PeerId, found: PeerId },
+    RecipientMismatch {
+        /// This host.
+        expected: PeerId,
+        /// The id in the message.
+        found: PeerId,
+    },
     /// Older than the freshness window.
-    Stale { age: u64, max_age: u64 },
+    Stale {
+        /// Its age in seconds.
+        age: u64,
+        /// The freshness window in seconds.
+        max_age: u64,
+    },
     /// Timestamped further ahead than the allowed clock skew.
-    FromFuture { ahead: u64, max_skew: u64 },
+    FromFuture {
+        /// Seconds it is dated ahead of our clock.
+        ahead: u64,
+        /// The allowed skew in seconds.
+        max_skew: u64,
+    },
     /// Already accepted once.
-    Replayed { kind: Kind, session: SessionId },
+    Replayed {
+        /// Invite or accept.
+        kind: Kind,
+        /// Its session.
+        session: SessionId,
+    },
     /// The replay state could not be read or written (the message was not accepted).
     ReplayState(ReplayError),
     /// The pinned peer certificate is expired or not yet valid at the time of opening.

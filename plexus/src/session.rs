@@ -27,9 +27,9 @@ use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
 use crate::nat::{self, Behaviour, NatError, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
-use crate::rendezvous::MessageError;
 use crate::rendezvous::{
-    Accept, Body, Envelope, Invite, Message, NatFacts, OpenError, Rendezvous, SealError,
+    Accept, Body, Envelope, Invite, Message, MessageError, NatFacts, OpenError, Rendezvous,
+    SealError,
 };
 use crate::stun::{self, StunError};
 

@@ -247,7 +247,7 @@ pub trait Rendezvous: sealed::Sealed {
     fn body(&self) -> &Body;
     /// The canonical encoding. It contains the secret: callers wipe it after use.
     fn encode(&self) -> Result<Vec<u8>, MessageError> {
-        self.body().encode(self.kind())
+        self.body().encode_as(self.kind())
     }
 }
 
@@ -638,7 +638,11 @@ impl Accept {
 }
 
 impl Body {
-    fn encode(&self, kind: Kind) -> Result<Vec<u8>, MessageError> {
+    /// These fields encoded as a message of `kind`: for tests and tools that need bytes
+    /// no session would send (an altered time, another sender). It makes bytes only;
+    /// sealing and key derivation take an [`Invite`] or [`Accept`], so this cannot
+    /// stand in for one.
+    pub fn encode_as(&self, kind: Kind) -> Result<Vec<u8>, MessageError> {
         check_endpoints("mapped", &self.mapped)?;
         check_endpoints("local", &self.local)?;
         let n = &self.nat;
@@ -939,6 +943,21 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
         assert_ne!(acc.secret, i1.secret);
         let round = Message::decode(&i1.encode().unwrap()).unwrap();
         assert_eq!(round, Message::Invite(i1));
+    }
+
+    #[test]
+    fn a_body_encodes_as_either_kind_and_decodes_as_that_kind() {
+        let m = golden();
+        assert_eq!(m.body().encode_as(Kind::Invite).unwrap(), GOLDEN.as_bytes());
+        let as_accept = m.body().encode_as(Kind::Accept).unwrap();
+        assert_eq!(
+            as_accept,
+            GOLDEN.replace("kind: invite", "kind: accept").as_bytes()
+        );
+        match Message::decode(&as_accept).unwrap() {
+            Message::Accept(a) => assert_eq!(a.body(), m.body()),
+            other => panic!("decoded as {:?}", other.kind()),
+        }
     }
 
     #[test]

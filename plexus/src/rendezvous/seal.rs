@@ -13,7 +13,7 @@
 //!
 //! Open: check that the pinned peer certificate is within its validity dates at `now`,
 //! decrypt with the host key, read the S/MIME entity inside with our own strict MIME
-//! reader (the private `mime` module; OpenSSL only ever parses DER), verify the
+//! reader (the `mime` module; OpenSSL only ever parses DER), verify the
 //! signature against the pinned certificate (the exact certificate, compared by DER;
 //! and its chain to the CA when one is configured), then check the ids, the time and
 //! the replay state.

@@ -28,8 +28,7 @@ use crate::mediator::{Mediator, MediatorError, Outcome};
 use crate::nat::{self, Behaviour, NatError, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
 use crate::rendezvous::{
-    Accept, Body, Envelope, Invite, Message, MessageError, NatFacts, OpenError, Rendezvous,
-    SealError,
+    Accept, Body, Envelope, Invite, Message, MessageError, NatFacts, OpenError, SealError,
 };
 use crate::stun::{self, StunError};
 

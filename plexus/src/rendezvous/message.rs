@@ -283,18 +283,32 @@ impl Rendezvous for Accept {
     }
 }
 
-impl Rendezvous for Message {
-    fn kind(&self) -> Kind {
+// Inherent as well as through the trait, so that what `Envelope::open` returns can be
+// read without importing the trait.
+impl Message {
+    /// Invite or accept.
+    pub fn kind(&self) -> Kind {
         match self {
             Message::Invite(_) => Kind::Invite,
             Message::Accept(_) => Kind::Accept,
         }
     }
-    fn body(&self) -> &Body {
+
+    /// What the message says.
+    pub fn body(&self) -> &Body {
         match self {
             Message::Invite(m) => &m.0,
             Message::Accept(m) => &m.0,
         }
+    }
+}
+
+impl Rendezvous for Message {
+    fn kind(&self) -> Kind {
+        Message::kind(self)
+    }
+    fn body(&self) -> &Body {
+        Message::body(self)
     }
 }
 

@@ -75,6 +75,7 @@ pub struct ExecReport {
 
 /// Errors of an executor.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ExecError {
     /// The executor's settings are wrong (named in the message).
     Config(String),

@@ -38,6 +38,7 @@ const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// Why a text is not a valid peer id.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdError {
     /// There is no `/instance` part.
     MissingInstance(String),
@@ -186,47 +187,83 @@ impl FromStr for PeerId {
 
 /// Errors loading or creating keys and certificates.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// A file could not be read (missing, unreadable, a directory).
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
     /// A private key file is readable or writable by group or others.
-    KeyTooOpen { path: PathBuf, mode: u32 },
+    KeyTooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// A private key file is encrypted; plexus needs it unencrypted (protected by 0600).
-    KeyEncrypted { path: PathBuf },
+    KeyEncrypted {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A file is not the PEM (or DER) object we expected, or is larger than 1 MiB.
     BadFile {
+        /// The file.
         path: PathBuf,
+        /// What it should hold ("a certificate", "a private key"…).
         expected: &'static str,
+        /// What is wrong with it.
         detail: String,
     },
     /// A private key file is not a regular file, or belongs to another user than this
     /// one or root.
     KeyUnsafe(crate::secret::PrivateFileError),
     /// The private key does not belong to the certificate.
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate.
+        cert: PathBuf,
+        /// The key that does not match it.
+        key: PathBuf,
+    },
     /// The certificate's subjectAltName does not name the id's mail address.
     CertNotForId {
+        /// The certificate.
         path: PathBuf,
+        /// The id it was loaded for.
         id: String,
+        /// The mail addresses it does name.
         found: Vec<String>,
     },
     /// A certificate is expired or not yet valid now (`pinned`: the peer's, else the
     /// host's own).
     OutOfDate {
+        /// The certificate.
         path: PathBuf,
+        /// Whether it is the pinned peer certificate (else this host's own).
         pinned: bool,
+        /// Its validity period and which end was crossed.
         when: OutOfDate,
     },
     /// The pinned peer certificate does not chain to the configured CA.
     NotIssuedByCa {
+        /// The pinned certificate.
         path: PathBuf,
+        /// The CA bundle.
         ca: PathBuf,
+        /// OpenSSL's verification result.
         reason: String,
     },
     /// `cert new` would overwrite an existing file.
     Exists(PathBuf),
     /// A new file could not be written.
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
     /// OpenSSL failed to generate a key or certificate.
     Crypto(String),
 }
@@ -310,6 +347,7 @@ impl std::error::Error for IdentityError {
             IdentityError::Read { source, .. } | IdentityError::Write { source, .. } => {
                 Some(source)
             }
+            IdentityError::KeyUnsafe(e) => Some(e),
             _ => None,
         }
     }

@@ -59,6 +59,7 @@ pub const DEFAULT_STUN_PORT: u16 = 3478;
 
 /// Errors of loading or checking a profile.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// The name is not a valid profile name (use letters, digits, `.`, `_`, `-`).
     BadName(String),
@@ -132,7 +133,14 @@ impl fmt::Display for ProfileError {
     }
 }
 
-impl std::error::Error for ProfileError {}
+impl std::error::Error for ProfileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProfileError::Secret { error: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Plain configuration (what the rest of plexus sees).

@@ -72,6 +72,7 @@ pub fn make_non_dumpable() -> io::Result<()> {
 
 /// Why a private file (password file, private key) was refused.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PrivateFileError {
     /// The file could not be opened or read.
     Io {
@@ -261,6 +262,7 @@ impl fmt::Display for SecretSource {
 
 /// Why a secret could not be read.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The environment variable is not set or empty.
     EnvMissing(String),
@@ -285,7 +287,14 @@ impl fmt::Display for SecretError {
     }
 }
 
-impl std::error::Error for SecretError {}
+impl std::error::Error for SecretError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SecretError::File(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn trim_newline(s: &mut String) {
     if s.ends_with('\n') {

@@ -16,6 +16,7 @@
 //! the main loop goes back to waiting.
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,10 +25,12 @@ use log::{debug, info, warn};
 
 use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
-use crate::nat::{self, Behaviour, NatReport};
+use crate::nat::{self, Behaviour, NatError, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
-use crate::rendezvous::{Envelope, Kind, NatFacts, OpenError, Rendezvous, SealError};
-use crate::stun;
+use crate::rendezvous::{
+    Accept, Body, Envelope, Invite, Message, MessageError, NatFacts, OpenError, SealError,
+};
+use crate::stun::{self, StunError};
 
 /// How long the inviter waits for a mediator answer before refreshing its NAT mapping.
 /// Linux conntrack forgets an unreplied UDP flow after 30 s; home routers vary.
@@ -113,15 +116,40 @@ pub struct Finished {
     pub exec: Result<ExecReport, ExecError>,
 }
 
-/// Errors of a session; each says what failed and what to try.
+/// Errors of a session; each says what failed and what to try. A failure of a lower
+/// layer is kept as it came, typed, and returned by `source()`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SessionError {
-    /// This side's NAT cannot take part in a direct punch.
+    /// This side's NAT cannot take part in a direct punch (discovery's reason).
     NatRefused(String),
-    /// NAT discovery or the STUN binding failed.
-    Stun(String),
-    /// The corridor socket could not be bound or used.
-    Socket(String),
+    /// NAT discovery failed.
+    Discovery(NatError),
+    /// The corridor socket's STUN binding failed, so its public endpoint is unknown.
+    Binding {
+        /// The STUN server asked.
+        server: SocketAddr,
+        /// Why it failed.
+        source: StunError,
+    },
+    /// The corridor socket could not be bound.
+    Bind {
+        /// The address it was to be bound to.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A thread of the session could not be started.
+    Thread {
+        /// What the thread was for.
+        what: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A part of the session panicked (a bug; named here).
+    Panicked(&'static str),
+    /// Our invite or accept could not be built (the format refuses an endpoint).
+    Message(MessageError),
     /// The mediator failed.
     Mediator(MediatorError),
     /// Our message could not be sealed.
@@ -133,6 +161,8 @@ pub enum SessionError {
     /// The peer's message names an endpoint no real peer can have (unspecified,
     /// loopback, multicast, broadcast, port 0).
     BadEndpoint(SocketAddr),
+    /// The peer's invite names no endpoint to punch toward.
+    NoEndpoint,
     /// The settings cannot work (named in the message).
     Settings(String),
 }
@@ -141,8 +171,26 @@ impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SessionError::NatRefused(m) => write!(f, "this NAT cannot punch directly: {m}"),
-            SessionError::Stun(m) => write!(f, "STUN: {m}"),
-            SessionError::Socket(m) => write!(f, "corridor socket: {m}"),
+            SessionError::Discovery(e) => write!(f, "STUN: {e}"),
+            SessionError::Binding { server, source } => {
+                write!(f, "STUN: binding via {server}: {source}")
+            }
+            SessionError::Bind { addr, source } => write!(
+                f,
+                "corridor socket: cannot bind {addr}: {source} (is another plexus or the \
+                 previous executor using it?)"
+            ),
+            SessionError::Thread { what, source } => {
+                write!(f, "corridor socket: cannot start {what}: {source}")
+            }
+            SessionError::Panicked(what) => {
+                write!(f, "{what} panicked; please report this as a plexus bug")
+            }
+            SessionError::Message(e) => write!(f, "building our rendezvous message: {e}"),
+            SessionError::NoEndpoint => write!(
+                f,
+                "the peer's invite names no endpoint to punch toward; refused"
+            ),
             SessionError::Mediator(e) => write!(f, "{e}"),
             SessionError::Seal(e) => write!(f, "sealing the rendezvous message: {e}"),
             SessionError::RendezvousTimeout(d) => write!(
@@ -165,8 +213,13 @@ impl fmt::Display for SessionError {
 impl std::error::Error for SessionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            SessionError::Discovery(e) => Some(e),
+            SessionError::Binding { source, .. } => Some(source),
+            SessionError::Bind { source, .. } | SessionError::Thread { source, .. } => Some(source),
+            SessionError::Message(e) => Some(e),
             SessionError::Mediator(e) => Some(e),
             SessionError::Seal(e) => Some(e),
+            SessionError::Punch(e) => Some(e),
             _ => None,
         }
     }
@@ -174,7 +227,7 @@ impl std::error::Error for SessionError {
 
 /// Refuse endpoints that no peer across a NAT can have: sending the handshake there
 /// would aim our packets at ourselves, a whole segment or nowhere.
-fn check_endpoints(msg: &Rendezvous) -> Result<(), SessionError> {
+fn check_endpoints(msg: &Body) -> Result<(), SessionError> {
     let bad = |a: &SocketAddr| {
         let ip = a.ip();
         a.port() == 0
@@ -252,7 +305,7 @@ fn discover_rounds(
         || nat::discover_staged(config, &mut on_mapping),
         |_| true,
     )
-    .map_err(|e| SessionError::Stun(e.to_string()))
+    .map_err(SessionError::Discovery)
 }
 
 /// A STUN step that must be answered, tried up to three times while `retry` says the
@@ -328,13 +381,16 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
             );
             Ok(full)
         })
-        .map_err(|e| SessionError::Socket(format!("cannot start NAT discovery: {e}")))?;
+        .map_err(|source| SessionError::Thread {
+            what: "NAT discovery",
+            source,
+        })?;
     let report = match rx.recv() {
         Ok(r) => r,
         // No mapping verdict: the thread ended, with the discovery error.
         Err(_) => match thread.join() {
             Ok(r) => r?,
-            Err(_) => return Err(SessionError::Stun("NAT discovery panicked".into())),
+            Err(_) => return Err(SessionError::Panicked("NAT discovery")),
         },
     };
     judge_mapping(report)
@@ -342,11 +398,9 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
 
 /// Bind the corridor socket and learn its public endpoint from the first STUN server.
 fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr), SessionError> {
-    let socket = UdpSocket::bind(settings.bind).map_err(|e| {
-        SessionError::Socket(format!(
-            "cannot bind {}: {e} (is another plexus or the previous executor using it?)",
-            settings.bind
-        ))
+    let socket = UdpSocket::bind(settings.bind).map_err(|source| SessionError::Bind {
+        addr: settings.bind,
+        source,
     })?;
     let server = settings.stun[0];
     // Unlike a filtering probe, this one must be answered: allow retransmissions, and
@@ -358,7 +412,7 @@ fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr)
         || stun::binding(&socket, server, timeout),
         |e| matches!(e, stun::StunError::Timeout { .. }),
     )
-    .map_err(|e| SessionError::Stun(format!("binding via {server}: {e}")))?;
+    .map_err(|source| SessionError::Binding { server, source })?;
     Ok((socket, mapped))
 }
 
@@ -399,7 +453,7 @@ fn inner_endpoint(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
 
 /// Where to send handshake packets: the peer's public endpoints, and its local ones
 /// when both sides sit behind the same public address (a NAT without hairpin).
-fn candidates(peer: &Rendezvous, own_mapped: SocketAddr) -> Vec<SocketAddr> {
+fn candidates(peer: &Body, own_mapped: SocketAddr) -> Vec<SocketAddr> {
     let mut out = peer.mapped.clone();
     if peer.mapped.iter().any(|m| m.ip() == own_mapped.ip()) {
         out.extend(peer.local.iter().copied());
@@ -441,7 +495,7 @@ pub fn connect_invite(
         let corridor = corridor_socket(settings);
         let report = discovery
             .join()
-            .unwrap_or_else(|_| Err(SessionError::Stun("NAT discovery panicked".into())));
+            .unwrap_or(Err(SessionError::Panicked("NAT discovery")));
         (report, corridor)
     });
     let report = report?;
@@ -459,7 +513,7 @@ pub fn connect_invite(
     );
 
     let t = Instant::now();
-    let invite = Rendezvous::invite(
+    let invite = Invite::new(
         envelope.host_id().clone(),
         envelope.peer_id().clone(),
         unix_now(),
@@ -467,7 +521,7 @@ pub fn connect_invite(
         local_endpoints(&socket),
         facts_of(&report),
     )
-    .map_err(|e| SessionError::Socket(format!("building the invite: {e}")))?;
+    .map_err(SessionError::Message)?;
     let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
     send_sealed(mediator, &settings.peer_address, &sealed)?;
     timeline.send = t.elapsed();
@@ -486,7 +540,10 @@ pub fn connect_invite(
             address: settings.peer_address.clone(),
         }],
         mediator,
-        |m| m.kind == Kind::Accept && m.session == invite.session,
+        |m| match m {
+            Message::Accept(a) if a.session == invite.session => Some(a),
+            _ => None,
+        },
         settings.rendezvous_timeout,
         Some((&socket, stun_server)),
     )?;
@@ -502,7 +559,7 @@ pub fn connect_invite(
     let t = Instant::now();
     let core = Handshake::new(
         Role::Inviter,
-        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        &Secrets::from_rendezvous(&invite, &accept),
         invite.session.0,
         candidates(&accept, mapped),
         Instant::now(),
@@ -637,17 +694,18 @@ fn describe_facts(f: &NatFacts) -> String {
     format!("mapping {}, filtering {}", b(f.mapping), b(f.filtering))
 }
 
-/// Wait for a message that opens and satisfies `want`. Everything else the mediator
-/// hands us is acknowledged: refused (left or quarantined) when it fails to open,
-/// consumed when it opened but is not what this session waits for (a stale accept,
-/// say — it is authentic, and replay protection already remembers it).
-fn wait_for(
+/// Wait for a message that opens and that `want` takes.
+/// Everything else the mediator hands us is acknowledged: refused (left or quarantined)
+/// when it fails to open, consumed when it opened but is not what this session waits
+/// for (a stale accept, say — it is authentic, and replay protection already remembers
+/// it).
+fn wait_for<T>(
     peers: &mut [Peer<'_>],
     mediator: &mut dyn Mediator,
-    want: impl Fn(&Rendezvous) -> bool,
+    want: impl Fn(Message) -> Option<T>,
     timeout: Option<Duration>,
     keepalive: Option<(&UdpSocket, SocketAddr)>,
-) -> Result<(usize, Rendezvous), SessionError> {
+) -> Result<(usize, T), SessionError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
     let mut backoff = RECEIVE_BACKOFF_START;
@@ -698,18 +756,18 @@ fn wait_for(
                 );
                 acknowledge(mediator, &incoming.id, Outcome::Rejected);
             }
-            Ok((i, msg)) if want(&msg) => {
+            Ok((i, msg)) => {
+                let (kind, from, session) =
+                    (msg.kind(), msg.body().from.clone(), msg.body().session);
                 acknowledge(mediator, &incoming.id, Outcome::Handled);
-                return Ok((i, msg));
-            }
-            Ok((_, msg)) => {
-                info!(
-                    "ignoring a {} from {} for session {} (not the one awaited)",
-                    msg.kind.as_str(),
-                    msg.from,
-                    msg.session.to_hex()
-                );
-                acknowledge(mediator, &incoming.id, Outcome::Handled);
+                match want(msg) {
+                    Some(wanted) => return Ok((i, wanted)),
+                    None => info!(
+                        "ignoring a {} from {from} for session {} (not the one awaited)",
+                        kind.as_str(),
+                        session.to_hex()
+                    ),
+                }
             }
         }
     }
@@ -741,7 +799,7 @@ fn open_from(
     peers: &mut [Peer<'_>],
     from: &str,
     sealed: &[u8],
-) -> Result<(usize, Rendezvous), OpenError> {
+) -> Result<(usize, Message), OpenError> {
     let (mut order, rest): (Vec<usize>, Vec<usize>) =
         (0..peers.len()).partition(|&i| peers[i].address.eq_ignore_ascii_case(from));
     order.extend(rest);
@@ -913,7 +971,16 @@ impl Listening {
         let remaining = settings
             .rendezvous_timeout
             .map(|t| t.checked_sub(self.started.elapsed()).unwrap_or_default());
-        let (who, invite) = wait_for(peers, mediator, |m| m.kind == Kind::Invite, remaining, None)?;
+        let (who, invite) = wait_for(
+            peers,
+            mediator,
+            |m| match m {
+                Message::Invite(i) => Some(i),
+                _ => None,
+            },
+            remaining,
+            None,
+        )?;
         let session_start = Instant::now();
         let give_up = |e: SessionError| {
             warn!("invite {} refused: {e}", invite.session.to_hex());
@@ -1022,29 +1089,29 @@ fn answer(
     stun_server: SocketAddr,
     peer: &mut Peer<'_>,
     mediator: &mut dyn Mediator,
-    invite: &Rendezvous,
+    invite: &Invite,
     facts: NatFacts,
 ) -> Result<Prepared, SessionError> {
     let start = Instant::now();
     let Some(&inviter) = invite.mapped.first() else {
-        return Err(SessionError::Socket("the invite names no endpoint".into()));
+        return Err(SessionError::NoEndpoint);
     };
     let (socket, mapped) = corridor_socket(settings)?;
-    let accept = Rendezvous::accept(
+    let accept = Accept::new(
         invite,
         unix_now(),
         vec![mapped],
         local_endpoints(&socket),
         facts,
     )
-    .map_err(|e| SessionError::Socket(format!("building the accept: {e}")))?;
+    .map_err(SessionError::Message)?;
     let acceptor_config = punch::Config {
         timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
         ..handshake_config(settings)
     };
     let mut core = Handshake::new(
         Role::Acceptor,
-        &Secrets::from_rendezvous(&invite.secret, &accept.secret),
+        &Secrets::from_rendezvous(invite, &accept),
         invite.session.0,
         candidates(invite, mapped),
         Instant::now(),
@@ -1145,7 +1212,7 @@ mod tests {
         let e = wait_for(
             &mut [],
             &mut m,
-            |_| true,
+            Some,
             Some(Duration::from_millis(2000)),
             None,
         )
@@ -1157,14 +1224,7 @@ mod tests {
         // Wrong credentials end the wait at once.
         let mut m = flaky(vec![]);
         m.receive_failures = vec![MediatorError::Auth("bad password".into())];
-        let e = wait_for(
-            &mut [],
-            &mut m,
-            |_| true,
-            Some(Duration::from_secs(5)),
-            None,
-        )
-        .unwrap_err();
+        let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
         assert!(
             matches!(e, SessionError::Mediator(MediatorError::Auth(_))),
             "{e}"
@@ -1214,7 +1274,7 @@ mod tests {
             let e = wait_for(
                 &mut [],
                 &mut m,
-                |_| true,
+                Some,
                 Some(Duration::from_millis(1500)),
                 None,
             )
@@ -1224,14 +1284,7 @@ mod tests {
         }
         let mut m = flaky(vec![]);
         m.receive_failures = vec![MediatorError::Config("no such folder".into())];
-        let e = wait_for(
-            &mut [],
-            &mut m,
-            |_| true,
-            Some(Duration::from_secs(5)),
-            None,
-        )
-        .unwrap_err();
+        let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
         assert!(
             matches!(e, SessionError::Mediator(MediatorError::Config(_))),
             "{e}"
@@ -1245,7 +1298,7 @@ mod tests {
         let e = wait_for(
             &mut [],
             &mut m,
-            |_| true,
+            Some,
             Some(Duration::from_millis(300)),
             None,
         )
@@ -1263,8 +1316,7 @@ mod tests {
     fn endpoints_no_peer_can_have_are_refused() {
         use crate::identity::PeerId;
         // Built field by field: the constructors already refuse port 0.
-        let msg = |mapped: &str, local: &[&str]| Rendezvous {
-            kind: Kind::Invite,
+        let msg = |mapped: &str, local: &[&str]| Body {
             from: PeerId::parse("a@x.example/one").unwrap(),
             to: PeerId::parse("b@y.example/two").unwrap(),
             session: crate::rendezvous::SessionId([1; 16]),
@@ -1307,6 +1359,25 @@ mod tests {
         settings.stun.clear();
         let e = accept(&settings, &mut [], &mut m, &[], true).unwrap_err();
         assert!(e.to_string().contains("no STUN server"), "{e}");
+    }
+
+    #[test]
+    fn a_lower_error_stays_a_typed_cause() {
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut settings = settings_for("127.0.0.1:9".parse().unwrap());
+        settings.bind = taken.local_addr().unwrap();
+        let e = corridor_socket(&settings).unwrap_err();
+        let SessionError::Bind { addr, source } = &e else {
+            panic!("not a bind error: {e}");
+        };
+        assert_eq!(*addr, settings.bind);
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        let cause = std::error::Error::source(&e).expect("the io::Error is the source");
+        assert_eq!(
+            cause.downcast_ref::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        assert!(e.to_string().contains("cannot bind"), "{e}");
     }
 
     #[test]
@@ -1365,8 +1436,7 @@ mod tests {
 
     #[test]
     fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
-        let msg = |mapped: &str, local: &str| Rendezvous {
-            kind: Kind::Invite,
+        let msg = |mapped: &str, local: &str| Body {
             from: crate::rendezvous::PeerId::parse("a@x.example/one").unwrap(),
             to: crate::rendezvous::PeerId::parse("b@x.example/two").unwrap(),
             session: crate::rendezvous::SessionId([1; 16]),

@@ -19,7 +19,7 @@ use plexus::identity::{Identity, PeerCert, PeerId};
 use plexus::mediator::email::EmailMediator;
 use plexus::mediator::Mediator;
 use plexus::nat::Behaviour;
-use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
+use plexus::rendezvous::{Envelope, Freshness, Invite, NatFacts, ReplayGuard};
 
 use crate::lab::{plexus_bin, Account, Lab};
 
@@ -613,12 +613,12 @@ fn envelope_as(certs: &Path, signer_id: &str, key_name: &str, peer: &str) -> Env
 
 /// A fresh invite from `from` to `to` (ids), dated now, naming `mapped` as the
 /// inviter's public endpoint behind an endpoint-independent NAT.
-fn invite_now(from: &str, to: &str, mapped: SocketAddr) -> Rendezvous {
+fn invite_now(from: &str, to: &str, mapped: SocketAddr) -> Invite {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    Rendezvous::invite(
+    Invite::new(
         PeerId::parse(from).unwrap(),
         PeerId::parse(to).unwrap(),
         now,

@@ -19,7 +19,7 @@ use openssl::x509::X509;
 
 use plexus::identity::{Identity, PeerCert, PeerId};
 use plexus::mediator::email::wrap;
-use plexus::rendezvous::{Envelope, Freshness, NatFacts, Rendezvous, ReplayGuard};
+use plexus::rendezvous::{Envelope, Freshness, Invite, NatFacts, ReplayGuard};
 
 use crate::corridor::{corridor_seeded, id_of};
 use crate::mail::{append, plain_mail, snapshot, user_session};
@@ -49,7 +49,7 @@ fn genuine_invite(certs: &Path, time: u64) -> Vec<u8> {
         ReplayGuard::in_memory(),
     )
     .unwrap();
-    let invite = Rendezvous::invite(
+    let invite = Invite::new(
         id("alice"),
         id("bob"),
         time,

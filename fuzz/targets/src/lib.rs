@@ -19,7 +19,7 @@ use plexus::identity::{Identity, PeerCert, PeerId};
 use plexus::mediator::email;
 use plexus::profile::Profile;
 use plexus::punch::{hops, wire};
-use plexus::rendezvous::message::Rendezvous;
+use plexus::rendezvous::message::{Message, Rendezvous};
 use plexus::rendezvous::replay::ReplayGuard;
 use plexus::rendezvous::seal::{Envelope, Freshness};
 use plexus::stun::codec;
@@ -168,8 +168,8 @@ pub fn envelope_open(data: &[u8]) {
     let mut envs = envelopes().lock().unwrap_or_else(|p| p.into_inner());
     for env in envs.iter_mut() {
         if let Ok(m) = env.open(data, NOW) {
-            assert_eq!(&m.from, env.peer_id());
-            assert_eq!(&m.to, env.host_id());
+            assert_eq!(&m.body().from, env.peer_id());
+            assert_eq!(&m.body().to, env.host_id());
         }
     }
 }
@@ -204,10 +204,10 @@ pub fn email_unwrap(data: &[u8]) {
 /// The decrypted rendezvous message. The encoding is canonical: whatever decodes must
 /// encode to exactly the same bytes, and decode again to the same message.
 pub fn rendezvous_decode(data: &[u8]) {
-    if let Ok(m) = Rendezvous::decode(data) {
+    if let Ok(m) = Message::decode(data) {
         let bytes = m.encode().expect("encode a decoded message");
         assert_eq!(bytes, data, "decode accepted a non-canonical encoding");
-        assert_eq!(Rendezvous::decode(&bytes).expect("decode its encoding"), m);
+        assert_eq!(Message::decode(&bytes).expect("decode its encoding"), m);
     }
 }
 

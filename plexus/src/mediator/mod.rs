@@ -31,6 +31,7 @@ pub enum Outcome {
 
 /// Errors of a rendezvous transport.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum MediatorError {
     /// The channel could not be reached (DNS, TCP, TLS): usually worth a retry.
     Unreachable(String),
@@ -56,7 +57,14 @@ impl fmt::Display for MediatorError {
     }
 }
 
-impl std::error::Error for MediatorError {}
+impl std::error::Error for MediatorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MediatorError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<std::io::Error> for MediatorError {
     fn from(e: std::io::Error) -> Self {

@@ -61,6 +61,7 @@ use discover::{Discovery, Findings, Plan, SOCKETS};
 
 /// Why discovery could not run or produced nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NatError {
     /// No STUN server answered test I within the probe deadline.
     NoAnswer {
@@ -105,7 +106,14 @@ impl fmt::Display for NatError {
     }
 }
 
-impl std::error::Error for NatError {}
+impl std::error::Error for NatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NatError::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// What to probe and how.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,7 @@ const MAX_LOG: usize = 64 * 1024;
 
 /// Errors of loading and starting a plugin.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PluginError {
     /// The plugin name is not `[a-z0-9_-]{1,64}`.
     BadName(String),

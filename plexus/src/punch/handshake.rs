@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, DecodeError, Keys, Packet, Role, Secrets, FLAG_DONE, FLAG_SEEN};
+use super::wire::{self, Keys, Packet, Role, Secrets, WireError, FLAG_DONE, FLAG_SEEN};
 use crate::executor::SessionKey;
 
 /// Timing of the handshake.
@@ -59,6 +59,7 @@ impl Default for Config {
 
 /// Why a handshake failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailReason {
     /// No valid exchange with the peer within [`Config::timeout`].
     Timeout,
@@ -151,12 +152,48 @@ impl ReplayWindow {
     }
 }
 
+/// How far the peer has come, by the newest flags it sent; it never goes back (a late,
+/// reordered packet with fewer flags changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PeerProgress {
+    /// Its packet says it has not seen ours yet (flag 0).
+    Calling,
+    /// It has seen a packet of ours (flag 1).
+    SawUs,
+    /// It has seen ours and finished. A "done" bit without "seen" (which no peer of ours
+    /// sends) counts as nothing more than the "seen" bit beside it.
+    Done,
+}
+
+impl PeerProgress {
+    fn of(flags: u8) -> PeerProgress {
+        match (flags & FLAG_SEEN != 0, flags & FLAG_DONE != 0) {
+            (true, true) => PeerProgress::Done,
+            (true, false) => PeerProgress::SawUs,
+            (false, _) => PeerProgress::Calling,
+        }
+    }
+}
+
+/// Where one side is. A phase holds what only it needs, so no combination of flags can
+/// contradict another (the five booleans this replaces could). Not one type per phase,
+/// rustls style: the driver keeps one `Handshake` across `&mut` calls whatever arrives,
+/// so the phases change inside it, and every `match` on them below is exhaustive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Handshaking,
-    Lingering { until: Instant },
+enum Phase {
+    /// Nothing valid from the peer yet: the inviter calls its candidates with flag 0,
+    /// the acceptor waits.
+    Waiting,
+    /// The peer was heard: every packet now carries flag 1 ("seen"), and "done" too once
+    /// the peer has seen ours; the first such packet sent connects.
+    Heard(PeerProgress),
+    /// Connected (sent flag 1 and "done", and heard flag 1): answering until `until` or
+    /// until the peer is known to be done too.
+    Lingering { until: Instant, peer_done: bool },
+    /// Finished after connecting.
     Closed,
-    Failed,
+    /// Gave up before connecting.
+    Failed { heard_peer: bool },
 }
 
 /// One side of the corridor handshake. See the module docs for the driving loop.
@@ -167,18 +204,13 @@ pub struct Handshake {
     candidates: Vec<SocketAddr>,
     config: Config,
     deadline: Instant,
-    state: State,
+    phase: Phase,
     next_seq: u64,
     replay: ReplayWindow,
     peer: Option<SocketAddr>,
     /// Sequence number of the newest valid packet: only a newer packet may move `peer`,
     /// so a late, reordered packet from an old port does not undo a remap.
     peer_seq: u64,
-    seen_peer: bool,
-    peer_confirmed: bool,
-    peer_done: bool,
-    sent_seen: bool,
-    sent_done: bool,
     rto: Duration,
     next_retransmit: Option<Instant>,
     pending: VecDeque<SocketAddr>,
@@ -190,7 +222,7 @@ impl fmt::Debug for Handshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handshake")
             .field("role", &self.role)
-            .field("state", &self.state)
+            .field("phase", &self.phase)
             .field("peer", &self.peer)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -223,16 +255,11 @@ impl Handshake {
             candidates,
             deadline: now + config.timeout,
             config,
-            state: State::Handshaking,
+            phase: Phase::Waiting,
             next_seq: 0,
             replay: ReplayWindow::default(),
             peer: None,
             peer_seq: 0,
-            seen_peer: false,
-            peer_confirmed: false,
-            peer_done: false,
-            sent_seen: false,
-            sent_done: false,
             rto,
             next_retransmit: (role == Role::Inviter).then_some(now),
             pending: VecDeque::new(),
@@ -258,17 +285,17 @@ impl Handshake {
 
     /// True once connected (also while lingering and after closing).
     pub fn is_connected(&self) -> bool {
-        matches!(self.state, State::Lingering { .. } | State::Closed) && self.sent_seen
+        matches!(self.phase, Phase::Lingering { .. } | Phase::Closed)
     }
 
     /// True while connected and still answering the peer.
     pub fn is_lingering(&self) -> bool {
-        matches!(self.state, State::Lingering { .. })
+        matches!(self.phase, Phase::Lingering { .. })
     }
 
     /// True when nothing more will happen (closed or failed).
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, State::Closed | State::Failed)
+        matches!(self.phase, Phase::Closed | Phase::Failed { .. })
     }
 
     /// Counters so far.
@@ -278,7 +305,11 @@ impl Handshake {
 
     /// Whether a valid packet from the peer has arrived (the punch worked).
     pub fn heard_peer(&self) -> bool {
-        self.seen_peer
+        match self.phase {
+            Phase::Waiting => false,
+            Phase::Failed { heard_peer } => heard_peer,
+            Phase::Heard(_) | Phase::Lingering { .. } | Phase::Closed => true,
+        }
     }
 
     /// A packet for the acceptor's low-TTL punch toward the inviter. It is an ordinary
@@ -315,10 +346,10 @@ impl Handshake {
             Ok(p) => p,
             Err(e) => {
                 match e {
-                    DecodeError::Malformed => self.stats.malformed += 1,
-                    DecodeError::WrongSession => self.stats.wrong_session += 1,
-                    DecodeError::WrongDirection => self.stats.wrong_direction += 1,
-                    DecodeError::BadMac => self.stats.bad_mac += 1,
+                    WireError::Malformed => self.stats.malformed += 1,
+                    WireError::WrongSession => self.stats.wrong_session += 1,
+                    WireError::WrongDirection => self.stats.wrong_direction += 1,
+                    WireError::BadMac => self.stats.bad_mac += 1,
                 }
                 log::debug!("handshake: dropped datagram from {from}: {e}");
                 return;
@@ -340,21 +371,24 @@ impl Handshake {
             }
             self.peer_seq = p.seq;
         }
-        self.seen_peer = true;
-        let seen = p.flags & FLAG_SEEN != 0;
-        let done = p.flags & FLAG_DONE != 0;
-        if seen {
-            self.peer_confirmed = true;
-        }
-        if done {
-            self.peer_done = true;
-        }
+        let said = PeerProgress::of(p.flags);
+        self.phase = match self.phase {
+            Phase::Waiting => Phase::Heard(said),
+            Phase::Heard(before) => Phase::Heard(before.max(said)),
+            Phase::Lingering { until, peer_done } => Phase::Lingering {
+                until,
+                peer_done: peer_done || said == PeerProgress::Done,
+            },
+            // Returned above.
+            finished @ (Phase::Closed | Phase::Failed { .. }) => finished,
+        };
         // Answer unless the peer already has everything we could tell it: that is when
-        // it is done and we told it we are done too. This rule also ends ping-pong.
-        if !(done && self.sent_done) {
-            self.pending.push_back(from);
-        } else if self.is_lingering() {
+        // it is done and we told it we are done too (we have, once lingering). This rule
+        // also ends ping-pong.
+        if said == PeerProgress::Done && self.is_lingering() {
             self.close();
+        } else {
+            self.pending.push_back(from);
         }
         if self.next_retransmit.is_none() {
             self.next_retransmit = Some(now + self.rto);
@@ -363,17 +397,21 @@ impl Handshake {
 
     /// Run timers due at `now` (also done by the other calls that take `now`).
     pub fn handle_timeout(&mut self, now: Instant) {
-        match self.state {
-            State::Handshaking if now >= self.deadline => {
-                self.state = State::Failed;
+        match self.phase {
+            Phase::Waiting | Phase::Heard(_) if now >= self.deadline => {
+                self.phase = Phase::Failed {
+                    heard_peer: self.heard_peer(),
+                };
                 self.pending.clear();
                 self.next_retransmit = None;
                 log::info!("handshake: timed out after {:?}", self.config.timeout);
                 self.events.push_back(Event::Failed(FailReason::Timeout));
             }
-            State::Lingering { until } if now >= until => self.close(),
-            State::Handshaking | State::Lingering { .. } => self.retransmit_if_due(now),
-            State::Closed | State::Failed => {}
+            Phase::Lingering { until, .. } if now >= until => self.close(),
+            Phase::Waiting | Phase::Heard(_) | Phase::Lingering { .. } => {
+                self.retransmit_if_due(now)
+            }
+            Phase::Closed | Phase::Failed { .. } => {}
         }
     }
 
@@ -398,7 +436,7 @@ impl Handshake {
     }
 
     fn close(&mut self) {
-        self.state = State::Closed;
+        self.phase = Phase::Closed;
         self.pending.clear();
         self.events.push_back(Event::Closed);
     }
@@ -406,28 +444,35 @@ impl Handshake {
     /// The next datagram to send, if any, as (destination, bytes).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
         self.handle_timeout(now);
+        // Closing and failing empty the queue, and nothing fills it afterwards.
         let dest = self.pending.pop_front()?;
-        let connecting = self.seen_peer && self.peer_confirmed;
-        let mut flags = 0;
-        if self.seen_peer {
-            flags |= FLAG_SEEN;
-        }
-        if connecting {
-            flags |= FLAG_DONE;
-        }
+        let flags = match self.phase {
+            Phase::Waiting => 0,
+            Phase::Heard(PeerProgress::Calling) => FLAG_SEEN,
+            Phase::Heard(_) | Phase::Lingering { .. } => FLAG_SEEN | FLAG_DONE,
+            Phase::Closed | Phase::Failed { .. } => return None,
+        };
         let bytes = self.packet(flags);
         self.stats.sent += 1;
-        self.sent_seen |= self.seen_peer;
-        self.sent_done |= connecting;
-        if connecting && self.state == State::Handshaking {
-            let peer = self.peer.unwrap_or(dest);
-            self.state = State::Lingering {
-                until: now + self.config.linger,
-            };
-            log::info!("handshake: connected to {peer}");
-            self.events.push_back(Event::Connected { peer });
+        if let Phase::Heard(progress) = self.phase {
+            if flags & FLAG_DONE != 0 {
+                let peer = self.peer.unwrap_or(dest);
+                self.phase = Phase::Lingering {
+                    until: now + self.config.linger,
+                    peer_done: progress == PeerProgress::Done,
+                };
+                log::info!("handshake: connected to {peer}");
+                self.events.push_back(Event::Connected { peer });
+            }
         }
-        if self.is_lingering() && self.peer_done && self.pending.is_empty() {
+        if matches!(
+            self.phase,
+            Phase::Lingering {
+                peer_done: true,
+                ..
+            }
+        ) && self.pending.is_empty()
+        {
             self.close();
         }
         Some((dest, bytes))
@@ -436,16 +481,16 @@ impl Handshake {
     /// When the driver must call back (with [`Handshake::poll_transmit`]) even if no
     /// datagram arrives; `None` once finished.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Handshaking => Some(match self.next_retransmit {
+        match self.phase {
+            Phase::Waiting | Phase::Heard(_) => Some(match self.next_retransmit {
                 Some(t) => t.min(self.deadline),
                 None => self.deadline,
             }),
-            State::Lingering { until } => Some(match self.next_retransmit {
+            Phase::Lingering { until, .. } => Some(match self.next_retransmit {
                 Some(t) => t.min(until),
                 None => until,
             }),
-            State::Closed | State::Failed => None,
+            Phase::Closed | Phase::Failed { .. } => None,
         }
     }
 

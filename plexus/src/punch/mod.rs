@@ -47,6 +47,7 @@ use crate::sansio::{Core, Transmit};
 
 /// Errors of the corridor layer.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PunchError {
     /// The peer did not complete the handshake before the deadline: check that its NAT
     /// is not symmetric, that the punch TTL does not reach the peer's NAT, and that both
@@ -77,7 +78,14 @@ impl fmt::Display for PunchError {
     }
 }
 
-impl std::error::Error for PunchError {}
+impl std::error::Error for PunchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PunchError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for PunchError {
     fn from(e: io::Error) -> Self {

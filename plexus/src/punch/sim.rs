@@ -589,3 +589,37 @@ fn figures_connect_time_under_loss() {
         );
     }
 }
+
+#[test]
+fn a_late_flag_0_packet_does_not_take_back_what_the_peer_said() {
+    let t0 = Instant::now();
+    let (inv_addr, acc_addr) = (addr("198.51.100.1:1000"), addr("203.0.113.2:2000"));
+    let mut inv = Handshake::new(
+        Role::Inviter,
+        &secrets(),
+        SID,
+        vec![acc_addr],
+        t0,
+        Config::default(),
+    );
+    let mut acc = Handshake::new(
+        Role::Acceptor,
+        &secrets(),
+        SID,
+        vec![inv_addr],
+        t0,
+        Config::default(),
+    );
+    let (_, calling) = inv.poll_transmit(t0).unwrap();
+    assert_eq!(calling[5] & 0x03, 0);
+    inv.handle_datagram(acc_addr, &acc.punch_packet(), t0);
+    let (_, seen) = inv.poll_transmit(t0).unwrap();
+    assert_eq!(seen[5] & 0x03, wire::FLAG_SEEN);
+    // Reordered: the flag-1 packet arrives before the older flag-0 one.
+    acc.handle_datagram(inv_addr, &seen, t0);
+    acc.handle_datagram(inv_addr, &calling, t0);
+    assert_eq!(acc.stats().accepted, 2);
+    let (_, answer) = acc.poll_transmit(t0).unwrap();
+    assert_eq!(answer[5] & 0x03, wire::FLAG_SEEN | wire::FLAG_DONE);
+    assert_eq!(acc.poll_event(), Some(Event::Connected { peer: inv_addr }));
+}

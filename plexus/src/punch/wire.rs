@@ -20,6 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::executor::SessionKey;
+use crate::rendezvous::{Accept, Invite};
 use crate::secret::wipe;
 
 /// First bytes of every handshake packet.
@@ -80,14 +81,18 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// From the invite's and the accept's rendezvous secrets.
-    pub fn from_rendezvous(
-        inviter: &crate::rendezvous::Secret,
-        acceptor: &crate::rendezvous::Secret,
-    ) -> Secrets {
+    /// From the invite's and the accept's secrets. The types keep the order right:
+    ///
+    /// ```compile_fail
+    /// # use plexus::{punch::Secrets, rendezvous::{Accept, Invite}};
+    /// fn swapped(invite: &Invite, accept: &Accept) -> Secrets {
+    ///     Secrets::from_rendezvous(accept, invite)
+    /// }
+    /// ```
+    pub fn from_rendezvous(invite: &Invite, accept: &Accept) -> Secrets {
         Secrets {
-            inviter: *inviter.expose(),
-            acceptor: *acceptor.expose(),
+            inviter: *invite.secret.expose(),
+            acceptor: *accept.secret.expose(),
         }
     }
 }
@@ -184,7 +189,8 @@ pub struct Packet {
 
 /// Why a datagram is not a packet for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
+#[non_exhaustive]
+pub enum WireError {
     /// Wrong length, magic or version, or unknown type bits: not a plexus handshake packet.
     Malformed,
     /// A handshake packet of another session.
@@ -195,18 +201,18 @@ pub enum DecodeError {
     BadMac,
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            DecodeError::Malformed => "not a plexus handshake packet",
-            DecodeError::WrongSession => "handshake packet of another session",
-            DecodeError::WrongDirection => "handshake packet from the wrong side",
-            DecodeError::BadMac => "handshake packet with an invalid MAC",
+            WireError::Malformed => "not a plexus handshake packet",
+            WireError::WrongSession => "handshake packet of another session",
+            WireError::WrongDirection => "handshake packet from the wrong side",
+            WireError::BadMac => "handshake packet with an invalid MAC",
         })
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for WireError {}
 
 /// Encode and authenticate a packet.
 pub fn encode(keys: &Keys, p: &Packet) -> Vec<u8> {
@@ -229,29 +235,29 @@ pub fn decode(
     expected_sender: Role,
     session_id: &[u8; 16],
     bytes: &[u8],
-) -> Result<Packet, DecodeError> {
+) -> Result<Packet, WireError> {
     if bytes.len() != PACKET_LEN || bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return Err(DecodeError::Malformed);
+        return Err(WireError::Malformed);
     }
     let typ = bytes[5];
     if typ & 0x0c != 0 {
-        return Err(DecodeError::Malformed);
+        return Err(WireError::Malformed);
     }
     let sender = match typ & 0xf0 {
         0x10 => Role::Inviter,
         0x20 => Role::Acceptor,
-        _ => return Err(DecodeError::Malformed),
+        _ => return Err(WireError::Malformed),
     };
     if bytes[6..22] != session_id[..] {
-        return Err(DecodeError::WrongSession);
+        return Err(WireError::WrongSession);
     }
     if sender != expected_sender {
-        return Err(DecodeError::WrongDirection);
+        return Err(WireError::WrongDirection);
     }
     let mut mac = keys.mac(sender);
     mac.update(&bytes[..MACED_LEN]);
     mac.verify_truncated_left(&bytes[MACED_LEN..])
-        .map_err(|_| DecodeError::BadMac)?;
+        .map_err(|_| WireError::BadMac)?;
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&bytes[22..30]);
     let mut sid = [0u8; 16];
@@ -341,13 +347,13 @@ mod tests {
         }
         assert_eq!(
             decode(&keys, Role::Inviter, &sid, &good[..45]),
-            Err(DecodeError::Malformed)
+            Err(WireError::Malformed)
         );
         let mut long = good.clone();
         long.push(0);
         assert_eq!(
             decode(&keys, Role::Inviter, &sid, &long),
-            Err(DecodeError::Malformed)
+            Err(WireError::Malformed)
         );
     }
 
@@ -363,19 +369,19 @@ mod tests {
         let bytes = encode(&keys, &p);
         assert_eq!(
             decode(&keys, Role::Acceptor, &sid, &bytes),
-            Err(DecodeError::WrongDirection)
+            Err(WireError::WrongDirection)
         );
         // Relabel the direction nibble: the tag was made under the other key.
         let mut relabeled = bytes.clone();
         relabeled[5] = 0x20;
         assert_eq!(
             decode(&keys, Role::Acceptor, &sid, &relabeled),
-            Err(DecodeError::BadMac)
+            Err(WireError::BadMac)
         );
         let other = [9u8; 16];
         assert_eq!(
             decode(&keys, Role::Inviter, &other, &bytes),
-            Err(DecodeError::WrongSession)
+            Err(WireError::WrongSession)
         );
         // Same session id, different secrets: MAC fails.
         let k2 = Keys::derive(
@@ -387,16 +393,31 @@ mod tests {
         );
         assert_eq!(
             decode(&k2, Role::Inviter, &sid, &bytes),
-            Err(DecodeError::BadMac)
+            Err(WireError::BadMac)
         );
+    }
+
+    /// A decoded message of `kind` whose secret is `secret` repeated.
+    fn message(kind: &str, secret: u8) -> crate::rendezvous::Message {
+        let text = format!(
+            "PLEXUS-RENDEZVOUS 1\nkind: {kind}\nfrom: a@x.example/one\nto: b@x.example/two\n\
+             session: 000102030405060708090a0b0c0d0e0f\ntime: 0\nmapped: -\nlocal: -\n\
+             nat: no\nmapping: unknown\nfiltering: unknown\nhairpin: unknown\n\
+             port-preserved: unknown\nsecret: {}\n",
+            format!("{secret:02x}").repeat(32)
+        );
+        crate::rendezvous::Message::decode(text.as_bytes()).unwrap()
     }
 
     #[test]
     fn secrets_from_rendezvous() {
-        let s = Secrets::from_rendezvous(
-            &crate::rendezvous::Secret::from_bytes([0x11; 32]),
-            &crate::rendezvous::Secret::from_bytes([0x22; 32]),
-        );
+        use crate::rendezvous::Message;
+        let (Message::Invite(invite), Message::Accept(accept)) =
+            (message("invite", 0x11), message("accept", 0x22))
+        else {
+            panic!("the kinds decode as written");
+        };
+        let s = Secrets::from_rendezvous(&invite, &accept);
         let (keys, sid) = fixture();
         assert_eq!(Keys::derive(&s, &sid).session_key(), keys.session_key());
     }

@@ -181,11 +181,11 @@ pub struct NatFacts {
     pub port_preserved: Option<bool>,
 }
 
-/// One rendezvous message (an invite or an accept), before sealing / after opening.
+/// What every rendezvous message says, invite or accept. Messages are the typed
+/// [`Invite`] and [`Accept`] (both deref to their body) or, when either may come, a
+/// [`Message`]; a body alone cannot be sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendezvous {
-    /// Invite or accept.
-    pub kind: Kind,
+pub struct Body {
     /// Who sends it (checked against the pinned peer when opened).
     pub from: PeerId,
     /// Who it is for (checked against this host when opened).
@@ -204,14 +204,154 @@ pub struct Rendezvous {
     pub secret: Secret,
 }
 
+/// The first message of a session, sent by the side that starts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite(Body);
+
+/// The answer to an [`Invite`]. Only [`Accept::new`] (from the invite it answers) and
+/// decoding make one, so an accept cannot answer an accept:
+///
+/// ```compile_fail
+/// # use plexus::rendezvous::{Accept, NatFacts};
+/// fn answer_an_accept(accept: &Accept) {
+///     let _ = Accept::new(accept, 0, vec![], vec![], NatFacts::default());
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accept(Body);
+
+/// A decoded or opened message, when either kind may arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// An invite.
+    Invite(Invite),
+    /// An accept.
+    Accept(Accept),
+}
+
+mod sealed {
+    /// Only this module's message types can be sealed: an outside implementation could
+    /// claim to be an accept for any body.
+    pub trait Sealed {}
+    impl Sealed for super::Invite {}
+    impl Sealed for super::Accept {}
+    impl Sealed for super::Message {}
+}
+
+/// What [`Invite`], [`Accept`] and [`Message`] share: a kind, a body and the encoding.
+/// Implemented by these three only.
+pub trait Rendezvous: sealed::Sealed {
+    /// Invite or accept.
+    fn kind(&self) -> Kind;
+    /// What the message says.
+    fn body(&self) -> &Body;
+    /// The canonical encoding. It contains the secret: callers wipe it after use.
+    fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        self.body().encode_as(self.kind())
+    }
+}
+
+impl std::ops::Deref for Invite {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Accept {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.0
+    }
+}
+
+impl Rendezvous for Invite {
+    fn kind(&self) -> Kind {
+        Kind::Invite
+    }
+    fn body(&self) -> &Body {
+        &self.0
+    }
+}
+
+impl Rendezvous for Accept {
+    fn kind(&self) -> Kind {
+        Kind::Accept
+    }
+    fn body(&self) -> &Body {
+        &self.0
+    }
+}
+
+// Inherent as well as through the trait, so that what `Envelope::open` returns can be
+// read without importing the trait.
+impl Message {
+    /// Invite or accept.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Invite(_) => Kind::Invite,
+            Message::Accept(_) => Kind::Accept,
+        }
+    }
+
+    /// What the message says.
+    pub fn body(&self) -> &Body {
+        match self {
+            Message::Invite(m) => &m.0,
+            Message::Accept(m) => &m.0,
+        }
+    }
+}
+
+impl Rendezvous for Message {
+    fn kind(&self) -> Kind {
+        Message::kind(self)
+    }
+    fn body(&self) -> &Body {
+        Message::body(self)
+    }
+}
+
+// A message equals the invite or accept it holds (handy when checking what was opened).
+impl PartialEq<Invite> for Message {
+    fn eq(&self, other: &Invite) -> bool {
+        matches!(self, Message::Invite(m) if m == other)
+    }
+}
+
+impl PartialEq<Accept> for Message {
+    fn eq(&self, other: &Accept) -> bool {
+        matches!(self, Message::Accept(m) if m == other)
+    }
+}
+
+impl From<Invite> for Message {
+    fn from(m: Invite) -> Message {
+        Message::Invite(m)
+    }
+}
+
+impl From<Accept> for Message {
+    fn from(m: Accept) -> Message {
+        Message::Accept(m)
+    }
+}
+
 /// Why a message could not be encoded or decoded. Every malformed input has its own
 /// variant; line numbers count from 1 (the magic line).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The encoding is larger than [`MAX_ENCODED`] bytes.
-    TooLarge { len: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A byte that is not printable ASCII or `\n` (CR, tab, NUL, UTF-8…).
-    NotText { offset: usize },
+    NotText {
+        /// Where the first such byte is.
+        offset: usize,
+    },
     /// The text does not end with `\n` (cut off?).
     Unterminated,
     /// The first line is not `PLEXUS-RENDEZVOUS <n>`: not a rendezvous message.
@@ -219,30 +359,66 @@ pub enum MessageError {
     /// A rendezvous message of a version this build does not read.
     UnsupportedVersion(String),
     /// A line is not `key: value`.
-    BadLine { line: usize },
+    BadLine {
+        /// The line number.
+        line: usize,
+    },
     /// A key this version does not know.
-    UnknownField { line: usize, key: String },
+    UnknownField {
+        /// The line number.
+        line: usize,
+        /// The key (its first 40 characters).
+        key: String,
+    },
     /// A key appears a second time.
-    DuplicateField { line: usize, key: &'static str },
+    DuplicateField {
+        /// The line number of the repeat.
+        line: usize,
+        /// The key.
+        key: &'static str,
+    },
     /// A key appears before one that must come first (or that one is missing).
     OutOfOrder {
+        /// The line number.
         line: usize,
+        /// The key that belongs on this line.
         expected: &'static str,
+        /// The key found there.
         found: &'static str,
     },
     /// The message ends before this required key.
     MissingField(&'static str),
     /// Lines after the last key.
-    TrailingData { line: usize },
+    TrailingData {
+        /// The first extra line.
+        line: usize,
+    },
     /// A value is not valid for its key.
-    BadValue { field: &'static str, reason: String },
+    BadValue {
+        /// The key.
+        field: &'static str,
+        /// What is wrong (never the secret's text).
+        reason: String,
+    },
     /// `from` or `to` is not a valid peer id.
-    BadId { field: &'static str, error: IdError },
+    BadId {
+        /// `from` or `to`.
+        field: &'static str,
+        /// Why the id is invalid.
+        error: IdError,
+    },
     /// An endpoint list is longer than [`MAX_ENDPOINTS`].
-    TooManyEndpoints { field: &'static str, count: usize },
+    TooManyEndpoints {
+        /// `mapped` or `local`.
+        field: &'static str,
+        /// How many it lists.
+        count: usize,
+    },
     /// The same endpoint twice in one list.
     DuplicateEndpoint {
+        /// `mapped` or `local`.
         field: &'static str,
+        /// The repeated endpoint.
         addr: SocketAddr,
     },
     /// The system random generator failed.
@@ -272,7 +448,14 @@ impl fmt::Display for MessageError {
     }
 }
 
-impl std::error::Error for MessageError {}
+impl std::error::Error for MessageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MessageError::BadId { error: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -419,20 +602,19 @@ fn parse_opt_behaviour(field: &'static str, v: &str) -> Result<Option<Behaviour>
     }
 }
 
-impl Rendezvous {
+impl Invite {
     /// A new invite from `from` to `to`, with a fresh session id and secret.
-    pub fn invite(
+    pub fn new(
         from: PeerId,
         to: PeerId,
         now: u64,
         mapped: Vec<SocketAddr>,
         local: Vec<SocketAddr>,
         nat: NatFacts,
-    ) -> Result<Rendezvous, MessageError> {
+    ) -> Result<Invite, MessageError> {
         check_endpoints("mapped", &mapped)?;
         check_endpoints("local", &local)?;
-        Ok(Rendezvous {
-            kind: Kind::Invite,
+        Ok(Invite(Body {
             from,
             to,
             session: SessionId::random()?,
@@ -441,21 +623,22 @@ impl Rendezvous {
             local,
             nat,
             secret: Secret::random()?,
-        })
+        }))
     }
+}
 
+impl Accept {
     /// The accept answering `invite`: same session id, ids swapped, a fresh secret.
-    pub fn accept(
-        invite: &Rendezvous,
+    pub fn new(
+        invite: &Invite,
         now: u64,
         mapped: Vec<SocketAddr>,
         local: Vec<SocketAddr>,
         nat: NatFacts,
-    ) -> Result<Rendezvous, MessageError> {
+    ) -> Result<Accept, MessageError> {
         check_endpoints("mapped", &mapped)?;
         check_endpoints("local", &local)?;
-        Ok(Rendezvous {
-            kind: Kind::Accept,
+        Ok(Accept(Body {
             from: invite.to.clone(),
             to: invite.from.clone(),
             session: invite.session,
@@ -464,16 +647,21 @@ impl Rendezvous {
             local,
             nat,
             secret: Secret::random()?,
-        })
+        }))
     }
+}
 
-    /// The canonical encoding. It contains the secret: callers wipe it after use.
-    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+impl Body {
+    /// These fields encoded as a message of `kind`: for tests and tools that need bytes
+    /// no session would send (an altered time, another sender). It makes bytes only;
+    /// sealing and key derivation take an [`Invite`] or [`Accept`], so this cannot
+    /// stand in for one.
+    pub fn encode_as(&self, kind: Kind) -> Result<Vec<u8>, MessageError> {
         check_endpoints("mapped", &self.mapped)?;
         check_endpoints("local", &self.local)?;
         let n = &self.nat;
         let values = [
-            self.kind.as_str().to_string(),
+            kind.as_str().to_string(),
             self.from.to_string(),
             self.to.to_string(),
             self.session.to_hex(),
@@ -505,9 +693,11 @@ impl Rendezvous {
         }
         Ok(out)
     }
+}
 
+impl Message {
     /// Strictly decode a message: exactly the canonical encoding, nothing else.
-    pub fn decode(bytes: &[u8]) -> Result<Rendezvous, MessageError> {
+    pub fn decode(bytes: &[u8]) -> Result<Message, MessageError> {
         if bytes.len() > MAX_ENCODED {
             return Err(MessageError::TooLarge { len: bytes.len() });
         }
@@ -623,8 +813,7 @@ impl Rendezvous {
                 reason: "not 64 lower-case hex digits".into(),
             });
         }
-        Ok(Rendezvous {
-            kind,
+        let body = Body {
             from,
             to,
             session,
@@ -633,6 +822,10 @@ impl Rendezvous {
             local,
             nat,
             secret,
+        };
+        Ok(match kind {
+            Kind::Invite => Message::Invite(Invite(body)),
+            Kind::Accept => Message::Accept(Accept(body)),
         })
     }
 }
@@ -641,9 +834,8 @@ impl Rendezvous {
 mod tests {
     use super::*;
 
-    fn golden() -> Rendezvous {
-        Rendezvous {
-            kind: Kind::Invite,
+    fn golden() -> Invite {
+        Invite(Body {
             from: PeerId::parse("alice@lab.example/home").unwrap(),
             to: PeerId::parse("bob@lab.example/office").unwrap(),
             session: SessionId(
@@ -663,7 +855,7 @@ mod tests {
                 port_preserved: Some(false),
             },
             secret: Secret::from_bytes(core::array::from_fn(|i| (0xa0 + i) as u8)),
-        }
+        })
     }
 
     const GOLDEN: &str = "PLEXUS-RENDEZVOUS 1\n\
@@ -700,13 +892,15 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
     fn golden_invite_encodes_and_decodes_exactly() {
         let m = golden();
         assert_eq!(String::from_utf8(m.encode().unwrap()).unwrap(), GOLDEN);
-        assert_eq!(Rendezvous::decode(GOLDEN.as_bytes()).unwrap(), m);
+        assert_eq!(
+            Message::decode(GOLDEN.as_bytes()).unwrap(),
+            Message::Invite(m)
+        );
     }
 
     #[test]
     fn golden_accept_with_empty_lists_and_unknowns() {
-        let m = Rendezvous {
-            kind: Kind::Accept,
+        let m = Accept(Body {
             from: PeerId::parse("bob@lab.example/office").unwrap(),
             to: PeerId::parse("alice@lab.example/home").unwrap(),
             session: golden().session,
@@ -721,18 +915,21 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
                 port_preserved: None,
             },
             secret: Secret::from_bytes([0; 32]),
-        };
+        });
         assert_eq!(
             String::from_utf8(m.encode().unwrap()).unwrap(),
             GOLDEN_ACCEPT
         );
-        assert_eq!(Rendezvous::decode(GOLDEN_ACCEPT.as_bytes()).unwrap(), m);
+        assert_eq!(
+            Message::decode(GOLDEN_ACCEPT.as_bytes()).unwrap(),
+            Message::Accept(m)
+        );
     }
 
     #[test]
     fn constructors_make_fresh_randomness() {
         let a = golden();
-        let i1 = Rendezvous::invite(
+        let i1 = Invite::new(
             a.from.clone(),
             a.to.clone(),
             5,
@@ -741,7 +938,7 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
             a.nat,
         )
         .unwrap();
-        let i2 = Rendezvous::invite(
+        let i2 = Invite::new(
             a.from.clone(),
             a.to.clone(),
             5,
@@ -752,14 +949,29 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
         .unwrap();
         assert_ne!(i1.session, i2.session);
         assert_ne!(i1.secret, i2.secret);
-        let acc = Rendezvous::accept(&i1, 6, vec![], vec![], NatFacts::default()).unwrap();
+        let acc = Accept::new(&i1, 6, vec![], vec![], NatFacts::default()).unwrap();
         assert_eq!(
-            (acc.kind, acc.session, &acc.from, &acc.to),
+            (acc.kind(), acc.session, &acc.from, &acc.to),
             (Kind::Accept, i1.session, &i1.to, &i1.from)
         );
         assert_ne!(acc.secret, i1.secret);
-        let round = Rendezvous::decode(&i1.encode().unwrap()).unwrap();
-        assert_eq!(round, i1);
+        let round = Message::decode(&i1.encode().unwrap()).unwrap();
+        assert_eq!(round, Message::Invite(i1));
+    }
+
+    #[test]
+    fn a_body_encodes_as_either_kind_and_decodes_as_that_kind() {
+        let m = golden();
+        assert_eq!(m.body().encode_as(Kind::Invite).unwrap(), GOLDEN.as_bytes());
+        let as_accept = m.body().encode_as(Kind::Accept).unwrap();
+        assert_eq!(
+            as_accept,
+            GOLDEN.replace("kind: invite", "kind: accept").as_bytes()
+        );
+        match Message::decode(&as_accept).unwrap() {
+            Message::Accept(a) => assert_eq!(a.body(), m.body()),
+            other => panic!("decoded as {:?}", other.kind()),
+        }
     }
 
     #[test]
@@ -777,7 +989,7 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
     }
 
     fn err(input: &str) -> MessageError {
-        Rendezvous::decode(input.as_bytes()).unwrap_err()
+        Message::decode(input.as_bytes()).unwrap_err()
     }
 
     #[test]
@@ -990,7 +1202,7 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
     #[test]
     fn encode_refuses_what_decode_would_refuse() {
         let mut m = golden();
-        m.local = (1..=9)
+        m.0.local = (1..=9)
             .map(|p| SocketAddr::from(([10, 0, 0, 1], p)))
             .collect();
         assert!(matches!(
@@ -1000,12 +1212,12 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
                 count: 9
             })
         ));
-        m.local = vec![SocketAddr::from(([10, 0, 0, 1], 0))];
+        m.0.local = vec![SocketAddr::from(([10, 0, 0, 1], 0))];
         assert!(matches!(
             m.encode(),
             Err(MessageError::BadValue { field: "local", .. })
         ));
-        m.local = vec!["[fe80::1%2]:5".parse().unwrap()];
+        m.0.local = vec!["[fe80::1%2]:5".parse().unwrap()];
         assert!(matches!(
             m.encode(),
             Err(MessageError::BadValue { field: "local", .. })
@@ -1023,19 +1235,19 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
                 p,
             ))
         };
-        m.mapped = (1..=MAX_ENDPOINTS as u16).map(|p| v6(60000 + p)).collect();
-        m.local = (1..=MAX_ENDPOINTS as u16).map(|p| v6(50000 + p)).collect();
-        m.from = PeerId::parse(&format!(
+        m.0.mapped = (1..=MAX_ENDPOINTS as u16).map(|p| v6(60000 + p)).collect();
+        m.0.local = (1..=MAX_ENDPOINTS as u16).map(|p| v6(50000 + p)).collect();
+        m.0.from = PeerId::parse(&format!(
             "{}@{}/{}",
             "a".repeat(64),
             vec!["d".repeat(63); 3].join("."),
             "i".repeat(32)
         ))
         .unwrap();
-        m.to = m.from.clone();
+        m.0.to = m.0.from.clone();
         let enc = m.encode().unwrap();
         assert!(enc.len() <= MAX_ENCODED, "{}", enc.len());
-        assert_eq!(Rendezvous::decode(&enc).unwrap(), m);
+        assert_eq!(Message::decode(&enc).unwrap(), Message::Invite(m));
     }
 
     /// Bounded randomized robustness: mutated golden messages never panic and either
@@ -1063,7 +1275,7 @@ secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
                     _ => m.truncate(pos),
                 }
             }
-            if let Ok(r) = Rendezvous::decode(&m) {
+            if let Ok(r) = Message::decode(&m) {
                 assert_eq!(r.encode().unwrap(), m, "decoded input must be canonical");
             }
         }

@@ -1,13 +1,14 @@
 //! Rendezvous messages: what peers tell each other through a mediator, and how it is
 //! protected.
 //!
-//! - [`message`]: the invite/accept message and its strict, versioned text encoding.
+//! - [`message`]: the [`Invite`] and [`Accept`] messages and their strict, versioned text
+//!   encoding.
 //! - [`seal`]: S/MIME sign-then-encrypt with the host's key to the pinned peer
 //!   certificate, and opening with all checks ([`Envelope`]).
 //! - [`replay`]: the state file that refuses a message seen before.
 //!
 //! ```no_run
-//! use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness, NatFacts, Rendezvous};
+//! use plexus::rendezvous::{Envelope, EnvelopeFiles, Freshness, Invite, Message, NatFacts};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let files = EnvelopeFiles {
 //!     host_id: "alice@lab.example/home".parse()?,
@@ -21,7 +22,7 @@
 //! };
 //! let mut env = Envelope::from_files(&files)?;
 //! let now = 1_700_000_000; // unix seconds, from the caller's clock
-//! let invite = Rendezvous::invite(
+//! let invite = Invite::new(
 //!     env.host_id().clone(),
 //!     env.peer_id().clone(),
 //!     now,
@@ -31,8 +32,11 @@
 //! )?;
 //! let sealed: Vec<u8> = env.seal(&invite)?; // DER; the mediator carries it
 //! # let received = sealed;
-//! let answer = env.open(&received, now + 3)?; // every check, or a typed OpenError
-//! # let _ = answer;
+//! match env.open(&received, now + 3)? {
+//!     // every check passed; otherwise a typed OpenError
+//!     Message::Accept(accept) => println!("accepted by {}", accept.from),
+//!     Message::Invite(_) => println!("an invite, not the answer"),
+//! }
 //! # Ok(())
 //! # }
 //! ```
@@ -45,6 +49,8 @@ pub mod replay;
 pub mod seal;
 
 pub use crate::identity::PeerId;
-pub use message::{Kind, MessageError, NatFacts, Rendezvous, Secret, SessionId};
+pub use message::{
+    Accept, Body, Invite, Kind, Message, MessageError, NatFacts, Rendezvous, Secret, SessionId,
+};
 pub use replay::{ReplayError, ReplayGuard};
 pub use seal::{Envelope, EnvelopeFiles, Freshness, OpenError, SealError, SetupError};

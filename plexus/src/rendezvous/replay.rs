@@ -30,23 +30,35 @@ const MAX_FILE: u64 = 2 << 20;
 
 /// Errors of the replay guard.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// This (kind, sender, session) was already accepted.
     Replayed {
+        /// Invite or accept.
         kind: Kind,
+        /// Who sent it.
         sender: PeerId,
+        /// Its session.
         session: SessionId,
     },
     /// The window holds [`MAX_ENTRIES`] messages already; refusing rather than forgetting.
     Full,
     /// The state file is not what plexus writes.
     Corrupt {
+        /// The state file.
         path: PathBuf,
+        /// The first bad line.
         line: usize,
+        /// What is wrong with it.
         reason: String,
     },
     /// The state file could not be read, locked or written.
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The state file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for ReplayError {
@@ -72,7 +84,14 @@ impl fmt::Display for ReplayError {
     }
 }
 
-impl std::error::Error for ReplayError {}
+impl std::error::Error for ReplayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplayError::Io { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {

@@ -13,9 +13,10 @@
 //!
 //! Open: check that the pinned peer certificate is within its validity dates at `now`,
 //! decrypt with the host key, read the S/MIME entity inside with our own strict MIME
-//! reader ([`super::mime`]; OpenSSL only ever parses DER), verify the signature against
-//! the pinned certificate (the exact certificate, compared by DER; and its chain to the
-//! CA when one is configured), then check the ids, the time and the replay state.
+//! reader (the `mime` module; OpenSSL only ever parses DER), verify the
+//! signature against the pinned certificate (the exact certificate, compared by DER;
+//! and its chain to the CA when one is configured), then check the ids, the time and
+//! the replay state.
 //!
 //! Anything can arrive: the unauthenticated CMS fields OpenSSL ignores are checked here
 //! (so no altered byte of a sealed message goes unnoticed), every OpenSSL call runs with
@@ -35,7 +36,7 @@ use openssl::symm::Cipher;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509StoreContext, X509};
 
-use super::message::{Kind, MessageError, Rendezvous, SessionId, MAX_ENCODED};
+use super::message::{Kind, Message, MessageError, Rendezvous, SessionId, MAX_ENCODED};
 use super::mime::{self, Signed};
 use super::replay::{ReplayError, ReplayGuard};
 use crate::identity::{
@@ -91,12 +92,17 @@ impl Default for Freshness {
 
 /// Errors while sealing.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SealError {
     /// The message's `from`/`to` are not this host and the configured peer.
     WrongIds {
+        /// The message's sender.
         from: String,
+        /// The message's recipient.
         to: String,
+        /// This envelope's host.
         host: String,
+        /// This envelope's peer.
         peer: String,
     },
     /// The message cannot be encoded (see the inner error).
@@ -118,11 +124,19 @@ impl fmt::Display for SealError {
     }
 }
 
-impl std::error::Error for SealError {}
+impl std::error::Error for SealError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SealError::Message(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Why an envelope could not be set up from the configuration. There is no fallback:
 /// a missing or bad certificate stops plexus, it never downgrades to plaintext.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The host's or the peer's certificate or key could not be loaded (see inner error).
     Identity(IdentityError),
@@ -142,7 +156,15 @@ impl fmt::Display for SetupError {
     }
 }
 
-impl std::error::Error for SetupError {}
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Identity(e) => Some(e),
+            SetupError::Replay(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Where an S/MIME envelope's material lives (from the profile).
 #[derive(Debug, Clone)]
@@ -167,13 +189,22 @@ pub struct EnvelopeFiles {
 
 /// Why a sealed message was refused. Each has its own message saying what was wrong.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenError {
     /// Larger than [`MAX_SEALED`] bytes.
-    Oversized { len: usize },
+    Oversized {
+        /// Its length in bytes.
+        len: usize,
+    },
     /// Not DER-encoded S/MIME (CMS/PKCS#7) at all.
     NotSmime(String),
     /// DER that ends before its declared length.
-    Truncated { have: usize, need: Option<usize> },
+    Truncated {
+        /// Bytes received.
+        have: usize,
+        /// Bytes the DER header announces, when it could be read.
+        need: Option<usize>,
+    },
     /// S/MIME signed but not encrypted: rendezvous content must never travel in clear.
     NotEncrypted,
     /// Encrypted, but not to this host's certificate.
@@ -183,7 +214,10 @@ pub enum OpenError {
     /// The decrypted content carries no S/MIME signature.
     Unsigned,
     /// Signed by a certificate other than the one pinned for the peer.
-    WrongSigner { found: String },
+    WrongSigner {
+        /// The signer certificate found (subject and fingerprint).
+        found: String,
+    },
     /// The signature does not verify: the content was altered after signing.
     BadSignature(String),
     /// The pinned certificate does not chain to the configured CA.
@@ -191,15 +225,40 @@ pub enum OpenError {
     /// The signed content is not a valid rendezvous message.
     Malformed(MessageError),
     /// The signed sender id is not the configured peer.
-    SenderMismatch { expected: PeerId, found: PeerId },
+    SenderMismatch {
+        /// The configured peer.
+        expected: PeerId,
+        /// The id in the message.
+        found: PeerId,
+    },
     /// The signed recipient id is not this host.
-    RecipientMismatch { expected: PeerId, found: PeerId },
+    RecipientMismatch {
+        /// This host.
+        expected: PeerId,
+        /// The id in the message.
+        found: PeerId,
+    },
     /// Older than the freshness window.
-    Stale { age: u64, max_age: u64 },
+    Stale {
+        /// Its age in seconds.
+        age: u64,
+        /// The freshness window in seconds.
+        max_age: u64,
+    },
     /// Timestamped further ahead than the allowed clock skew.
-    FromFuture { ahead: u64, max_skew: u64 },
+    FromFuture {
+        /// Seconds it is dated ahead of our clock.
+        ahead: u64,
+        /// The allowed skew in seconds.
+        max_skew: u64,
+    },
     /// Already accepted once.
-    Replayed { kind: Kind, session: SessionId },
+    Replayed {
+        /// Invite or accept.
+        kind: Kind,
+        /// Its session.
+        session: SessionId,
+    },
     /// The replay state could not be read or written (the message was not accepted).
     ReplayState(ReplayError),
     /// The pinned peer certificate is expired or not yet valid at the time of opening.
@@ -235,7 +294,15 @@ impl fmt::Display for OpenError {
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Malformed(e) => Some(e),
+            OpenError::ReplayState(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Empty this thread's OpenSSL error queue (without reading it: reading is where the
 /// Rust binding can panic on non-UTF-8 error data).
@@ -457,12 +524,14 @@ impl Envelope {
         &self.peer_id
     }
 
-    /// Sign and encrypt `msg` (which must be from this host to the peer); DER bytes out.
-    pub fn seal(&self, msg: &Rendezvous) -> Result<Vec<u8>, SealError> {
-        if msg.from != self.host_id || msg.to != self.peer_id {
+    /// Sign and encrypt `msg` (an [`Invite`](super::Invite), an [`Accept`](super::Accept)
+    /// or a [`Message`], from this host to the peer); DER bytes out.
+    pub fn seal(&self, msg: &impl Rendezvous) -> Result<Vec<u8>, SealError> {
+        let body = msg.body();
+        if body.from != self.host_id || body.to != self.peer_id {
             return Err(SealError::WrongIds {
-                from: msg.from.to_string(),
-                to: msg.to.to_string(),
+                from: body.from.to_string(),
+                to: body.to.to_string(),
                 host: self.host_id.to_string(),
                 peer: self.peer_id.to_string(),
             });
@@ -472,7 +541,9 @@ impl Envelope {
             Mode::InsecurePlaintext => {
                 warn!(
                     "INSECURE: sending {} {} to {} in PLAINTEXT (--insecure-plaintext): anyone on the channel can read its endpoints and secret",
-                    msg.kind, msg.session, self.peer_id
+                    msg.kind(),
+                    body.session,
+                    self.peer_id
                 );
                 Ok(plain.0.clone())
             }
@@ -484,7 +555,7 @@ impl Envelope {
 
     /// Decrypt, verify and check a sealed message received at `now` (unix seconds). On
     /// success the message is remembered, so the same message is refused next time.
-    pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Rendezvous, OpenError> {
+    pub fn open(&mut self, sealed: &[u8], now: u64) -> Result<Message, OpenError> {
         if sealed.len() > MAX_SEALED {
             return Err(OpenError::Oversized { len: sealed.len() });
         }
@@ -494,7 +565,7 @@ impl Envelope {
                     "INSECURE: opening a PLAINTEXT rendezvous message claiming to be from {} (--insecure-plaintext): it is not authenticated",
                     self.peer_id
                 );
-                Rendezvous::decode(sealed).map_err(OpenError::Malformed)?
+                Message::decode(sealed).map_err(OpenError::Malformed)?
             }
             Mode::Smime { host, peer, ca } => {
                 clear_openssl_errors();
@@ -504,28 +575,29 @@ impl Envelope {
                 open_guarded(host, peer, ca.as_ref(), sealed)?
             }
         };
-        if msg.from != self.peer_id {
+        let body = msg.body();
+        if body.from != self.peer_id {
             return Err(OpenError::SenderMismatch {
                 expected: self.peer_id.clone(),
-                found: msg.from,
+                found: body.from.clone(),
             });
         }
-        if msg.to != self.host_id {
+        if body.to != self.host_id {
             return Err(OpenError::RecipientMismatch {
                 expected: self.host_id.clone(),
-                found: msg.to,
+                found: body.to.clone(),
             });
         }
         let f = self.freshness;
-        if msg.time > now.saturating_add(f.max_skew) {
+        if body.time > now.saturating_add(f.max_skew) {
             return Err(OpenError::FromFuture {
-                ahead: msg.time - now,
+                ahead: body.time - now,
                 max_skew: f.max_skew,
             });
         }
-        if now > msg.time.saturating_add(f.max_age) {
+        if now > body.time.saturating_add(f.max_age) {
             return Err(OpenError::Stale {
-                age: now - msg.time,
+                age: now - body.time,
                 max_age: f.max_age,
             });
         }
@@ -533,7 +605,7 @@ impl Envelope {
         // that much longer.
         let keep = f.max_age.saturating_add(f.max_skew);
         self.replay
-            .check_and_record(msg.kind, &msg.from, msg.session, msg.time, now, keep)
+            .check_and_record(msg.kind(), &body.from, body.session, body.time, now, keep)
             .map_err(|e| match e {
                 ReplayError::Replayed { kind, session, .. } => {
                     OpenError::Replayed { kind, session }
@@ -590,7 +662,7 @@ fn open_guarded(
     peer: &PeerCert,
     ca: Option<&X509Store>,
     sealed: &[u8],
-) -> Result<Rendezvous, OpenError> {
+) -> Result<Message, OpenError> {
     // Only shared references go in and nothing is kept on a panic, so no broken state
     // can be observed afterwards.
     let opened = catch_unwind(AssertUnwindSafe(|| open_smime(host, peer, ca, sealed)));
@@ -854,7 +926,7 @@ fn open_smime(
     peer: &PeerCert,
     ca: Option<&X509Store>,
     sealed: &[u8],
-) -> Result<Rendezvous, OpenError> {
+) -> Result<Message, OpenError> {
     #[cfg(test)]
     if tests::PANIC_IN_OPEN.with(|p| p.replace(false)) {
         panic!("a test asked open to panic");
@@ -990,7 +1062,7 @@ fn open_smime(
     } else {
         content
     };
-    Rendezvous::decode(&content.0).map_err(OpenError::Malformed)
+    Message::decode(&content.0).map_err(OpenError::Malformed)
 }
 
 fn describe(cert: &openssl::x509::X509Ref) -> String {
@@ -1007,7 +1079,7 @@ fn describe(cert: &openssl::x509::X509Ref) -> String {
 mod tests {
     use super::*;
     use crate::identity::tests::DemoCerts;
-    use crate::rendezvous::message::NatFacts;
+    use crate::rendezvous::message::{Accept, Invite, NatFacts};
     use openssl::hash::MessageDigest;
     use std::path::PathBuf;
     use std::process::{Command, Stdio};
@@ -1026,8 +1098,8 @@ mod tests {
         .unwrap()
     }
 
-    fn invite(from: &str, to: &str) -> Rendezvous {
-        Rendezvous::invite(
+    fn invite(from: &str, to: &str) -> Invite {
+        Invite::new(
             DemoCerts::id(from),
             DemoCerts::id(to),
             NOW,
@@ -1042,7 +1114,7 @@ mod tests {
     }
 
     /// Sign with `signer`'s key and encrypt to `to`'s certificate whatever the ids say.
-    fn forge(demo: &DemoCerts, signer: &str, to: &str, msg: &Rendezvous) -> Vec<u8> {
+    fn forge(demo: &DemoCerts, signer: &str, to: &str, msg: &impl Rendezvous) -> Vec<u8> {
         seal_smime(
             &demo.identity(signer),
             &demo.peer(to),
@@ -1075,12 +1147,34 @@ mod tests {
             );
             let opened = receiver.open(&sealed, NOW + 5).unwrap();
             assert_eq!(opened, msg, "{from} -> {to}");
+            let Message::Invite(opened) = opened else {
+                unreachable!("compared equal to an invite")
+            };
             let accept =
-                Rendezvous::accept(&opened, NOW + 6, vec![], vec![], NatFacts::default()).unwrap();
+                Accept::new(&opened, NOW + 6, vec![], vec![], NatFacts::default()).unwrap();
             let back = receiver.seal(&accept).unwrap();
             let mut sender = sender;
             assert_eq!(sender.open(&back, NOW + 7).unwrap(), accept);
         }
+    }
+
+    #[test]
+    fn a_malformed_message_is_the_typed_source_of_the_refusal() {
+        let demo = DemoCerts::new("seal-source");
+        let mut bob = envelope(&demo, "bob", "alice");
+        let sealed = seal_smime(
+            &demo.identity("alice"),
+            &demo.peer("bob"),
+            b"PLEXUS-RENDEZVOUS 2\n",
+        )
+        .unwrap();
+        let e = bob.open(&sealed, NOW).unwrap_err();
+        assert!(matches!(e, OpenError::Malformed(_)), "{e}");
+        let cause = std::error::Error::source(&e).expect("the message error is the source");
+        assert_eq!(
+            cause.downcast_ref::<MessageError>(),
+            Some(&MessageError::UnsupportedVersion("2".into()))
+        );
     }
 
     #[test]
@@ -1901,7 +1995,7 @@ mod tests {
         )
         .unwrap();
         let sealed_at = |t: u64| {
-            let m = Rendezvous::invite(
+            let m = Invite::new(
                 dana.clone(),
                 DemoCerts::id("bob"),
                 t,
@@ -2371,7 +2465,7 @@ mod tests {
 mod fresh_identity_tests {
     use super::*;
     use crate::identity::{create, KeyKind, NewCert};
-    use crate::rendezvous::message::NatFacts;
+    use crate::rendezvous::message::{Invite, NatFacts};
 
     /// Identities made by `plexus cert new` (self-signed, EC and RSA) seal and open with
     /// each other, and `openssl smime -verify -CAfile <peer>.pem` accepts the signature.
@@ -2406,7 +2500,7 @@ mod fresh_identity_tests {
             Envelope::new(hi, ip, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
         let mut i =
             Envelope::new(ii, hp, None, Freshness::default(), ReplayGuard::in_memory()).unwrap();
-        let msg = Rendezvous::invite(
+        let msg = Invite::new(
             h.host_id().clone(),
             h.peer_id().clone(),
             now,
@@ -2447,7 +2541,7 @@ mod fresh_identity_tests {
 mod figures {
     use super::*;
     use crate::identity::tests::DemoCerts;
-    use crate::rendezvous::message::NatFacts;
+    use crate::rendezvous::message::{Invite, NatFacts};
     use std::time::Instant;
 
     #[test]
@@ -2478,7 +2572,7 @@ mod figures {
             let n = 50u32;
             let (mut seal_t, mut open_t, mut size, mut plain) = (0f64, 0f64, 0, 0);
             for i in 0..n {
-                let m = Rendezvous::invite(
+                let m = Invite::new(
                     s.host_id().clone(),
                     s.peer_id().clone(),
                     1_800_000_000 + i as u64,

@@ -1,6 +1,6 @@
 //! STUN message codec (RFC 8489/5389, RFC 5780, RFC 3489 legacy attributes).
 //!
-//! Pure: [`decode`] takes bytes and returns a [`Message`] or a [`DecodeError`];
+//! Pure: [`decode`] takes bytes and returns a [`Message`] or a [`StunDecodeError`];
 //! [`Message::encode`] writes bytes. Unknown attributes are kept raw so a decoded
 //! message re-encodes byte for byte.
 
@@ -136,7 +136,8 @@ pub struct Message {
 
 /// Why bytes are not a STUN message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
+#[non_exhaustive]
+pub enum StunDecodeError {
     /// Fewer than 20 bytes.
     ShortHeader(usize),
     /// The two top bits are not 00 (not STUN; maybe another protocol on the port).
@@ -164,35 +165,41 @@ pub enum DecodeError {
     BadFingerprint,
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for StunDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::ShortHeader(n) => {
+            StunDecodeError::ShortHeader(n) => {
                 write!(f, "STUN message too short: {n} bytes, a header needs 20")
             }
-            DecodeError::NotStun => write!(f, "not a STUN message: the two top bits are not 00"),
-            DecodeError::BadCookie(c) => write!(
+            StunDecodeError::NotStun => {
+                write!(f, "not a STUN message: the two top bits are not 00")
+            }
+            StunDecodeError::BadCookie(c) => write!(
                 f,
                 "not an RFC 5389 STUN message: magic cookie {c:#010x}, expected 0x2112a442"
             ),
-            DecodeError::UnalignedLength(l) => write!(f, "STUN length {l} is not a multiple of 4"),
-            DecodeError::LengthMismatch { header, actual } => write!(
+            StunDecodeError::UnalignedLength(l) => {
+                write!(f, "STUN length {l} is not a multiple of 4")
+            }
+            StunDecodeError::LengthMismatch { header, actual } => write!(
                 f,
                 "STUN header says {header} bytes of attributes, the datagram has {actual}"
             ),
-            DecodeError::AttributePastEnd(t) => write!(
+            StunDecodeError::AttributePastEnd(t) => write!(
                 f,
                 "STUN attribute {t:#06x} runs past the end of the message"
             ),
-            DecodeError::BadAddressFamily(t, fam) => write!(
+            StunDecodeError::BadAddressFamily(t, fam) => write!(
                 f,
                 "STUN attribute {t:#06x} has address family {fam}, expected 1 (IPv4) or 2 (IPv6)"
             ),
-            DecodeError::BadAttributeLength(t, l) => {
+            StunDecodeError::BadAttributeLength(t, l) => {
                 write!(f, "STUN attribute {t:#06x} has invalid length {l}")
             }
-            DecodeError::BadValue(t) => write!(f, "STUN attribute {t:#06x} has an invalid value"),
-            DecodeError::BadFingerprint => write!(
+            StunDecodeError::BadValue(t) => {
+                write!(f, "STUN attribute {t:#06x} has an invalid value")
+            }
+            StunDecodeError::BadFingerprint => write!(
                 f,
                 "STUN FINGERPRINT does not match the message (corrupted in transit)"
             ),
@@ -200,7 +207,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for StunDecodeError {}
 
 fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
@@ -231,23 +238,23 @@ fn message_type(class: Class, method: u16) -> u16 {
 }
 
 /// Checks the header of `b` and returns (type, transaction id); `Ok(None)`-free helper.
-fn header(b: &[u8]) -> Result<(u16, TransactionId), DecodeError> {
+fn header(b: &[u8]) -> Result<(u16, TransactionId), StunDecodeError> {
     if b.len() < HEADER_LEN {
-        return Err(DecodeError::ShortHeader(b.len()));
+        return Err(StunDecodeError::ShortHeader(b.len()));
     }
     if b[0] & 0xc0 != 0 {
-        return Err(DecodeError::NotStun);
+        return Err(StunDecodeError::NotStun);
     }
     let cookie = be32(b, 4);
     if cookie != MAGIC_COOKIE {
-        return Err(DecodeError::BadCookie(cookie));
+        return Err(StunDecodeError::BadCookie(cookie));
     }
     let len = be16(b, 2);
     if len % 4 != 0 {
-        return Err(DecodeError::UnalignedLength(len));
+        return Err(StunDecodeError::UnalignedLength(len));
     }
     if usize::from(len) != b.len() - HEADER_LEN {
-        return Err(DecodeError::LengthMismatch {
+        return Err(StunDecodeError::LengthMismatch {
             header: len,
             actual: b.len() - HEADER_LEN,
         });
@@ -273,9 +280,9 @@ fn decode_addr(
     kind: u16,
     v: &[u8],
     xor: Option<&TransactionId>,
-) -> Result<SocketAddr, DecodeError> {
+) -> Result<SocketAddr, StunDecodeError> {
     if v.len() < 4 {
-        return Err(DecodeError::BadAttributeLength(kind, v.len() as u16));
+        return Err(StunDecodeError::BadAttributeLength(kind, v.len() as u16));
     }
     let fam = v[1];
     let key = xor.map(xor_key);
@@ -303,8 +310,8 @@ fn decode_addr(
             }
             IpAddr::V6(Ipv6Addr::from(o))
         }
-        (1 | 2, n) => return Err(DecodeError::BadAttributeLength(kind, n as u16)),
-        (f, _) => return Err(DecodeError::BadAddressFamily(kind, f)),
+        (1 | 2, n) => return Err(StunDecodeError::BadAttributeLength(kind, n as u16)),
+        (f, _) => return Err(StunDecodeError::BadAddressFamily(kind, f)),
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -330,12 +337,12 @@ fn encode_addr(out: &mut Vec<u8>, a: SocketAddr, xor: Option<&TransactionId>) {
     out.extend_from_slice(&ip);
 }
 
-fn text(kind: u16, v: &[u8]) -> Result<String, DecodeError> {
-    String::from_utf8(v.to_vec()).map_err(|_| DecodeError::BadValue(kind))
+fn text(kind: u16, v: &[u8]) -> Result<String, StunDecodeError> {
+    String::from_utf8(v.to_vec()).map_err(|_| StunDecodeError::BadValue(kind))
 }
 
-fn decode_attr(kind: u16, v: &[u8], tid: &TransactionId) -> Result<Attribute, DecodeError> {
-    let bad_len = || DecodeError::BadAttributeLength(kind, v.len() as u16);
+fn decode_attr(kind: u16, v: &[u8], tid: &TransactionId) -> Result<Attribute, StunDecodeError> {
+    let bad_len = || StunDecodeError::BadAttributeLength(kind, v.len() as u16);
     Ok(match kind {
         attr::MAPPED_ADDRESS => Attribute::MappedAddress(decode_addr(kind, v, None)?),
         attr::XOR_MAPPED_ADDRESS => Attribute::XorMappedAddress(decode_addr(kind, v, Some(tid))?),
@@ -349,7 +356,7 @@ fn decode_attr(kind: u16, v: &[u8], tid: &TransactionId) -> Result<Attribute, De
             }
             let code = u16::from(v[2] & 0x07) * 100 + u16::from(v[3]);
             if !(300..700).contains(&code) || v[3] > 99 {
-                return Err(DecodeError::BadValue(kind));
+                return Err(StunDecodeError::BadValue(kind));
             }
             Attribute::ErrorCode {
                 code,
@@ -402,20 +409,20 @@ fn decode_attr(kind: u16, v: &[u8], tid: &TransactionId) -> Result<Attribute, De
 
 /// Decodes one datagram. Checks FINGERPRINT when present; MESSAGE-INTEGRITY is
 /// checked separately with [`verify_integrity`] (it needs the key).
-pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
+pub fn decode(b: &[u8]) -> Result<Message, StunDecodeError> {
     let (ty, tid) = header(b)?;
     let mut attributes = Vec::new();
     let mut padding = None;
     let mut i = HEADER_LEN;
     while i < b.len() {
         if b.len() - i < 4 {
-            return Err(DecodeError::AttributePastEnd(0));
+            return Err(StunDecodeError::AttributePastEnd(0));
         }
         let kind = be16(b, i);
         let len = usize::from(be16(b, i + 2));
         let padded = (len + 3) & !3;
         if b.len() - i - 4 < padded {
-            return Err(DecodeError::AttributePastEnd(kind));
+            return Err(StunDecodeError::AttributePastEnd(kind));
         }
         let v = &b[i + 4..i + 4 + len];
         if padded > len && padding.is_none() {
@@ -424,7 +431,7 @@ pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
         let a = decode_attr(kind, v, &tid)?;
         if let Attribute::Fingerprint(fp) = a {
             if fingerprint_of(b, i) != fp {
-                return Err(DecodeError::BadFingerprint);
+                return Err(StunDecodeError::BadFingerprint);
             }
         }
         attributes.push(a);

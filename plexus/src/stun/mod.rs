@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use crate::net::Driver;
 use crate::sansio::{Core, Transmit};
 
-pub use codec::{decode, Attribute, Class, DecodeError, Message, TransactionId};
+pub use codec::{decode, Attribute, Class, Message, StunDecodeError, TransactionId};
 
 /// Why a binding transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StunError {
     /// No answer before the overall deadline.
     Timeout {

@@ -153,49 +153,49 @@ fn rfc5780_attributes_round_trip() {
     assert_eq!(back, m);
 }
 
-fn err(b: &[u8]) -> DecodeError {
+fn err(b: &[u8]) -> StunDecodeError {
     decode(b).expect_err("malformed input is rejected")
 }
 
 #[test]
 fn malformed_messages_give_typed_errors() {
     let good = RFC5769_RESPONSE_V4;
-    assert_eq!(err(&good[..19]), DecodeError::ShortHeader(19));
+    assert_eq!(err(&good[..19]), StunDecodeError::ShortHeader(19));
     let mut b = good.to_vec();
     b[0] |= 0x80;
-    assert_eq!(err(&b), DecodeError::NotStun);
+    assert_eq!(err(&b), StunDecodeError::NotStun);
     let mut b = good.to_vec();
     b[4] = 0;
-    assert!(matches!(err(&b), DecodeError::BadCookie(_)));
+    assert!(matches!(err(&b), StunDecodeError::BadCookie(_)));
     let mut b = good.to_vec();
     b[3] = 0x3d;
-    assert_eq!(err(&b), DecodeError::UnalignedLength(0x3d));
+    assert_eq!(err(&b), StunDecodeError::UnalignedLength(0x3d));
     assert!(matches!(
         err(&good[..good.len() - 4]),
-        DecodeError::LengthMismatch { .. }
+        StunDecodeError::LengthMismatch { .. }
     ));
     // Attribute length running past the end.
     let mut b = good.to_vec();
     b[22..24].copy_from_slice(&0x0100u16.to_be_bytes());
-    assert_eq!(err(&b), DecodeError::AttributePastEnd(attr::SOFTWARE));
+    assert_eq!(err(&b), StunDecodeError::AttributePastEnd(attr::SOFTWARE));
     // Address family 3 in XOR-MAPPED-ADDRESS (offset 36 = attr header, 41 = family).
     let mut b = good.to_vec();
     b[41] = 3;
     assert_eq!(
         err(&b),
-        DecodeError::BadAddressFamily(attr::XOR_MAPPED_ADDRESS, 3)
+        StunDecodeError::BadAddressFamily(attr::XOR_MAPPED_ADDRESS, 3)
     );
     // IPv4 family with IPv6 length.
     let mut b = RFC5769_RESPONSE_V6.to_vec();
     b[41] = 1;
     assert!(matches!(
         err(&b),
-        DecodeError::BadAttributeLength(attr::XOR_MAPPED_ADDRESS, 20)
+        StunDecodeError::BadAttributeLength(attr::XOR_MAPPED_ADDRESS, 20)
     ));
     // One flipped bit anywhere covered by the fingerprint.
     let mut b = good.to_vec();
     b[30] ^= 1;
-    assert_eq!(err(&b), DecodeError::BadFingerprint);
+    assert_eq!(err(&b), StunDecodeError::BadFingerprint);
 }
 
 /// xorshift64: deterministic, no dependency.

@@ -23,7 +23,7 @@ fn genuine_seeds_open_and_hostile_seeds_are_refused() {
         let results: Vec<String> = new_envelopes()
             .iter_mut()
             .map(|env| match env.open(&data, NOW) {
-                Ok(m) => format!("opened {} {}", m.kind.as_str(), m.session.to_hex()),
+                Ok(m) => format!("opened {} {}", m.kind().as_str(), m.body().session.to_hex()),
                 Err(e) => format!("refused: {e}"),
             })
             .collect();

@@ -23,7 +23,7 @@ use plexus::identity::PeerId;
 use plexus::mediator::email;
 use plexus::nat::Behaviour;
 use plexus::punch::wire;
-use plexus::rendezvous::message::{NatFacts, Rendezvous};
+use plexus::rendezvous::message::{Accept, Body, Invite, Message, NatFacts, Rendezvous};
 use plexus::rendezvous::replay::ReplayGuard;
 use plexus::rendezvous::seal::{Envelope, Freshness};
 use plexus_fuzz_targets::{demo, handshake_fixture, NOW};
@@ -52,7 +52,7 @@ fn id(s: &str) -> PeerId {
 }
 
 /// A few genuine messages between alice and bob: (name, message).
-fn messages() -> Vec<(&'static str, Rendezvous)> {
+fn messages() -> Vec<(&'static str, Message)> {
     let measured = NatFacts {
         nat: true,
         mapping: Some(Behaviour::EndpointIndependent),
@@ -65,7 +65,7 @@ fn messages() -> Vec<(&'static str, Rendezvous)> {
         ..NatFacts::default()
     };
     let t = NOW - 5;
-    let bob_invite = Rendezvous::invite(
+    let bob_invite = Invite::new(
         id(demo::BOB),
         id(demo::ALICE),
         t,
@@ -74,7 +74,7 @@ fn messages() -> Vec<(&'static str, Rendezvous)> {
         measured,
     )
     .unwrap();
-    let alice_accept = Rendezvous::accept(
+    let alice_accept = Accept::new(
         &bob_invite,
         t + 1,
         addrs(&["198.51.100.9:3478"]),
@@ -82,7 +82,7 @@ fn messages() -> Vec<(&'static str, Rendezvous)> {
         unknown,
     )
     .unwrap();
-    let alice_invite = Rendezvous::invite(
+    let alice_invite = Invite::new(
         id(demo::ALICE),
         id(demo::BOB),
         t,
@@ -99,12 +99,12 @@ fn messages() -> Vec<(&'static str, Rendezvous)> {
         },
     )
     .unwrap();
-    let bob_accept = Rendezvous::accept(&alice_invite, t + 2, vec![], vec![], unknown).unwrap();
+    let bob_accept = Accept::new(&alice_invite, t + 2, vec![], vec![], unknown).unwrap();
     vec![
-        ("invite-bob-to-alice", bob_invite),
-        ("accept-alice-to-bob", alice_accept),
-        ("invite-alice-to-bob", alice_invite),
-        ("accept-bob-to-alice", bob_accept),
+        ("invite-bob-to-alice", bob_invite.into()),
+        ("accept-alice-to-bob", alice_accept.into()),
+        ("invite-alice-to-bob", alice_invite.into()),
+        ("accept-bob-to-alice", bob_accept.into()),
     ]
 }
 
@@ -125,12 +125,12 @@ fn sealed() -> Vec<(String, Vec<u8>)> {
     messages()
         .into_iter()
         .map(|(name, m)| {
-            let env = if m.from == *as_alice.host_id() {
+            let env = if m.body().from == *as_alice.host_id() {
                 &as_alice
             } else {
                 &as_bob
             };
-            let signer = if m.from == id(demo::ALICE) {
+            let signer = if m.body().from == id(demo::ALICE) {
                 "rsa-signer"
             } else {
                 "ec-signer"
@@ -271,7 +271,8 @@ fn replay_files() -> Vec<(&'static str, Vec<u8>)> {
     let mut g = ReplayGuard::open(&path).unwrap();
     let mut out = vec![("empty-state", b"PLEXUS-REPLAY 1\n".to_vec())];
     for (i, (_, m)) in messages().into_iter().enumerate() {
-        g.check_and_record(m.kind, &m.from, m.session, m.time, NOW, 720)
+        let b = m.body();
+        g.check_and_record(m.kind(), &b.from, b.session, b.time, NOW, 720)
             .unwrap();
         if i == 0 {
             out.push(("one-entry", fs::read(&path).unwrap()));
@@ -358,10 +359,10 @@ fn signed_by(signer: &str, content: &[u8]) -> Vec<u8> {
 /// different reason: they lead the fuzzer past decryption into every later check.
 fn hostile_sealed() -> Vec<(&'static str, Vec<u8>)> {
     let (_, invite) = messages().into_iter().next().unwrap(); // bob -> alice
-    let with = |f: &dyn Fn(&mut Rendezvous)| {
-        let mut m = invite.clone();
-        f(&mut m);
-        m.encode().unwrap()
+    let with = |f: &dyn Fn(&mut Body)| {
+        let mut b = invite.body().clone();
+        f(&mut b);
+        b.encode_as(invite.kind()).unwrap()
     };
     let genuine = invite.encode().unwrap();
     let stale = with(&|m| m.time = NOW - 100_000);

@@ -202,6 +202,7 @@ impl EmailSettings {
 
 /// Why a mail is not (or not acceptably) a plexus mail from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MailError {
     /// The headers do not parse as RFC 5322 headers.
     BadHeaders(String),

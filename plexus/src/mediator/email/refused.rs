@@ -48,6 +48,7 @@ pub struct RefusedState {
 
 /// Why a refused-UID state file was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StateError {
     /// Longer than [`MAX_STATE_FILE`] bytes.
     TooLarge(usize),

@@ -2190,6 +2190,22 @@ mod tests {
                 format!("{} S\n", fpr.join(":")),
             )
             .unwrap();
+            // Start this home's agent now and wait for it: gpgsm's own autostart gives
+            // the agent 5 s, which a busy machine (the whole test run) can overrun.
+            let launched = Command::new("gpgconf")
+                .arg("--homedir")
+                .arg(&g.home)
+                .args(["--launch", "gpg-agent"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()
+                .and_then(|mut c| wait_bounded(&mut c));
+            assert!(
+                launched.is_some_and(|s| s.success()),
+                "gpgconf --launch gpg-agent failed"
+            );
             let r = g.run(&["--import", "ca.pem"], "");
             assert!(r.ok, "gpgsm --import ca.pem: {}", r.stderr);
             for name in secret_keys {

@@ -38,6 +38,8 @@ step "format"
 cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+step "docs (the library crates, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p plexus -p plexus-plugin-abi -p plexus-plugin-sdk
 step "tests (unit, and end-to-end in the NAT lab)"
 # Plain cargo test: the e2e binary starts one lab for all its tests.
 TEST_LOG=$(mktemp)

@@ -1,5 +1,8 @@
 use super::*;
 use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 struct Dir(PathBuf);
 impl Dir {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use plexus::defaults;
 use plexus::exec::CommandConfig;
 use plexus::profile::{
     EmailConfig, ExecutorConfig, HostPort, MediatorConfig, Profile, SmtpTls, DEFAULT_STUN_PORT,
@@ -317,28 +318,36 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
             };
             let smtp = need(&a.email_smtps, "--email-smtps HOST:PORT")?;
             let imap = need(&a.email_imaps, "--email-imaps HOST:PORT")?;
-            let smtp_port = if a.email_starttls { 587 } else { 465 };
+            let smtp_port = if a.email_starttls {
+                defaults::SMTP_STARTTLS_PORT
+            } else {
+                defaults::SMTP_IMPLICIT_TLS_PORT
+            };
             EmailConfig {
                 smtp: HostPort::parse(&smtp, Some(smtp_port))
                     .map_err(|e| usage(format!("--email-smtps: {e}")))?,
                 smtp_tls: SmtpTls::Implicit,
-                imap: HostPort::parse(&imap, Some(993))
+                imap: HostPort::parse(&imap, Some(defaults::IMAP_PORT))
                     .map_err(|e| usage(format!("--email-imaps: {e}")))?,
                 login: String::new(),
-                password: SecretSource::Env("PLEXUS_EMAIL_PASSWORD".into()),
+                password: SecretSource::Env(defaults::MAIL_PASSWORD_ENV.into()),
                 from: String::new(),
                 to: String::new(),
                 ca_file: None,
                 client_cert: None,
                 client_key: None,
-                folder: "INBOX".into(),
+                folder: defaults::MAIL_FOLDER.into(),
                 quarantine: None,
-                poll_interval: plexus::mediator::email::DEFAULT_POLL_INTERVAL,
+                poll_interval: defaults::POLL_INTERVAL,
             }
         }
     };
     if let Some(v) = &a.email_smtps {
-        let port = if a.email_starttls { 587 } else { 465 };
+        let port = if a.email_starttls {
+            defaults::SMTP_STARTTLS_PORT
+        } else {
+            defaults::SMTP_IMPLICIT_TLS_PORT
+        };
         e.smtp =
             HostPort::parse(v, Some(port)).map_err(|er| usage(format!("--email-smtps: {er}")))?;
     }
@@ -346,8 +355,8 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
         e.smtp_tls = SmtpTls::Starttls;
     }
     if let Some(v) = &a.email_imaps {
-        e.imap =
-            HostPort::parse(v, Some(993)).map_err(|er| usage(format!("--email-imaps: {er}")))?;
+        e.imap = HostPort::parse(v, Some(defaults::IMAP_PORT))
+            .map_err(|er| usage(format!("--email-imaps: {er}")))?;
     }
     if let Some(v) = &a.email_login {
         e.login = v.clone();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::{HostPort, MediatorConfig, Profile, ProfileError, DEFAULT_STUN_PORT};
+use crate::defaults;
 use crate::secret::SecretSource;
 
 impl Profile {
@@ -32,9 +33,9 @@ impl Profile {
         if let Some(v) = lookup("PLEXUS_PUNCH_HOPS") {
             self.punch_hops = v.parse().map_err(|e| env_err("PLEXUS_PUNCH_HOPS", e))?;
         }
-        if lookup("PLEXUS_EMAIL_PASSWORD").is_some() {
+        if lookup(defaults::MAIL_PASSWORD_ENV).is_some() {
             if let Some(MediatorConfig::Email(e)) = &mut self.mediator {
-                e.password = SecretSource::Env("PLEXUS_EMAIL_PASSWORD".into());
+                e.password = SecretSource::Env(defaults::MAIL_PASSWORD_ENV.into());
             }
         }
         Ok(())

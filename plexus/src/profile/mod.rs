@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::defaults;
 use crate::exec::CommandConfig;
 use crate::punch::hops::PunchHops;
 use crate::secret::{SecretError, SecretSource};
@@ -56,7 +57,7 @@ pub use locate::{config_dir, default_keys_dir, locate};
 /// Largest profile file read.
 pub const MAX_PROFILE_LEN: u64 = 1024 * 1024;
 /// Default STUN port (RFC 8489).
-pub const DEFAULT_STUN_PORT: u16 = 3478;
+pub const DEFAULT_STUN_PORT: u16 = defaults::STUN_PORT;
 
 /// Errors of loading or checking a profile.
 #[derive(Debug)]
@@ -242,9 +243,9 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            discovery: Duration::from_millis(400),
-            rendezvous: Duration::from_secs(300),
-            handshake: Duration::from_millis(10_000),
+            discovery: defaults::DISCOVERY_TIMEOUT,
+            rendezvous: defaults::RENDEZVOUS_TIMEOUT,
+            handshake: defaults::HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -261,7 +262,7 @@ pub struct Replay {
 impl Default for Replay {
     fn default() -> Self {
         Replay {
-            window: Duration::from_secs(600),
+            window: defaults::REPLAY_WINDOW,
             state_file: None,
         }
     }
@@ -386,13 +387,13 @@ impl Default for Profile {
             host: HostIdentity::default(),
             peer: PeerIdentity::default(),
             stun: Vec::new(),
-            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            punch_hops: PunchHops::Auto,
+            bind: defaults::BIND,
+            punch_hops: defaults::PUNCH_HOPS,
             timeouts: Timeouts::default(),
             replay: Replay::default(),
             mediator: None,
             executor: None,
-            max_corridors: crate::session::DEFAULT_MAX_CORRIDORS,
+            max_corridors: defaults::MAX_CORRIDORS,
             insecure_plaintext: false,
             warnings: Vec::new(),
         }

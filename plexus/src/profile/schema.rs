@@ -462,12 +462,12 @@ impl Profile {
                     ca_file: e.ca_file.map(|f| resolve_path(&dir, f)),
                     client_cert: e.client_cert.map(|f| resolve_path(&dir, f)),
                     client_key: e.client_key.map(|f| resolve_path(&dir, f)),
-                    folder: e.folder.unwrap_or_else(|| "INBOX".into()),
+                    folder: e.folder.unwrap_or_else(|| defaults::MAIL_FOLDER.into()),
                     quarantine: e.quarantine,
                     poll_interval: e
                         .poll_interval_s
                         .map(Duration::from_secs)
-                        .unwrap_or(crate::mediator::email::DEFAULT_POLL_INTERVAL),
+                        .unwrap_or(defaults::POLL_INTERVAL),
                 }))
             }
             Some(OneOf::Second(pl)) => Some(MediatorConfig::Plugin(plugin(

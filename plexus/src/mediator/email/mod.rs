@@ -43,6 +43,7 @@ use mailparse::MailHeaderMap;
 use native_tls::{Certificate, Identity, TlsConnector, TlsStream};
 
 use super::{Incoming, Mediator, MediatorError, Outcome};
+use crate::defaults;
 
 pub mod refused;
 
@@ -70,7 +71,7 @@ pub enum SmtpMode {
 
 /// Polling interval when the server has no IDLE: the one default, whether the settings
 /// come from a profile, from flags or from code.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_POLL_INTERVAL: Duration = crate::defaults::POLL_INTERVAL;
 
 /// Settings of the e-mail mediator (already validated and resolved by the profile layer).
 #[derive(Debug, Clone)]
@@ -131,10 +132,10 @@ impl EmailSettings {
     pub fn new(host: &str, login: &str, password: Secret, from: &str, peer: &str) -> EmailSettings {
         EmailSettings {
             smtp_host: host.to_string(),
-            smtp_port: 465,
+            smtp_port: defaults::SMTP_IMPLICIT_TLS_PORT,
             smtp_mode: SmtpMode::ImplicitTls,
             imap_host: host.to_string(),
-            imap_port: 993,
+            imap_port: defaults::IMAP_PORT,
             login: login.to_string(),
             password,
             from: from.to_string(),
@@ -143,10 +144,10 @@ impl EmailSettings {
             ca_file: None,
             client_cert: None,
             client_key: None,
-            folder: "INBOX".to_string(),
+            folder: defaults::MAIL_FOLDER.to_string(),
             done_folder: None,
             quarantine_folder: None,
-            poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_interval: defaults::POLL_INTERVAL,
             idle_timeout: Duration::from_secs(25 * 60),
             use_idle: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,

@@ -1,14 +1,80 @@
-//! `plexus profile check`: what only this machine can tell, and the settings shown with
-//! secrets masked.
+//! Validation (once, after every layer is applied), `plexus profile check` (what only
+//! this machine can tell) and the settings shown with secrets masked.
 
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::exec::CommandExecutor;
 use crate::secret::check_private_file;
 
 impl Profile {
+    /// Check the settings once, after the file, the environment and the command line are
+    /// applied: what each value must be on its own and together, without touching files
+    /// or the network ([`check_files`](Self::check_files) does that). The session setup
+    /// calls this; nothing else checks the same things again.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        let invalid = |key: &str, message: String| ProfileError::Invalid {
+            path: self.source.clone().unwrap_or_default(),
+            key: key.to_string(),
+            message,
+        };
+        if self.host.id.is_none() || self.peer.id.is_none() {
+            let key = if self.host.id.is_none() {
+                "host.id"
+            } else {
+                "peer.id"
+            };
+            return Err(invalid(
+                key,
+                "pass --host-id and --peer-id (or set host.id and peer.id in the profile)".into(),
+            ));
+        }
+        for (key, zero) in [
+            ("timeouts.discovery_ms", self.timeouts.discovery.is_zero()),
+            ("timeouts.rendezvous_s", self.timeouts.rendezvous.is_zero()),
+            ("timeouts.handshake_ms", self.timeouts.handshake.is_zero()),
+            ("replay.window_s", self.replay.window.as_secs() == 0),
+            ("max_corridors", self.max_corridors == 0),
+        ] {
+            if zero {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        match &self.mediator {
+            Some(MediatorConfig::Email(e)) => {
+                if e.from.is_empty() || e.peer.is_empty() {
+                    return Err(invalid(
+                        "mediator.email",
+                        "e-mail rendezvous needs --email-from and --email-to                          (profile: from, to)"
+                            .into(),
+                    ));
+                }
+                e.validate().map_err(|er| match er {
+                    crate::mediator::MediatorError::Config(m) => invalid("mediator.email", m),
+                    other => invalid("mediator.email", other.to_string()),
+                })?;
+            }
+            Some(MediatorConfig::Plugin(pl)) if pl.to.is_none() => {
+                return Err(invalid(
+                    "mediator.plugin.to",
+                    "the mediator plugin needs `to:` (the peer's address on its channel)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(ExecutorConfig::Command(c)) = &self.executor {
+            // Template and env names are checked now; the directory only at run time.
+            CommandExecutor::new(CommandConfig {
+                pwd: None,
+                ..c.clone()
+            })
+            .map_err(|e| invalid("executor.command", e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Check what can only be checked on this machine: the files named exist, private
     /// keys are readable by their owner only, and every secret can be read.
     pub fn check_files(&self) -> Result<(), ProfileError> {
@@ -98,6 +164,10 @@ impl Profile {
     }
 }
 
+fn opt_id(id: &Option<PeerId>) -> &str {
+    id.as_ref().map(PeerId::as_str).unwrap_or("-")
+}
+
 fn opt_path(p: &Option<PathBuf>) -> String {
     p.as_ref()
         .map(|p| p.display().to_string())
@@ -123,14 +193,14 @@ impl fmt::Display for Profile {
         writeln!(
             f,
             "host: {} (cert {}, key {})",
-            self.host.id,
+            opt_id(&self.host.id),
             self.host.cert.display(),
             self.host.key.display()
         )?;
         writeln!(
             f,
             "peer: {} (cert {}, ca {})",
-            self.peer.id,
+            opt_id(&self.peer.id),
             self.peer.cert.display(),
             opt_path(&self.peer.ca)
         )?;
@@ -163,11 +233,23 @@ impl fmt::Display for Profile {
             None => writeln!(f, "mediator: -")?,
             Some(MediatorConfig::Email(e)) => {
                 writeln!(f, "mediator: email")?;
-                writeln!(f, "  smtp: {} ({:?})", e.smtp, e.smtp_tls)?;
-                writeln!(f, "  imap: {}", e.imap)?;
+                let smtp = HostPort {
+                    host: e.smtp_host.clone(),
+                    port: e.smtp_port,
+                };
+                let tls = match e.smtp_mode {
+                    SmtpMode::ImplicitTls => "Implicit",
+                    SmtpMode::StartTls => "Starttls",
+                };
+                let imap = HostPort {
+                    host: e.imap_host.clone(),
+                    port: e.imap_port,
+                };
+                writeln!(f, "  smtp: {smtp} ({tls})")?;
+                writeln!(f, "  imap: {imap}")?;
                 writeln!(f, "  login: {}", e.login)?;
                 writeln!(f, "  password: {}", e.password)?;
-                writeln!(f, "  from: {} to: {}", e.from, e.to)?;
+                writeln!(f, "  from: {} to: {}", e.from, e.peer)?;
                 writeln!(f, "  ca_file: {}", opt_path(&e.ca_file))?;
                 writeln!(
                     f,
@@ -179,7 +261,7 @@ impl fmt::Display for Profile {
                     f,
                     "  folder: {} quarantine: {}",
                     e.folder,
-                    e.quarantine.as_deref().unwrap_or("-")
+                    e.quarantine_folder.as_deref().unwrap_or("-")
                 )?;
                 writeln!(f, "  poll_interval: {} s", e.poll_interval.as_secs())?;
             }
@@ -223,10 +305,11 @@ impl fmt::Display for Profile {
     }
 }
 
-/// `plexus profile check NAME|PATH`: load, check files and secrets, and return the
-/// resolved settings with secrets masked.
+/// `plexus profile check NAME|PATH`: load, validate, check files and secrets, and return
+/// the resolved settings with secrets masked.
 pub fn check(name_or_path: &str) -> Result<String, ProfileError> {
     let p = Profile::load(name_or_path)?;
+    p.validate()?;
     p.check_files()?;
     Ok(p.to_string())
 }

@@ -1,7 +1,10 @@
-//! YAML profiles: one file per peer, turned once into a validated [`Profile`].
+//! YAML profiles: one file per peer, turned into a typed [`Profile`], patched, validated once.
 //!
-//! serde_yaml is used here and nowhere else (it is archived upstream; swapping it is a
-//! change to this file only), and nothing outside needs serde: [`Profile`] is plain data.
+//! By concern: `schema` (the private serde types; serde_yaml is used there and nowhere
+//! else, so swapping it is a change to that file only), `locate` (where a profile is,
+//! reading it), `env` (environment overrides), `patch` (command-line overrides) and
+//! `check` (validation, `profile check`, the masked display). Defaults are
+//! [`crate::defaults`].
 //!
 //! Where a profile is: `--profile NAME` means
 //! `$XDG_CONFIG_HOME/plexus/profiles/NAME.yaml` (or `~/.config/plexus/profiles/NAME.yaml`);
@@ -10,7 +13,8 @@
 //!
 //! Precedence, lowest first: built-in defaults < profile < environment
 //! ([`Profile::apply_env`]: `PLEXUS_BIND`, `PLEXUS_STUN`, `PLEXUS_PUNCH_HOPS`,
-//! `PLEXUS_EMAIL_PASSWORD`) < command-line flags (the CLI sets the public fields).
+//! `PLEXUS_EMAIL_PASSWORD`) < command-line flags ([`ProfilePatch`], applied once), then
+//! [`Profile::validate`].
 //!
 //! ```yaml
 //! host: { id: alice@example.org/laptop, cert: alice.pem, key: alice.key }
@@ -43,16 +47,20 @@ use std::time::Duration;
 
 use crate::defaults;
 use crate::exec::CommandConfig;
+use crate::identity::PeerId;
 use crate::punch::hops::PunchHops;
-use crate::secret::{SecretError, SecretSource};
+use crate::secret::SecretError;
 
 mod check;
 mod env;
 mod locate;
+mod patch;
 mod schema;
 
+pub use crate::mediator::email::{EmailSettings, SmtpMode};
 pub use check::check;
 pub use locate::{config_dir, default_keys_dir, locate};
+pub use patch::{CommandPatch, EmailPatch, ProfilePatch};
 
 /// Largest profile file read.
 pub const MAX_PROFILE_LEN: u64 = 1024 * 1024;
@@ -125,6 +133,10 @@ impl fmt::Display for ProfileError {
                 }
                 write!(f, ": {message}")
             }
+            // No path: the settings came from the command line alone.
+            ProfileError::Invalid { path, key, message } if path.as_os_str().is_empty() => {
+                write!(f, "{key}: {message}")
+            }
             ProfileError::Invalid { path, key, message } => {
                 write!(f, "profile {}: {key}: {message}", path.display())
             }
@@ -150,8 +162,8 @@ impl std::error::Error for ProfileError {
 /// This host's identity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostIdentity {
-    /// `mail@domain/instance`.
-    pub id: String,
+    /// `mail@domain/instance` (`None` until given by the profile or flags).
+    pub id: Option<PeerId>,
     /// S/MIME certificate (PEM).
     pub cert: PathBuf,
     /// Private key (PEM), readable by its owner only.
@@ -161,8 +173,8 @@ pub struct HostIdentity {
 /// The peer's identity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PeerIdentity {
-    /// The peer's id.
-    pub id: String,
+    /// The peer's id (`None` until given by the profile or flags).
+    pub id: Option<PeerId>,
     /// The peer's pinned certificate.
     pub cert: PathBuf,
     /// Optional CA the certificate must chain to.
@@ -268,47 +280,6 @@ impl Default for Replay {
     }
 }
 
-/// How SMTP is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SmtpTls {
-    /// TLS from the first byte (port 465).
-    #[default]
-    Implicit,
-    /// STARTTLS upgrade (port 587); refused if the server does not offer it.
-    Starttls,
-}
-
-/// The built-in e-mail mediator's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmailConfig {
-    /// SMTP submission server.
-    pub smtp: HostPort,
-    /// SMTP TLS mode.
-    pub smtp_tls: SmtpTls,
-    /// IMAP server (implicit TLS).
-    pub imap: HostPort,
-    /// Login for both servers.
-    pub login: String,
-    /// Password source.
-    pub password: SecretSource,
-    /// This host's address.
-    pub from: String,
-    /// The peer's address.
-    pub to: String,
-    /// Trust anchor for the servers' TLS (`None`: the system's).
-    pub ca_file: Option<PathBuf>,
-    /// Optional TLS client certificate.
-    pub client_cert: Option<PathBuf>,
-    /// Its key.
-    pub client_key: Option<PathBuf>,
-    /// Folder polled for messages.
-    pub folder: String,
-    /// Where rejected messages go (`None`: left in place).
-    pub quarantine: Option<String>,
-    /// Poll interval when IDLE is not available.
-    pub poll_interval: Duration,
-}
-
 /// Which dynamic library a plugin is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginLocation {
@@ -330,12 +301,12 @@ pub struct PluginConfig {
 }
 
 /// The rendezvous transport.
-// Built once per run: boxing would only make the CLI's overrides clumsier.
+// Built once per run: boxing would only make patching clumsier.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediatorConfig {
-    /// Built-in e-mail.
-    Email(EmailConfig),
+    /// Built-in e-mail: the mediator's own settings type.
+    Email(EmailSettings),
     /// A plugin.
     Plugin(PluginConfig),
 }
@@ -349,7 +320,10 @@ pub enum ExecutorConfig {
     Plugin(PluginConfig),
 }
 
-/// A validated profile: plain data, public fields (the CLI writes flag overrides here).
+/// A profile: typed settings, public fields. Layers, lowest first: [`Profile::default`]
+/// (the [`defaults`] table) < the file ([`Profile::load`]) < the environment
+/// ([`Profile::apply_env`]) < the command line ([`Profile::apply`] of a [`ProfilePatch`]);
+/// then [`Profile::validate`] checks the result once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     /// The file it came from (`None`: built-in defaults only).

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::locate::resolve_path;
 use super::*;
+use crate::secret::{Secret, SecretSource};
 // ---------------------------------------------------------------------------------------
 // The YAML schema (private).
 
@@ -354,16 +355,15 @@ impl Profile {
             source: Some(path.to_owned()),
             ..Profile::default()
         };
-        for (key, id) in [("host.id", &raw.host.id), ("peer.id", &raw.peer.id)] {
-            crate::exec::validate_id(id).map_err(|e| invalid(key, e.to_string()))?;
-        }
+        // Ids are parsed here, with the one rule of `PeerId`: what is signed is what is here.
+        let id = |key: &str, s: &str| PeerId::parse(s).map_err(|e| invalid(key, e.to_string()));
         p.host = HostIdentity {
-            id: raw.host.id,
+            id: Some(id("host.id", &raw.host.id)?),
             cert: resolve_path(&dir, raw.host.cert),
             key: resolve_path(&dir, raw.host.key),
         };
         p.peer = PeerIdentity {
-            id: raw.peer.id,
+            id: Some(id("peer.id", &raw.peer.id)?),
             cert: resolve_path(&dir, raw.peer.cert),
             ca: raw.peer.ca.map(|c| resolve_path(&dir, c)),
         };
@@ -375,16 +375,6 @@ impl Profile {
             p.punch_hops = h.0;
         }
         let t = raw.timeouts;
-        for (key, v) in [
-            ("timeouts.discovery_ms", t.discovery_ms),
-            ("timeouts.rendezvous_s", t.rendezvous_s),
-            ("timeouts.handshake_ms", t.handshake_ms),
-            ("replay.window_s", raw.replay.window_s),
-        ] {
-            if v == Some(0) {
-                return Err(invalid(key, "must be greater than 0".into()));
-            }
-        }
         if let Some(v) = t.discovery_ms {
             p.timeouts.discovery = Duration::from_millis(v);
         }
@@ -398,10 +388,8 @@ impl Profile {
             p.replay.window = Duration::from_secs(v);
         }
         p.replay.state_file = raw.replay.state_file.map(|f| resolve_path(&dir, f));
-        match raw.max_corridors {
-            Some(0) => return Err(invalid("max_corridors", "must be greater than 0".into())),
-            Some(n) => p.max_corridors = n,
-            None => {}
+        if let Some(n) = raw.max_corridors {
+            p.max_corridors = n;
         }
         p.insecure_plaintext = raw.insecure_plaintext;
         if p.insecure_plaintext {
@@ -436,39 +424,32 @@ impl Profile {
                     SecretRaw::File(f) => SecretSource::File(resolve_path(&dir, f)),
                     SecretRaw::Command(c) => SecretSource::Command(c),
                 };
-                if e.client_cert.is_some() != e.client_key.is_some() {
-                    return Err(invalid(
-                        "mediator.email.client_cert",
-                        "client_cert and client_key go together: give both or neither".into(),
-                    ));
+                // Defaults from the mediator's own constructor; checked by `validate`.
+                let mut s = EmailSettings::new(
+                    &e.smtp.0.host,
+                    &e.login,
+                    Secret::new(String::new()),
+                    &e.from,
+                    &e.to,
+                );
+                s.password = password;
+                s.smtp_port = e.smtp.0.port;
+                if let Some(SmtpTlsRaw::Starttls) = e.smtp_tls {
+                    s.smtp_mode = SmtpMode::StartTls;
                 }
-                if e.poll_interval_s == Some(0) {
-                    return Err(invalid(
-                        "mediator.email.poll_interval_s",
-                        "must be greater than 0".into(),
-                    ));
+                s.imap_host = e.imap.0.host;
+                s.imap_port = e.imap.0.port;
+                s.ca_file = e.ca_file.map(|f| resolve_path(&dir, f));
+                s.client_cert = e.client_cert.map(|f| resolve_path(&dir, f));
+                s.client_key = e.client_key.map(|f| resolve_path(&dir, f));
+                if let Some(f) = e.folder {
+                    s.folder = f;
                 }
-                Some(MediatorConfig::Email(EmailConfig {
-                    smtp: e.smtp.0,
-                    smtp_tls: match e.smtp_tls {
-                        Some(SmtpTlsRaw::Starttls) => SmtpTls::Starttls,
-                        Some(SmtpTlsRaw::Implicit) | None => SmtpTls::Implicit,
-                    },
-                    imap: e.imap.0,
-                    login: e.login,
-                    password,
-                    from: e.from,
-                    to: e.to,
-                    ca_file: e.ca_file.map(|f| resolve_path(&dir, f)),
-                    client_cert: e.client_cert.map(|f| resolve_path(&dir, f)),
-                    client_key: e.client_key.map(|f| resolve_path(&dir, f)),
-                    folder: e.folder.unwrap_or_else(|| defaults::MAIL_FOLDER.into()),
-                    quarantine: e.quarantine,
-                    poll_interval: e
-                        .poll_interval_s
-                        .map(Duration::from_secs)
-                        .unwrap_or(defaults::POLL_INTERVAL),
-                }))
+                s.quarantine_folder = e.quarantine;
+                if let Some(v) = e.poll_interval_s {
+                    s.poll_interval = Duration::from_secs(v);
+                }
+                Some(MediatorConfig::Email(s))
             }
             Some(OneOf::Second(pl)) => Some(MediatorConfig::Plugin(plugin(
                 pl,
@@ -489,7 +470,7 @@ impl Profile {
                 } else {
                     c.program
                 };
-                let cfg = CommandConfig {
+                let cfg = crate::exec::CommandConfig {
                     program,
                     args: c.args,
                     shell: c.shell,
@@ -498,12 +479,6 @@ impl Profile {
                     env_pass: c.env_pass,
                     log_file: c.log_file.map(|f| resolve_path(&dir, f)),
                 };
-                // Template and env names are checked now; the directory only at run time.
-                crate::exec::CommandExecutor::new(CommandConfig {
-                    pwd: None,
-                    ..cfg.clone()
-                })
-                .map_err(|e| invalid("executor.command", e.to_string()))?;
                 Some(ExecutorConfig::Command(cfg))
             }
             Some(OneOf::Second(pl)) => Some(ExecutorConfig::Plugin(plugin(

@@ -455,3 +455,49 @@ pub fn run_accept(args: &ConnectArgs) -> Result<(), Failure> {
         .map_err(|e| failed(e.to_string()))?;
     report(&f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags become one patch: plain-word ids go under the flag's mail address, else the
+    /// profile's, and come out as PeerIds; the e-mail flags keep the profile's other
+    /// settings.
+    #[test]
+    fn flags_become_one_patch_over_the_profile() {
+        let mut p = Profile::default();
+        p.apply(ProfilePatch {
+            email: Some(EmailPatch {
+                smtp: Some(HostPort::parse("m:465", None).unwrap()),
+                imap: Some(HostPort::parse("m:993", None).unwrap()),
+                from: Some("Me@Example.org".into()),
+                to: Some("peer@example.net".into()),
+                ..EmailPatch::default()
+            }),
+            ..ProfilePatch::default()
+        })
+        .unwrap();
+        let args = ConnectArgs {
+            host_id: Some("laptop".into()),
+            peer_id: Some("nas".into()),
+            email_to: Some("other@example.net".into()),
+            email_starttls: true,
+            ..ConnectArgs::default()
+        };
+        let patch = flags_patch(&p, &args).unwrap();
+        assert_eq!(patch.host_id.unwrap().as_str(), "me@example.org/laptop");
+        assert_eq!(patch.peer_id.unwrap().as_str(), "other@example.net/nas");
+        let e = patch.email.unwrap();
+        assert_eq!(e.smtp_mode, Some(SmtpMode::StartTls));
+        assert!(e.from.is_none() && e.smtp.is_none());
+        // An id PeerId refuses is a usage error naming the flag.
+        let args = ConnectArgs {
+            host_id: Some("Bad@Example.org/x".into()),
+            ..ConnectArgs::default()
+        };
+        match flags_patch(&p, &args) {
+            Err(Failure::Usage(m)) => assert!(m.contains("--host-id"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

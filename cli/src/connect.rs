@@ -1,18 +1,19 @@
 //! `plexus invite`, `plexus accept` and the original tool's flat command line
 //! (`plexus --accept --host-id … --email-smtps …`).
 //!
-//! Flags override the profile (`--profile`), which overrides the environment's defaults;
-//! the result is wired once by the library ([`plexus::Session`]) before anything
-//! touches the network.
+//! Precedence: defaults < profile (`--profile`) < environment < flags. The flags become
+//! one [`ProfilePatch`] applied over the profile; the result is validated and wired once
+//! by the library ([`plexus::Session`]) before anything touches the network.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use plexus::exec::CommandConfig;
+use plexus::defaults;
+use plexus::identity::PeerId;
 use plexus::profile::{
-    EmailConfig, ExecutorConfig, HostPort, MediatorConfig, Profile, SmtpTls, DEFAULT_STUN_PORT,
+    CommandPatch, EmailPatch, HostPort, MediatorConfig, Profile, ProfilePatch, SmtpMode,
 };
 use plexus::punch::PunchHops;
 use plexus::secret::SecretSource;
@@ -167,7 +168,8 @@ fn failed(msg: impl Into<String>) -> Failure {
     Failure::Failed(msg.into())
 }
 
-/// Load a profile (if any), apply the environment and the flags.
+/// Load a profile (if any), apply the environment, then the flags as one patch.
+/// Validation is the session setup's ([`Session::from_profiles`]).
 pub fn resolve_profile(args: &ConnectArgs, name: Option<&str>) -> Result<Profile, Failure> {
     let mut p = match name {
         Some(name) => Profile::load(name).map_err(|e| usage(e.to_string()))?,
@@ -175,87 +177,84 @@ pub fn resolve_profile(args: &ConnectArgs, name: Option<&str>) -> Result<Profile
     };
     p.apply_env(|k| std::env::var(k).ok())
         .map_err(|e| usage(e.to_string()))?;
-    apply_flags(&mut p, args)?;
-    for w in &p.warnings {
-        log::warn!("{w}");
-    }
+    let patch = flags_patch(&p, args)?;
+    p.apply(patch).map_err(|e| usage(e.to_string()))?;
     Ok(p)
 }
 
-fn apply_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
-    if let Some(v) = &a.smime_cert {
-        p.host.cert = v.clone();
-    }
-    if let Some(v) = &a.smime_key {
-        p.host.key = v.clone();
-    }
-    if let Some(v) = &a.smime_peer {
-        p.peer.cert = v.clone();
-    }
-    if let Some(v) = &a.smime_ca {
-        p.peer.ca = Some(v.clone());
-    }
-    if let Some(v) = &a.replay_state {
-        p.replay.state_file = Some(v.clone());
-    }
+/// The flags as a patch over `p` (the profile after the environment, read only to put
+/// plain-word ids under its mail addresses).
+fn flags_patch(p: &Profile, a: &ConnectArgs) -> Result<ProfilePatch, Failure> {
     let mut stun: Vec<HostPort> = Vec::new();
     for s in &a.stun {
         stun.push(
-            HostPort::parse(s, Some(DEFAULT_STUN_PORT))
+            HostPort::parse(s, Some(defaults::STUN_PORT))
                 .map_err(|e| usage(format!("--stun: {e}")))?,
         );
     }
     if let Some(ip) = &a.stun_ip {
-        let port = a.stun_port.unwrap_or(DEFAULT_STUN_PORT);
         stun.push(HostPort {
             host: ip.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port,
+            port: a.stun_port.unwrap_or(defaults::STUN_PORT),
         });
     } else if a.stun_port.is_some() {
         return Err(usage("--stun-port needs --stun-ip"));
     }
-    if !stun.is_empty() {
-        p.stun = stun;
-    }
-    if let Some(ip) = a.bind_ip {
-        p.bind.set_ip(ip);
-    }
-    if let Some(port) = a.bind_port {
-        p.bind.set_port(port);
-    }
-    if let Some(h) = a.punch_hops {
-        p.punch_hops = h;
-    }
-    if let Some(ms) = a.stun_timeout {
-        p.timeouts.discovery = Duration::from_millis(ms.max(1));
-    }
-    if let Some(s) = a.rendezvous_timeout {
-        p.timeouts.rendezvous = Duration::from_secs(s.max(1));
-    }
-    if let Some(ms) = a.handshake_timeout {
-        p.timeouts.handshake = Duration::from_millis(ms.max(1));
-    }
-    if a.insecure_plaintext {
-        p.insecure_plaintext = true;
-    }
-    if let Some(n) = a.max_corridors {
-        p.max_corridors = n as usize;
-    }
-    apply_email_flags(p, a)?;
-    apply_exec_flags(p, a)?;
-    if let Some(v) = &a.host_id {
-        p.host.id = qualify_id(v, "--host-id", "--email-from", email_address(p, true))?;
-    }
-    if let Some(v) = &a.peer_id {
-        p.peer.id = qualify_id(v, "--peer-id", "--email-to", email_address(p, false))?;
-    }
-    Ok(())
+    let email = email_patch(a)?;
+    // A plain-word id goes under this side's mail address: the flag's, else the profile's.
+    let address = |flag: &Option<String>, own: bool| {
+        flag.clone()
+            .or_else(|| email_address(p, own).map(str::to_string))
+            .filter(|a| !a.is_empty())
+    };
+    let host_id = a
+        .host_id
+        .as_deref()
+        .map(|v| {
+            let from = address(&a.email_from, true);
+            qualify_id(v, "--host-id", "--email-from", from.as_deref())
+        })
+        .transpose()?;
+    let peer_id = a
+        .peer_id
+        .as_deref()
+        .map(|v| {
+            let to = address(&a.email_to, false);
+            qualify_id(v, "--peer-id", "--email-to", to.as_deref())
+        })
+        .transpose()?;
+    Ok(ProfilePatch {
+        host_id,
+        peer_id,
+        host_cert: a.smime_cert.clone(),
+        host_key: a.smime_key.clone(),
+        peer_cert: a.smime_peer.clone(),
+        peer_ca: a.smime_ca.clone(),
+        replay_state: a.replay_state.clone(),
+        stun: (!stun.is_empty()).then_some(stun),
+        bind_ip: a.bind_ip,
+        bind_port: a.bind_port,
+        punch_hops: a.punch_hops,
+        discovery_timeout: a.stun_timeout.map(|ms| Duration::from_millis(ms.max(1))),
+        rendezvous_timeout: a.rendezvous_timeout.map(|s| Duration::from_secs(s.max(1))),
+        handshake_timeout: a
+            .handshake_timeout
+            .map(|ms| Duration::from_millis(ms.max(1))),
+        max_corridors: a.max_corridors.map(|n| n as usize),
+        insecure_plaintext: a.insecure_plaintext.then_some(true),
+        email,
+        command: command_patch(a)?,
+    })
 }
 
 /// This host's (`own`) or the peer's mail address, when the channel is e-mail.
 fn email_address(p: &Profile, own: bool) -> Option<&str> {
     match &p.mediator {
-        Some(MediatorConfig::Email(e)) => Some(if own { e.from.as_str() } else { e.to.as_str() }),
+        Some(MediatorConfig::Email(e)) => Some(if own {
+            e.from.as_str()
+        } else {
+            e.peer.as_str()
+        }),
         _ => None,
     }
     .filter(|a| !a.is_empty())
@@ -265,23 +264,28 @@ fn email_address(p: &Profile, own: bool) -> Option<&str> {
 /// id without `@` is the instance name under the side's mail address, so
 /// `--host-id=remote --email-from=peerhost@peermailer.com` is
 /// `peerhost@peermailer.com/remote`. Mail addresses are case-insensitive in practice
-/// and ids are lower case, so the address is lower-cased.
+/// and ids are lower case, so the address is lower-cased. The result is parsed with
+/// the one rule of [`PeerId`].
 fn qualify_id(
     id: &str,
     flag: &str,
     address_flag: &str,
     address: Option<&str>,
-) -> Result<String, Failure> {
-    if id.contains('@') {
-        return Ok(id.to_string());
-    }
-    match address {
-        Some(mail) => Ok(format!("{}/{id}", mail.to_ascii_lowercase())),
-        None => Err(usage(format!(
-            "{flag} {id:?} is an instance name without a mail address: give the whole id \
-             (mail@domain/{id}) or {address_flag} to put it under"
-        ))),
-    }
+) -> Result<PeerId, Failure> {
+    let full = if id.contains('@') {
+        id.to_string()
+    } else {
+        match address {
+            Some(mail) => format!("{}/{id}", mail.to_ascii_lowercase()),
+            None => {
+                return Err(usage(format!(
+                    "{flag} {id:?} is an instance name without a mail address: give the whole \
+                     id (mail@domain/{id}) or {address_flag} to put it under"
+                )))
+            }
+        }
+    };
+    PeerId::parse(&full).map_err(|e| usage(format!("{flag}: {e}")))
 }
 
 fn any_email_flag(a: &ConnectArgs) -> bool {
@@ -299,59 +303,27 @@ fn any_email_flag(a: &ConnectArgs) -> bool {
         || a.email_starttls
 }
 
-fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
+fn email_patch(a: &ConnectArgs) -> Result<Option<EmailPatch>, Failure> {
     if !any_email_flag(a) {
-        return Ok(());
+        return Ok(None);
     }
-    let mut e = match p.mediator.take() {
-        Some(MediatorConfig::Email(e)) => e,
-        Some(MediatorConfig::Plugin(_)) => {
-            return Err(usage(
-                "--email-* flags given but the profile's mediator is a plugin: remove one",
-            ))
-        }
-        None => {
-            let need = |v: &Option<String>, flag: &str| {
-                v.clone()
-                    .ok_or_else(|| usage(format!("e-mail rendezvous needs {flag}")))
-            };
-            let smtp = need(&a.email_smtps, "--email-smtps HOST:PORT")?;
-            let imap = need(&a.email_imaps, "--email-imaps HOST:PORT")?;
-            let smtp_port = if a.email_starttls { 587 } else { 465 };
-            EmailConfig {
-                smtp: HostPort::parse(&smtp, Some(smtp_port))
-                    .map_err(|e| usage(format!("--email-smtps: {e}")))?,
-                smtp_tls: SmtpTls::Implicit,
-                imap: HostPort::parse(&imap, Some(993))
-                    .map_err(|e| usage(format!("--email-imaps: {e}")))?,
-                login: String::new(),
-                password: SecretSource::Env("PLEXUS_EMAIL_PASSWORD".into()),
-                from: String::new(),
-                to: String::new(),
-                ca_file: None,
-                client_cert: None,
-                client_key: None,
-                folder: "INBOX".into(),
-                quarantine: None,
-                poll_interval: plexus::mediator::email::DEFAULT_POLL_INTERVAL,
-            }
-        }
+    let smtp_port = if a.email_starttls {
+        defaults::SMTP_STARTTLS_PORT
+    } else {
+        defaults::SMTP_IMPLICIT_TLS_PORT
     };
-    if let Some(v) = &a.email_smtps {
-        let port = if a.email_starttls { 587 } else { 465 };
-        e.smtp =
-            HostPort::parse(v, Some(port)).map_err(|er| usage(format!("--email-smtps: {er}")))?;
-    }
-    if a.email_starttls {
-        e.smtp_tls = SmtpTls::Starttls;
-    }
-    if let Some(v) = &a.email_imaps {
-        e.imap =
-            HostPort::parse(v, Some(993)).map_err(|er| usage(format!("--email-imaps: {er}")))?;
-    }
-    if let Some(v) = &a.email_login {
-        e.login = v.clone();
-    }
+    let smtp = a
+        .email_smtps
+        .as_deref()
+        .map(|v| HostPort::parse(v, Some(smtp_port)))
+        .transpose()
+        .map_err(|e| usage(format!("--email-smtps: {e}")))?;
+    let imap = a
+        .email_imaps
+        .as_deref()
+        .map(|v| HostPort::parse(v, Some(defaults::IMAP_PORT)))
+        .transpose()
+        .map_err(|e| usage(format!("--email-imaps: {e}")))?;
     let sources = [
         a.email_passwd.is_some(),
         a.email_passwd_file.is_some(),
@@ -362,74 +334,55 @@ fn apply_email_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
             "give only one of --email-passwd, --email-passwd-file, --email-passwd-env",
         ));
     }
-    if let Some(v) = &a.email_passwd {
+    let password = if let Some(v) = &a.email_passwd {
         log::warn!(
             "--email-passwd puts the password in the process list; prefer --email-passwd-file"
         );
-        e.password = SecretSource::Plain(plexus::secret::Secret::new(v.clone()));
-    }
-    if let Some(v) = &a.email_passwd_file {
-        e.password = SecretSource::File(v.clone());
-    }
-    if let Some(v) = &a.email_passwd_env {
-        e.password = SecretSource::Env(v.clone());
-    }
-    if let Some(v) = &a.email_from {
-        e.from = v.clone();
-    }
-    if let Some(v) = &a.email_to {
-        e.to = v.clone();
-    }
-    if let Some(v) = &a.email_ca {
-        e.ca_file = Some(v.clone());
-    }
-    if let Some(v) = &a.email_cert {
-        e.client_cert = Some(v.clone());
-    }
-    if let Some(v) = &a.email_key {
-        e.client_key = Some(v.clone());
-    }
-    if e.login.is_empty() {
-        e.login = e.from.clone();
-    }
-    p.mediator = Some(MediatorConfig::Email(e));
-    Ok(())
+        Some(SecretSource::Plain(plexus::secret::Secret::new(v.clone())))
+    } else if let Some(v) = &a.email_passwd_file {
+        Some(SecretSource::File(v.clone()))
+    } else {
+        a.email_passwd_env.clone().map(SecretSource::Env)
+    };
+    Ok(Some(EmailPatch {
+        smtp,
+        smtp_mode: a.email_starttls.then_some(SmtpMode::StartTls),
+        imap,
+        login: a.email_login.clone(),
+        password,
+        from: a.email_from.clone(),
+        to: a.email_to.clone(),
+        ca_file: a.email_ca.clone(),
+        client_cert: a.email_cert.clone(),
+        client_key: a.email_key.clone(),
+    }))
 }
 
-fn apply_exec_flags(p: &mut Profile, a: &ConnectArgs) -> Result<(), Failure> {
+fn command_patch(a: &ConnectArgs) -> Result<Option<CommandPatch>, Failure> {
     let any = a.exec_command.is_some()
         || !a.exec_args.is_empty()
         || !a.exec_env.is_empty()
         || a.exec_pwd.is_some()
         || a.exec_log_file.is_some();
     if !any {
-        return Ok(());
+        return Ok(None);
     }
-    let mut c = match p.executor.take() {
-        Some(ExecutorConfig::Command(c)) => c,
-        _ => CommandConfig::default(),
-    };
-    if let Some(v) = &a.exec_command {
-        c.program = v.clone();
-    }
-    if !a.exec_args.is_empty() {
-        c.args = Some(a.exec_args.clone());
-    }
-    if let Some(v) = &a.exec_pwd {
-        c.pwd = Some(v.clone());
-    }
-    if let Some(v) = &a.exec_log_file {
-        c.log_file = Some(v.clone());
-    }
-    for kv in &a.exec_env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--exec-env {kv:?}: expected NAME=VALUE")))?;
-        c.env.retain(|(name, _)| name != k);
-        c.env.push((k.to_string(), v.to_string()));
-    }
-    p.executor = Some(ExecutorConfig::Command(c));
-    Ok(())
+    let env = a
+        .exec_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| usage(format!("--exec-env {kv:?}: expected NAME=VALUE")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(CommandPatch {
+        program: a.exec_command.clone(),
+        args: (!a.exec_args.is_empty()).then(|| a.exec_args.clone()),
+        pwd: a.exec_pwd.clone(),
+        log_file: a.exec_log_file.clone(),
+        env,
+    }))
 }
 
 /// Load the profiles, apply the environment and the flags, and wire the session:
@@ -501,4 +454,50 @@ pub fn run_accept(args: &ConnectArgs) -> Result<(), Failure> {
         .serve(args.once)
         .map_err(|e| failed(e.to_string()))?;
     report(&f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags become one patch: plain-word ids go under the flag's mail address, else the
+    /// profile's, and come out as PeerIds; the e-mail flags keep the profile's other
+    /// settings.
+    #[test]
+    fn flags_become_one_patch_over_the_profile() {
+        let mut p = Profile::default();
+        p.apply(ProfilePatch {
+            email: Some(EmailPatch {
+                smtp: Some(HostPort::parse("m:465", None).unwrap()),
+                imap: Some(HostPort::parse("m:993", None).unwrap()),
+                from: Some("Me@Example.org".into()),
+                to: Some("peer@example.net".into()),
+                ..EmailPatch::default()
+            }),
+            ..ProfilePatch::default()
+        })
+        .unwrap();
+        let args = ConnectArgs {
+            host_id: Some("laptop".into()),
+            peer_id: Some("nas".into()),
+            email_to: Some("other@example.net".into()),
+            email_starttls: true,
+            ..ConnectArgs::default()
+        };
+        let patch = flags_patch(&p, &args).unwrap();
+        assert_eq!(patch.host_id.unwrap().as_str(), "me@example.org/laptop");
+        assert_eq!(patch.peer_id.unwrap().as_str(), "other@example.net/nas");
+        let e = patch.email.unwrap();
+        assert_eq!(e.smtp_mode, Some(SmtpMode::StartTls));
+        assert!(e.from.is_none() && e.smtp.is_none());
+        // An id PeerId refuses is a usage error naming the flag.
+        let args = ConnectArgs {
+            host_id: Some("Bad@Example.org/x".into()),
+            ..ConnectArgs::default()
+        };
+        match flags_patch(&p, &args) {
+            Err(Failure::Usage(m)) => assert!(m.contains("--host-id"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

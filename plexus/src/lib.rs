@@ -1,6 +1,7 @@
 //! plexus: open a direct UDP path between two machines behind NAT.
 //!
 //! Layers, bottom up (each a module with its own error enum):
+//! - [`defaults`]: every built-in default, in one table.
 //! - [`sansio`]: the one trait every protocol core implements (datagrams and time in,
 //!   datagrams, deadlines and events out) and its `Transmit`.
 //! - [`net`]: all socket code: the driver that runs any core over UDP sockets, TTL per
@@ -19,6 +20,7 @@
 //! - [`setup`]: the entry point: a profile in, a [`Session`] out, a punched path back.
 
 mod base64;
+pub mod defaults;
 pub mod exec;
 pub mod executor;
 pub mod identity;

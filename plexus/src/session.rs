@@ -73,7 +73,7 @@ pub struct SessionSettings {
 }
 
 /// Default for [`SessionSettings::max_corridors`].
-pub const DEFAULT_MAX_CORRIDORS: usize = 32;
+pub const DEFAULT_MAX_CORRIDORS: usize = crate::defaults::MAX_CORRIDORS;
 
 /// Where time went, for the progress lines and the benchmark.
 #[derive(Debug, Clone, Default)]

@@ -31,13 +31,14 @@ use std::time::Duration;
 use crate::exec::CommandExecutor;
 use crate::executor::{ExecError, Executor};
 use crate::identity::PeerId;
-use crate::mediator::email::{EmailMediator, EmailSettings, SmtpMode};
+use crate::mediator::email::EmailMediator;
 use crate::mediator::Mediator;
 use crate::plugin::{PluginError, PluginExecutor, PluginMediator};
 use crate::profile::{
-    ExecutorConfig, MediatorConfig, PluginConfig, PluginLocation, Profile, SmtpTls,
+    ExecutorConfig, MediatorConfig, PluginConfig, PluginLocation, Profile, ProfileError,
 };
 use crate::rendezvous::{Envelope, EnvelopeFiles, Freshness, ReplayError, ReplayGuard};
+use crate::secret::SecretSource;
 pub use crate::session::Connected;
 use crate::session::{self, ExecutorFactory, Finished, Peer, SessionError, SessionSettings};
 
@@ -48,6 +49,8 @@ use crate::session::{self, ExecutorFactory, Finished, Peer, SessionError, Sessio
 pub enum SetupError {
     /// A setting is missing, contradictory or invalid (named in the message).
     Settings(String),
+    /// The profile did not pass [`Profile::validate`].
+    Profile(ProfileError),
     /// This host's or the peer's certificate or key, or the CA, could not be used.
     Identity(crate::rendezvous::SetupError),
     /// A mediator or executor plugin could not be loaded.
@@ -69,7 +72,10 @@ impl SetupError {
     /// Whether the user must change a setting (the command line's exit code 2), as
     /// opposed to a resource that failed (exit code 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, SetupError::Settings(_) | SetupError::Identity(_))
+        matches!(
+            self,
+            SetupError::Settings(_) | SetupError::Profile(_) | SetupError::Identity(_)
+        )
     }
 }
 
@@ -78,6 +84,7 @@ impl fmt::Display for SetupError {
         match self {
             SetupError::Settings(m) | SetupError::Stun(m) => f.write_str(m),
             SetupError::Identity(e) => write!(f, "{e}"),
+            SetupError::Profile(e) => write!(f, "{e}"),
             SetupError::Plugin(e) => write!(f, "{e}"),
             SetupError::State { path, source } => {
                 write!(
@@ -95,6 +102,7 @@ impl std::error::Error for SetupError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SetupError::Identity(e) => Some(e),
+            SetupError::Profile(e) => Some(e),
             SetupError::Plugin(e) => Some(e),
             SetupError::State { source, .. } => Some(source),
             SetupError::Replay(e) => Some(e),
@@ -137,7 +145,8 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session with the one peer `profile` describes.
+    /// A session with the one peer `profile` describes. The profile is validated here
+    /// ([`Profile::validate`]), once, whatever layers built it.
     pub fn from_profile(profile: &Profile) -> Result<Session, SetupError> {
         Session::from_profiles(std::slice::from_ref(profile))
     }
@@ -149,11 +158,16 @@ impl Session {
         let Some(first) = profiles.first() else {
             return Err(settings("no profile given"));
         };
+        for p in profiles {
+            p.validate().map_err(SetupError::Profile)?;
+        }
         for p in &profiles[1..] {
             if p.host.id != first.host.id {
+                let id = |p: &Profile| p.host.id.as_ref().map(|i| i.to_string());
                 return Err(settings(format!(
                     "all profiles of one acceptor must name the same host id ({} vs {})",
-                    first.host.id, p.host.id
+                    id(first).unwrap_or_default(),
+                    id(p).unwrap_or_default()
                 )));
             }
         }
@@ -255,7 +269,7 @@ fn session_peers(peers: &mut [PeerSetup]) -> Vec<Peer<'_>> {
 /// The peer's address on the profile's channel (mail `to`, plugin `to`).
 fn channel_address(p: &Profile) -> Option<String> {
     match &p.mediator {
-        Some(MediatorConfig::Email(e)) => Some(e.to.clone()),
+        Some(MediatorConfig::Email(e)) => Some(e.peer.clone()),
         Some(MediatorConfig::Plugin(pl)) => pl.to.clone(),
         None => None,
     }
@@ -340,34 +354,21 @@ fn build_mediator(
             "no rendezvous channel: pass --email-smtps/--email-imaps/… or set `mediator:` in the profile",
         )),
         Some(MediatorConfig::Email(e)) => {
-            if e.from.is_empty() || e.to.is_empty() {
-                return Err(settings("e-mail rendezvous needs --email-from and --email-to"));
-            }
+            // The profile holds the mediator's own settings: only what the session adds.
+            let mut s = e.clone();
+            // The password is read once, here.
             let password = e
                 .password
                 .resolve()
                 .map_err(|er| settings(format!("mail password: {er}")))?;
-            let mut s = EmailSettings::new(&e.smtp.host, &e.login, password, &e.from, &e.to);
-            s.smtp_port = e.smtp.port;
-            s.smtp_mode = match e.smtp_tls {
-                SmtpTls::Implicit => SmtpMode::ImplicitTls,
-                SmtpTls::Starttls => SmtpMode::StartTls,
-            };
-            s.imap_host = e.imap.host.clone();
-            s.imap_port = e.imap.port;
-            s.ca_file = e.ca_file.clone();
-            s.client_cert = e.client_cert.clone();
-            s.client_key = e.client_key.clone();
-            s.folder = e.folder.clone();
-            s.quarantine_folder = e.quarantine.clone();
-            s.poll_interval = e.poll_interval;
+            s.password = SecretSource::Plain(password);
             s.extra_peers = extra_peers.to_vec();
             // Mail the server received before any message could still be fresh is
             // skipped unopened, so a flood of old mail costs nothing.
             s.max_age = Some(p.replay.window + Duration::from_secs(Freshness::default().max_skew));
             // Refused UIDs are remembered per mailbox and folder, next to the replay state.
             s.refused_state = state_dir(p).map(|d| {
-                let key = format!("{}@{}_{}_{}", e.login, e.imap.host, e.imap.port, e.folder);
+                let key = format!("{}@{}_{}_{}", e.login, e.imap_host, e.imap_port, e.folder);
                 let safe: String = key
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() || "@._-".contains(c) { c } else { '_' })
@@ -375,12 +376,11 @@ fn build_mediator(
                 d.join(format!("email-refused-{safe}"))
             });
             let m = EmailMediator::new(s).map_err(|er| settings(er.to_string()))?;
-            Ok((Box::new(m), e.to.clone()))
+            Ok((Box::new(m), e.peer.clone()))
         }
         Some(MediatorConfig::Plugin(pl)) => {
-            let to = pl.to.clone().ok_or_else(|| {
-                settings("the mediator plugin needs `to:` (the peer's address on its channel)")
-            })?;
+            // `validate` made sure it is there.
+            let to = pl.to.clone().unwrap_or_default();
             let m = match &pl.location {
                 PluginLocation::Path(path) => PluginMediator::open(path, &pl.settings_json),
                 PluginLocation::Name(n) => PluginMediator::load(n, &pl.settings_json),
@@ -391,17 +391,15 @@ fn build_mediator(
     }
 }
 
-/// A factory of fresh executors for the profile's `executor:`, checked now so that a
-/// bad template or a missing plugin is a setup error, not a late failure.
+/// A factory of fresh executors for the profile's `executor:`. A plugin is loaded once
+/// now so that a missing one is a setup error, not a late failure (a command's template
+/// was checked by `validate`).
 fn executor_factory(p: &Profile) -> Result<Option<ExecutorFactory>, SetupError> {
     match p.executor.clone() {
         None => Ok(None),
-        Some(ExecutorConfig::Command(c)) => {
-            CommandExecutor::new(c.clone()).map_err(|e| settings(e.to_string()))?;
-            Ok(Some(Arc::new(move || {
-                CommandExecutor::new(c.clone()).map(|e| Box::new(e) as Box<dyn Executor>)
-            })))
-        }
+        Some(ExecutorConfig::Command(c)) => Ok(Some(Arc::new(move || {
+            CommandExecutor::new(c.clone()).map(|e| Box::new(e) as Box<dyn Executor>)
+        }))),
         Some(ExecutorConfig::Plugin(pl)) => {
             let load = move |pl: &PluginConfig| match &pl.location {
                 PluginLocation::Path(path) => PluginExecutor::open(path, &pl.settings_json),
@@ -426,13 +424,10 @@ fn default_replay_state(host: &PeerId, peer: &PeerId) -> Option<PathBuf> {
 
 /// The sealing envelope of one profile's host/peer pair.
 fn build_envelope(p: &Profile) -> Result<Envelope, SetupError> {
-    if p.host.id.is_empty() || p.peer.id.is_empty() {
-        return Err(settings(
-            "pass --host-id and --peer-id (or set host.id and peer.id in the profile)",
-        ));
-    }
-    let host_id = PeerId::parse(&p.host.id).map_err(|e| settings(format!("host id: {e}")))?;
-    let peer_id = PeerId::parse(&p.peer.id).map_err(|e| settings(format!("peer id: {e}")))?;
+    // `validate` made sure both are there.
+    let (Some(host_id), Some(peer_id)) = (p.host.id.clone(), p.peer.id.clone()) else {
+        return Err(settings("host.id and peer.id are needed"));
+    };
     let freshness = Freshness {
         max_age: p.replay.window.as_secs(),
         ..Freshness::default()

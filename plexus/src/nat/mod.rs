@@ -127,7 +127,7 @@ pub struct DiscoverConfig {
 }
 
 /// Default per-probe deadline: 3 sends inside it on a LAN-to-Internet path.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = crate::defaults::DISCOVERY_TIMEOUT;
 
 /// The NAT profile of this host (`plexus nat`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,9 @@
 use super::*;
+use crate::secret::SecretSource;
 use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 struct Dir(PathBuf);
 impl Dir {
@@ -63,7 +67,10 @@ fn parse(text: &str) -> Result<Profile, ProfileError> {
 fn full_profile_resolves() {
     let p = parse(FULL).unwrap();
     let dir = Path::new("/home/u/.config/plexus/profiles");
-    assert_eq!(p.host.id, "alice@example.org/laptop");
+    assert_eq!(
+        p.host.id.as_ref().unwrap().as_str(),
+        "alice@example.org/laptop"
+    );
     assert_eq!(p.host.key, dir.join("alice.key"));
     assert_eq!(p.peer.cert, dir.join("certs/bob.pem"));
     assert_eq!(p.peer.ca, Some(PathBuf::from("/etc/plexus/ca.pem")));
@@ -91,7 +98,7 @@ fn full_profile_resolves() {
     let Some(MediatorConfig::Email(e)) = &p.mediator else {
         panic!()
     };
-    assert_eq!(e.smtp_tls, SmtpTls::Starttls);
+    assert_eq!(e.smtp_mode, SmtpMode::StartTls);
     assert_eq!(e.password, SecretSource::Env("CRD_MAIL_PW".into()));
     assert_eq!(e.folder, "INBOX");
     assert_eq!(e.ca_file, Some(dir.join("mail-ca.pem")));
@@ -106,7 +113,7 @@ fn full_profile_resolves() {
 
 #[test]
 fn defaults_apply() {
-    let p = parse("host: {id: a, cert: c, key: k}\npeer: {id: b, cert: pc}\n").unwrap();
+    let p = parse("host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n").unwrap();
     assert_eq!(p.punch_hops, PunchHops::Auto);
     assert_eq!(p.bind, "0.0.0.0:0".parse().unwrap());
     assert_eq!(p.timeouts, Timeouts::default());
@@ -127,7 +134,7 @@ fn parse_err(text: &str) -> (Option<usize>, Option<usize>, String) {
 
 #[test]
 fn unknown_key_names_key_line_and_column() {
-    let text = "host: {id: a, cert: c, key: k}\npeer:\n  id: b\n  cert: pc\n  kye: x\n";
+    let text = "host: {id: a@x/1, cert: c, key: k}\npeer:\n  id: b@y/1\n  cert: pc\n  kye: x\n";
     let (line, column, msg) = parse_err(text);
     assert_eq!((line, column), (Some(5), Some(3)));
     assert!(msg.contains("unknown field `kye`"), "{msg}");
@@ -138,7 +145,7 @@ fn unknown_key_names_key_line_and_column() {
 
 #[test]
 fn wrong_types_name_line() {
-    let base = "host: {id: a, cert: c, key: k}\npeer: {id: b, cert: pc}\n";
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
     let (line, _, msg) = parse_err(&format!("{base}punch_hops: lots\n"));
     assert_eq!(line, Some(3));
     assert!(msg.contains("punch hops"), "{msg}");
@@ -152,13 +159,13 @@ fn wrong_types_name_line() {
     assert!(msg.contains("handshake_ms"), "{msg}");
     let (line, _, msg) = parse_err(&format!("{base}stun: [\"a:b:c\"]\n"));
     assert_eq!(line, Some(3), "{msg}");
-    let (_, _, msg) = parse_err("peer: {id: b, cert: pc}\n");
+    let (_, _, msg) = parse_err("peer: {id: b@y/1, cert: pc}\n");
     assert!(msg.contains("missing field `host`"), "{msg}");
 }
 
 #[test]
 fn one_of_maps() {
-    let base = "host: {id: a, cert: c, key: k}\npeer: {id: b, cert: pc}\n";
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
     let (line, _, msg) = parse_err(&format!("{base}mediator:\n  telegram: {{}}\n"));
     assert_eq!(line, Some(4), "{msg}");
     assert!(msg.contains("telegram"), "{msg}");
@@ -195,7 +202,7 @@ fn one_of_maps() {
 
 #[test]
 fn secrets_sources_and_plain_policy() {
-    let base = "host: {id: a, cert: c, key: k}\npeer: {id: b, cert: pc}\nmediator:\n  email:\n    smtp: \"m:465\"\n    imap: \"m:993\"\n    login: l\n    from: a@x\n    to: b@y\n";
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\nmediator:\n  email:\n    smtp: \"m:465\"\n    imap: \"m:993\"\n    login: l\n    from: a@x\n    to: b@y\n";
     let with = |pw: &str| format!("{base}    password: {pw}\n");
     let p = parse(&with("{file: pw.txt}")).unwrap();
     let Some(MediatorConfig::Email(e)) = &p.mediator else {
@@ -233,14 +240,18 @@ fn secrets_sources_and_plain_policy() {
 
 #[test]
 fn executor_template_is_checked_at_load() {
-    let base = "host: {id: a, cert: c, key: k}\npeer: {id: b, cert: pc}\n";
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
+    // Loaded as written; refused by the one validation that setup and `profile check` run.
     let err = parse(&format!(
         "{base}executor:\n  command: {{program: x, args: [\"{{nope}}\"]}}\n"
     ))
+    .unwrap()
+    .validate()
     .unwrap_err();
     assert!(err.to_string().contains("executor.command"), "{err}");
     assert!(err.to_string().contains("{nope}"), "{err}");
-    let err = parse("host: {id: \"-x\", cert: c, key: k}\npeer: {id: b, cert: pc}\n").unwrap_err();
+    let err =
+        parse("host: {id: \"-x\", cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n").unwrap_err();
     assert!(err.to_string().contains("host.id"), "{err}");
 }
 
@@ -357,5 +368,149 @@ fn check_locates_plugin_libraries() {
     assert!(
         err.contains("mediator.plugin.name") && err.contains("crd-no-such-plugin"),
         "{err}"
+    );
+}
+
+/// Layers: defaults < profile < environment < patch, each field from the highest layer
+/// that sets it.
+#[test]
+fn patch_applies_over_profile_and_environment() {
+    let mut p = parse(FULL).unwrap();
+    p.apply_env(|k| (k == "PLEXUS_BIND").then(|| "0.0.0.0:5000".into()))
+        .unwrap();
+    p.apply(ProfilePatch {
+        peer_id: Some(PeerId::parse("carol@example.net/nas").unwrap()),
+        bind_port: Some(6000),
+        handshake_timeout: Some(Duration::from_millis(50)),
+        email: Some(EmailPatch {
+            to: Some("carol@example.net".into()),
+            ..EmailPatch::default()
+        }),
+        command: Some(CommandPatch {
+            env: vec![("MODE".into(), "tcp".into()), ("X".into(), "1".into())],
+            ..CommandPatch::default()
+        }),
+        ..ProfilePatch::default()
+    })
+    .unwrap();
+    assert_eq!(
+        p.peer.id.as_ref().unwrap().as_str(),
+        "carol@example.net/nas"
+    );
+    assert_eq!(
+        p.host.id.as_ref().unwrap().as_str(),
+        "alice@example.org/laptop"
+    );
+    assert_eq!(p.bind, "0.0.0.0:6000".parse().unwrap());
+    assert_eq!(p.timeouts.handshake, Duration::from_millis(50));
+    assert_eq!(p.timeouts.discovery, Duration::from_millis(1500));
+    let Some(MediatorConfig::Email(e)) = &p.mediator else {
+        panic!()
+    };
+    assert_eq!(
+        (e.peer.as_str(), e.from.as_str()),
+        ("carol@example.net", "alice@example.org")
+    );
+    assert_eq!(e.smtp_mode, SmtpMode::StartTls);
+    let Some(ExecutorConfig::Command(c)) = &p.executor else {
+        panic!()
+    };
+    assert_eq!(
+        c.env,
+        vec![("MODE".into(), "tcp".into()), ("X".into(), "1".into())]
+    );
+    p.validate().unwrap();
+}
+
+/// E-mail introduced by flags and e-mail from a profile get the same defaults (the
+/// poll interval was 5 s from a profile and 30 s from flags).
+#[test]
+fn email_defaults_are_the_same_from_profile_flags_and_code() {
+    let from_file = parse(
+        "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\nmediator:\n  email:\n    smtp: \"m:465\"\n    imap: \"m:993\"\n    login: a@x\n    password: {env: PLEXUS_EMAIL_PASSWORD}\n    from: a@x\n    to: b@y\n",
+    )
+    .unwrap();
+    let mut from_flags = Profile::default();
+    from_flags
+        .apply(ProfilePatch {
+            email: Some(EmailPatch {
+                smtp: Some(HostPort::parse("m", Some(defaults::SMTP_IMPLICIT_TLS_PORT)).unwrap()),
+                imap: Some(HostPort::parse("m", Some(defaults::IMAP_PORT)).unwrap()),
+                from: Some("a@x".into()),
+                to: Some("b@y".into()),
+                ..EmailPatch::default()
+            }),
+            ..ProfilePatch::default()
+        })
+        .unwrap();
+    let code = EmailSettings {
+        password: SecretSource::Env(defaults::MAIL_PASSWORD_ENV.into()),
+        ..EmailSettings::new("m", "a@x", crate::secret::Secret::new(""), "a@x", "b@y")
+    };
+    for p in [&from_file, &from_flags] {
+        assert_eq!(p.mediator, Some(MediatorConfig::Email(code.clone())));
+    }
+    assert_eq!(code.poll_interval, defaults::POLL_INTERVAL);
+    // A new e-mail mediator needs its servers; e-mail over a plugin is refused.
+    let err = Profile::default()
+        .apply(ProfilePatch {
+            email: Some(EmailPatch {
+                smtp: Some(HostPort::parse("m:465", None).unwrap()),
+                ..EmailPatch::default()
+            }),
+            ..ProfilePatch::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("--email-imaps"), "{err}");
+    let mut plugin = parse(
+        "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\nmediator:\n  plugin: {name: t, to: b}\n",
+    )
+    .unwrap();
+    let err = plugin
+        .apply(ProfilePatch {
+            email: Some(EmailPatch::default()),
+            ..ProfilePatch::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("plugin"), "{err}");
+    assert!(matches!(plugin.mediator, Some(MediatorConfig::Plugin(_))));
+}
+
+/// Ids have one rule, PeerId's, applied at load (the loader used to accept ids that
+/// the session setup then refused).
+#[test]
+fn ids_are_peer_ids_at_load() {
+    let err =
+        parse("host: {id: Alice@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n").unwrap_err();
+    assert!(err.to_string().contains("host.id"), "{err}");
+    let err = parse("host: {id: a@x/1, cert: c, key: k}\npeer: {id: bob, cert: pc}\n").unwrap_err();
+    assert!(err.to_string().contains("peer.id"), "{err}");
+}
+
+/// Values are checked once, by validate, whichever layer set them.
+#[test]
+fn validate_checks_every_layer() {
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
+    let err = parse(&format!("{base}timeouts: {{handshake_ms: 0}}\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("timeouts.handshake_ms"), "{err}");
+    let mut p = parse(FULL).unwrap();
+    p.apply(ProfilePatch {
+        email: Some(EmailPatch {
+            to: Some("Bob <bob@example.net>".into()),
+            ..EmailPatch::default()
+        }),
+        ..ProfilePatch::default()
+    })
+    .unwrap();
+    let err = p.validate().unwrap_err();
+    assert!(err.to_string().contains("mediator.email"), "{err}");
+    // Flags alone: no id yet, named without a file path.
+    let err = Profile::default().validate().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "host.id: pass --host-id and --peer-id (or set host.id and peer.id in the profile)"
     );
 }

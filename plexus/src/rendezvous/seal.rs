@@ -48,7 +48,7 @@ use crate::identity::{
 /// certificate and chain is ~16 KiB; anything much bigger is not ours.
 pub const MAX_SEALED: usize = 64 * 1024;
 /// Default freshness window: messages older than this are refused.
-pub const DEFAULT_MAX_AGE: u64 = 600;
+pub const DEFAULT_MAX_AGE: u64 = crate::defaults::REPLAY_WINDOW.as_secs();
 /// Default allowance for the sender's clock being ahead of ours.
 pub const DEFAULT_MAX_SKEW: u64 = 120;
 

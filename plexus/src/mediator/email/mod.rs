@@ -43,6 +43,7 @@ use mailparse::MailHeaderMap;
 use native_tls::{Certificate, Identity, TlsConnector, TlsStream};
 
 use super::{Incoming, Mediator, MediatorError, Outcome};
+use crate::defaults;
 
 pub mod refused;
 
@@ -57,7 +58,7 @@ pub const SUBJECT: &str = "plexus rendezvous";
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 
 /// The mail password: the crate's one secret type (its `Debug` never shows the value).
-pub use crate::secret::Secret;
+pub use crate::secret::{Secret, SecretSource};
 
 /// How the SMTP connection is protected. There is no plaintext mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +71,12 @@ pub enum SmtpMode {
 
 /// Polling interval when the server has no IDLE: the one default, whether the settings
 /// come from a profile, from flags or from code.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_POLL_INTERVAL: Duration = crate::defaults::POLL_INTERVAL;
 
-/// Settings of the e-mail mediator (already validated and resolved by the profile layer).
-#[derive(Debug, Clone)]
+/// Settings of the e-mail mediator: the one type for them, held as such by a profile
+/// (`mediator: email:`), patched by the command line and checked by [`validate`](Self::validate).
+/// Defaults come from [`crate::defaults`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailSettings {
     /// SMTP submission server host name (or address); also the name checked in its certificate.
     pub smtp_host: String,
@@ -87,8 +90,8 @@ pub struct EmailSettings {
     pub imap_port: u16,
     /// Login for both SMTP AUTH and IMAP LOGIN.
     pub login: String,
-    /// Password for both.
-    pub password: Secret,
+    /// Password for both: where it is read from; read once, when the mediator is made.
+    pub password: SecretSource,
     /// Our own mail address (the `From:` of what we send).
     pub from: String,
     /// The peer's mail address: only plexus mail from it is opened.
@@ -127,26 +130,27 @@ pub struct EmailSettings {
 }
 
 impl EmailSettings {
-    /// Settings with the usual ports (465 implicit TLS, 993), INBOX, IDLE, 5 s polling.
+    /// Settings for one mail host with the defaults of [`crate::defaults`] (465 implicit
+    /// TLS, 993, INBOX, IDLE, 5 s polling) and a password given as is.
     pub fn new(host: &str, login: &str, password: Secret, from: &str, peer: &str) -> EmailSettings {
         EmailSettings {
             smtp_host: host.to_string(),
-            smtp_port: 465,
+            smtp_port: defaults::SMTP_IMPLICIT_TLS_PORT,
             smtp_mode: SmtpMode::ImplicitTls,
             imap_host: host.to_string(),
-            imap_port: 993,
+            imap_port: defaults::IMAP_PORT,
             login: login.to_string(),
-            password,
+            password: SecretSource::Plain(password),
             from: from.to_string(),
             peer: peer.to_string(),
             extra_peers: Vec::new(),
             ca_file: None,
             client_cert: None,
             client_key: None,
-            folder: "INBOX".to_string(),
+            folder: defaults::MAIL_FOLDER.to_string(),
             done_folder: None,
             quarantine_folder: None,
-            poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_interval: defaults::POLL_INTERVAL,
             idle_timeout: Duration::from_secs(25 * 60),
             use_idle: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -156,7 +160,9 @@ impl EmailSettings {
         }
     }
 
-    fn validate(&self) -> Result<(), MediatorError> {
+    /// Check the settings that need no file or network: addresses, pairs, intervals,
+    /// folder names. The one place they are checked: a profile's `validate` calls this.
+    pub fn validate(&self) -> Result<(), MediatorError> {
         let peers = std::iter::once(&self.peer).chain(self.extra_peers.iter());
         for (what, a) in std::iter::once(("from", &self.from)).chain(peers.map(|p| ("peer", p))) {
             if !valid_address(a) {
@@ -580,6 +586,8 @@ struct Imap {
 /// The e-mail mediator. See the module documentation.
 pub struct EmailMediator {
     settings: EmailSettings,
+    /// `settings.password`, read once.
+    password: Secret,
     tls: TlsMaterial,
     imap: Option<Imap>,
     /// The folder was selected once: a later NO to SELECT is trouble on the server, not
@@ -779,11 +787,16 @@ impl EmailMediator {
     /// use never opens it).
     pub fn new(settings: EmailSettings) -> Result<EmailMediator, MediatorError> {
         settings.validate()?;
+        let password = settings
+            .password
+            .resolve()
+            .map_err(|e| MediatorError::Config(format!("mail password: {e}")))?;
         let tls = TlsMaterial::load(&settings)?;
         let refused =
             Refused::load(settings.refused_state.clone()).map_err(MediatorError::Config)?;
         Ok(EmailMediator {
             settings,
+            password,
             tls,
             imap: None,
             selected_once: false,
@@ -825,7 +838,7 @@ impl EmailMediator {
             .read_greeting()
             .map_err(|e| imap_err(&hp, "greeting", e))?;
         let mut session = client
-            .login(&s.login, s.password.expose())
+            .login(&s.login, self.password.expose())
             .map_err(|(e, _)| match e {
                 imap::Error::No(no) if transient_no(&no.information) => {
                     MediatorError::Unreachable(format!(
@@ -1480,7 +1493,7 @@ impl Mediator for EmailMediator {
             .hello_name(ClientId::Domain(helo))
             .credentials(Credentials::new(
                 s.login.clone(),
-                s.password.expose().to_string(),
+                self.password.expose().to_string(),
             ))
             .timeout(Some(s.io_timeout))
             .build();
@@ -1829,7 +1842,7 @@ mod tests {
     fn secret_debug_is_redacted() {
         let s = EmailSettings::new("h", "l", Secret::new("hunter2"), PEER, ME);
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(s.password.expose(), "hunter2");
+        assert_eq!(s.password.resolve().unwrap().expose(), "hunter2");
     }
 
     #[test]

@@ -1,0 +1,42 @@
+//! Every built-in default, in one table: the profile loader, the command line and the
+//! settings constructors (`EmailSettings::new`, `SessionSettings`) all read them here,
+//! so a default cannot differ between a profile, a flag and code.
+//!
+//! A leaf module: the mediators and the session use it without depending on the profile.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::punch::hops::PunchHops;
+
+/// STUN server port when none is given (RFC 8489).
+pub const STUN_PORT: u16 = 3478;
+/// Local address the corridor is punched from: any interface, any port.
+pub const BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+/// TTL of the acceptor's first punch: probe the own NAT.
+pub const PUNCH_HOPS: PunchHops = PunchHops::Auto;
+
+/// Per-probe STUN deadline: 3 sends inside it on a LAN-to-Internet path.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_millis(400);
+/// Waiting for the peer's rendezvous message (an inviter; an acceptor waits forever).
+pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(300);
+/// The UDP handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// How old a rendezvous message may be.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(600);
+/// Accept mode: most corridors running at once.
+pub const MAX_CORRIDORS: usize = 32;
+
+/// SMTP submission port with implicit TLS.
+pub const SMTP_IMPLICIT_TLS_PORT: u16 = 465;
+/// SMTP submission port with STARTTLS.
+pub const SMTP_STARTTLS_PORT: u16 = 587;
+/// IMAPS port.
+pub const IMAP_PORT: u16 = 993;
+/// Mail folder watched for rendezvous mail.
+pub const MAIL_FOLDER: &str = "INBOX";
+/// Polling interval when the IMAP server has no IDLE.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Where the mail password is read from when flags introduce e-mail and name no source.
+pub const MAIL_PASSWORD_ENV: &str = "PLEXUS_EMAIL_PASSWORD";

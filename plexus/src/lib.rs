@@ -9,9 +9,9 @@
 //! - [`stun`]: STUN codec and binding transactions (RFC 8489/5389/5780), pure cores.
 //! - [`nat`]: NAT behaviour discovery (RFC 5780 §4.3/§4.4 plus hairpin).
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
-//! - [`executor`]: the trait for what runs on the punched path.
+//! - [`executor`]: the trait for what runs on the punched path, and the built-in command
+//!   executor ([`executor::command`]).
 //! - [`punch`]: the corridor: low-TTL punch, hop discovery, authenticated handshake.
-//! - [`exec`]: the built-in command executor.
 //! - [`profile`]: YAML profiles, validated into plain configuration.
 //! - [`plugin`]: loads mediator and executor plugins from dynamic libraries (C ABI).
 //! - [`identity`]: peer ids, certificates and keys (`plexus cert new`).
@@ -21,7 +21,6 @@
 
 mod base64;
 pub mod defaults;
-pub mod exec;
 pub mod executor;
 pub mod identity;
 pub mod mediator;

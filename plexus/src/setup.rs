@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::exec::CommandExecutor;
+use crate::executor::command::CommandExecutor;
 use crate::executor::{ExecError, Executor};
 use crate::identity::PeerId;
 use crate::mediator::email::EmailMediator;

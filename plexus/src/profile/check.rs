@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::exec::CommandExecutor;
+use crate::executor::command::CommandExecutor;
 use crate::secret::check_private_file;
 
 impl Profile {
@@ -281,7 +281,7 @@ impl fmt::Display for Profile {
                 let args = c
                     .args
                     .clone()
-                    .unwrap_or_else(|| crate::exec::DEFAULT_ARGS.map(String::from).to_vec());
+                    .unwrap_or_else(|| crate::executor::command::DEFAULT_ARGS.map(String::from).to_vec());
                 writeln!(f, "  args: {}", args.join(" "))?;
                 writeln!(f, "  pwd: {}", opt_path(&c.pwd))?;
                 for (k, _) in &c.env {

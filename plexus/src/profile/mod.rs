@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::defaults;
-use crate::exec::CommandConfig;
+use crate::executor::command::CommandConfig;
 use crate::identity::PeerId;
 use crate::punch::hops::PunchHops;
 use crate::secret::SecretError;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{ExecutorConfig, HostPort, MediatorConfig, Profile, ProfileError};
 use crate::defaults;
-use crate::exec::CommandConfig;
+use crate::executor::command::CommandConfig;
 use crate::identity::PeerId;
 use crate::mediator::email::{EmailSettings, SmtpMode};
 use crate::punch::hops::PunchHops;

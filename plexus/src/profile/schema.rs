@@ -470,7 +470,7 @@ impl Profile {
                 } else {
                     c.program
                 };
-                let cfg = crate::exec::CommandConfig {
+                let cfg = crate::executor::command::CommandConfig {
                     program,
                     args: c.args,
                     shell: c.shell,

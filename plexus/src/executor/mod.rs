@@ -1,5 +1,7 @@
 //! What runs on the punched path once the corridor is open.
 
+pub mod command;
+
 use std::fmt;
 use std::net::SocketAddr;
 

@@ -338,7 +338,9 @@ fn email_patch(a: &ConnectArgs) -> Result<Option<EmailPatch>, Failure> {
         log::warn!(
             "--email-passwd puts the password in the process list; prefer --email-passwd-file"
         );
-        Some(SecretSource::Plain(plexus::secret::Secret::new(v.clone())))
+        Some(SecretSource::Plain(plexus::secret::Password::new(
+            v.clone(),
+        )))
     } else if let Some(v) = &a.email_passwd_file {
         Some(SecretSource::File(v.clone()))
     } else {

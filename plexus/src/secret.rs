@@ -25,14 +25,15 @@ pub fn wipe(buf: &mut [u8]) {
     buf.zeroize();
 }
 
-/// A secret value; `Debug` and `Display` print `****`, and the text is wiped on drop.
+/// A password (the mail password, a token): `Debug` and `Display` print `****`, and the
+/// text is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Password(String);
 
-impl Secret {
+impl Password {
     /// Wrap a value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+    pub fn new(value: impl Into<String>) -> Password {
+        Password(value.into())
     }
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
@@ -40,19 +41,19 @@ impl Secret {
     }
 }
 
-impl Drop for Secret {
+impl Drop for Password {
     fn drop(&mut self) {
         self.0.zeroize();
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("****")
     }
 }
 
-impl fmt::Display for Secret {
+impl fmt::Display for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("****")
     }
@@ -239,7 +240,7 @@ pub fn check_private_file(path: &Path) -> Result<(), SecretError> {
 pub enum SecretSource {
     /// Written in the profile itself (allowed, warned about; refused when the profile is
     /// readable by other users).
-    Plain(Secret),
+    Plain(Password),
     /// An environment variable.
     Env(String),
     /// A file readable by its owner only (like ssh keys); a trailing newline is dropped.
@@ -306,10 +307,10 @@ fn trim_newline(s: &mut String) {
 }
 
 /// Turns bytes read from a file or command into a secret without leaving copies.
-fn secret_from_bytes(mut bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Secret, SecretError> {
+fn secret_from_bytes(mut bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Password, SecretError> {
     // Moves the buffer into the String (no copy); invalid UTF-8 gives it back to wipe.
     let mut s = match String::from_utf8(std::mem::take(&mut *bytes)) {
-        Ok(s) => Secret(s),
+        Ok(s) => Password(s),
         Err(e) => {
             e.into_bytes().zeroize();
             return Err(SecretError::BadValue(format!(
@@ -328,11 +329,11 @@ fn secret_from_bytes(mut bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Secret
 
 impl SecretSource {
     /// Read the secret now.
-    pub fn resolve(&self) -> Result<Secret, SecretError> {
+    pub fn resolve(&self) -> Result<Password, SecretError> {
         match self {
             SecretSource::Plain(s) => Ok(s.clone()),
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                Ok(v) if !v.is_empty() => Ok(Password(v)),
                 _ => Err(SecretError::EnvMissing(name.clone())),
             },
             SecretSource::File(path) => {
@@ -345,7 +346,7 @@ impl SecretSource {
 }
 
 /// Run `argv` without a shell, with a timeout and bounded output.
-fn run_command(argv: &[String], timeout: Duration) -> Result<Secret, SecretError> {
+fn run_command(argv: &[String], timeout: Duration) -> Result<Password, SecretError> {
     let Some((prog, args)) = argv.split_first() else {
         return Err(SecretError::Command("empty command".into()));
     };
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn masked_everywhere() {
-        let s = Secret::new("hunter2");
+        let s = Password::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "**** ****");
         let src = SecretSource::Plain(s);
         assert!(!format!("{src:?} {src}").contains("hunter2"));
@@ -531,7 +532,7 @@ mod tests {
             let mut s = EmailSettings::new(
                 "mail.example.org",
                 "a",
-                Secret::new("pw"),
+                Password::new("pw"),
                 "a@example.org",
                 "b@example.org",
             );
@@ -579,7 +580,7 @@ mod tests {
 
     #[test]
     fn secrets_are_wiped_in_place() {
-        // What `Secret`'s Drop does to its String: the whole allocation is zeroed
+        // What `Password`'s Drop does to its String: the whole allocation is zeroed
         // before it is freed.
         let mut s = String::with_capacity(64);
         s.push_str("hunter2-hunter2");
@@ -605,8 +606,11 @@ mod tests {
                 assert!(!s.contains(leak), "{s}");
             }
         };
-        tell(format!("{:?}", Secret::new("hunter2")));
-        tell(format!("{:?}", SecretSource::Plain(Secret::new("hunter2"))));
+        tell(format!("{:?}", Password::new("hunter2")));
+        tell(format!(
+            "{:?}",
+            SecretSource::Plain(Password::new("hunter2"))
+        ));
         tell(format!("{:?}", SessionKey([0xab; 32])));
         let corridor = Corridor {
             inner: "127.0.0.1:1".parse().unwrap(),

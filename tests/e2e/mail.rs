@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plexus::mediator::email::{EmailMediator, EmailSettings, Secret, SecretSource, SmtpMode};
+use plexus::mediator::email::{EmailMediator, EmailSettings, Password, SecretSource, SmtpMode};
 use plexus::mediator::{Mediator, MediatorError, Outcome};
 
 use crate::lab::{Account, Lab, Mail};
@@ -35,7 +35,7 @@ pub(crate) fn lab_settings(mail: &Mail, me: &Account, peer: &Account) -> EmailSe
     let mut s = EmailSettings::new(
         &mail.ip.to_string(),
         &me.login,
-        Secret::new(me.password.clone()),
+        Password::new(me.password.clone()),
         &me.address,
         &peer.address,
     );
@@ -458,7 +458,7 @@ fn mail_wrong_password_and_missing_ca_are_clear_errors() {
     with_mail(|_, mail, _| {
         let (dave, alice) = (account(mail, "dave"), account(mail, "alice"));
         let mut s = settings(mail, dave, alice);
-        s.password = SecretSource::Plain(Secret::new("not-the-password"));
+        s.password = SecretSource::Plain(Password::new("not-the-password"));
         match EmailMediator::connect(s) {
             Err(MediatorError::Auth(m)) => {
                 println!("wrong password: {m}");
@@ -476,7 +476,7 @@ fn mail_wrong_password_and_missing_ca_are_clear_errors() {
             (SmtpMode::StartTls, mail.submission_port),
         ] {
             let mut s = settings(mail, dave, alice);
-            s.password = SecretSource::Plain(Secret::new("not-the-password"));
+            s.password = SecretSource::Plain(Password::new("not-the-password"));
             s.smtp_mode = mode;
             s.smtp_port = port;
             let mut m = EmailMediator::new(s).unwrap();

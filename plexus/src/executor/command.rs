@@ -640,7 +640,11 @@ mod tests {
             ("UNRELATED", "not-passed-0005"),
         ];
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["executor::command::tests::env_dump_child", "--exact", "--test-threads=1"])
+            .args([
+                "executor::command::tests::env_dump_child",
+                "--exact",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, &d.0)
             .envs(secrets)
             .env("EXTRA_PASSED", "extra-ok")

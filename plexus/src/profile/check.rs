@@ -278,10 +278,11 @@ impl fmt::Display for Profile {
                     c.program,
                     if c.shell { " (via /bin/sh)" } else { "" }
                 )?;
-                let args = c
-                    .args
-                    .clone()
-                    .unwrap_or_else(|| crate::executor::command::DEFAULT_ARGS.map(String::from).to_vec());
+                let args = c.args.clone().unwrap_or_else(|| {
+                    crate::executor::command::DEFAULT_ARGS
+                        .map(String::from)
+                        .to_vec()
+                });
                 writeln!(f, "  args: {}", args.join(" "))?;
                 writeln!(f, "  pwd: {}", opt_path(&c.pwd))?;
                 for (k, _) in &c.env {

@@ -12,7 +12,7 @@ use crate::executor::command::CommandConfig;
 use crate::identity::PeerId;
 use crate::mediator::email::{EmailSettings, SmtpMode};
 use crate::punch::hops::PunchHops;
-use crate::secret::{Secret, SecretSource};
+use crate::secret::{Password, SecretSource};
 
 /// Overrides of a [`Profile`]: `None` (or empty) leaves the profile's value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -188,7 +188,8 @@ impl Profile {
                         &format!("e-mail rendezvous needs {flag}"),
                     ));
                 };
-                let mut e = EmailSettings::new(&smtp.host, "", Secret::new(String::new()), "", "");
+                let mut e =
+                    EmailSettings::new(&smtp.host, "", Password::new(String::new()), "", "");
                 e.imap_host = imap.host.clone();
                 e.password = SecretSource::Env(defaults::MAIL_PASSWORD_ENV.into());
                 e

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::locate::resolve_path;
 use super::*;
-use crate::secret::{Secret, SecretSource};
+use crate::secret::{Password, SecretSource};
 // ---------------------------------------------------------------------------------------
 // The YAML schema (private).
 
@@ -418,7 +418,7 @@ impl Profile {
                              {env: NAME}, {file: PATH} or {command: [...]}"
                                 .into(),
                         );
-                        SecretSource::Plain(crate::secret::Secret::new(s))
+                        SecretSource::Plain(crate::secret::Password::new(s))
                     }
                     SecretRaw::Env(n) => SecretSource::Env(n),
                     SecretRaw::File(f) => SecretSource::File(resolve_path(&dir, f)),
@@ -428,7 +428,7 @@ impl Profile {
                 let mut s = EmailSettings::new(
                     &e.smtp.0.host,
                     &e.login,
-                    Secret::new(String::new()),
+                    Password::new(String::new()),
                     &e.from,
                     &e.to,
                 );

@@ -445,7 +445,7 @@ fn email_defaults_are_the_same_from_profile_flags_and_code() {
         .unwrap();
     let code = EmailSettings {
         password: SecretSource::Env(defaults::MAIL_PASSWORD_ENV.into()),
-        ..EmailSettings::new("m", "a@x", crate::secret::Secret::new(""), "a@x", "b@y")
+        ..EmailSettings::new("m", "a@x", crate::secret::Password::new(""), "a@x", "b@y")
     };
     for p in [&from_file, &from_flags] {
         assert_eq!(p.mediator, Some(MediatorConfig::Email(code.clone())));

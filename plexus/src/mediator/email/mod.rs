@@ -64,7 +64,7 @@ pub const SUBJECT: &str = "plexus rendezvous";
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 
 /// The mail password: the crate's one secret type (its `Debug` never shows the value).
-pub use crate::secret::{Secret, SecretSource};
+pub use crate::secret::{Password, SecretSource};
 
 /// How the SMTP connection is protected. There is no plaintext mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,13 @@ pub struct EmailSettings {
 impl EmailSettings {
     /// Settings for one mail host with the defaults of [`crate::defaults`] (465 implicit
     /// TLS, 993, INBOX, IDLE, 5 s polling) and a password given as is.
-    pub fn new(host: &str, login: &str, password: Secret, from: &str, peer: &str) -> EmailSettings {
+    pub fn new(
+        host: &str,
+        login: &str,
+        password: Password,
+        from: &str,
+        peer: &str,
+    ) -> EmailSettings {
         EmailSettings {
             smtp_host: host.to_string(),
             smtp_port: defaults::SMTP_IMPLICIT_TLS_PORT,
@@ -250,7 +256,7 @@ struct Imap {
 pub struct EmailMediator {
     settings: EmailSettings,
     /// `settings.password`, read once.
-    password: Secret,
+    password: Password,
     tls: TlsMaterial,
     imap: Option<Imap>,
     /// The folder was selected once: a later NO to SELECT is trouble on the server, not

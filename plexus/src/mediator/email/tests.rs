@@ -24,7 +24,7 @@ fn search_key_covers_every_peer() {
 
 #[test]
 fn extra_peers_are_validated() {
-    let mut s = EmailSettings::new("h", "l", Secret::new("p"), ME, PEER);
+    let mut s = EmailSettings::new("h", "l", Password::new("p"), ME, PEER);
     s.extra_peers = vec!["not an address".into()];
     assert!(matches!(s.validate(), Err(MediatorError::Config(_))));
 }
@@ -244,7 +244,7 @@ fn imap_connections_use_tcp_keepalive() {
 
 #[test]
 fn secret_debug_is_redacted() {
-    let s = EmailSettings::new("h", "l", Secret::new("hunter2"), PEER, ME);
+    let s = EmailSettings::new("h", "l", Password::new("hunter2"), PEER, ME);
     assert!(!format!("{s:?}").contains("hunter2"));
     assert_eq!(s.password.resolve().unwrap().expose(), "hunter2");
 }
@@ -356,7 +356,7 @@ fn transient_refusals_are_told_from_wrong_settings() {
 
 #[test]
 fn settings_validation() {
-    let ok = EmailSettings::new("h", "l", Secret::new("p"), ME, PEER);
+    let ok = EmailSettings::new("h", "l", Password::new("p"), ME, PEER);
     assert!(ok.validate().is_ok());
     let mut bad = ok.clone();
     bad.peer = "Alice <alice@lab.example>".into();

@@ -1,6 +1,6 @@
 //! The one shape of every protocol core in plexus: no sockets, no clock.
 //!
-//! A core ([`crate::stun::Transaction`], [`crate::nat::discover::Discovery`],
+//! A core ([`crate::stun::Transaction`], [`crate::nat::plan::Discovery`],
 //! [`crate::punch::Handshake`], [`crate::punch::hops::HopProbe`]) is fed datagrams and
 //! time, and asked for datagrams to send, the next deadline and what happened. Every
 //! call that can change state takes `now`, so a test runs a whole exchange in virtual

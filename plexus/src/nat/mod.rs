@@ -46,9 +46,10 @@ impl FromStr for Behaviour {
     }
 }
 
-pub mod discover;
 #[cfg(test)]
 pub(crate) mod loopback;
+/// The discovery plan itself: a sans-IO core over four sockets.
+pub mod plan;
 #[cfg(test)]
 mod sim;
 
@@ -57,7 +58,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::stun::{StunError, Timing};
-use discover::{Discovery, Findings, Plan, SOCKETS};
+use plan::{Discovery, Findings, Plan, SOCKETS};
 
 /// Why discovery could not run or produced nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +251,7 @@ pub fn discover(cfg: &DiscoverConfig) -> Result<NatReport, NatError> {
 }
 
 /// Runs the full profile like [`discover()`], and hands `on_mapping` a first report as
-/// soon as the mapping behaviour is known ([`discover::Event::MappingKnown`]): there,
+/// soon as the mapping behaviour is known ([`plan::Event::MappingKnown`]): there,
 /// filtering and hairpin are `None` unless already measured. A filtering NAT's verdict
 /// is "no answer within the probe deadline", so the full report comes a whole deadline
 /// later; a caller that only needs the mapping can go on meanwhile. `on_mapping` is
@@ -265,7 +266,7 @@ pub fn discover_staged(
     };
     let mut socks = Vec::with_capacity(SOCKETS);
     for i in 0..SOCKETS {
-        let addr = if i == discover::PRIMARY {
+        let addr = if i == plan::PRIMARY {
             cfg.bind
         } else {
             SocketAddr::new(cfg.bind.ip(), 0)
@@ -290,7 +291,7 @@ pub fn discover_staged(
     let mut on_mapping = Some(on_mapping);
     let sockets: Vec<&UdpSocket> = socks.iter().collect();
     crate::net::drive(&sockets, &mut core, |core, event, _| {
-        if event == discover::Event::MappingKnown {
+        if event == plan::Event::MappingKnown {
             if let (Some(f), Ok(findings)) = (on_mapping.take(), core.findings()) {
                 f(&report_of(&findings, start.elapsed(), &cfg.servers));
             }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::discover::{Discovery, Event, Plan, SOCKETS};
+use super::plan::{Discovery, Event, Plan, SOCKETS};
 use super::*;
 use crate::sansio::Core;
 use crate::stun::codec::{self, Attribute, Class, Message};

@@ -48,7 +48,6 @@ impl FromStr for Behaviour {
 
 #[cfg(test)]
 pub(crate) mod loopback;
-/// The discovery plan itself: a sans-IO core over four sockets.
 pub mod plan;
 #[cfg(test)]
 mod sim;

@@ -358,7 +358,7 @@ fn judge_mapping(report: NatReport) -> Result<NatReport, SessionError> {
 /// and hairpin need no answer to be known, so their verdict takes a whole probe
 /// deadline; nothing the invite is decided on depends on them, so the thread logs
 /// them when they arrive and the invite carries them as unknown until then.
-fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionError> {
+fn discover_mapping(settings: &SessionSettings) -> Result<(NatReport, Background), SessionError> {
     info!("discovering NAT…");
     let config = discover_config(settings);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -385,24 +385,42 @@ fn discover_mapping(settings: &SessionSettings) -> Result<NatReport, SessionErro
             what: "NAT discovery",
             source,
         })?;
-    let report = match rx.recv() {
-        Ok(r) => r,
+    match rx.recv() {
+        Ok(report) => {
+            // Joined on every way out, a refused NAT included.
+            let background = Background(Some(thread));
+            Ok((judge_mapping(report)?, background))
+        }
         // No mapping verdict: the thread ended, with the discovery error.
         Err(_) => match thread.join() {
-            Ok(r) => r?,
-            Err(_) => return Err(SessionError::Panicked("NAT discovery")),
+            Ok(r) => Ok((judge_mapping(r?)?, Background(None))),
+            Err(_) => Err(SessionError::Panicked("NAT discovery")),
         },
-    };
-    judge_mapping(report)
+    }
+}
+
+/// A thread that goes on after its caller has what it needs (the inviter's filtering
+/// measurement): joined when this is dropped, so no thread outlives the session call.
+/// It ends by itself within one probe deadline.
+struct Background(Option<std::thread::JoinHandle<Result<NatReport, SessionError>>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Bind the corridor socket and learn its public endpoint from the first STUN server.
-fn corridor_socket(settings: &SessionSettings) -> Result<(UdpSocket, SocketAddr), SessionError> {
+fn corridor_socket(
+    settings: &SessionSettings,
+    server: SocketAddr,
+) -> Result<(UdpSocket, SocketAddr), SessionError> {
     let socket = UdpSocket::bind(settings.bind).map_err(|source| SessionError::Bind {
         addr: settings.bind,
         source,
     })?;
-    let server = settings.stun[0];
     // Unlike a filtering probe, this one must be answered: allow retransmissions, and
     // rounds on a timeout. Every round uses the same socket, so the mapping it reports
     // is the one the peer will see.
@@ -492,13 +510,14 @@ pub fn connect_invite(
     // failed binding (it says more).
     let (report, corridor) = std::thread::scope(|scope| {
         let discovery = scope.spawn(|| discover_mapping(settings));
-        let corridor = corridor_socket(settings);
+        let corridor = corridor_socket(settings, stun_server);
         let report = discovery
             .join()
             .unwrap_or(Err(SessionError::Panicked("NAT discovery")));
         (report, corridor)
     });
-    let report = report?;
+    // `_filtering` is joined when this function returns, whichever way.
+    let (report, _filtering) = report?;
     let (socket, mapped) = corridor?;
     let mut timeline = Timeline {
         discovery: start.elapsed(),
@@ -1096,7 +1115,7 @@ fn answer(
     let Some(&inviter) = invite.mapped.first() else {
         return Err(SessionError::NoEndpoint);
     };
-    let (socket, mapped) = corridor_socket(settings)?;
+    let (socket, mapped) = corridor_socket(settings, stun_server)?;
     let accept = Accept::new(
         invite,
         unix_now(),
@@ -1366,7 +1385,7 @@ mod tests {
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut settings = settings_for("127.0.0.1:9".parse().unwrap());
         settings.bind = taken.local_addr().unwrap();
-        let e = corridor_socket(&settings).unwrap_err();
+        let e = corridor_socket(&settings, "127.0.0.1:9".parse().unwrap()).unwrap_err();
         let SessionError::Bind { addr, source } = &e else {
             panic!("not a bind error: {e}");
         };
@@ -1422,7 +1441,7 @@ mod tests {
     fn the_inviter_goes_on_with_the_mapping_while_filtering_is_still_measured() {
         let server = crate::nat::loopback::FilteringServer::start();
         let settings = settings_for(server.addr);
-        let early = discover_mapping(&settings).unwrap();
+        let (early, _background) = discover_mapping(&settings).unwrap();
         assert!(early.nat);
         assert_eq!(early.mapping, Some(Behaviour::EndpointIndependent));
         // Not waited for: the invite says "unknown" (the format allows it).

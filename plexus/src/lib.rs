@@ -1,5 +1,23 @@
 //! plexus: open a direct UDP path between two machines behind NAT.
 //!
+//! A profile in, a punched socket and a session key back:
+//!
+//! ```no_run
+//! use plexus::profile::Profile;
+//! use plexus::Session;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let profile = Profile::load("bob")?; // ~/.config/plexus/profiles/bob.yaml, or a path
+//! let connected = Session::from_profile(&profile)?.invite()?; // or .accept()
+//! connected.socket.send_to(b"hello", connected.corridor.peer)?;
+//! let _key = connected.key(); // 256 bits both sides derived
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Running a program on the path is optional ([`Connected::run`]); `plexus/examples/punch.rs`
+//! is a complete program.
+//!
 //! Layers, bottom up (each a module with its own error enum):
 //! - [`defaults`]: every built-in default, in one table.
 //! - [`sansio`]: the one trait every protocol core implements (datagrams and time in,

@@ -1405,7 +1405,7 @@ mod tests {
     }
 
     fn settings_for(stun: SocketAddr) -> SessionSettings {
-        let config = crate::nat::loopback::config(stun, Duration::from_millis(200));
+        let config = crate::testing::stun::config(stun, Duration::from_millis(200));
         SessionSettings {
             stun: config.servers,
             bind: config.bind,
@@ -1420,7 +1420,7 @@ mod tests {
 
     #[test]
     fn the_inviter_goes_on_with_the_mapping_while_filtering_is_still_measured() {
-        let server = crate::nat::loopback::FilteringServer::start();
+        let server = crate::testing::stun::FilteringServer::start();
         let settings = settings_for(server.addr);
         let early = discover_mapping(&settings).unwrap();
         assert!(early.nat);

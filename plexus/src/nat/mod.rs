@@ -48,7 +48,7 @@ impl FromStr for Behaviour {
 
 pub mod discover;
 #[cfg(test)]
-pub(crate) mod loopback;
+mod loopback;
 #[cfg(test)]
 mod sim;
 

@@ -558,7 +558,7 @@ mod tests {
 #[cfg(test)]
 mod netns {
     use super::*;
-    use crate::punch::testnet::{in_netns, ip, nft, root, Chain};
+    use crate::testing::netns::{in_netns, ip, nft, root, Chain};
     use std::net::Ipv4Addr;
     use std::process::Command;
 

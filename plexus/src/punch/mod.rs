@@ -28,8 +28,6 @@ pub mod wire;
 mod netns_corridor;
 #[cfg(test)]
 mod sim;
-#[cfg(test)]
-pub(crate) mod testnet;
 
 use std::fmt;
 use std::io;

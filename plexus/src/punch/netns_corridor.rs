@@ -12,8 +12,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::testnet::{ip, nft, root, spawn_in_netns, Chain};
 use super::*;
+use crate::testing::netns::{ip, nft, root, spawn_in_netns, Chain};
 
 const A_MAPPED: &str = "198.51.100.1:40000";
 const B_MAPPED: &str = "198.51.100.6:50000";

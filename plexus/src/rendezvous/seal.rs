@@ -1078,8 +1078,8 @@ fn describe(cert: &openssl::x509::X509Ref) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::tests::DemoCerts;
     use crate::rendezvous::message::{Accept, Invite, NatFacts};
+    use crate::testing::DemoCerts;
     use openssl::hash::MessageDigest;
     use std::path::PathBuf;
     use std::process::{Command, Stdio};
@@ -1977,7 +1977,7 @@ mod tests {
             .as_secs();
         let (nb, na) = (real_now - 86_400, real_now + 86_400);
         let (cert, key) =
-            crate::identity::tests::dated_cert(&demo.dir, "dana", &dana, nb as i64, na as i64);
+            crate::testing::dated_cert(&demo.dir, "dana", &dana, nb as i64, na as i64);
         let sender = Envelope::new(
             Identity::load(dana.clone(), &cert, &key).unwrap(),
             demo.peer("bob"),
@@ -2556,8 +2556,8 @@ mod fresh_identity_tests {
 #[cfg(test)]
 mod figures {
     use super::*;
-    use crate::identity::tests::DemoCerts;
     use crate::rendezvous::message::{Invite, NatFacts};
+    use crate::testing::DemoCerts;
     use std::time::Instant;
 
     #[test]

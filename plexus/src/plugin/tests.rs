@@ -458,21 +458,3 @@ fn udp_bridge_runs_through_the_executor_adapter() {
         other => panic!("{other:?}"),
     }
 }
-
-/// Cost of one call through the C ABI (send + receive + acknowledge of a 1 KiB message
-/// through the Rust fixture). Prints figures; run with `--ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_plugin_call_overhead() {
-    let mut m = PluginMediator::open(&built("fixture"), "mode: ok").unwrap();
-    let payload = vec![7u8; 1024];
-    let rounds = 100_000u32;
-    let start = std::time::Instant::now();
-    for _ in 0..rounds {
-        m.send("bob", &payload).unwrap();
-        let got = m.receive(Duration::ZERO).unwrap().unwrap();
-        m.acknowledge(&got.id, Outcome::Handled).unwrap();
-    }
-    let per = start.elapsed() / rounds;
-    println!("send+receive+acknowledge of 1 KiB through the plugin ABI: {per:?} per round ({rounds} rounds)");
-}

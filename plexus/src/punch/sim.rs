@@ -304,52 +304,6 @@ fn random_datagrams_never_panic_and_are_counted() {
     );
 }
 
-/// Virtual-time figures (10 ms one way, up to 20 ms jitter): how long until each side is
-/// connected and how many datagrams it took. `cargo test -p plexus --lib
-/// punch::sim::figures -- --ignored --nocapture`.
-#[test]
-#[ignore = "prints figures"]
-fn figures_connect_time_under_loss() {
-    println!("loss  runs  inviter p50/p95/max ms  acceptor p50/p95/max ms  datagrams/run  failed");
-    for loss in [0.0, 0.1, 0.2, 0.3] {
-        let net = NetConfig {
-            loss,
-            jitter_ms: 20,
-            ..Default::default()
-        };
-        let (mut inv, mut acc, mut sent, mut failed) = (Vec::new(), Vec::new(), 0u64, 0);
-        let runs = 1000u64;
-        for seed in 0..runs {
-            let o = run(seed, net.clone(), Config::default());
-            let at = |evs: &[(Duration, Event)]| {
-                evs.iter()
-                    .find(|e| matches!(e.1, Event::Connected { .. }))
-                    .map(|e| e.0.as_millis() as u64)
-            };
-            match (at(&o.events[0]), at(&o.events[1])) {
-                (Some(a), Some(b)) => {
-                    inv.push(a);
-                    acc.push(b);
-                }
-                _ => failed += 1,
-            }
-            sent += o.cores[0].stats().sent + o.cores[1].stats().sent;
-        }
-        let q = |v: &mut Vec<u64>| {
-            v.sort_unstable();
-            let p = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
-            format!("{}/{}/{}", p(0.5), p(0.95), v[v.len() - 1])
-        };
-        println!(
-            "{:>4.0}%  {runs:>4}  {:>22}  {:>23}  {:>13.1}  {failed}",
-            loss * 100.0,
-            q(&mut inv),
-            q(&mut acc),
-            sent as f64 / runs as f64
-        );
-    }
-}
-
 #[test]
 fn a_late_flag_0_packet_does_not_take_back_what_the_peer_said() {
     let t0 = Instant::now();

@@ -11,6 +11,7 @@ mod corridor;
 mod hostile;
 mod lab_sanity;
 mod library;
+mod loader;
 mod mail;
 mod nat;
 mod plugins;

@@ -15,5 +15,6 @@ mod library;
 mod loader;
 mod mail;
 mod nat;
+mod netns;
 mod plugins;
 mod ttl;

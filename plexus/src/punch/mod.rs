@@ -25,8 +25,6 @@ pub mod hops;
 pub mod wire;
 
 #[cfg(test)]
-mod netns_corridor;
-#[cfg(test)]
 mod sim;
 
 use std::fmt;

@@ -2123,13 +2123,12 @@ mod fresh_identity_tests {
     /// each other, and `openssl smime -verify -CAfile <peer>.pem` accepts the signature.
     #[test]
     fn cert_new_identities_work_end_to_end() {
-        let dir = std::env::temp_dir().join(format!("plexus-smime-fresh-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("smime-fresh");
         let mk = |id: &str, kind| {
             let id = PeerId::parse(id).unwrap();
             let made = create(&NewCert {
                 id: id.clone(),
-                out_dir: dir.clone(),
+                out_dir: dir.to_path_buf(),
                 kind,
                 days: 2,
                 csr: false,
@@ -2183,6 +2182,5 @@ mod fresh_identity_tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.stdout, msg.encode().unwrap());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -64,12 +64,11 @@ fi
 
 if [[ $PARTS == *e* ]]; then
 echo
-echo "==> (e) component figures (release; the #[ignore]d figure tests of the library)"
+echo "==> (e) component figures (release; cargo bench -p plexus --bench figures)"
 # The plugin figure loads the fixture plugin from the same profile directory.
 cargo build --release --workspace >"$WORK/build-ws.log" 2>&1 || { tail -n 30 "$WORK/build-ws.log"; exit 1; }
-cargo test --release -p plexus --lib -- --ignored --nocapture --test-threads 1 2>&1 |
-    grep -vE '^(running .*|test result:.*|ok|)$|Finished|Running|Compiling' |
-    sed -E 's/^test ([^ ]+) \.\.\. /\1:\n/' | sed 's/^/    /'
+cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/    /' ||
+    { tail -n 30 "$WORK/bench-figures.log"; exit 1; }
 fi
 
 [[ $PARTS == *[bcdf]* ]] || exit 0

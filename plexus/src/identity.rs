@@ -770,7 +770,7 @@ pub(crate) fn wipe(buf: &mut [u8]) {
     crate::secret::wipe(buf);
 }
 
-fn subject(id: &PeerId) -> Result<openssl::x509::X509Name, openssl::error::ErrorStack> {
+pub(crate) fn subject(id: &PeerId) -> Result<openssl::x509::X509Name, openssl::error::ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::COMMONNAME, id.as_str())?;
     Ok(name.build())
@@ -836,113 +836,10 @@ fn make_csr(id: &PeerId, key: &PKey<Private>) -> Result<Vec<u8>, openssl::error:
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::{dated_cert, DemoCerts};
     use std::os::unix::fs::PermissionsExt;
-
-    /// Copies the committed demo identities (checked out 0644 by git) into a fresh
-    /// temporary directory with keys at 0600, so tests can load them.
-    pub(crate) struct DemoCerts {
-        pub dir: PathBuf,
-    }
-
-    impl DemoCerts {
-        pub fn new(tag: &str) -> DemoCerts {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/demo");
-            let dir = std::env::temp_dir().join(format!(
-                "plexus-smime-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            for entry in fs::read_dir(&src).unwrap() {
-                let p = entry.unwrap().path();
-                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-                if ext == "pem" || ext == "key" {
-                    let to = dir.join(p.file_name().unwrap());
-                    fs::copy(&p, &to).unwrap();
-                    let mode = if ext == "key" { 0o600 } else { 0o644 };
-                    fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
-                }
-            }
-            DemoCerts { dir }
-        }
-
-        pub fn path(&self, file: &str) -> PathBuf {
-            self.dir.join(file)
-        }
-
-        pub fn id(name: &str) -> PeerId {
-            let s = match name {
-                "alice" => "alice@lab.example/home",
-                "bob" => "bob@lab.example/office",
-                "carol" => "carol@lab.example/nas",
-                "mallory" => "mallory@lab.example/evil",
-                other => panic!("no demo identity {other}"),
-            };
-            PeerId::parse(s).unwrap()
-        }
-
-        pub fn identity(&self, name: &str) -> Identity {
-            Identity::load(
-                Self::id(name),
-                &self.path(&format!("{name}.pem")),
-                &self.path(&format!("{name}.key")),
-            )
-            .unwrap()
-        }
-
-        pub fn peer(&self, name: &str) -> PeerCert {
-            PeerCert::load(Self::id(name), &self.path(&format!("{name}.pem"))).unwrap()
-        }
-    }
-
-    impl Drop for DemoCerts {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    /// Write a new EC key and a self-signed S/MIME certificate for `id`, valid from
-    /// `not_before` to `not_after` (unix seconds), into `dir` as `<stem>.pem`/`.key`.
-    pub(crate) fn dated_cert(
-        dir: &Path,
-        stem: &str,
-        id: &PeerId,
-        not_before: i64,
-        not_after: i64,
-    ) -> (PathBuf, PathBuf) {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        let name = subject(id).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
-            .unwrap();
-        b.set_pubkey(&key).unwrap();
-        let ctx = b.x509v3_context(None, None);
-        let san = SubjectAlternativeName::new()
-            .email(id.mail())
-            .build(&ctx)
-            .unwrap();
-        b.append_extension(san).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let (cert, keyp) = (
-            dir.join(format!("{stem}.pem")),
-            dir.join(format!("{stem}.key")),
-        );
-        fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
-        fs::write(&keyp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        fs::set_permissions(&keyp, fs::Permissions::from_mode(0o600)).unwrap();
-        (cert, keyp)
-    }
 
     #[test]
     fn certificates_outside_their_dates_are_refused_at_load() {

@@ -36,6 +36,8 @@
 //! - [`rendezvous`]: the invite/accept message, S/MIME sealing and replay protection.
 //! - [`session`]: one invitation end to end (discovery, rendezvous, punch, handshake).
 //! - [`setup`]: the entry point: a profile in, a [`Session`] out, a punched path back.
+//! - `testing` (feature `testing`): test support shared by unit, end-to-end and fuzz
+//!   tests and the benches: demo certificates, temp dirs, simulations, netns helpers.
 
 mod base64;
 pub mod defaults;
@@ -53,6 +55,8 @@ pub mod secret;
 pub mod session;
 pub mod setup;
 pub mod stun;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use session::Connected;
 pub use setup::{Session, SetupError};

@@ -407,25 +407,12 @@ mod tests {
         assert!(!format!("{src:?} {src}").contains("hunter2"));
     }
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!("crd-secret-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     #[test]
     fn file_source_refuses_open_modes() {
         let dir = TempDir::new("modes");
-        let p = dir.0.join("pw");
+        let p = dir.join("pw");
         fs::write(&p, "s3cret\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         let err = SecretSource::File(p.clone()).resolve().unwrap_err();
@@ -447,21 +434,21 @@ mod tests {
     fn private_file_checks_the_opened_file() {
         let dir = TempDir::new("opened");
         // A FIFO is refused at once: the open does not wait for a writer.
-        let fifo = dir.0.join("fifo");
+        let fifo = dir.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = read_private_file(&fifo, 100).unwrap_err();
         assert!(matches!(e, PrivateFileError::NotRegular { .. }), "{e}");
         assert!(matches!(
-            read_private_file(&dir.0, 100),
+            read_private_file(&dir, 100),
             Err(PrivateFileError::NotRegular { .. })
         ));
         // A symlink is followed and its target is what gets checked.
-        let open = dir.0.join("open");
+        let open = dir.join("open");
         fs::write(&open, "pw").unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
-        let link = dir.0.join("link");
+        let link = dir.join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
         assert!(matches!(
             read_private_file(&link, 100),
@@ -478,7 +465,7 @@ mod tests {
         );
         fs::write(&open, [b'x'; 100]).unwrap();
         assert_eq!(read_private_file(&open, 100).unwrap().len(), 100);
-        let e = read_private_file(&dir.0.join("absent"), 100).unwrap_err();
+        let e = read_private_file(&dir.join("absent"), 100).unwrap_err();
         assert!(matches!(e, PrivateFileError::Io { .. }), "{e}");
         assert!(e.to_string().contains("absent"), "{e}");
     }
@@ -491,7 +478,7 @@ mod tests {
             return;
         }
         let dir = TempDir::new("owner");
-        let p = dir.0.join("pw");
+        let p = dir.join("pw");
         fs::write(&p, "pw").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::chown(&p, Some(54321), None).unwrap();
@@ -511,7 +498,7 @@ mod tests {
         use crate::identity::{load_private_key, IdentityError};
         use crate::mediator::email::{EmailMediator, EmailSettings};
         let dir = TempDir::new("keys");
-        let fifo = dir.0.join("key.fifo");
+        let fifo = dir.join("key.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -525,7 +512,7 @@ mod tests {
             "{e}"
         );
         // The mail TLS client key: same checks, named as the setting.
-        let open = dir.0.join("client.key");
+        let open = dir.join("client.key");
         fs::write(&open, "not even a key").unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
         let mail = |key: &Path| {
@@ -536,9 +523,9 @@ mod tests {
                 "a@example.org",
                 "b@example.org",
             );
-            s.client_cert = Some(dir.0.join("client.pem"));
+            s.client_cert = Some(dir.join("client.pem"));
             s.client_key = Some(key.to_owned());
-            fs::write(dir.0.join("client.pem"), "x").unwrap();
+            fs::write(dir.join("client.pem"), "x").unwrap();
             EmailMediator::new(s).map(|_| ()).unwrap_err().to_string()
         };
         let e = mail(&open);

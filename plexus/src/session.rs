@@ -1424,7 +1424,7 @@ mod tests {
     }
 
     fn settings_for(stun: SocketAddr) -> SessionSettings {
-        let config = crate::nat::loopback::config(stun, Duration::from_millis(200));
+        let config = crate::testing::stun::config(stun, Duration::from_millis(200));
         SessionSettings {
             stun: config.servers,
             bind: config.bind,
@@ -1439,7 +1439,7 @@ mod tests {
 
     #[test]
     fn the_inviter_goes_on_with_the_mapping_while_filtering_is_still_measured() {
-        let server = crate::nat::loopback::FilteringServer::start();
+        let server = crate::testing::stun::FilteringServer::start();
         let settings = settings_for(server.addr);
         let (early, _background) = discover_mapping(&settings).unwrap();
         assert!(early.nat);

@@ -4,6 +4,8 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use plexus::testing::TempDir;
+
 use crate::lab::plexus_bin;
 
 /// Ctrl-C (SIGINT) ends plexus with the documented exit code 130 and a clear line,
@@ -47,23 +49,6 @@ fn interrupt_exits_130() {
 }
 
 /// A scratch directory under the system temp dir, removed at the end.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("plexus-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The article's flat command line up to the point where plexus needs certificates:
 /// mail on loopback (never reached), STUN on a silent loopback port.
 fn article_args(stun: &str) -> Vec<String> {
@@ -105,10 +90,10 @@ fn run_plexus(args: &[String], env: &[(&str, &std::path::Path)]) -> (Option<i32>
 /// files `plexus cert new` names after that id in the config directory.
 #[test]
 fn the_articles_plain_ids_are_instances_under_the_mail_addresses() {
-    let home = Scratch::new("article-ids");
-    let (code, err) = run_plexus(&article_args("127.0.0.1"), &[("HOME", &home.0)]);
+    let home = TempDir::new("article-ids");
+    let (code, err) = run_plexus(&article_args("127.0.0.1"), &[("HOME", home.path())]);
     assert_eq!(code, Some(2), "{err}");
-    let keys = home.0.join(".config/plexus/keys");
+    let keys = home.join(".config/plexus/keys");
     for want in [
         "peerhost@peermailer.com_remote.pem",
         "peerhost@peermailer.com_remote.key",
@@ -129,7 +114,7 @@ fn the_articles_plain_ids_are_instances_under_the_mail_addresses() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let (code, err) = run_plexus(&args, &[("HOME", &home.0)]);
+    let (code, err) = run_plexus(&args, &[("HOME", home.path())]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--email-from"), "{err}");
 }
@@ -138,8 +123,8 @@ fn the_articles_plain_ids_are_instances_under_the_mail_addresses() {
 /// restart would accept a replayed invite: plexus refuses to start instead.
 #[test]
 fn no_home_means_no_silent_in_memory_replay_state() {
-    let dir = Scratch::new("replay");
-    let certs = crate::corridor::demo_certs(&dir.0);
+    let dir = TempDir::new("replay");
+    let certs = crate::corridor::demo_certs(dir.path());
     let c = |f: &str| certs.join(f).display().to_string();
     let mut args = vec![
         "accept".to_string(),
@@ -164,9 +149,9 @@ fn no_home_means_no_silent_in_memory_replay_state() {
     // the host and the peer). A STUN server that never answers ends the run after that.
     use std::os::unix::fs::PermissionsExt;
     args.push("--stun-timeout=50".into());
-    let (code, err) = run_plexus(&args, &[("HOME", &dir.0)]);
+    let (code, err) = run_plexus(&args, &[("HOME", dir.path())]);
     assert_eq!(code, Some(1), "{err}");
-    let state = dir.0.join(".local/state/plexus");
+    let state = dir.join(".local/state/plexus");
     let mode = std::fs::metadata(&state)
         .unwrap_or_else(|e| panic!("{}: {e}; {err}", state.display()))
         .permissions()

@@ -55,31 +55,16 @@ pub(crate) fn take_mailbox(lab: &Lab) -> Account {
         .clone()
 }
 
-/// The demo identities, copied with private keys at 0600 (git does not keep modes).
+/// The demo identities in `dir/certs`, with private keys at 0600.
 pub(crate) fn demo_certs(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/demo");
     let out = dir.join("certs");
-    fs::create_dir_all(&out).unwrap();
-    for entry in fs::read_dir(&src).unwrap() {
-        let p = entry.unwrap().path();
-        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext == "pem" || ext == "key" {
-            let to = out.join(p.file_name().unwrap());
-            fs::copy(&p, &to).unwrap();
-            let mode = if ext == "key" { 0o600 } else { 0o644 };
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
+    plexus::testing::copy_demo_certs(&out);
     out
 }
 
-pub(crate) fn id_of(who: &str) -> &'static str {
-    match who {
-        "alice" => "alice@lab.example/home",
-        "bob" => "bob@lab.example/office",
-        "carol" => "carol@lab.example/nas",
-        other => panic!("no demo identity {other}"),
-    }
+/// A demo identity's peer id, as text.
+pub(crate) fn id_of(who: &str) -> String {
+    plexus::testing::demo_id(who).to_string()
 }
 
 /// One side's command line.
@@ -136,9 +121,9 @@ impl Side {
             "--log-level".into(),
             "debug".into(),
             "--host-id".into(),
-            id_of(self.who).into(),
+            id_of(self.who),
             "--peer-id".into(),
-            id_of(self.peer).into(),
+            id_of(self.peer),
             "--smime-cert".into(),
             c(&format!("{}.pem", self.who)),
             "--smime-key".into(),
@@ -597,7 +582,7 @@ fn envelope_as(certs: &Path, signer_id: &str, key_name: &str, peer: &str) -> Env
     )
     .unwrap();
     let peer_cert = PeerCert::load(
-        PeerId::parse(id_of(peer)).unwrap(),
+        PeerId::parse(&id_of(peer)).unwrap(),
         &certs.join(format!("{peer}.pem")),
     )
     .unwrap();
@@ -673,7 +658,7 @@ fn forged_invite_is_refused_and_acceptor_keeps_waiting() {
     let env = envelope_as(&certs, mallory, "mallory", "bob");
     let forged = invite_now(
         mallory,
-        id_of("bob"),
+        &id_of("bob"),
         "198.51.100.200:4000".parse().unwrap(),
     );
     mail_sealed(lab, "a-full", &m_alice, &m_bob, &env.seal(&forged).unwrap());
@@ -749,10 +734,10 @@ fn replayed_invite_is_refused_even_after_a_restart_and_acceptor_keeps_waiting() 
     );
 
     // One genuine invite, alice's key and ids, naming an endpoint at alice's site.
-    let env = envelope_as(&certs, id_of("alice"), "alice", "bob");
+    let env = envelope_as(&certs, &id_of("alice"), "alice", "bob");
     let invite = invite_now(
-        id_of("alice"),
-        id_of("bob"),
+        &id_of("alice"),
+        &id_of("bob"),
         SocketAddr::new(lab.site(a_site).public_ip.into(), 40000),
     );
     let session = invite.session.to_hex();

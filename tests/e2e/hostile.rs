@@ -33,7 +33,7 @@ fn now() -> u64 {
 
 /// A genuine invite from alice to bob, sealed as alice's plexus would, dated `time`.
 fn genuine_invite(certs: &Path, time: u64) -> Vec<u8> {
-    let id = |who| PeerId::parse(id_of(who)).unwrap();
+    let id = |who| PeerId::parse(&id_of(who)).unwrap();
     let alice = Identity::load(
         id("alice"),
         &certs.join("alice.pem"),

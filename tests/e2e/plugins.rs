@@ -568,9 +568,7 @@ fn udp_bridge_carries_an_application_across_the_corridor() {
 /// is a plugin library that is not there. Needs no lab (and no root): it only reads files.
 #[test]
 fn profile_check_resolves_masks_and_names_unknown_keys() {
-    let dir = std::env::temp_dir().join(format!("plexus-e2e-plugins-check-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
+    let dir = plexus::testing::TempDir::new("e2e-plugins-check");
     demo_certs(&dir);
     let so = plugin_lib("file", "file");
     let shared = dir.join("shared");
@@ -686,5 +684,4 @@ fn profile_check_resolves_masks_and_names_unknown_keys() {
         stderr.contains("mediator.plugin.path") && stderr.contains("libplexus_gone.so"),
         "a missing plugin library should be named:\n{stderr}"
     );
-    let _ = fs::remove_dir_all(&dir);
 }

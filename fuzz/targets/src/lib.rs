@@ -15,7 +15,7 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plexus::identity::{Identity, PeerCert, PeerId};
+use plexus::identity::{Identity, PeerCert};
 use plexus::mediator::email;
 use plexus::profile::Profile;
 use plexus::punch::{hops, wire};
@@ -61,58 +61,17 @@ pub mod demo {
 
     /// The committed demo certificates (`certs/demo` in the repository).
     pub fn source_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../certs/demo")
+        PathBuf::from(plexus::testing::DEMO_DIR)
     }
 
-    /// A demo identity's certificate and key, loaded through the same checks as a real
-    /// one. Git checks the keys out 0644 and the loader insists on 0600, so they are
-    /// copied to a private temporary directory first (removed again right away).
+    /// Demo identities with their certificates, loaded through the same checks as real
+    /// ones (from a private copy that is removed again right away).
     pub fn load(names: &[&str]) -> Vec<(Identity, PeerCert)> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        // One directory per call: tests load identities from several threads at once.
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "plexus-fuzz-certs-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .expect("create a private directory for the demo keys");
-        let out = names
+        let certs = plexus::testing::DemoCerts::new("fuzz");
+        names
             .iter()
-            .map(|name| {
-                let id = PeerId::parse(match *name {
-                    "alice" => ALICE,
-                    "bob" => BOB,
-                    other => panic!("no demo identity {other}"),
-                })
-                .expect("demo id");
-                let mut paths = Vec::new();
-                for ext in ["pem", "key"] {
-                    let file = format!("{name}.{ext}");
-                    let bytes = std::fs::read(source_dir().join(&file))
-                        .unwrap_or_else(|e| panic!("read certs/demo/{file}: {e}"));
-                    let to = dir.join(&file);
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&to)
-                        .and_then(|mut f| f.write_all(&bytes))
-                        .unwrap_or_else(|e| panic!("copy {file}: {e}"));
-                    paths.push(to);
-                }
-                let ident =
-                    Identity::load(id.clone(), &paths[0], &paths[1]).expect("demo identity");
-                let peer = PeerCert::load(id, &paths[0]).expect("demo certificate");
-                (ident, peer)
-            })
-            .collect();
-        let _ = std::fs::remove_dir_all(&dir);
-        out
+            .map(|name| (certs.identity(name), certs.peer(name)))
+            .collect()
     }
 
     /// The demo CA certificate.

@@ -355,20 +355,7 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!("crd-exec-{}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     fn corridor() -> Corridor {
         Corridor {
@@ -407,12 +394,12 @@ mod tests {
     #[test]
     fn default_six_arguments_env_and_log_file() {
         let d = TempDir::new("default");
-        let prog = script(&d.0);
-        let log = d.0.join("exec.log");
+        let prog = script(&d);
+        let log = d.join("exec.log");
         fs::write(&log, "earlier run\n").unwrap();
         let mut e = CommandExecutor::new(CommandConfig {
             program: prog.display().to_string(),
-            pwd: Some(d.0.clone()),
+            pwd: Some(d.to_path_buf()),
             env: vec![("MY_VAR".into(), "peer={peer_ip}".into())],
             log_file: Some(log.clone()),
             ..Default::default()
@@ -422,14 +409,14 @@ mod tests {
         assert_eq!(r.status, Some(0));
         assert_eq!(r.output, format!("log file {}", log.display()));
         assert_eq!(
-            read(&d.0, "argv"),
+            read(&d, "argv"),
             "10.0.0.2\n5000\n198.51.100.10\n40000\n203.0.113.20\n50000\n"
         );
         assert_eq!(
-            read(&d.0, "pwd").trim(),
-            d.0.canonicalize().unwrap().to_str().unwrap()
+            read(&d, "pwd").trim(),
+            d.canonicalize().unwrap().to_str().unwrap()
         );
-        let env = read(&d.0, "env");
+        let env = read(&d, "env");
         for line in [
             "MY_VAR=peer=203.0.113.20",
             &format!("PLEXUS_KEY={}", "ab".repeat(32)),
@@ -452,9 +439,9 @@ mod tests {
     #[test]
     fn new_log_file_is_private() {
         let d = TempDir::new("logmode");
-        let log = d.0.join("new.log");
+        let log = d.join("new.log");
         let mut e = CommandExecutor::new(CommandConfig {
-            program: script(&d.0).display().to_string(),
+            program: script(&d).display().to_string(),
             log_file: Some(log.clone()),
             ..Default::default()
         })
@@ -470,7 +457,7 @@ mod tests {
     fn template_with_text_and_ids() {
         let d = TempDir::new("template");
         let mut e = CommandExecutor::new(CommandConfig {
-            program: script(&d.0).display().to_string(),
+            program: script(&d).display().to_string(),
             args: Some(vec![
                 "--remote={peer_ip}:{peer_port}".into(),
                 "{host_id}".into(),
@@ -478,44 +465,44 @@ mod tests {
                 "{{literal}}".into(),
                 "$(touch pwned)".into(),
             ]),
-            log_file: Some(d.0.join("log")),
+            log_file: Some(d.join("log")),
             ..Default::default()
         })
         .unwrap();
         e.run(&corridor()).unwrap();
         assert_eq!(
-            read(&d.0, "argv"),
+            read(&d, "argv"),
             "--remote=203.0.113.20:50000\nalice@example.org/home\nbob@example.net/nas\n{literal}\n$(touch pwned)\n"
         );
-        assert!(!d.0.join("pwned").exists());
+        assert!(!d.join("pwned").exists());
     }
 
     #[test]
     fn shell_gets_values_as_positional_parameters() {
         let d = TempDir::new("shell");
-        let prog = script(&d.0);
+        let prog = script(&d);
         let mut e = CommandExecutor::new(CommandConfig {
             program: format!("EXIT_CODE=0 '{}' \"$@\" extra", prog.display()),
             shell: true,
             args: Some(vec!["{peer_id}".into(), "a b; touch pwned".into()]),
-            log_file: Some(d.0.join("log")),
+            log_file: Some(d.join("log")),
             ..Default::default()
         })
         .unwrap();
         e.run(&corridor()).unwrap();
         assert_eq!(
-            read(&d.0, "argv"),
+            read(&d, "argv"),
             "bob@example.net/nas\na b; touch pwned\nextra\n"
         );
-        assert!(!d.0.join("pwned").exists());
+        assert!(!d.join("pwned").exists());
     }
 
     #[test]
     fn exit_status_is_reported() {
         let d = TempDir::new("status");
-        let log = d.0.join("log");
+        let log = d.join("log");
         let mut e = CommandExecutor::new(CommandConfig {
-            program: script(&d.0).display().to_string(),
+            program: script(&d).display().to_string(),
             env: vec![("EXIT_CODE".into(), "3".into())],
             log_file: Some(log.clone()),
             ..Default::default()
@@ -645,7 +632,7 @@ mod tests {
                 "--exact",
                 "--test-threads=1",
             ])
-            .env(CHILD_DIR, &d.0)
+            .env(CHILD_DIR, d.path())
             .envs(secrets)
             .env("EXTRA_PASSED", "extra-ok")
             .env("LC_ALL", "C")
@@ -657,7 +644,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let env = fs::read_to_string(d.0.join("env")).unwrap();
+        let env = fs::read_to_string(d.join("env")).unwrap();
         for (name, value) in secrets {
             assert!(
                 !env.contains(value),

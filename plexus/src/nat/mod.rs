@@ -47,7 +47,7 @@ impl FromStr for Behaviour {
 }
 
 #[cfg(test)]
-pub(crate) mod loopback;
+mod loopback;
 pub mod plan;
 #[cfg(test)]
 mod sim;

@@ -9,6 +9,7 @@ use super::plan::{Discovery, Event, Plan, SOCKETS};
 use super::*;
 use crate::sansio::Core;
 use crate::stun::codec::{self, Attribute, Class, Message};
+use crate::testing::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Nat {
@@ -35,7 +36,7 @@ struct Sim {
     hairpin: bool,
     /// Drop probability in per mille.
     loss: u64,
-    rng: u64,
+    rng: Rng,
     locals: [SocketAddr; SOCKETS],
     /// (local, mapping key) -> public port.
     mappings: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
@@ -58,7 +59,7 @@ impl Sim {
             rfc5780: true,
             hairpin: false,
             loss,
-            rng: seed,
+            rng: Rng::new(seed),
             locals: [
                 sa(host, 5000),
                 sa(host, 5001),
@@ -75,10 +76,7 @@ impl Sim {
     }
 
     fn lost(&mut self) -> bool {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % 1000 < self.loss
+        self.rng.below(1000) < self.loss
     }
 
     fn is_server(a: SocketAddr) -> bool {

@@ -93,8 +93,10 @@ impl PluginMediator {
         &self.info
     }
 
-    #[cfg(test)]
-    pub(super) fn captured_logs(&self) -> Vec<String> {
+    /// Log lines this plugin sent through the host callback, as `LEVEL message`
+    /// (feature `testing`: the loader tests assert on what a plugin logged).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn captured_logs(&self) -> Vec<String> {
         self.callbacks.captured()
     }
 

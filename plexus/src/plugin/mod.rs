@@ -21,8 +21,6 @@
 
 mod executor;
 mod mediator;
-#[cfg(test)]
-mod tests;
 
 pub use executor::PluginExecutor;
 pub use mediator::PluginMediator;
@@ -434,7 +432,7 @@ pub fn inspect(path: &Path) -> Result<PluginInfo, PluginError> {
 /// Per-instance logging context handed to the plugin as `PxHost::ctx`.
 struct LogCtx {
     target: String,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     captured: std::sync::Mutex<Vec<String>>,
 }
 
@@ -466,7 +464,7 @@ unsafe extern "C" fn host_log(
             String::from_utf8_lossy(s).into_owned()
         };
         let (origin, message) = (text(target), text(message));
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         if let Ok(mut c) = ctx.captured.lock() {
             c.push(format!("{level} {message}"));
         }
@@ -498,7 +496,7 @@ fn log_ctx(plugin: &str) -> &'static LogCtx {
     }
     let c: &'static LogCtx = Box::leak(Box::new(LogCtx {
         target,
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         captured: std::sync::Mutex::new(Vec::new()),
     }));
     ctxs.push(c);
@@ -523,7 +521,7 @@ impl HostCallbacks {
     }
 
     /// Log lines this plugin (by name, all instances) sent.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     fn captured(&self) -> Vec<String> {
         self.ctx.captured.lock().unwrap().clone()
     }

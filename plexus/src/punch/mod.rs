@@ -25,11 +25,7 @@ pub mod hops;
 pub mod wire;
 
 #[cfg(test)]
-mod netns_corridor;
-#[cfg(test)]
 mod sim;
-#[cfg(test)]
-pub(crate) mod testnet;
 
 use std::fmt;
 use std::io;

@@ -1,252 +1,12 @@
-//! Two handshake cores over a simulated network in virtual time: loss, duplication,
-//! reordering, NAT remaps and an attacker, all deterministic from a seed, no sleeping.
+//! Handshake tests over the simulated network of [`crate::testing::handshake_sim`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::handshake::{Config, Event, FailReason, Handshake};
-use super::wire::{self, Keys, Packet, Role, Secrets};
-use crate::sansio::{Core, Transmit};
-
-/// xorshift64*: small, deterministic, good enough for dice.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-#[derive(Clone, Default)]
-struct NetConfig {
-    loss: f64,
-    dup: f64,
-    /// Extra random delay (ms) on top of 10 ms: reorders packets.
-    jitter_ms: u64,
-    /// At this offset, the given side's NAT gives its traffic a new source port, and
-    /// only the new one is reachable from then on.
-    remap: Option<(usize, Duration)>,
-    /// Attacker: inject forgeries, wrong-session packets, replays and reflections.
-    attacker: bool,
-    /// Side 1 never answers (not running).
-    silent: [bool; 2],
-}
-
-struct Datagram {
-    at: Instant,
-    order: u64,
-    to: usize,
-    from: SocketAddr,
-    bytes: Vec<u8>,
-}
-
-struct Outcome {
-    events: [Vec<(Duration, Event)>; 2],
-    cores: [Handshake; 2],
-    /// Each side's public endpoint at the end.
-    public: [SocketAddr; 2],
-}
-
-fn secrets() -> Secrets {
-    Secrets {
-        inviter: [7; 32],
-        acceptor: [9; 32],
-    }
-}
-
-const SID: [u8; 16] = [0x5a; 16];
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// Side 0 is the inviter (candidates: side 1's public endpoint and a stale local one),
-/// side 1 the acceptor (candidates: side 0's public endpoint).
-fn run(seed: u64, net: NetConfig, config: Config) -> Outcome {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let t0 = Instant::now();
-    let mut public = [addr("198.51.100.10:40000"), addr("203.0.113.20:50000")];
-    let mut cores = [
-        Handshake::new(
-            Role::Inviter,
-            &secrets(),
-            SID,
-            vec![public[1], addr("10.0.0.2:5000")],
-            t0,
-            config.clone(),
-        ),
-        Handshake::new(
-            Role::Acceptor,
-            &secrets(),
-            SID,
-            vec![public[0]],
-            t0,
-            config.clone(),
-        ),
-    ];
-    let mut queue: Vec<Datagram> = Vec::new();
-    let mut order = 0u64;
-    let mut events: [Vec<(Duration, Event)>; 2] = [Vec::new(), Vec::new()];
-    let mut captured: Vec<Vec<u8>> = Vec::new();
-    let attacker = addr("192.0.2.66:6666");
-    let mut _other_keys = Keys::derive(
-        &Secrets {
-            inviter: [1; 32],
-            acceptor: [2; 32],
-        },
-        &SID,
-    );
-    let mut now = t0;
-    let mut remapped = false;
-    for _step in 0..100_000 {
-        if let Some((side, at)) = net.remap {
-            if now >= t0 + at && !remapped {
-                remapped = true;
-                public[side].set_port(public[side].port() + 10000);
-            }
-        }
-        // Deliver everything due now.
-        queue.sort_by_key(|d| (d.at, d.order));
-        while queue.first().is_some_and(|d| d.at <= now) {
-            let d = queue.remove(0);
-            if d.from != attacker {
-                captured.push(d.bytes.clone()); // the attacker sees the wire
-            }
-            if !net.silent[d.to] || d.from == attacker {
-                Core::handle_input(&mut cores[d.to], now, 0, d.from, &d.bytes);
-            }
-        }
-        for s in 0..2 {
-            Core::handle_timeout(&mut cores[s], now);
-            if net.silent[s] {
-                while Core::poll_transmit(&mut cores[s], now).is_some() {}
-                continue;
-            }
-            while let Some(Transmit {
-                dest,
-                payload: bytes,
-                ..
-            }) = Core::poll_transmit(&mut cores[s], now)
-            {
-                let other = 1 - s;
-                if dest != public[other] {
-                    continue; // stale candidate or old mapping: nobody there
-                }
-                let copies = if net.dup > 0.0 && rng.chance(net.dup) {
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..copies {
-                    if rng.chance(net.loss) {
-                        continue;
-                    }
-                    order += 1;
-                    queue.push(Datagram {
-                        at: now + Duration::from_millis(10 + rng.below(net.jitter_ms + 1)),
-                        order,
-                        to: other,
-                        from: public[s],
-                        bytes: bytes.clone(),
-                    });
-                }
-            }
-            while let Some(ev) = Core::poll_event(&mut cores[s]) {
-                events[s].push((now - t0, ev));
-            }
-        }
-        // Attacker traffic, a few datagrams per virtual 50 ms.
-        if net.attacker && rng.chance(0.2) {
-            let to = rng.below(2) as usize;
-            let bytes = match rng.below(5) {
-                0 => (0..wire::PACKET_LEN).map(|_| rng.next() as u8).collect(),
-                1 => {
-                    // Right keys, wrong session id: MAC is fine, session is not.
-                    let k = Keys::derive(&secrets(), &[1; 16]);
-                    wire::encode(
-                        &k,
-                        &Packet {
-                            sender: Role::Inviter,
-                            flags: 1,
-                            session_id: [1; 16],
-                            seq: 1,
-                        },
-                    )
-                }
-                2 => {
-                    _other_keys = Keys::derive(
-                        &Secrets {
-                            inviter: [rng.next() as u8; 32],
-                            acceptor: [3; 32],
-                        },
-                        &SID,
-                    );
-                    wire::encode(
-                        &_other_keys,
-                        &Packet {
-                            sender: Role::peer(if to == 0 {
-                                Role::Inviter
-                            } else {
-                                Role::Acceptor
-                            }),
-                            flags: 3,
-                            session_id: SID,
-                            seq: rng.next(),
-                        },
-                    )
-                }
-                _ => match captured.get(rng.below(captured.len() as u64 + 1) as usize) {
-                    Some(b) => b.clone(),
-                    None => b"junk".to_vec(),
-                },
-            };
-            order += 1;
-            queue.push(Datagram {
-                at: now,
-                order,
-                to,
-                from: attacker,
-                bytes,
-            });
-        }
-        for s in 0..2 {
-            while let Some(ev) = Core::poll_event(&mut cores[s]) {
-                events[s].push((now - t0, ev));
-            }
-        }
-        // Next instant: earliest of timers and arrivals (and attacker ticks).
-        let mut next: Option<Instant> = queue.iter().map(|d| d.at).min();
-        for c in &cores {
-            if let Some(t) = Core::poll_timeout(c) {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        }
-        if net.attacker && !(cores[0].is_finished() && cores[1].is_finished()) {
-            let tick = now + Duration::from_millis(50);
-            next = Some(next.map_or(tick, |n| n.min(tick)));
-        }
-        match next {
-            Some(t) => now = t.max(now),
-            None => break,
-        }
-        if queue.is_empty() && cores.iter().all(|c| c.is_finished()) {
-            break;
-        }
-    }
-    Outcome {
-        events,
-        cores,
-        public,
-    }
-}
+use super::wire::{self, Role};
+use crate::testing::handshake_sim::{addr, run, secrets, NetConfig, Outcome, SID};
+use crate::testing::Rng;
 
 fn connected_peer(evs: &[(Duration, Event)]) -> Option<SocketAddr> {
     evs.iter().find_map(|(_, e)| match e {
@@ -506,7 +266,7 @@ fn punch_packet_reaching_a_open_inviter_starts_the_exchange() {
 
 #[test]
 fn random_datagrams_never_panic_and_are_counted() {
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = Rng::new(0x1234_5678);
     let t0 = Instant::now();
     let mut core = Handshake::new(
         Role::Acceptor,
@@ -520,7 +280,7 @@ fn random_datagrams_never_panic_and_are_counted() {
     let n = 20_000u64;
     for i in 0..n {
         let len = rng.below(80) as usize;
-        let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         // Half of them look like our packets up to the MAC, to reach the deeper checks.
         if i % 2 == 0 && d.len() >= 22 {
             d[..4].copy_from_slice(&wire::MAGIC);
@@ -542,52 +302,6 @@ fn random_datagrams_never_panic_and_are_counted() {
         core.poll_transmit(t0).is_none(),
         "nothing valid, nothing to answer"
     );
-}
-
-/// Virtual-time figures (10 ms one way, up to 20 ms jitter): how long until each side is
-/// connected and how many datagrams it took. `cargo test -p plexus --lib
-/// punch::sim::figures -- --ignored --nocapture`.
-#[test]
-#[ignore = "prints figures"]
-fn figures_connect_time_under_loss() {
-    println!("loss  runs  inviter p50/p95/max ms  acceptor p50/p95/max ms  datagrams/run  failed");
-    for loss in [0.0, 0.1, 0.2, 0.3] {
-        let net = NetConfig {
-            loss,
-            jitter_ms: 20,
-            ..Default::default()
-        };
-        let (mut inv, mut acc, mut sent, mut failed) = (Vec::new(), Vec::new(), 0u64, 0);
-        let runs = 1000u64;
-        for seed in 0..runs {
-            let o = run(seed, net.clone(), Config::default());
-            let at = |evs: &[(Duration, Event)]| {
-                evs.iter()
-                    .find(|e| matches!(e.1, Event::Connected { .. }))
-                    .map(|e| e.0.as_millis() as u64)
-            };
-            match (at(&o.events[0]), at(&o.events[1])) {
-                (Some(a), Some(b)) => {
-                    inv.push(a);
-                    acc.push(b);
-                }
-                _ => failed += 1,
-            }
-            sent += o.cores[0].stats().sent + o.cores[1].stats().sent;
-        }
-        let q = |v: &mut Vec<u64>| {
-            v.sort_unstable();
-            let p = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
-            format!("{}/{}/{}", p(0.5), p(0.95), v[v.len() - 1])
-        };
-        println!(
-            "{:>4.0}%  {runs:>4}  {:>22}  {:>23}  {:>13.1}  {failed}",
-            loss * 100.0,
-            q(&mut inv),
-            q(&mut acc),
-            sent as f64 / runs as f64
-        );
-    }
 }
 
 #[test]

@@ -328,13 +328,11 @@ fn write_entries(path: &Path, entries: &[Entry]) -> Result<(), ReplayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
     use std::os::unix::fs::PermissionsExt;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("plexus-smime-replay-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    fn tmpdir(tag: &str) -> TempDir {
+        TempDir::new(&format!("replay-{tag}"))
     }
 
     fn alice() -> PeerId {
@@ -373,7 +371,6 @@ mod tests {
             .unwrap();
         assert_eq!(ReplayGuard::open(&path).unwrap().len(), 1);
         assert!(!sibling(&path, ".tmp").exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -393,7 +390,6 @@ mod tests {
             ReplayGuard::open(&path),
             Err(ReplayError::Corrupt { line: 1, .. })
         ));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

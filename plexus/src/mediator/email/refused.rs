@@ -351,6 +351,7 @@ fn write_atomic(p: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
     fn state(uv: u32, uids: &[u32]) -> RefusedState {
         RefusedState {
@@ -359,14 +360,8 @@ mod tests {
         }
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "plexus-refused-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn scratch(name: &str) -> TempDir {
+        TempDir::new(&format!("refused-{name}"))
     }
 
     #[test]
@@ -517,7 +512,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("refused")]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[cfg(unix)]
@@ -541,6 +535,5 @@ mod tests {
         std::fs::write(&p, vec![b'1'; MAX_STATE_FILE * 3]).unwrap();
         let r = Refused::load(Some(p)).unwrap();
         assert!(r.state.uids.is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,9 +1,12 @@
-//! Loader tests against real shared libraries: the Rust fixture and plugins built by
-//! `cargo build --workspace`, and C plugins compiled here with gcc from the header.
+//! Plugin loader tests against real shared libraries: the Rust fixture and plugins
+//! built by `cargo build --workspace`, and C plugins compiled here with gcc from the
+//! header. Moved here from the library's unit tests: they load what cargo built into
+//! target/, which a unit test should not depend on. Need no lab and no root.
 
-use super::*;
-use crate::executor::{Corridor, Executor, SessionKey};
-use crate::mediator::{Mediator, MediatorError, Outcome};
+use plexus::executor::{Corridor, ExecError, Executor, SessionKey};
+use plexus::mediator::{Mediator, MediatorError, Outcome};
+use plexus::plugin::{inspect, resolve_in, PluginError, PluginExecutor, PluginMediator};
+use plexus::testing::TempDir;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,25 +32,6 @@ fn built(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("plexus-plugins-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        // Whatever the umask: the loader refuses libraries in group-writable directories.
-        std::fs::set_permissions(&p, Permissions::from_mode(0o755)).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Compiles a C plugin from `src` (relative to the workspace) into `out`.
@@ -89,7 +73,7 @@ fn broken(variant: &str, dir: &TempDir) -> PathBuf {
     gcc(
         "plugins/fixtures/c/broken.c",
         &defines,
-        &dir.0.join(format!("libplexus_{name}.so")),
+        &dir.join(format!("libplexus_{name}.so")),
         false,
     )
 }
@@ -207,9 +191,9 @@ fn missing_entry_symbol_and_missing_functions_are_refused() {
     assert!(matches!(e, PluginError::MissingEntry { .. }), "{e}");
     let e = PluginMediator::open(&broken("MISSING_FN", &dir), "").unwrap_err();
     assert!(e.to_string().contains("no receive function"), "{e}");
-    let e = PluginMediator::open(&dir.0.join("libplexus_absent.so"), "").unwrap_err();
+    let e = PluginMediator::open(&dir.join("libplexus_absent.so"), "").unwrap_err();
     assert!(matches!(e, PluginError::Open { .. }), "{e}");
-    let not_elf = dir.0.join("libplexus_text.so");
+    let not_elf = dir.join("libplexus_text.so");
     std::fs::write(&not_elf, "not a library").unwrap();
     assert!(matches!(
         PluginMediator::open(&not_elf, ""),
@@ -238,10 +222,10 @@ fn c_mediator_round_trip_through_a_directory() {
     let lib = gcc(
         "plugins/c-example/example.c",
         &[],
-        &dir.0.join("libplexus_cexample.so"),
+        &dir.join("libplexus_cexample.so"),
         true,
     );
-    let shared = dir.0.join("shared");
+    let shared = dir.join("shared");
     std::fs::create_dir(&shared).unwrap();
     let settings = |who: &str| format!("dir: {}\naddress: {who}\n", shared.display());
     let mut alice = PluginMediator::open(&lib, &settings("alice")).unwrap();
@@ -276,18 +260,18 @@ fn c_mediator_round_trip_through_a_directory() {
 #[test]
 fn names_resolve_in_plugin_dirs() {
     let dir = TempDir::new("resolve");
-    let lib = dir.0.join("libplexus_udp_bridge.so");
+    let lib = dir.join("libplexus_udp_bridge.so");
     std::fs::write(&lib, "").unwrap();
     assert_eq!(
         resolve_in(
             "udp-bridge",
-            &[PathBuf::from("/nonexistent"), dir.0.clone()]
+            &[PathBuf::from("/nonexistent"), dir.to_path_buf()]
         )
         .unwrap(),
         lib
     );
     assert!(
-        matches!(resolve_in("nope", std::slice::from_ref(&dir.0)), Err(PluginError::NotFound { tried, .. }) if tried.len() == 1)
+        matches!(resolve_in("nope", std::slice::from_ref(&dir.to_path_buf())), Err(PluginError::NotFound { tried, .. }) if tried.len() == 1)
     );
     assert!(matches!(resolve_in("../evil", &[]), Ok(p) if p == Path::new("../evil")));
     assert!(matches!(
@@ -307,7 +291,7 @@ fn rust_plugins_load_through_the_loader() {
     let settings = |who: &str| {
         format!(
             "dir: {}\naddress: {who}\npoll_interval_ms: 20\n",
-            dir.0.display()
+            dir.display()
         )
     };
     let mut alice = PluginMediator::open(&built("file"), &settings("alice")).unwrap();
@@ -341,7 +325,7 @@ fn unsafe_reason(e: PluginError) -> String {
 #[test]
 fn a_group_writable_library_is_refused() {
     let dir = TempDir::new("perm-file");
-    let lib = fixture_copy(&dir.0);
+    let lib = fixture_copy(&dir);
     for mode in [0o775, 0o757] {
         std::fs::set_permissions(&lib, Permissions::from_mode(mode)).unwrap();
         let e = PluginMediator::open(&lib, "mode: ok").unwrap_err();
@@ -363,7 +347,7 @@ fn a_group_writable_library_is_refused() {
 #[test]
 fn a_world_writable_directory_is_refused() {
     let dir = TempDir::new("perm-dir");
-    let open_dir = dir.0.join("open");
+    let open_dir = dir.join("open");
     std::fs::create_dir(&open_dir).unwrap();
     let lib = fixture_copy(&open_dir);
     std::fs::set_permissions(&open_dir, Permissions::from_mode(0o777)).unwrap();
@@ -374,7 +358,7 @@ fn a_world_writable_directory_is_refused() {
         "{reason}"
     );
     // A link from a safe place is resolved first: the real path is what is checked.
-    let link = dir.0.join("libplexus_link.so");
+    let link = dir.join("libplexus_link.so");
     std::os::unix::fs::symlink(&lib, &link).unwrap();
     assert!(matches!(
         PluginMediator::open(&link, "mode: ok"),
@@ -399,19 +383,16 @@ fn a_library_of_another_user_is_refused() {
         return;
     }
     let dir = TempDir::new("perm-owner");
-    let lib = fixture_copy(&dir.0);
+    let lib = fixture_copy(&dir);
     std::os::unix::fs::chown(&lib, Some(54321), None).unwrap();
     let reason = unsafe_reason(PluginMediator::open(&lib, "mode: ok").unwrap_err());
     assert!(reason.contains("belongs to uid 54321"), "{reason}");
     // A directory of another user, even one that is not writable by others.
     std::os::unix::fs::chown(&lib, Some(0), None).unwrap();
-    std::os::unix::fs::chown(&dir.0, Some(54321), None).unwrap();
+    std::os::unix::fs::chown(&dir, Some(54321), None).unwrap();
     let reason = unsafe_reason(PluginMediator::open(&lib, "mode: ok").unwrap_err());
     assert!(
-        reason.contains(&format!(
-            "directory {} belongs to uid 54321",
-            dir.0.display()
-        )),
+        reason.contains(&format!("directory {} belongs to uid 54321", dir.display())),
         "{reason}"
     );
 }
@@ -452,27 +433,9 @@ fn udp_bridge_runs_through_the_executor_adapter() {
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     match x.run(&corridor(&busy_addr, "127.0.0.1:9")) {
-        Err(crate::executor::ExecError::Spawn(m)) => {
+        Err(ExecError::Spawn(m)) => {
             assert!(m.contains("cannot bind the corridor endpoint"), "{m}")
         }
         other => panic!("{other:?}"),
     }
-}
-
-/// Cost of one call through the C ABI (send + receive + acknowledge of a 1 KiB message
-/// through the Rust fixture). Prints figures; run with `--ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_plugin_call_overhead() {
-    let mut m = PluginMediator::open(&built("fixture"), "mode: ok").unwrap();
-    let payload = vec![7u8; 1024];
-    let rounds = 100_000u32;
-    let start = std::time::Instant::now();
-    for _ in 0..rounds {
-        m.send("bob", &payload).unwrap();
-        let got = m.receive(Duration::ZERO).unwrap().unwrap();
-        m.acknowledge(&got.id, Outcome::Handled).unwrap();
-    }
-    let per = start.elapsed() / rounds;
-    println!("send+receive+acknowledge of 1 KiB through the plugin ABI: {per:?} per round ({rounds} rounds)");
 }

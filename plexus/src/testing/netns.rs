@@ -71,6 +71,23 @@ pub fn spawn_in_netns<T: Send + 'static>(
     })
 }
 
+/// True when we run as root. Otherwise prints a loud skip naming `test` and returns
+/// false; with `CI=true` it panics instead, because a skipped test in CI is a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    if root() {
+        return true;
+    }
+    let msg = format!(
+        "NETNS TEST {test} SKIPPED: needs root for network namespaces \
+         (sudo ./tests/run-all.sh)."
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true, so a skip is a failure: {msg}");
+    }
+    eprintln!("\n{}\n!!! {msg}\n{}\n", "!".repeat(72), "!".repeat(72));
+    false
+}
+
 /// Whether we run as root.
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.

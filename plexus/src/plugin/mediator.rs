@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Largest sealed message accepted from a plugin.
-pub const MAX_SEALED: usize = 16 * 1024 * 1024;
+const MAX_SEALED: usize = 16 * 1024 * 1024;
 /// Largest message id or sender address accepted from a plugin.
 const MAX_TEXT: usize = 4096;
 

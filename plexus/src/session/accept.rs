@@ -1,0 +1,337 @@
+//! The accepting side: wait for invites, answer and punch each, run the corridors
+//! (bounded, joined threads).
+
+use super::*;
+
+/// Builds a fresh executor for each accepted corridor (they may run concurrently).
+pub type ExecutorFactory =
+    Arc<dyn Fn() -> Result<Box<dyn Executor>, ExecError> + Send + Sync + 'static>;
+
+/// Serve invitations: for each valid invite, punch, answer, handshake and run a fresh
+/// executor in its own thread, then go back to waiting. With `once`, handle a single
+/// invite and return its result; otherwise this returns only on an error (or when the
+/// rendezvous timeout, if any, runs out), after the corridors still running have ended.
+/// Refused or failed invitations are logged and the acceptor keeps waiting. `peers`
+/// are the configured peers (one mediator serves them all; `settings.peer_address` is
+/// not used here); `executors[i]` runs the corridors of `peers[i]`. At most
+/// `settings.max_corridors` corridors run at once.
+pub fn accept(
+    settings: &SessionSettings,
+    peers: &mut [Peer<'_>],
+    mediator: &mut dyn Mediator,
+    executors: &[ExecutorFactory],
+    once: bool,
+) -> Result<Finished, SessionError> {
+    if peers.len() != executors.len() {
+        return Err(SessionError::Settings(format!(
+            "accept needs one executor per peer ({} peers, {} executors)",
+            peers.len(),
+            executors.len()
+        )));
+    }
+    let listening = Listening::start(settings, peers, mediator)?;
+    let mut corridors: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let result = loop {
+        // Finished corridors are joined here, so the count below is of live ones.
+        let (done, live): (Vec<_>, Vec<_>) = corridors.drain(..).partition(|h| h.is_finished());
+        corridors = live;
+        for h in done {
+            let _ = h.join();
+        }
+        let next = match listening.next(settings, peers, mediator, once, corridors.len()) {
+            Ok(Some(next)) => next,
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        };
+        let factory = executors[next.peer].clone();
+        let run = move || -> Result<Finished, SessionError> {
+            let connected = next.handshake()?;
+            Ok(match factory() {
+                Ok(mut ex) => connected.finish(ex.as_mut()),
+                Err(e) => Finished {
+                    corridor: connected.corridor,
+                    timeline: connected.timeline,
+                    exec: Err(e),
+                },
+            })
+        };
+        if once {
+            break run();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("corridor".into())
+            .spawn(move || {
+                if let Err(e) = run() {
+                    warn!("corridor failed: {e}");
+                }
+            });
+        match spawned {
+            Ok(h) => corridors.push(h),
+            Err(e) => warn!("cannot start a thread for the corridor: {e}"),
+        }
+    };
+    if !corridors.is_empty() {
+        info!("waiting for {} running corridor(s) to end", corridors.len());
+    }
+    for h in corridors {
+        let _ = h.join();
+    }
+    result
+}
+
+/// Wait for one valid invite from any of `peers`, answer it and punch: the path is
+/// returned to the caller (no executor runs). A refused message is logged and waited
+/// past; an invite that fails after it was answered (the handshake timed out) is
+/// returned as the error.
+pub fn accept_one(
+    settings: &SessionSettings,
+    peers: &mut [Peer<'_>],
+    mediator: &mut dyn Mediator,
+) -> Result<Connected, SessionError> {
+    let listening = Listening::start(settings, peers, mediator)?;
+    loop {
+        if let Some(next) = listening.next(settings, peers, mediator, true, 0)? {
+            return next.handshake();
+        }
+    }
+}
+
+/// An acceptor that has measured its NAT and waits for invites.
+pub(super) struct Listening {
+    stun_server: SocketAddr,
+    facts: NatFacts,
+    started: Instant,
+}
+
+/// An invite answered and punched toward, its handshake still to run.
+pub(super) struct Answered {
+    peer: usize,
+    prepared: Prepared,
+    handshake_timeout: Duration,
+    session_start: Instant,
+    host_id: String,
+    peer_id: String,
+}
+
+impl Listening {
+    fn start(
+        settings: &SessionSettings,
+        peers: &[Peer<'_>],
+        mediator: &dyn Mediator,
+    ) -> Result<Listening, SessionError> {
+        let stun_server = need_stun(settings)?;
+        if peers.is_empty() {
+            return Err(SessionError::Settings(
+                "accept needs at least one peer".into(),
+            ));
+        }
+        let report = discover(settings)?;
+        let names: Vec<String> = peers
+            .iter()
+            .map(|p| p.envelope.peer_id().to_string())
+            .collect();
+        info!(
+            "waiting for invites from {} via {}…",
+            names.join(", "),
+            mediator.name()
+        );
+        Ok(Listening {
+            stun_server,
+            facts: facts_of(&report),
+            started: Instant::now(),
+        })
+    }
+
+    /// The next invite answered: `Ok(None)` when one was refused or failed and the
+    /// acceptor should wait on (with `once`, such a failure is returned instead).
+    /// `running` corridors count against `max_corridors`.
+    fn next(
+        &self,
+        settings: &SessionSettings,
+        peers: &mut [Peer<'_>],
+        mediator: &mut dyn Mediator,
+        once: bool,
+        running: usize,
+    ) -> Result<Option<Answered>, SessionError> {
+        let remaining = settings
+            .rendezvous_timeout
+            .map(|t| t.checked_sub(self.started.elapsed()).unwrap_or_default());
+        let (who, invite) = wait_for(
+            peers,
+            mediator,
+            |m| match m {
+                Message::Invite(i) => Some(i),
+                _ => None,
+            },
+            remaining,
+            None,
+        )?;
+        let session_start = Instant::now();
+        let give_up = |e: SessionError| {
+            warn!("invite {} refused: {e}", invite.session.to_hex());
+            if once {
+                Err(e)
+            } else {
+                Ok(None)
+            }
+        };
+        if let Err(e) = check_endpoints(&invite) {
+            return give_up(e);
+        }
+        if running >= settings.max_corridors.max(1) {
+            warn!(
+                "invite {} from {} refused: {running} corridors are running, the most allowed \
+                 (max_corridors); the peer may invite again when one ends",
+                invite.session.to_hex(),
+                invite.from
+            );
+            return Ok(None);
+        }
+        info!(
+            "invite from {} (session {}) at {:?}, NAT {}",
+            invite.from,
+            invite.session.to_hex(),
+            invite.mapped,
+            describe_facts(&invite.nat)
+        );
+        let peer = &mut peers[who];
+        let prepared = match answer(
+            settings,
+            self.stun_server,
+            peer,
+            mediator,
+            &invite,
+            self.facts,
+        ) {
+            Ok(p) => p,
+            Err(e) => return give_up(e),
+        };
+        Ok(Some(Answered {
+            peer: who,
+            prepared,
+            handshake_timeout: settings.handshake_timeout,
+            session_start,
+            host_id: peer.envelope.host_id().to_string(),
+            peer_id: peer.envelope.peer_id().to_string(),
+        }))
+    }
+}
+
+impl Answered {
+    /// Run the handshake (re-punching while the accept travels) to the open corridor.
+    fn handshake(self) -> Result<Connected, SessionError> {
+        let Prepared {
+            socket,
+            mapped,
+            core,
+            repunch,
+            mut timeline,
+        } = self.prepared;
+        let t = Instant::now();
+        let connected = punch::run_handshake_repunching(
+            &socket,
+            core,
+            Instant::now() + self.handshake_timeout + ACCEPT_DELIVERY + Duration::from_secs(3),
+            repunch,
+        )
+        .map_err(SessionError::Punch)?;
+        timeline.handshake = t.elapsed();
+        timeline.total = self.session_start.elapsed();
+        let corridor = Corridor {
+            inner: inner_endpoint(&socket, connected.peer),
+            outer: mapped,
+            peer: connected.peer,
+            host_id: self.host_id,
+            peer_id: self.peer_id,
+            key: connected.key,
+            accepted: true,
+        };
+        info!(
+            "connected to {} in {} ms ({timeline})",
+            corridor.peer,
+            timeline.total.as_millis()
+        );
+        Ok(Connected {
+            socket,
+            corridor,
+            timeline,
+        })
+    }
+}
+
+/// An answered invite, ready for its handshake.
+pub(super) struct Prepared {
+    socket: UdpSocket,
+    mapped: SocketAddr,
+    core: Handshake,
+    repunch: Option<punch::Repunch>,
+    timeline: Timeline,
+}
+
+/// The acceptor's part before the handshake: bind, binding, punch, send the accept.
+pub(super) fn answer(
+    settings: &SessionSettings,
+    stun_server: SocketAddr,
+    peer: &mut Peer<'_>,
+    mediator: &mut dyn Mediator,
+    invite: &Invite,
+    facts: NatFacts,
+) -> Result<Prepared, SessionError> {
+    let start = Instant::now();
+    let Some(&inviter) = invite.mapped.first() else {
+        return Err(SessionError::NoEndpoint);
+    };
+    let (socket, mapped) = corridor_socket(settings, stun_server)?;
+    let accept = Accept::new(
+        invite,
+        unix_now(),
+        vec![mapped],
+        local_endpoints(&socket),
+        facts,
+    )
+    .map_err(SessionError::Message)?;
+    let acceptor_config = punch::Config {
+        timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
+        ..handshake_config(settings)
+    };
+    let mut core = Handshake::new(
+        Role::Acceptor,
+        &Secrets::from_rendezvous(invite, &accept),
+        invite.session.0,
+        candidates(invite, mapped),
+        Instant::now(),
+        acceptor_config,
+    );
+    info!("punching toward {inviter}…");
+    let ttl = punch::acceptor_punch(
+        &socket,
+        &mut core,
+        inviter,
+        mapped,
+        settings.punch_hops,
+        stun_server,
+        &HopsConfig::default(),
+    )
+    .map_err(SessionError::Punch)?;
+    let repunch = ttl.map(|ttl| punch::Repunch {
+        dest: inviter,
+        ttl,
+        every: REPUNCH_EVERY,
+    });
+    let discovery = start.elapsed();
+    let t = Instant::now();
+    let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
+    send_sealed(mediator, &peer.address, &sealed)?;
+    info!("accept sent to {} via {}", peer.address, mediator.name());
+    Ok(Prepared {
+        socket,
+        mapped,
+        core,
+        repunch,
+        timeline: Timeline {
+            discovery,
+            send: t.elapsed(),
+            ..Timeline::default()
+        },
+    })
+}

@@ -1,0 +1,131 @@
+//! The inviting side: discover, seal and send the invite, wait for the accept, punch.
+
+use super::*;
+
+/// Invite the peer and, once the corridor is open, run `executor` on it.
+pub fn invite(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+    executor: &mut dyn Executor,
+) -> Result<Finished, SessionError> {
+    connect_invite(settings, envelope, mediator).map(|c| c.finish(executor))
+}
+
+/// Invite the peer and punch; the punched socket is returned with the corridor, for the
+/// caller to use or to hand to an executor ([`Connected::run`]).
+pub fn connect_invite(
+    settings: &SessionSettings,
+    envelope: &mut Envelope,
+    mediator: &mut dyn Mediator,
+) -> Result<Connected, SessionError> {
+    let start = Instant::now();
+    let stun_server = need_stun(settings)?;
+    // The corridor socket's binding and discovery's probes use different sockets and
+    // do not wait on each other: run them together. A refused NAT wins over a
+    // failed binding (it says more).
+    let (report, corridor) = std::thread::scope(|scope| {
+        let discovery = scope.spawn(|| discover_mapping(settings));
+        let corridor = corridor_socket(settings, stun_server);
+        let report = discovery
+            .join()
+            .unwrap_or(Err(SessionError::Panicked("NAT discovery")));
+        (report, corridor)
+    });
+    // `_filtering` is joined when this function returns, whichever way.
+    let (report, _filtering) = report?;
+    let (socket, mapped) = corridor?;
+    let mut timeline = Timeline {
+        discovery: start.elapsed(),
+        ..Timeline::default()
+    };
+    info!(
+        "public endpoint {mapped} (local {})",
+        socket
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+
+    let t = Instant::now();
+    let invite = Invite::new(
+        envelope.host_id().clone(),
+        envelope.peer_id().clone(),
+        unix_now(),
+        vec![mapped],
+        local_endpoints(&socket),
+        facts_of(&report),
+    )
+    .map_err(SessionError::Message)?;
+    let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
+    send_sealed(mediator, &settings.peer_address, &sealed)?;
+    timeline.send = t.elapsed();
+    info!(
+        "invite sent to {} via {} (session {})",
+        settings.peer_address,
+        mediator.name(),
+        invite.session.to_hex()
+    );
+
+    info!("waiting for the answer…");
+    let t = Instant::now();
+    let (_, accept) = wait_for(
+        &mut [Peer {
+            envelope: &mut *envelope,
+            address: settings.peer_address.clone(),
+        }],
+        mediator,
+        |m| match m {
+            Message::Accept(a) if a.session == invite.session => Some(a),
+            _ => None,
+        },
+        settings.rendezvous_timeout,
+        Some((&socket, stun_server)),
+    )?;
+    timeline.wait = t.elapsed();
+    check_endpoints(&accept)?;
+    info!(
+        "accept from {} at {:?} (NAT {})",
+        accept.from,
+        accept.mapped,
+        describe_facts(&accept.nat)
+    );
+
+    let t = Instant::now();
+    let core = Handshake::new(
+        Role::Inviter,
+        &Secrets::from_rendezvous(&invite, &accept),
+        invite.session.0,
+        candidates(&accept, mapped),
+        Instant::now(),
+        handshake_config(settings),
+    );
+    info!("punching toward {:?}…", candidates(&accept, mapped));
+    let connected = punch::run_handshake(
+        &socket,
+        core,
+        Instant::now() + settings.handshake_timeout + Duration::from_secs(3),
+    )
+    .map_err(SessionError::Punch)?;
+    timeline.handshake = t.elapsed();
+    timeline.total = start.elapsed();
+    let corridor = Corridor {
+        inner: inner_endpoint(&socket, connected.peer),
+        outer: mapped,
+        peer: connected.peer,
+        host_id: envelope.host_id().to_string(),
+        peer_id: envelope.peer_id().to_string(),
+        key: connected.key,
+        accepted: false,
+    };
+    info!(
+        "connected to {} in {} ms ({timeline})",
+        corridor.peer,
+        timeline.total.as_millis()
+    );
+    Ok(Connected {
+        socket,
+        corridor,
+        timeline,
+    })
+}

@@ -129,35 +129,28 @@ pub struct DiscoverConfig {
 /// Default per-probe deadline: 3 sends inside it on a LAN-to-Internet path.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = crate::defaults::DISCOVERY_TIMEOUT;
 
-/// The NAT profile of this host (`plexus nat`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What discovery measured ([`Findings`], reached through this report as
+/// `report.mapping` etc.), and what follows from it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NatReport {
-    /// Behind a NAT (mapped endpoint differs from the local one).
-    pub nat: bool,
-    /// Mapping behaviour, `None` when not measured.
-    pub mapping: Option<Behaviour>,
-    /// Filtering behaviour, `None` when not measured.
-    pub filtering: Option<Behaviour>,
-    /// The NAT hairpins, `None` when not measured.
-    pub hairpin: Option<bool>,
-    /// The mapped port equals the local port.
-    pub port_preserved: bool,
-    /// The public address was the same in every answer.
-    pub address_stable: Option<bool>,
-    /// Local endpoint of the primary socket.
-    pub local: SocketAddr,
-    /// Public (mapped) endpoint of the primary socket.
-    pub mapped: SocketAddr,
+    /// The measured behaviour and endpoints, as the discovery plan found them.
+    pub findings: Findings,
     /// Whether this side can take part in a direct punch.
     pub punchable: bool,
     /// Why (not), and what would help; a caution when something is unknown.
     pub reason: String,
     /// Time the whole profile took.
     pub elapsed: Duration,
-    /// The server supports RFC 5780 (OTHER-ADDRESS), so mapping/filtering were measured.
-    pub rfc5780: bool,
     /// The servers asked.
     pub servers: Vec<SocketAddr>,
+}
+
+// A report *is* its findings plus a verdict: reading `report.mapping` needs no copy.
+impl std::ops::Deref for NatReport {
+    type Target = Findings;
+    fn deref(&self) -> &Findings {
+        &self.findings
+    }
 }
 
 /// Reason given for a symmetric mapping.
@@ -227,18 +220,10 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatError {
 fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatReport {
     let (punchable, reason) = judge(f);
     NatReport {
-        nat: f.nat,
-        mapping: f.mapping,
-        filtering: f.filtering,
-        hairpin: f.hairpin,
-        port_preserved: f.port_preserved,
-        address_stable: f.address_stable,
-        local: f.local,
-        mapped: f.mapped,
+        findings: f.clone(),
         punchable,
         reason,
         elapsed,
-        rfc5780: f.rfc5780,
         servers: servers.to_vec(),
     }
 }

@@ -38,6 +38,11 @@ step "format"
 cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+step "the library's dependency tree has no command-line crates"
+if cargo tree -p plexus -e normal --prefix none | grep -E '^(clap|clap_mangen|clap_complete|fern) '; then
+    echo "run-all.sh: the plexus library depends on a command-line crate (above); only plexus-cli may" >&2
+    exit 1
+fi
 step "docs (the library crates, warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p plexus -p plexus-plugin-abi -p plexus-plugin-sdk
 step "tests (unit, and end-to-end in the NAT lab)"

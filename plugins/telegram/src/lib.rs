@@ -436,7 +436,7 @@ impl Telegram {
                         ))
                     })?;
                     log::warn!("telegram: skipping update {id}: longer than {MAX_JSON} bytes");
-                    self.offset = self.offset.max(id + 1);
+                    self.offset = self.offset.max(id.saturating_add(1));
                     return Ok(());
                 }
             },
@@ -449,7 +449,7 @@ impl Telegram {
                 log::warn!("telegram: skipping an update without update_id");
                 continue;
             };
-            self.offset = self.offset.max(id + 1);
+            self.offset = self.offset.max(id.saturating_add(1));
             if let Some(p) = self.accept(&update["message"], &me) {
                 self.pending.push_back(p);
             }

@@ -246,16 +246,7 @@ impl Answered {
             key: connected.key,
             accepted: true,
         };
-        info!(
-            "connected to {} in {} ms ({timeline})",
-            corridor.peer,
-            timeline.total.as_millis()
-        );
-        Ok(Connected {
-            socket,
-            corridor,
-            timeline,
-        })
+        Ok(Connected::opened(socket, corridor, timeline))
     }
 }
 

@@ -118,14 +118,5 @@ pub fn connect_invite(
         key: connected.key,
         accepted: false,
     };
-    info!(
-        "connected to {} in {} ms ({timeline})",
-        corridor.peer,
-        timeline.total.as_millis()
-    );
-    Ok(Connected {
-        socket,
-        corridor,
-        timeline,
-    })
+    Ok(Connected::opened(socket, corridor, timeline))
 }

@@ -507,6 +507,20 @@ pub struct Connected {
 }
 
 impl Connected {
+    /// The path as the handshake left it; logs the one "connected" line both sides write.
+    fn opened(socket: UdpSocket, corridor: Corridor, timeline: Timeline) -> Connected {
+        info!(
+            "connected to {} in {} ms ({timeline})",
+            corridor.peer,
+            timeline.total.as_millis()
+        );
+        Connected {
+            socket,
+            corridor,
+            timeline,
+        }
+    }
+
     /// The 256-bit key both sides derived in the handshake (e.g. a pre-shared key for
     /// the caller's own tunnel).
     pub fn key(&self) -> &crate::executor::SessionKey {

@@ -14,6 +14,8 @@ use openssl::x509::{X509Builder, X509};
 
 use super::TempDir;
 use crate::identity::{Identity, PeerCert, PeerId};
+use crate::rendezvous::message::{Invite, NatFacts};
+use crate::rendezvous::{Envelope, Freshness, ReplayGuard};
 
 /// Where the demo identities are committed (`certs/demo` in the repository).
 pub const DEMO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../certs/demo");
@@ -89,6 +91,36 @@ impl DemoCerts {
     /// The demo CA certificate.
     pub fn ca(&self) -> Vec<X509> {
         vec![X509::from_pem(&fs::read(self.path("ca.pem")).unwrap()).unwrap()]
+    }
+
+    /// The envelope demo identity `host` seals to `peer` with (pinned, no CA, default
+    /// freshness, replay state in memory).
+    pub fn envelope(&self, host: &str, peer: &str) -> Envelope {
+        Envelope::new(
+            self.identity(host),
+            self.peer(peer),
+            None,
+            Freshness::default(),
+            ReplayGuard::in_memory(),
+        )
+        .unwrap()
+    }
+
+    /// An invite from demo identity `from` to `to` dated `now`, with a public and a
+    /// local endpoint from the documentation ranges.
+    pub fn invite(from: &str, to: &str, now: u64) -> Invite {
+        Invite::new(
+            Self::id(from),
+            Self::id(to),
+            now,
+            vec!["198.51.100.4:41000".parse().unwrap()],
+            vec!["10.1.0.2:41000".parse().unwrap()],
+            NatFacts {
+                nat: true,
+                ..NatFacts::default()
+            },
+        )
+        .unwrap()
     }
 }
 

@@ -6,29 +6,11 @@ use std::process::{Command, Stdio};
 const NOW: u64 = 1_800_000_000;
 
 fn envelope(demo: &DemoCerts, host: &str, peer: &str) -> Envelope {
-    Envelope::new(
-        demo.identity(host),
-        demo.peer(peer),
-        None,
-        Freshness::default(),
-        ReplayGuard::in_memory(),
-    )
-    .unwrap()
+    demo.envelope(host, peer)
 }
 
 fn invite(from: &str, to: &str) -> Invite {
-    Invite::new(
-        DemoCerts::id(from),
-        DemoCerts::id(to),
-        NOW,
-        vec!["198.51.100.4:41000".parse().unwrap()],
-        vec!["10.1.0.2:41000".parse().unwrap()],
-        NatFacts {
-            nat: true,
-            ..NatFacts::default()
-        },
-    )
-    .unwrap()
+    DemoCerts::invite(from, to, NOW)
 }
 
 /// Sign with `signer`'s key and encrypt to `to`'s certificate whatever the ids say.

@@ -80,9 +80,10 @@ pub fn accept(
 }
 
 /// Wait for one valid invite from any of `peers`, answer it and punch: the path is
-/// returned to the caller (no executor runs). A refused message is logged and waited
-/// past; an invite that fails after it was answered (the handshake timed out) is
-/// returned as the error.
+/// returned to the caller (no executor runs). A message that does not open (garbage,
+/// tampered, stale, replayed, from a stranger) is logged and waited past; an authentic
+/// invite that cannot be answered or punched (impossible endpoints, the accept could
+/// not be sent, the handshake timed out) is returned as the error.
 pub fn accept_one(
     settings: &SessionSettings,
     peers: &mut [Peer<'_>],

@@ -92,7 +92,8 @@ pub struct ConnectArgs {
     /// A CA the peer's certificate must also chain to.
     #[arg(long, value_name = "PATH")]
     pub smime_ca: Option<PathBuf>,
-    /// Replay-protection state file [default: ~/.local/state/plexus/replay-HOST-PEER].
+    /// Replay-protection state file [default: ~/.local/state/plexus/replay-HOST-PEER, or
+    /// under $XDG_STATE_HOME; with neither HOME nor XDG_STATE_HOME set it must be given].
     #[arg(long, value_name = "PATH")]
     pub replay_state: Option<PathBuf>,
 

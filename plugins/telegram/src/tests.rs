@@ -604,3 +604,22 @@ fn an_update_too_large_to_read_is_skipped_by_its_id() {
     );
     assert_eq!(first_update_id(br#"{"ok":true,"result":[{"upd"#), None);
 }
+
+#[test]
+fn the_largest_update_id_does_not_overflow_the_offset() {
+    let api = BotApi::start();
+    let mut t = Telegram::create(&api.settings("")).unwrap();
+    api.push_updates(
+        200,
+        serde_json::json!({"ok": true, "result": [{"update_id": i64::MAX, "edited_message": {}}]}),
+    );
+    // Before: `id + 1` panicked here in a debug build (wrapped to i64::MIN in release).
+    assert!(t.receive(Duration::from_millis(1500)).unwrap().is_none());
+    let polls = api.requests("getUpdates");
+    assert!(polls.len() >= 2, "{polls:?}");
+    assert_eq!(
+        polls.last().unwrap().query["offset"],
+        i64::MAX.to_string(),
+        "the offset stays at the largest id"
+    );
+}

@@ -192,8 +192,7 @@ fn acceptor_survives_a_hostile_mailbox_then_connects() {
 fn acceptor_survives_a_hostile_shared_folder_then_connects() {
     use crate::corridor::{demo_certs, wait};
     use crate::plugins::{
-        assert_both_succeeded, exchange_executor, file_mediator, plugin_lib, profile_yaml,
-        start_acceptor, start_side, stun_of, write,
+        assert_both_succeeded, file_profiles, plugin_lib, start_acceptor, start_side,
     };
     use std::os::unix::fs::PermissionsExt;
 
@@ -239,19 +238,7 @@ fn acceptor_survives_a_hostile_shared_folder_then_connects() {
     };
     let foreign_before = foreign();
 
-    let profile = |who: &str, peer: &str| {
-        write(
-            &dir.join(format!("{who}.yaml")),
-            &profile_yaml(
-                who,
-                peer,
-                &stun_of(lab),
-                &file_mediator(&so, &shared, who, peer, ""),
-                &exchange_executor(&dir, who),
-            ),
-        )
-    };
-    let (pa, pb) = (profile("alice", "bob"), profile("bob", "alice"));
+    let (pa, pb) = file_profiles(lab, &so, &dir, &shared, true);
     let mut bob = start_acceptor(lab, &dir, acceptor, &pb);
     let refused = crate::corridor::wait_for_count(
         &dir.join("bob.log"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::corridor::{demo_certs, read, wait, Reaped};
 use crate::lab::plexus_bin;
-use crate::plugins::{file_mediator, plugin_lib, profile_yaml, stun_of, write};
+use crate::plugins::{file_profiles, plugin_lib};
 
 /// The example's binary, built next to the plexus binary by `cargo build
 /// --workspace --all-targets` (or `cargo build -p plexus --examples`).
@@ -33,19 +33,7 @@ fn library_example_punches_and_owns_the_socket() {
     let _certs = demo_certs(&dir);
     let shared = dir.join("shared");
     std::fs::create_dir_all(&shared).unwrap();
-    let profile = |who: &str, peer: &str| {
-        write(
-            &dir.join(format!("{who}.yaml")),
-            &profile_yaml(
-                who,
-                peer,
-                &stun_of(lab),
-                &file_mediator(&so, &shared, who, peer, ""),
-                "",
-            ),
-        )
-    };
-    let (pa, pb) = (profile("alice", "bob"), profile("bob", "alice"));
+    let (pa, pb) = file_profiles(lab, &so, &dir, &shared, false);
     let spawn = |site: &str, who: &str, mode: &str, profile: &PathBuf| {
         let out = std::fs::File::create(dir.join(format!("{who}.out"))).unwrap();
         let log = std::fs::File::create(dir.join(format!("{who}.log"))).unwrap();

@@ -71,6 +71,36 @@ fn exchange_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lab/exchange.py")
 }
 
+/// alice's and bob's profiles (`dir/alice.yaml`, `dir/bob.yaml`) through the file
+/// plugin on `shared`; with `exchange`, exchange.py is their executor, else they have
+/// none (a library caller runs nothing on the path).
+pub(crate) fn file_profiles(
+    lab: &Lab,
+    so: &Path,
+    dir: &Path,
+    shared: &Path,
+    exchange: bool,
+) -> (PathBuf, PathBuf) {
+    let profile = |who: &str, peer: &str| {
+        let executor = if exchange {
+            exchange_executor(dir, who)
+        } else {
+            String::new()
+        };
+        write(
+            &dir.join(format!("{who}.yaml")),
+            &profile_yaml(
+                who,
+                peer,
+                &stun_of(lab),
+                &file_mediator(so, shared, who, peer, ""),
+                &executor,
+            ),
+        )
+    };
+    (profile("alice", "bob"), profile("bob", "alice"))
+}
+
 /// `executor:` running exchange.py, its result in `dir/WHO.exchange.json` (passed in
 /// the executor's `env:`: it inherits none of plexus's environment).
 pub(crate) fn exchange_executor(dir: &Path, who: &str) -> String {
@@ -274,19 +304,7 @@ fn file_mediator_invite_accept() {
     for (name, body) in &decoys {
         fs::write(shared.join(name), body).unwrap();
     }
-    let profile = |who: &str, peer: &str| {
-        write(
-            &dir.join(format!("{who}.yaml")),
-            &profile_yaml(
-                who,
-                peer,
-                &stun_of(lab),
-                &file_mediator(&so, &shared, who, peer, ""),
-                &exchange_executor(&dir, who),
-            ),
-        )
-    };
-    let (pa, pb) = (profile("alice", "bob"), profile("bob", "alice"));
+    let (pa, pb) = file_profiles(lab, &so, &dir, &shared, true);
     let (mut alice, mut bob) = start_pair(lab, &dir, ("a-port", "b-address"), (&pa, &pb));
     let a = wait(&mut alice, Duration::from_secs(90));
     let b = wait(&mut bob, Duration::from_secs(30));

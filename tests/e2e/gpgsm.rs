@@ -11,7 +11,7 @@ use openssl::hash::MessageDigest;
 use openssl::x509::X509;
 use plexus::rendezvous::message::{Invite, Rendezvous};
 use plexus::rendezvous::{Envelope, OpenError};
-use plexus::testing::DemoCerts;
+use plexus::testing::{sh, DemoCerts};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -30,22 +30,6 @@ fn forge(demo: &DemoCerts, signer: &str, to: &str, msg: &impl Rendezvous) -> Vec
         &demo.peer(to),
         &msg.encode().unwrap(),
     )
-}
-
-fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 // gpgsm (GnuPG's S/MIME tool, 2.2 on Debian 12) interop. What 2.2 cannot do, and so

@@ -28,3 +28,27 @@ use crate::identity::{Identity, PeerCert};
 pub fn seal_as(host: &Identity, peer: &PeerCert, plain: &[u8]) -> Vec<u8> {
     crate::rendezvous::seal::seal_smime(host, peer, plain).unwrap()
 }
+
+/// Run `script` with `sh -ec` in `dir` and return its stdout; panics with the script and
+/// its stderr when it fails (the openssl/gpgsm interop tests drive the CLIs this way).
+pub fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01: the mail code's own
+/// calendar, for tests that write dates (an IMAP INTERNALDATE).
+pub fn civil_date(days: u64) -> (i64, i64, i64) {
+    crate::mediator::email::civil_date(days)
+}

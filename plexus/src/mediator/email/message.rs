@@ -237,7 +237,7 @@ pub(super) fn rfc5322_date(unix: u64) -> String {
 }
 
 /// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01.
-pub(super) fn civil_date(days: u64) -> (i64, i64, i64) {
+pub(crate) fn civil_date(days: u64) -> (i64, i64, i64) {
     // Howard Hinnant's algorithm.
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);

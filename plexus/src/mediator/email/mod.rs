@@ -49,9 +49,10 @@ mod connection;
 mod message;
 
 use connection::{chain, is_cert_failure, tcp_connect, tls_error, TlsMaterial};
+pub(crate) use message::civil_date;
+use message::MONTHS;
 #[cfg(test)]
 use message::{base64, base64_decode};
-use message::{civil_date, MONTHS};
 pub use message::{classify_headers, unwrap, valid_address, wrap, MailError, Unwrapped};
 use refused::Refused;
 pub use refused::{decode_refused_state, encode_refused_state, RefusedState, StateError};

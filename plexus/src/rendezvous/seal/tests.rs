@@ -1,7 +1,6 @@
 use super::*;
 use crate::rendezvous::message::{Accept, Invite, NatFacts};
-use crate::testing::DemoCerts;
-use std::process::{Command, Stdio};
+use crate::testing::{sh, DemoCerts};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -917,22 +916,6 @@ fn a_pinned_certificate_outside_its_dates_is_refused_at_open() {
     // Inside the dates, the same envelope opens.
     bob.open(&sealed_at(na), na).unwrap();
     bob.open(&sealed_at(nb), nb).unwrap();
-}
-
-fn sh(script: &str, dir: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[test]

@@ -50,7 +50,8 @@ pub mod seal;
 
 pub use crate::identity::PeerId;
 pub use message::{
-    Accept, Body, Invite, Kind, Message, MessageError, NatFacts, Rendezvous, Secret, SessionId,
+    Accept, Body, Decline, Invite, Kind, Message, MessageError, Method, NatFacts, PortMapping,
+    RelayPolicy, Rendezvous, Secret, SessionId, Side,
 };
 pub use replay::{ReplayError, ReplayGuard};
 pub use seal::{Envelope, EnvelopeFiles, Freshness, OpenError, SealError, SetupError};

@@ -272,6 +272,7 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>, ReplayError> {
         let kind = match f[1] {
             "invite" => Kind::Invite,
             "accept" => Kind::Accept,
+            "decline" => Kind::Decline,
             _ => return Err(corrupt(n, "bad kind")),
         };
         let sender = PeerId::parse(f[2]).map_err(|_| corrupt(n, "bad sender id"))?;

@@ -281,6 +281,7 @@ pub fn facts_of(report: &NatReport) -> NatFacts {
         filtering: report.filtering,
         hairpin: report.hairpin,
         port_preserved: Some(report.port_preserved),
+        port_mapping: None,
     }
 }
 

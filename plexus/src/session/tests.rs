@@ -169,6 +169,9 @@ fn endpoints_no_peer_can_have_are_refused() {
         mapped: vec![mapped.parse().unwrap()],
         local: local.iter().map(|l| l.parse().unwrap()).collect(),
         nat: NatFacts::default(),
+        relay: crate::rendezvous::RelayPolicy::Never,
+        method: None,
+        relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };
     assert!(check_endpoints(&msg("198.51.100.7:4000", &["192.168.1.5:4000"])).is_ok());
@@ -289,6 +292,9 @@ fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
         mapped: vec![mapped.parse().unwrap()],
         local: vec![local.parse().unwrap()],
         nat: NatFacts::default(),
+        relay: crate::rendezvous::RelayPolicy::Never,
+        method: None,
+        relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };
     let peer = msg("198.51.100.2:4000", "10.0.0.5:4000");

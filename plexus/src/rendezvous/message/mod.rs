@@ -8,7 +8,7 @@
 //! forms that each need a rule.
 //!
 //! ```text
-//! PLEXUS-RENDEZVOUS 1
+//! PLEXUS-RENDEZVOUS 2
 //! kind: invite
 //! from: alice@lab.example/home
 //! to: bob@lab.example/office
@@ -21,12 +21,24 @@
 //! filtering: address-and-port-dependent
 //! hairpin: unknown
 //! port-preserved: no
+//! port-mapping: -
+//! relay: fallback
+//! method: -
+//! relayed: -
 //! secret: <64 lower-case hex digits>
 //! ```
 //!
 //! Every line is `key: value` ending in `\n` (no CR, printable ASCII only); every key is
 //! required, in this order, once. Lists are space-separated, `-` when empty. Unknown facts
 //! are `unknown`. A message larger than [`MAX_ENCODED`] is refused before parsing.
+//!
+//! Version 2 added `port-mapping` (how the sender's endpoint was mapped, when its router
+//! did it), `relay` (the sender's relay policy), `method` (in an accept: how the pair will
+//! connect, chosen by the acceptor) and `relayed` (the acceptor's TURN relayed endpoint),
+//! and the kind `decline`: an acceptor's sealed "no" to an invite it cannot serve, so the
+//! inviter ends at once instead of waiting out its timeout. A decline carries only
+//! `kind from to session time reason`. Version 1 messages (no such lines: a direct punch,
+//! no relay) are still read; this build writes version 2.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,15 +48,19 @@ use crate::nat::Behaviour;
 
 /// The first line of every message; the number is the format version.
 pub const MAGIC: &str = "PLEXUS-RENDEZVOUS";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes.
+pub const VERSION: u32 = 2;
+/// The oldest version this code still reads (its messages mean: direct punch, no relay).
+pub const MIN_VERSION: u32 = 1;
+/// Longest reason a decline may carry.
+pub const MAX_REASON: usize = 400;
 /// Largest encoded message accepted (a full message with 16 IPv6 endpoints is ~1.5 KiB).
 pub const MAX_ENCODED: usize = 4096;
 /// Most endpoints in one list (mapped or local).
 pub const MAX_ENDPOINTS: usize = 8;
 
-/// The keys, in their required order.
-const FIELDS: [&str; 13] = [
+/// The keys of a version 1 message, in their required order.
+const FIELDS_V1: [&str; 13] = [
     "kind",
     "from",
     "to",
@@ -60,13 +76,40 @@ const FIELDS: [&str; 13] = [
     "secret",
 ];
 
-/// Invite (first message of a session) or accept (the answer).
+/// The keys of a version 2 invite or accept, in their required order.
+const FIELDS: [&str; 17] = [
+    "kind",
+    "from",
+    "to",
+    "session",
+    "time",
+    "mapped",
+    "local",
+    "nat",
+    "mapping",
+    "filtering",
+    "hairpin",
+    "port-preserved",
+    "port-mapping",
+    "relay",
+    "method",
+    "relayed",
+    "secret",
+];
+
+/// The keys of a decline (version 2 only), in their required order.
+const FIELDS_DECLINE: [&str; 6] = ["kind", "from", "to", "session", "time", "reason"];
+
+/// Invite (first message of a session), accept (the answer) or decline (the answer
+/// when the pair cannot connect with the settings given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Sent by the side that starts a session.
     Invite,
     /// Sent back by the side that accepted an invite.
     Accept,
+    /// Sent back instead of an accept when no method can connect the pair.
+    Decline,
 }
 
 impl Kind {
@@ -75,8 +118,185 @@ impl Kind {
         match self {
             Kind::Invite => "invite",
             Kind::Accept => "accept",
+            Kind::Decline => "decline",
         }
     }
+}
+
+/// The router protocol that mapped a side's endpoint (its NAT then behaves as none for
+/// that port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortMapping {
+    /// Port Control Protocol (RFC 6887).
+    Pcp,
+    /// NAT Port Mapping Protocol (RFC 6886).
+    NatPmp,
+    /// UPnP Internet Gateway Device.
+    Upnp,
+}
+
+impl PortMapping {
+    /// The spelling in the encoding.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortMapping::Pcp => "pcp",
+            PortMapping::NatPmp => "nat-pmp",
+            PortMapping::Upnp => "upnp-igd",
+        }
+    }
+
+    /// The name people know it by, for progress lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            PortMapping::Pcp => "PCP",
+            PortMapping::NatPmp => "NAT-PMP",
+            PortMapping::Upnp => "UPnP-IGD",
+        }
+    }
+}
+
+/// When a side lets a TURN relay carry its corridor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RelayPolicy {
+    /// Direct paths only: a pair that needs a relay is declined.
+    #[default]
+    Never,
+    /// Direct when physics allows it, the relay otherwise (or when the direct handshake fails).
+    Fallback,
+    /// Always through the relay (hides the addresses from each other; testing).
+    Always,
+}
+
+impl RelayPolicy {
+    /// The spelling in the encoding, in profiles and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayPolicy::Never => "never",
+            RelayPolicy::Fallback => "fallback",
+            RelayPolicy::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for RelayPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RelayPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "never" => Ok(RelayPolicy::Never),
+            "fallback" => Ok(RelayPolicy::Fallback),
+            "always" => Ok(RelayPolicy::Always),
+            other => Err(format!(
+                "unknown relay policy {:?}: expected never, fallback or always",
+                other.escape_debug().to_string()
+            )),
+        }
+    }
+}
+
+/// Which side of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The side that sent the invite.
+    Inviter,
+    /// The side that answered it.
+    Acceptor,
+}
+
+impl Side {
+    /// The spelling in the encoding.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Inviter => "inviter",
+            Side::Acceptor => "acceptor",
+        }
+    }
+}
+
+/// How a pair connects: chosen by the acceptor, which knows both NAT profiles, and
+/// carried in its accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// The simultaneous punch: the acceptor's low-TTL punch, then the handshake.
+    Direct,
+    /// The acceptor's mapping depends on the destination, so its punch must reach the
+    /// inviter (whose NAT lets it in): the acceptor sends at full TTL and keeps sending.
+    DirectFullTtl,
+    /// Port prediction by the birthday paradox: the `hard` side (destination-dependent
+    /// mapping) opens `sockets` mappings toward the other side, which probes random ports.
+    Birthday {
+        /// The side whose NAT maps per destination.
+        hard: Side,
+        /// How many sockets the hard side opens.
+        sockets: u16,
+    },
+    /// Through the acceptor's TURN allocation (`relayed`).
+    Relay,
+}
+
+/// Most sockets a birthday plan may ask the hard side to open.
+pub const MAX_BIRTHDAY_SOCKETS: u16 = 1024;
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::Direct => f.write_str("direct"),
+            Method::DirectFullTtl => f.write_str("direct-full-ttl"),
+            Method::Birthday { hard, sockets } => write!(f, "birthday {} {sockets}", hard.as_str()),
+            Method::Relay => f.write_str("relay"),
+        }
+    }
+}
+
+fn parse_method(v: &str) -> Result<Option<Method>, MessageError> {
+    let want = "-, direct, direct-full-ttl, relay or 'birthday inviter|acceptor N'";
+    Ok(Some(match v {
+        "-" => return Ok(None),
+        "direct" => Method::Direct,
+        "direct-full-ttl" => Method::DirectFullTtl,
+        "relay" => Method::Relay,
+        _ => {
+            let parts: Vec<&str> = v.split(' ').collect();
+            let [b, side, n] = parts[..] else {
+                return Err(bad("method", v, want));
+            };
+            let hard = match side {
+                "inviter" => Side::Inviter,
+                "acceptor" => Side::Acceptor,
+                _ => return Err(bad("method", v, want)),
+            };
+            let sockets = canonical_u64(n)
+                .filter(|&n| (1..=u64::from(MAX_BIRTHDAY_SOCKETS)).contains(&n))
+                .ok_or_else(|| {
+                    bad(
+                        "method",
+                        v,
+                        &format!("birthday with 1..={MAX_BIRTHDAY_SOCKETS} sockets"),
+                    )
+                })?;
+            if b != "birthday" {
+                return Err(bad("method", v, want));
+            }
+            Method::Birthday {
+                hard,
+                sockets: sockets as u16,
+            }
+        }
+    }))
+}
+
+/// A decimal without leading zeros (one spelling per number).
+fn canonical_u64(t: &str) -> Option<u64> {
+    let canonical = !t.is_empty()
+        && t.len() <= 20
+        && t.bytes().all(|b| b.is_ascii_digit())
+        && (t == "0" || !t.starts_with('0'));
+    canonical.then(|| t.parse::<u64>().ok()).flatten()
 }
 
 impl fmt::Display for Kind {
@@ -179,6 +399,9 @@ pub struct NatFacts {
     pub hairpin: Option<bool>,
     /// Whether the NAT keeps the local port, if measured.
     pub port_preserved: Option<bool>,
+    /// The router mapped the sender's endpoint by this protocol: for that endpoint the
+    /// NAT forwards everything, like none at all.
+    pub port_mapping: Option<PortMapping>,
 }
 
 /// What every rendezvous message says, invite or accept. Messages are the typed
@@ -200,6 +423,12 @@ pub struct Body {
     pub local: Vec<SocketAddr>,
     /// The sender's NAT behaviour.
     pub nat: NatFacts,
+    /// The sender's relay policy.
+    pub relay: RelayPolicy,
+    /// In an accept, how the pair connects (always `Some` in an accept; `None` in an invite).
+    pub method: Option<Method>,
+    /// In an accept, the acceptor's TURN relayed endpoint, when it allocated one.
+    pub relayed: Option<SocketAddr>,
     /// The sender's fresh secret for the handshake key.
     pub secret: Secret,
 }
@@ -220,6 +449,16 @@ pub struct Invite(Body);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept(Body);
 
+/// The acceptor's sealed "no" to an invite: no method can connect the pair with the
+/// settings both sides gave (e.g. both NATs symmetric and no relay allowed). Its body
+/// carries only `from`, `to`, `session` and `time` (the lists are empty, the facts
+/// default, the secret unused); [`Decline::reason`] says why, for the inviter's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    body: Body,
+    reason: String,
+}
+
 /// A decoded or opened message, when either kind may arrive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -227,6 +466,8 @@ pub enum Message {
     Invite(Invite),
     /// An accept.
     Accept(Accept),
+    /// A decline.
+    Decline(Decline),
 }
 
 mod sealed {
@@ -235,19 +476,39 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Invite {}
     impl Sealed for super::Accept {}
+    impl Sealed for super::Decline {}
     impl Sealed for super::Message {}
 }
 
 /// What [`Invite`], [`Accept`] and [`Message`] share: a kind, a body and the encoding.
 /// Implemented by these three only.
 pub trait Rendezvous: sealed::Sealed {
-    /// Invite or accept.
+    /// Invite, accept or decline.
     fn kind(&self) -> Kind;
     /// What the message says.
     fn body(&self) -> &Body;
     /// The canonical encoding. It contains the secret: callers wipe it after use.
     fn encode(&self) -> Result<Vec<u8>, MessageError> {
         self.body().encode_as(self.kind())
+    }
+}
+
+impl std::ops::Deref for Decline {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.body
+    }
+}
+
+impl Rendezvous for Decline {
+    fn kind(&self) -> Kind {
+        Kind::Decline
+    }
+    fn body(&self) -> &Body {
+        &self.body
+    }
+    fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        self.encode_decline()
     }
 }
 
@@ -286,11 +547,12 @@ impl Rendezvous for Accept {
 // Inherent as well as through the trait, so that what `Envelope::open` returns can be
 // read without importing the trait.
 impl Message {
-    /// Invite or accept.
+    /// Invite, accept or decline.
     pub fn kind(&self) -> Kind {
         match self {
             Message::Invite(_) => Kind::Invite,
             Message::Accept(_) => Kind::Accept,
+            Message::Decline(_) => Kind::Decline,
         }
     }
 
@@ -299,6 +561,7 @@ impl Message {
         match self {
             Message::Invite(m) => &m.0,
             Message::Accept(m) => &m.0,
+            Message::Decline(m) => &m.body,
         }
     }
 }
@@ -309,6 +572,12 @@ impl Rendezvous for Message {
     }
     fn body(&self) -> &Body {
         Message::body(self)
+    }
+    fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        match self {
+            Message::Decline(d) => d.encode_decline(),
+            m => m.body().encode_as(m.kind()),
+        }
     }
 }
 
@@ -334,6 +603,12 @@ impl From<Invite> for Message {
 impl From<Accept> for Message {
     fn from(m: Accept) -> Message {
         Message::Accept(m)
+    }
+}
+
+impl From<Decline> for Message {
+    fn from(m: Decline) -> Message {
+        Message::Decline(m)
     }
 }
 
@@ -622,8 +897,17 @@ impl Invite {
             mapped,
             local,
             nat,
+            relay: RelayPolicy::Never,
+            method: None,
+            relayed: None,
             secret: Secret::random()?,
         }))
+    }
+
+    /// This invite, saying the inviter's relay policy.
+    pub fn with_relay(mut self, relay: RelayPolicy) -> Invite {
+        self.0.relay = relay;
+        self
     }
 }
 
@@ -646,8 +930,104 @@ impl Accept {
             mapped,
             local,
             nat,
+            relay: RelayPolicy::Never,
+            method: Some(Method::Direct),
+            relayed: None,
             secret: Secret::random()?,
         }))
+    }
+
+    /// This accept with the method chosen, the acceptor's relay policy and its relayed
+    /// endpoint (if it allocated one).
+    pub fn with_route(
+        mut self,
+        method: Method,
+        relay: RelayPolicy,
+        relayed: Option<SocketAddr>,
+    ) -> Result<Accept, MessageError> {
+        if let Some(r) = relayed {
+            check_endpoints("relayed", &[r])?;
+        }
+        if method == Method::Relay && relayed.is_none() {
+            return Err(MessageError::BadValue {
+                field: "relayed",
+                reason: "the relay method needs the relayed endpoint".into(),
+            });
+        }
+        self.0.method = Some(method);
+        self.0.relay = relay;
+        self.0.relayed = relayed;
+        Ok(self)
+    }
+
+    /// The method the acceptor chose (a version 1 accept means [`Method::Direct`]).
+    pub fn method(&self) -> Method {
+        self.0.method.unwrap_or(Method::Direct)
+    }
+}
+
+impl Decline {
+    /// The decline answering `invite`, saying why (printable ASCII, at most
+    /// [`MAX_REASON`] bytes; other characters are replaced, longer text cut).
+    pub fn new(invite: &Invite, now: u64, reason: &str) -> Result<Decline, MessageError> {
+        let mut reason: String = reason
+            .chars()
+            .map(|c| match c {
+                ' '..='~' => c,
+                c if c.is_whitespace() => ' ',
+                _ => '?',
+            })
+            .collect();
+        reason.truncate(MAX_REASON);
+        let reason = reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(MessageError::BadValue {
+                field: "reason",
+                reason: "a decline must say why".into(),
+            });
+        }
+        Ok(Decline {
+            body: Body {
+                from: invite.to.clone(),
+                to: invite.from.clone(),
+                session: invite.session,
+                time: now,
+                mapped: Vec::new(),
+                local: Vec::new(),
+                nat: NatFacts::default(),
+                relay: RelayPolicy::Never,
+                method: None,
+                relayed: None,
+                secret: Secret([0; 32]),
+            },
+            reason,
+        })
+    }
+
+    /// Why the acceptor declined.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    fn encode_decline(&self) -> Result<Vec<u8>, MessageError> {
+        let b = &self.body;
+        let values = [
+            Kind::Decline.as_str().to_string(),
+            b.from.to_string(),
+            b.to.to_string(),
+            b.session.to_hex(),
+            b.time.to_string(),
+            self.reason.clone(),
+        ];
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(format!("{MAGIC} {VERSION}\n").as_bytes());
+        for (k, v) in FIELDS_DECLINE.iter().zip(values) {
+            out.extend_from_slice(format!("{k}: {v}\n").as_bytes());
+        }
+        if out.len() > MAX_ENCODED {
+            return Err(MessageError::TooLarge { len: out.len() });
+        }
+        Ok(out)
     }
 }
 
@@ -659,6 +1039,12 @@ impl Body {
     pub fn encode_as(&self, kind: Kind) -> Result<Vec<u8>, MessageError> {
         check_endpoints("mapped", &self.mapped)?;
         check_endpoints("local", &self.local)?;
+        if kind == Kind::Decline {
+            return Err(MessageError::BadValue {
+                field: "kind",
+                reason: "a decline is built with Decline::new, not from a body".into(),
+            });
+        }
         let n = &self.nat;
         let values = [
             kind.as_str().to_string(),
@@ -673,6 +1059,20 @@ impl Body {
             opt_text(n.filtering),
             opt_text(n.hairpin.map(yes_no)),
             opt_text(n.port_preserved.map(yes_no)),
+            n.port_mapping.map_or("-", PortMapping::as_str).to_string(),
+            self.relay.as_str().to_string(),
+            match (kind, self.method) {
+                (Kind::Invite, Some(_)) => {
+                    return Err(MessageError::BadValue {
+                        field: "method",
+                        reason: "an invite names no method (the acceptor chooses)".into(),
+                    })
+                }
+                (_, None) if kind == Kind::Accept => Method::Direct.to_string(),
+                (_, None) => "-".to_string(),
+                (_, Some(m)) => m.to_string(),
+            },
+            self.relayed.map_or_else(|| "-".to_string(), |a| a.to_string()),
             hex(&self.secret.0),
         ];
         let mut out = Vec::with_capacity(1024);
@@ -713,18 +1113,25 @@ impl Message {
         })?;
         let mut lines = text.split('\n');
         let first = lines.next().unwrap_or("");
-        match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
-            Some(v) if v == VERSION.to_string() => {}
+        let version = match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
+            Some(v) if v == "1" => 1,
+            Some(v) if v == "2" => 2,
             Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
                 return Err(MessageError::UnsupportedVersion(v.into()))
             }
             _ => return Err(MessageError::BadMagic),
-        }
+        };
         if !text.ends_with('\n') {
             return Err(MessageError::Unterminated);
         }
-        let mut values: Vec<&str> = Vec::with_capacity(FIELDS.len());
-        for (i, expected) in FIELDS.iter().enumerate() {
+        // The kind line picks the keys that follow (a decline has fewer).
+        let fields: &[&'static str] = match (version, lines.clone().next()) {
+            (1, _) => &FIELDS_V1,
+            (_, Some("kind: decline")) => &FIELDS_DECLINE,
+            _ => &FIELDS,
+        };
+        let mut values: Vec<&str> = Vec::with_capacity(fields.len());
+        for (i, expected) in fields.iter().enumerate() {
             let line_no = i + 2;
             let line = match lines.next() {
                 Some(l) if !l.is_empty() || lines.clone().next().is_some() => l,
@@ -735,15 +1142,15 @@ impl Message {
                 .split_once(": ")
                 .ok_or(MessageError::BadLine { line: line_no })?;
             if key != *expected {
-                return Err(match FIELDS.iter().position(|k| *k == key) {
+                return Err(match fields.iter().position(|k| *k == key) {
                     Some(j) if j < i => MessageError::DuplicateField {
                         line: line_no,
-                        key: FIELDS[j],
+                        key: fields[j],
                     },
                     Some(j) => MessageError::OutOfOrder {
                         line: line_no,
                         expected,
-                        found: FIELDS[j],
+                        found: fields[j],
                     },
                     None => MessageError::UnknownField {
                         line: line_no,
@@ -756,12 +1163,12 @@ impl Message {
         // What is left must be exactly the empty piece after the final '\n'.
         let rest: Vec<&str> = lines.collect();
         if rest != [""] {
-            let line = FIELDS.len() + 2;
+            let line = fields.len() + 2;
             if let Some((key, _)) = rest[0].split_once(": ") {
-                if let Some(j) = FIELDS.iter().position(|k| *k == key) {
+                if let Some(j) = fields.iter().position(|k| *k == key) {
                     return Err(MessageError::DuplicateField {
                         line,
-                        key: FIELDS[j],
+                        key: fields[j],
                     });
                 }
             }
@@ -771,7 +1178,18 @@ impl Message {
         let kind = match values[0] {
             "invite" => Kind::Invite,
             "accept" => Kind::Accept,
-            v => return Err(bad("kind", v, "invite or accept")),
+            "decline" if version >= 2 => Kind::Decline,
+            v => {
+                return Err(bad(
+                    "kind",
+                    v,
+                    if version >= 2 {
+                        "invite, accept or decline"
+                    } else {
+                        "invite or accept"
+                    },
+                ))
+            }
         };
         let from = PeerId::parse(values[1]).map_err(|error| MessageError::BadId {
             field: "from",
@@ -782,31 +1200,103 @@ impl Message {
         let session = SessionId::from_hex(values[3])
             .ok_or_else(|| bad("session", values[3], "32 lower-case hex digits"))?;
         let t = values[4];
-        let canonical_number = !t.is_empty()
-            && t.len() <= 20
-            && t.bytes().all(|b| b.is_ascii_digit())
-            && (t == "0" || !t.starts_with('0'));
-        let time = canonical_number
-            .then(|| t.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| {
-                bad(
-                    "time",
-                    t,
-                    "unix seconds (a decimal number without leading zeros)",
-                )
-            })?;
+        let time = canonical_u64(t).ok_or_else(|| {
+            bad(
+                "time",
+                t,
+                "unix seconds (a decimal number without leading zeros)",
+            )
+        })?;
+        if kind == Kind::Decline {
+            let reason = values[5];
+            if reason.is_empty() || reason.len() > MAX_REASON || reason.trim() != reason {
+                return Err(MessageError::BadValue {
+                    field: "reason",
+                    reason: format!(
+                        "must be 1..={MAX_REASON} characters without leading or trailing spaces"
+                    ),
+                });
+            }
+            return Ok(Message::Decline(Decline {
+                body: Body {
+                    from,
+                    to,
+                    session,
+                    time,
+                    mapped: Vec::new(),
+                    local: Vec::new(),
+                    nat: NatFacts::default(),
+                    relay: RelayPolicy::Never,
+                    method: None,
+                    relayed: None,
+                    secret: Secret([0; 32]),
+                },
+                reason: reason.to_string(),
+            }));
+        }
         let mapped = parse_endpoints("mapped", values[5])?;
         let local = parse_endpoints("local", values[6])?;
-        let nat = NatFacts {
+        let mut nat = NatFacts {
             nat: parse_bool("nat", values[7])?,
             mapping: parse_opt_behaviour("mapping", values[8])?,
             filtering: parse_opt_behaviour("filtering", values[9])?,
             hairpin: parse_opt_bool("hairpin", values[10])?,
             port_preserved: parse_opt_bool("port-preserved", values[11])?,
+            port_mapping: None,
+        };
+        // Version 1 said nothing of these: a direct punch, no relay.
+        let (mut relay, mut method, mut relayed) = (
+            RelayPolicy::Never,
+            (kind == Kind::Accept).then_some(Method::Direct),
+            None,
+        );
+        let secret_text = if version == 1 {
+            values[12]
+        } else {
+            nat.port_mapping = match values[12] {
+                "-" => None,
+                "pcp" => Some(PortMapping::Pcp),
+                "nat-pmp" => Some(PortMapping::NatPmp),
+                "upnp-igd" => Some(PortMapping::Upnp),
+                v => return Err(bad("port-mapping", v, "-, pcp, nat-pmp or upnp-igd")),
+            };
+            relay = values[13]
+                .parse()
+                .map_err(|_| bad("relay", values[13], "never, fallback or always"))?;
+            method = parse_method(values[14])?;
+            match (kind, method) {
+                (Kind::Invite, Some(_)) => {
+                    return Err(bad("method", values[14], "- in an invite (the acceptor chooses)"))
+                }
+                (Kind::Accept, None) => {
+                    return Err(bad("method", values[14], "a method in an accept"))
+                }
+                _ => {}
+            }
+            relayed = match values[15] {
+                "-" => None,
+                v => {
+                    let list = parse_endpoints("relayed", v)?;
+                    match list[..] {
+                        [one] => Some(one),
+                        _ => return Err(bad("relayed", v, "- or one endpoint")),
+                    }
+                }
+            };
+            if kind == Kind::Invite && relayed.is_some() {
+                return Err(bad("relayed", values[15], "- in an invite"));
+            }
+            if method == Some(Method::Relay) && relayed.is_none() {
+                return Err(bad(
+                    "relayed",
+                    values[15],
+                    "the relayed endpoint when the method is relay",
+                ));
+            }
+            values[16]
         };
         let mut secret = Secret([0; 32]);
-        if !unhex(values[12], &mut secret.0) {
+        if !unhex(secret_text, &mut secret.0) {
             // Never echo the secret's text in an error.
             return Err(MessageError::BadValue {
                 field: "secret",
@@ -821,11 +1311,16 @@ impl Message {
             mapped,
             local,
             nat,
+            relay,
+            method,
+            relayed,
             secret,
         };
         Ok(match kind {
             Kind::Invite => Message::Invite(Invite(body)),
             Kind::Accept => Message::Accept(Accept(body)),
+            // Returned above; no panic in a decoder even so.
+            Kind::Decline => return Err(bad("kind", "decline", "a decline's keys")),
         })
     }
 }

@@ -17,12 +17,56 @@ fn golden() -> Invite {
             filtering: Some(Behaviour::AddressAndPortDependent),
             hairpin: None,
             port_preserved: Some(false),
+            port_mapping: None,
         },
+        relay: RelayPolicy::Never,
+        method: None,
+        relayed: None,
         secret: Secret::from_bytes(core::array::from_fn(|i| (0xa0 + i) as u8)),
     })
 }
 
-const GOLDEN: &str = "PLEXUS-RENDEZVOUS 1\n\
+const GOLDEN: &str = "PLEXUS-RENDEZVOUS 2\n\
+kind: invite\n\
+from: alice@lab.example/home\n\
+to: bob@lab.example/office\n\
+session: 000102030405060708090a0b0c0d0e0f\n\
+time: 1700000000\n\
+mapped: 203.0.113.7:40000 [2001:db8::7]:40000\n\
+local: 192.168.1.20:40000\n\
+nat: yes\n\
+mapping: endpoint-independent\n\
+filtering: address-and-port-dependent\n\
+hairpin: unknown\n\
+port-preserved: no\n\
+port-mapping: -\n\
+relay: never\n\
+method: -\n\
+relayed: -\n\
+secret: a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf\n";
+
+const GOLDEN_ACCEPT: &str = "PLEXUS-RENDEZVOUS 2\n\
+kind: accept\n\
+from: bob@lab.example/office\n\
+to: alice@lab.example/home\n\
+session: 000102030405060708090a0b0c0d0e0f\n\
+time: 0\n\
+mapped: -\n\
+local: -\n\
+nat: no\n\
+mapping: unknown\n\
+filtering: unknown\n\
+hairpin: yes\n\
+port-preserved: unknown\n\
+port-mapping: -\n\
+relay: never\n\
+method: direct\n\
+relayed: -\n\
+secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
+
+/// Version 1 (before relay, port mapping, methods and declines): still read, as a
+/// direct punch without relay.
+const GOLDEN_V1: &str = "PLEXUS-RENDEZVOUS 1\n\
 kind: invite\n\
 from: alice@lab.example/home\n\
 to: bob@lab.example/office\n\
@@ -37,20 +81,164 @@ hairpin: unknown\n\
 port-preserved: no\n\
 secret: a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf\n";
 
-const GOLDEN_ACCEPT: &str = "PLEXUS-RENDEZVOUS 1\n\
+const GOLDEN_ROUTED_ACCEPT: &str = "PLEXUS-RENDEZVOUS 2\n\
 kind: accept\n\
 from: bob@lab.example/office\n\
 to: alice@lab.example/home\n\
 session: 000102030405060708090a0b0c0d0e0f\n\
-time: 0\n\
-mapped: -\n\
-local: -\n\
-nat: no\n\
-mapping: unknown\n\
-filtering: unknown\n\
-hairpin: yes\n\
-port-preserved: unknown\n\
-secret: 0000000000000000000000000000000000000000000000000000000000000000\n";
+time: 1700000001\n\
+mapped: 198.51.100.30:50000\n\
+local: 10.9.0.2:50000\n\
+nat: yes\n\
+mapping: address-and-port-dependent\n\
+filtering: address-and-port-dependent\n\
+hairpin: no\n\
+port-preserved: no\n\
+port-mapping: nat-pmp\n\
+relay: fallback\n\
+method: birthday acceptor 256\n\
+relayed: 203.0.113.5:49160\n\
+secret: 0101010101010101010101010101010101010101010101010101010101010101\n";
+
+const GOLDEN_DECLINE: &str = "PLEXUS-RENDEZVOUS 2\n\
+kind: decline\n\
+from: bob@lab.example/office\n\
+to: alice@lab.example/home\n\
+session: 000102030405060708090a0b0c0d0e0f\n\
+time: 1700000002\n\
+reason: both NATs map per destination and relay is never\n";
+
+#[test]
+fn version_1_still_decodes_as_a_direct_punch_without_relay() {
+    let Message::Invite(i) = Message::decode(GOLDEN_V1.as_bytes()).unwrap() else {
+        panic!("a v1 invite decodes as an invite");
+    };
+    assert_eq!(i, golden());
+    let accept_v1 = GOLDEN_V1.replace("kind: invite", "kind: accept");
+    let Message::Accept(a) = Message::decode(accept_v1.as_bytes()).unwrap() else {
+        panic!("a v1 accept decodes as an accept");
+    };
+    assert_eq!(a.method(), Method::Direct);
+    assert_eq!((a.relay, a.relayed), (RelayPolicy::Never, None));
+    // A decline did not exist in version 1.
+    let decline_v1 = GOLDEN_DECLINE.replace("RENDEZVOUS 2", "RENDEZVOUS 1");
+    assert!(Message::decode(decline_v1.as_bytes()).is_err());
+}
+
+#[test]
+fn golden_routed_accept_and_decline() {
+    let invite = golden();
+    let mut accept = Accept::new(
+        &invite,
+        1_700_000_001,
+        vec!["198.51.100.30:50000".parse().unwrap()],
+        vec!["10.9.0.2:50000".parse().unwrap()],
+        NatFacts {
+            nat: true,
+            mapping: Some(Behaviour::AddressAndPortDependent),
+            filtering: Some(Behaviour::AddressAndPortDependent),
+            hairpin: Some(false),
+            port_preserved: Some(false),
+            port_mapping: Some(PortMapping::NatPmp),
+        },
+    )
+    .unwrap()
+    .with_route(
+        Method::Birthday {
+            hard: Side::Acceptor,
+            sockets: 256,
+        },
+        RelayPolicy::Fallback,
+        Some("203.0.113.5:49160".parse().unwrap()),
+    )
+    .unwrap();
+    accept.0.secret = Secret::from_bytes([1; 32]);
+    assert_eq!(
+        String::from_utf8(accept.encode().unwrap()).unwrap(),
+        GOLDEN_ROUTED_ACCEPT
+    );
+    assert_eq!(
+        Message::decode(GOLDEN_ROUTED_ACCEPT.as_bytes()).unwrap(),
+        Message::Accept(accept)
+    );
+
+    let decline = Decline::new(
+        &invite,
+        1_700_000_002,
+        "both NATs map per destination and relay is never",
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(decline.encode().unwrap()).unwrap(),
+        GOLDEN_DECLINE
+    );
+    let Message::Decline(d) = Message::decode(GOLDEN_DECLINE.as_bytes()).unwrap() else {
+        panic!("decodes as a decline");
+    };
+    assert_eq!(d, decline);
+    assert_eq!(d.reason(), "both NATs map per destination and relay is never");
+    assert_eq!((d.session, &d.from, &d.to), (invite.session, &invite.to, &invite.from));
+    // Sealing takes the same path as every message: the trait's encoding is the decline's.
+    assert_eq!(
+        Message::Decline(d).encode().unwrap(),
+        GOLDEN_DECLINE.as_bytes()
+    );
+}
+
+#[test]
+fn route_fields_are_checked() {
+    use MessageError as E;
+    let routed = |key: &str, v: &str| {
+        let mut lines: Vec<String> = GOLDEN_ROUTED_ACCEPT.lines().map(String::from).collect();
+        let i = lines.iter().position(|l| l.starts_with(&format!("{key}: "))).unwrap();
+        lines[i] = format!("{key}: {v}");
+        lines.join("\n") + "\n"
+    };
+    for (key, v) in [
+        ("method", "-"),
+        ("method", "birthday acceptor 0"),
+        ("method", "birthday acceptor 1025"),
+        ("method", "birthday acceptor 0256"),
+        ("method", "birthday both 256"),
+        ("method", "birthday acceptor"),
+        ("method", "telepathy"),
+        ("relay", "sometimes"),
+        ("port-mapping", "upnp"),
+        ("relayed", "203.0.113.5:49160 203.0.113.5:49161"),
+        ("relayed", "203.0.113.5:0"),
+    ] {
+        assert!(
+            matches!(err(&routed(key, v)), E::BadValue { .. } | E::TooManyEndpoints { .. }),
+            "{key}: {v} -> {:?}",
+            err(&routed(key, v))
+        );
+    }
+    // The relay method needs its endpoint; an invite names no method and no relayed one.
+    let relay_without = routed("method", "relay").replace("relayed: 203.0.113.5:49160", "relayed: -");
+    assert!(matches!(err(&relay_without), E::BadValue { field: "relayed", .. }));
+    assert!(matches!(
+        err(&GOLDEN.replace("method: -", "method: direct")),
+        E::BadValue { field: "method", .. }
+    ));
+    assert!(matches!(
+        err(&GOLDEN.replace("relayed: -", "relayed: 203.0.113.5:49160")),
+        E::BadValue { field: "relayed", .. }
+    ));
+    // Declines: a reason, bounded, trimmed; nothing but their own keys.
+    for bad in ["reason: ", "reason:  padded", &format!("reason: {}", "x".repeat(MAX_REASON + 1))] {
+        let text = GOLDEN_DECLINE.replace(
+            "reason: both NATs map per destination and relay is never",
+            bad,
+        );
+        assert!(Message::decode(text.as_bytes()).is_err(), "{bad}");
+    }
+    let with_secret = format!("{GOLDEN_DECLINE}secret: 00\n");
+    assert!(matches!(err(&with_secret), E::TrailingData { .. }));
+    assert!(Decline::new(&golden(), 1, " \t ").is_err());
+    let long = Decline::new(&golden(), 1, &"é".repeat(1000)).unwrap();
+    assert!(long.reason().len() <= MAX_REASON && long.reason().is_ascii());
+    assert!(golden().body().encode_as(Kind::Decline).is_err());
+}
 
 #[test]
 fn golden_invite_encodes_and_decodes_exactly() {
@@ -77,7 +265,11 @@ fn golden_accept_with_empty_lists_and_unknowns() {
             filtering: None,
             hairpin: Some(true),
             port_preserved: None,
+            port_mapping: None,
         },
+        relay: RelayPolicy::Never,
+        method: Some(Method::Direct),
+        relayed: None,
         secret: Secret::from_bytes([0; 32]),
     });
     assert_eq!(
@@ -127,13 +319,23 @@ fn constructors_make_fresh_randomness() {
 fn a_body_encodes_as_either_kind_and_decodes_as_that_kind() {
     let m = golden();
     assert_eq!(m.body().encode_as(Kind::Invite).unwrap(), GOLDEN.as_bytes());
+    // An accept always names its method: a body without one is a direct punch.
     let as_accept = m.body().encode_as(Kind::Accept).unwrap();
     assert_eq!(
         as_accept,
-        GOLDEN.replace("kind: invite", "kind: accept").as_bytes()
+        GOLDEN
+            .replace("kind: invite", "kind: accept")
+            .replace("method: -", "method: direct")
+            .as_bytes()
     );
     match Message::decode(&as_accept).unwrap() {
-        Message::Accept(a) => assert_eq!(a.body(), m.body()),
+        Message::Accept(a) => assert_eq!(
+            a.body(),
+            &Body {
+                method: Some(Method::Direct),
+                ..m.body().clone()
+            }
+        ),
         other => panic!("decoded as {:?}", other.kind()),
     }
 }
@@ -178,8 +380,8 @@ fn each_malformation_has_its_own_error() {
     assert_eq!(err("PLEXUS-RENDEZVOUS 1\n"), E::MissingField("kind"));
     assert_eq!(err("hello\n"), E::BadMagic);
     assert_eq!(
-        err(&with(0, "PLEXUS-RENDEZVOUS 2")),
-        E::UnsupportedVersion("2".into())
+        err(&with(0, "PLEXUS-RENDEZVOUS 3")),
+        E::UnsupportedVersion("3".into())
     );
     assert_eq!(err(&with(0, "PLEXUS-RENDEZVOUS  1")), E::BadMagic);
     assert_eq!(err(&with(1, "kind:invite")), E::BadLine { line: 2 });
@@ -210,15 +412,15 @@ fn each_malformation_has_its_own_error() {
     assert_eq!(
         err(&format!("{GOLDEN}secret: 00\n")),
         E::DuplicateField {
-            line: 15,
+            line: 19,
             key: "secret"
         }
     );
     assert_eq!(
         err(&format!("{GOLDEN}more\n")),
-        E::TrailingData { line: 15 }
+        E::TrailingData { line: 19 }
     );
-    assert_eq!(err(&format!("{GOLDEN}\n")), E::TrailingData { line: 15 });
+    assert_eq!(err(&format!("{GOLDEN}\n")), E::TrailingData { line: 19 });
     assert!(matches!(
         err(&with(1, "kind: hello")),
         E::BadValue { field: "kind", .. }
@@ -347,7 +549,7 @@ fn each_malformation_has_its_own_error() {
         }
     ));
     let e = err(&with(
-        13,
+        17,
         "secret: a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbe",
     ));
     assert!(matches!(

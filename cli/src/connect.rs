@@ -152,6 +152,17 @@ pub struct ConnectArgs {
     /// ends [default: profile or 32].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_corridors: Option<u32>,
+    /// Sockets this side opens as the hard (symmetric) side of a port-prediction pair;
+    /// as acceptor, 0 turns port prediction off [default: profile or 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub birthday_sockets: Option<u16>,
+    /// Most probes this side sends as the easy side of a port-prediction pair
+    /// [default: profile or 2048].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub probe_budget: Option<u32>,
+    /// Probes per second as the easy side of a port-prediction pair [default: profile or 400].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub probe_rate: Option<u32>,
     /// accept: handle one invitation, then exit with its result.
     #[arg(long)]
     pub once: bool,
@@ -242,6 +253,9 @@ fn flags_patch(p: &Profile, a: &ConnectArgs) -> Result<ProfilePatch, Failure> {
             .handshake_timeout
             .map(|ms| Duration::from_millis(ms.max(1))),
         max_corridors: a.max_corridors.map(|n| n as usize),
+        birthday_sockets: a.birthday_sockets,
+        probe_budget: a.probe_budget,
+        probe_rate: a.probe_rate,
         insecure_plaintext: a.insecure_plaintext.then_some(true),
         email,
         command: command_patch(a)?,

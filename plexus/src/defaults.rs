@@ -23,6 +23,13 @@ pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(300);
 /// The UDP handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
 
+/// Sockets the hard side of a birthday pair opens (port prediction).
+pub const BIRTHDAY_SOCKETS: u16 = 256;
+/// Most probes the easy side of a birthday pair sends.
+pub const BIRTHDAY_PROBES: u32 = 2048;
+/// Probes per second of the easy side.
+pub const BIRTHDAY_RATE: u32 = 400;
+
 /// How old a rendezvous message may be.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(600);
 /// Accept mode: most corridors running at once.

@@ -191,6 +191,11 @@ impl Session {
             handshake_timeout: first.timeouts.handshake,
             peer_address,
             max_corridors: first.max_corridors,
+            birthday_sockets: first.birthday.sockets,
+            probe_limits: crate::punch::birthday::ProbeLimits {
+                budget: first.birthday.probes,
+                rate: first.birthday.rate,
+            },
         };
         Ok(Session {
             settings,

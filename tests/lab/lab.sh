@@ -28,8 +28,8 @@ warn() { echo "lab.sh: warning: $*" >&2; }
 valid_name() { [[ $1 =~ ^plx[a-z0-9]{1,12}$ ]]; }
 
 # Sites: name nat-type extra-routers(default|fixed number) number-of-hosts.
-# Two of each of none/full/address/port so every ordered pair (also same type)
-# exists; c-port/d-port always sit behind 2 extra routers so TTL-limited punching
+# Two of each of none/full/address/port/symmetric so every ordered pair (also same
+# type) exists (new sites go last: a site's index numbers its LAN, 10.idx.0.0/24); c-port/d-port always sit behind 2 extra routers so TTL-limited punching
 # can be tested on a longer path in the same lab. Two sites have two hosts behind
 # one NAT: `hairpin` loops LAN traffic to the public address back in, `lan2` (plain
 # masquerade) does not, so peers there must use each other's local endpoints.
@@ -48,6 +48,7 @@ hairpin hairpin N 2
 c-port port 2 1
 d-port port 2 1
 lan2 port N 2
+b-symmetric symmetric N 1
 EOF
 }
 

@@ -48,6 +48,7 @@ impl FromStr for Behaviour {
 
 #[cfg(test)]
 mod loopback;
+pub mod pair;
 pub mod plan;
 #[cfg(test)]
 mod sim;

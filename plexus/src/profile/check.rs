@@ -37,10 +37,26 @@ impl Profile {
             ("timeouts.handshake_ms", self.timeouts.handshake.is_zero()),
             ("replay.window_s", self.replay.window.as_secs() == 0),
             ("max_corridors", self.max_corridors == 0),
+            ("birthday.probes", self.birthday.probes == 0),
+            ("birthday.rate", self.birthday.rate == 0),
         ] {
             if zero {
                 return Err(invalid(key, "must be greater than 0".into()));
             }
+        }
+        let max = crate::rendezvous::message::MAX_BIRTHDAY_SOCKETS;
+        if self.birthday.sockets > max {
+            return Err(invalid(
+                "birthday.sockets",
+                format!("at most {max} (each is a socket and a NAT mapping); 256 is plenty"),
+            ));
+        }
+        if self.birthday.probes > 65_535 || self.birthday.rate > 10_000 {
+            return Err(invalid(
+                "birthday",
+                "probes at most 65535 and rate at most 10000 per second (probing is bounded)"
+                    .into(),
+            ));
         }
         match &self.mediator {
             Some(MediatorConfig::Email(e)) => {
@@ -296,6 +312,11 @@ impl fmt::Display for Profile {
             }
         }
         writeln!(f, "max_corridors: {}", self.max_corridors)?;
+        writeln!(
+            f,
+            "birthday: sockets {}, probes {}, rate {}/s",
+            self.birthday.sockets, self.birthday.probes, self.birthday.rate
+        )?;
         if self.insecure_plaintext {
             writeln!(f, "insecure_plaintext: true  (!)")?;
         }

@@ -37,6 +37,7 @@
 //! executor:
 //!   command: { program: ./tunnel.sh, args: ["{peer_ip}", "{peer_port}"], env: { MODE: udp } }
 //! max_corridors: 32          # accept: corridors running at once
+//! birthday: { sockets: 256, probes: 2048, rate: 400 }   # port prediction (symmetric NATs)
 //! insecure_plaintext: false
 //! ```
 
@@ -262,6 +263,27 @@ impl Default for Timeouts {
     }
 }
 
+/// Port prediction by the birthday paradox (see `plexus::punch::birthday`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Birthday {
+    /// Sockets opened as the hard side; as acceptor, 0 turns prediction off.
+    pub sockets: u16,
+    /// Most probes sent as the easy side.
+    pub probes: u32,
+    /// Probes per second as the easy side.
+    pub rate: u32,
+}
+
+impl Default for Birthday {
+    fn default() -> Self {
+        Birthday {
+            sockets: defaults::BIRTHDAY_SOCKETS,
+            probes: defaults::BIRTHDAY_PROBES,
+            rate: defaults::BIRTHDAY_RATE,
+        }
+    }
+}
+
 /// Replay protection of rendezvous messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replay {
@@ -348,6 +370,8 @@ pub struct Profile {
     pub executor: Option<ExecutorConfig>,
     /// Accept mode: most corridors running at once.
     pub max_corridors: usize,
+    /// Port prediction for pairs with a symmetric side.
+    pub birthday: Birthday,
     /// Send rendezvous messages unsealed (tests only; loudly named on purpose).
     pub insecure_plaintext: bool,
     /// Things the user should know (a plain password in the file…).
@@ -368,6 +392,7 @@ impl Default for Profile {
             mediator: None,
             executor: None,
             max_corridors: defaults::MAX_CORRIDORS,
+            birthday: Birthday::default(),
             insecure_plaintext: false,
             warnings: Vec::new(),
         }

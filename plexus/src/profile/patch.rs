@@ -47,6 +47,12 @@ pub struct ProfilePatch {
     pub handshake_timeout: Option<Duration>,
     /// Accept mode: most corridors at once.
     pub max_corridors: Option<usize>,
+    /// Sockets of the hard side of a birthday pair (0: no port prediction).
+    pub birthday_sockets: Option<u16>,
+    /// Most probes of the easy side of a birthday pair.
+    pub probe_budget: Option<u32>,
+    /// Probes per second of the easy side.
+    pub probe_rate: Option<u32>,
     /// Send rendezvous messages unsealed (tests only).
     pub insecure_plaintext: Option<bool>,
     /// E-mail mediator settings (introducing the e-mail mediator when there is none).
@@ -116,6 +122,9 @@ impl Profile {
             rendezvous_timeout,
             handshake_timeout,
             max_corridors,
+            birthday_sockets,
+            probe_budget,
+            probe_rate,
             insecure_plaintext,
             email,
             command,
@@ -139,6 +148,9 @@ impl Profile {
         set(&mut self.timeouts.rendezvous, rendezvous_timeout);
         set(&mut self.timeouts.handshake, handshake_timeout);
         set(&mut self.max_corridors, max_corridors);
+        set(&mut self.birthday.sockets, birthday_sockets);
+        set(&mut self.birthday.probes, probe_budget);
+        set(&mut self.birthday.rate, probe_rate);
         set(&mut self.insecure_plaintext, insecure_plaintext);
         if let Some(e) = email {
             self.apply_email(e)?;

@@ -240,7 +240,17 @@ struct RawProfile {
     executor: Option<ExecutorRaw>,
     max_corridors: Option<usize>,
     #[serde(default)]
+    birthday: BirthdayRaw,
+    #[serde(default)]
     insecure_plaintext: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BirthdayRaw {
+    sockets: Option<u16>,
+    probes: Option<u32>,
+    rate: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +400,15 @@ impl Profile {
         p.replay.state_file = raw.replay.state_file.map(|f| resolve_path(&dir, f));
         if let Some(n) = raw.max_corridors {
             p.max_corridors = n;
+        }
+        if let Some(n) = raw.birthday.sockets {
+            p.birthday.sockets = n;
+        }
+        if let Some(n) = raw.birthday.probes {
+            p.birthday.probes = n;
+        }
+        if let Some(n) = raw.birthday.rate {
+            p.birthday.rate = n;
         }
         p.insecure_plaintext = raw.insecure_plaintext;
         if p.insecure_plaintext {

@@ -20,6 +20,7 @@
 //! 3. Both: on `Ok(Connected)` drop the socket and start the executor with
 //!    `Connected::peer` and `Connected::key`.
 
+pub mod birthday;
 pub mod handshake;
 pub mod hops;
 pub mod wire;
@@ -249,6 +250,46 @@ pub struct Connected {
     pub elapsed: Duration,
     /// What the core counted.
     pub stats: Stats,
+    /// Index of the socket the corridor runs on, among those the core was driven over
+    /// (0 but for the hard side of a birthday pair).
+    pub socket: usize,
+}
+
+/// A [`Core`] around one [`Handshake`]: what [`run_core`] drives.
+pub trait HandshakeCore: Core<Event = Event> {
+    /// The handshake inside.
+    fn handshake(&self) -> &Handshake;
+    /// The socket the corridor runs on once connected.
+    fn corridor_socket(&self) -> usize {
+        0
+    }
+}
+
+impl HandshakeCore for Handshake {
+    fn handshake(&self) -> &Handshake {
+        self
+    }
+}
+
+impl HandshakeCore for Punching {
+    fn handshake(&self) -> &Handshake {
+        &self.core
+    }
+}
+
+impl HandshakeCore for birthday::Opener {
+    fn handshake(&self) -> &Handshake {
+        birthday::Opener::handshake(self)
+    }
+    fn corridor_socket(&self) -> usize {
+        self.stats().winner.unwrap_or(0)
+    }
+}
+
+impl HandshakeCore for birthday::Prober {
+    fn handshake(&self) -> &Handshake {
+        birthday::Prober::handshake(self)
+    }
 }
 
 /// Drive `core` over `socket` until it has connected and finished lingering, or failed,
@@ -269,13 +310,23 @@ pub fn run_handshake_repunching(
     deadline: Instant,
     repunch: Option<Repunch>,
 ) -> Result<Connected, PunchError> {
+    let mut core = Punching::new(core, repunch, Instant::now());
+    run_core(&[socket], &mut core, deadline)
+}
+
+/// Drive any handshake core over `sockets` until it has connected and finished
+/// lingering, or failed, or `deadline` passes.
+pub fn run_core<C: HandshakeCore>(
+    sockets: &[&UdpSocket],
+    core: &mut C,
+    deadline: Instant,
+) -> Result<Connected, PunchError> {
     let start = Instant::now();
-    let mut core = Punching::new(core, repunch, start);
     let mut connected: Option<(SocketAddr, Duration)> = None;
     let mut failed: Option<Duration> = None;
-    Driver::new(&[socket])
+    Driver::new(sockets)
         .deadline(deadline)
-        .run(&mut core, |_, event, now| match event {
+        .run(core, |_, event, now| match event {
             Event::Connected { peer } => {
                 let elapsed = now.duration_since(start);
                 log::info!("connected to {peer} in {} ms", elapsed.as_millis());
@@ -295,6 +346,7 @@ pub fn run_handshake_repunching(
             key: hs.session_key(),
             elapsed,
             stats: hs.stats().clone(),
+            socket: core.corridor_socket(),
         }),
         (Some(after), _) => Err(PunchError::Timeout {
             after,

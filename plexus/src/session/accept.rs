@@ -108,6 +108,8 @@ pub(super) struct Listening {
 pub(super) struct Answered {
     peer: usize,
     prepared: Prepared,
+    settings: SessionSettings,
+    stun_server: SocketAddr,
     handshake_timeout: Duration,
     session_start: Instant,
     host_id: String,
@@ -210,6 +212,8 @@ impl Listening {
         Ok(Some(Answered {
             peer: who,
             prepared,
+            settings: settings.clone(),
+            stun_server: self.stun_server,
             handshake_timeout: settings.handshake_timeout,
             session_start,
             host_id: peer.envelope.host_id().to_string(),
@@ -219,23 +223,33 @@ impl Listening {
 }
 
 impl Answered {
-    /// Run the handshake (re-punching while the accept travels) to the open corridor.
+    /// Run the handshake (re-punching, opening or probing as the plan says, while the
+    /// accept travels) to the open corridor.
     fn handshake(self) -> Result<Connected, SessionError> {
         let Prepared {
             socket,
             mapped,
             core,
-            repunch,
+            path,
             mut timeline,
         } = self.prepared;
         let t = Instant::now();
-        let connected = punch::run_handshake_repunching(
-            &socket,
-            core,
-            Instant::now() + self.handshake_timeout + ACCEPT_DELIVERY + Duration::from_secs(3),
-            repunch,
-        )
-        .map_err(SessionError::Punch)?;
+        let deadline =
+            Instant::now() + self.handshake_timeout + ACCEPT_DELIVERY + Duration::from_secs(3);
+        let (socket, connected) = match path {
+            Path::Punch(repunch) => {
+                let c = punch::run_handshake_repunching(&socket, core, deadline, repunch)
+                    .map_err(SessionError::Punch)?;
+                (socket, c)
+            }
+            Path::Hard { sockets, dest } => {
+                birthday_hard(&self.settings, socket, sockets, dest, self.stun_server, core, deadline)?
+            }
+            Path::Probe { target } => {
+                let c = birthday_easy(&self.settings, &socket, target, core, deadline)?;
+                (socket, c)
+            }
+        };
         timeline.handshake = t.elapsed();
         timeline.total = self.session_start.elapsed();
         let corridor = Corridor {
@@ -251,16 +265,35 @@ impl Answered {
     }
 }
 
+/// What the acceptor does toward the inviter while its accept travels.
+pub(super) enum Path {
+    /// The punch (low TTL, or full TTL for a hard acceptor), repeated until heard.
+    Punch(Option<punch::Repunch>),
+    /// Hard side of a birthday pair: openers from this many sockets toward `dest`.
+    Hard {
+        /// Sockets in all (the corridor socket is the first).
+        sockets: u16,
+        /// The inviter's public endpoint.
+        dest: SocketAddr,
+    },
+    /// Easy side of a birthday pair: probes to random ports of `target`.
+    Probe {
+        /// The inviter's public address.
+        target: IpAddr,
+    },
+}
+
 /// An answered invite, ready for its handshake.
 pub(super) struct Prepared {
     socket: UdpSocket,
     mapped: SocketAddr,
     core: Handshake,
-    repunch: Option<punch::Repunch>,
+    path: Path,
     timeline: Timeline,
 }
 
-/// The acceptor's part before the handshake: bind, binding, punch, send the accept.
+/// The acceptor's part before the handshake: bind, binding, plan, punch, send the
+/// accept (or the decline, when no method can connect the pair).
 pub(super) fn answer(
     settings: &SessionSettings,
     stun_server: SocketAddr,
@@ -273,6 +306,32 @@ pub(super) fn answer(
     let Some(&inviter) = invite.mapped.first() else {
         return Err(SessionError::NoEndpoint);
     };
+    let (policy, turn) = relay_offer(settings);
+    let offer = pair::Offer {
+        inviter_relay: invite.relay,
+        acceptor_relay: policy,
+        turn,
+        birthday_sockets: settings.birthday_sockets,
+    };
+    let choice = match pair::choose(&invite.nat, &facts, &offer) {
+        Ok(c) => c,
+        Err(reason) => {
+            decline(peer, mediator, invite, &reason);
+            return Err(SessionError::NoMethod(reason));
+        }
+    };
+    if choice.method == Method::Relay {
+        // The relay path arrives with the TURN client; until then no pair plans it.
+        let reason = "this acceptor cannot relay yet".to_string();
+        decline(peer, mediator, invite, &reason);
+        return Err(SessionError::NoMethod(reason));
+    }
+    info!(
+        "plan for {} (NAT {}): {}",
+        invite.from,
+        describe_facts(&invite.nat),
+        pair::describe(&choice.method)
+    );
     let (socket, mapped) = corridor_socket(settings, stun_server)?;
     let accept = Accept::new(
         invite,
@@ -281,6 +340,7 @@ pub(super) fn answer(
         local_endpoints(&socket),
         facts,
     )
+    .and_then(|a| a.with_route(choice.method, policy, None))
     .map_err(SessionError::Message)?;
     let acceptor_config = punch::Config {
         timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
@@ -294,22 +354,56 @@ pub(super) fn answer(
         Instant::now(),
         acceptor_config,
     );
-    info!("punching toward {inviter}…");
-    let ttl = punch::acceptor_punch(
-        &socket,
-        &mut core,
-        inviter,
-        mapped,
-        settings.punch_hops,
-        stun_server,
-        &HopsConfig::default(),
-    )
-    .map_err(SessionError::Punch)?;
-    let repunch = ttl.map(|ttl| punch::Repunch {
-        dest: inviter,
-        ttl,
-        every: REPUNCH_EVERY,
-    });
+    let path = match choice.method {
+        Method::Direct => {
+            info!("punching toward {inviter}…");
+            let ttl = punch::acceptor_punch(
+                &socket,
+                &mut core,
+                inviter,
+                mapped,
+                settings.punch_hops,
+                stun_server,
+                &HopsConfig::default(),
+            )
+            .map_err(SessionError::Punch)?;
+            Path::Punch(ttl.map(|ttl| punch::Repunch {
+                dest: inviter,
+                ttl,
+                every: REPUNCH_EVERY,
+            }))
+        }
+        Method::DirectFullTtl => {
+            // Our NAT picks a new port toward the inviter, which only our packets can
+            // tell it: they must arrive, and keep coming until it answers.
+            info!("punching toward {inviter} at full TTL…");
+            punch::send_with_ttl(&socket, inviter, &core.punch_packet(), FULL_TTL)
+                .map_err(|e| SessionError::Punch(e.into()))?;
+            Path::Punch(Some(punch::Repunch {
+                dest: inviter,
+                ttl: FULL_TTL,
+                every: FULL_TTL_REPUNCH,
+            }))
+        }
+        Method::Birthday {
+            hard: Side::Acceptor,
+            sockets,
+        } => Path::Hard {
+            sockets,
+            dest: inviter,
+        },
+        Method::Birthday {
+            hard: Side::Inviter,
+            ..
+        } => Path::Probe {
+            target: inviter.ip(),
+        },
+        Method::Relay => {
+            return Err(SessionError::NoMethod(
+                "this acceptor cannot relay yet".into(),
+            ))
+        }
+    };
     let discovery = start.elapsed();
     let t = Instant::now();
     let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
@@ -319,11 +413,28 @@ pub(super) fn answer(
         socket,
         mapped,
         core,
-        repunch,
+        path,
         timeline: Timeline {
             discovery,
             send: t.elapsed(),
             ..Timeline::default()
         },
     })
+}
+
+/// Tell the inviter, sealed, why its invite cannot be served, so it ends at once.
+/// Best effort: the refusal is logged by the caller either way.
+fn decline(peer: &mut Peer<'_>, mediator: &mut dyn Mediator, invite: &Invite, reason: &str) {
+    warn!(
+        "declining invite {} from {}: {reason}",
+        invite.session.to_hex(),
+        invite.from
+    );
+    let sent = Decline::new(invite, unix_now(), reason)
+        .map_err(SessionError::Message)
+        .and_then(|d| peer.envelope.seal(&d).map_err(SessionError::Seal))
+        .and_then(|sealed| send_sealed(mediator, &peer.address, &sealed));
+    if let Err(e) = sent {
+        warn!("the decline could not be sent: {e}");
+    }
 }

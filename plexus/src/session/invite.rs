@@ -56,7 +56,8 @@ pub fn connect_invite(
         local_endpoints(&socket),
         facts_of(&report),
     )
-    .map_err(SessionError::Message)?;
+    .map_err(SessionError::Message)?
+    .with_relay(relay_offer(settings).0);
     let sealed = envelope.seal(&invite).map_err(SessionError::Seal)?;
     send_sealed(mediator, &settings.peer_address, &sealed)?;
     timeline.send = t.elapsed();
@@ -69,26 +70,30 @@ pub fn connect_invite(
 
     info!("waiting for the answer…");
     let t = Instant::now();
-    let (_, accept) = wait_for(
+    let (_, answer) = wait_for(
         &mut [Peer {
             envelope: &mut *envelope,
             address: settings.peer_address.clone(),
         }],
         mediator,
         |m| match m {
-            Message::Accept(a) if a.session == invite.session => Some(a),
+            Message::Accept(a) if a.session == invite.session => Some(Ok(a)),
+            Message::Decline(d) if d.session == invite.session => Some(Err(d)),
             _ => None,
         },
         settings.rendezvous_timeout,
         Some((&socket, stun_server)),
     )?;
     timeline.wait = t.elapsed();
+    let accept = answer.map_err(|d| SessionError::Declined(d.reason().to_string()))?;
     check_endpoints(&accept)?;
+    let method = accept.method();
     info!(
-        "accept from {} at {:?} (NAT {})",
+        "accept from {} at {:?} (NAT {}): {}",
         accept.from,
         accept.mapped,
-        describe_facts(&accept.nat)
+        describe_facts(&accept.nat),
+        pair::describe(&method)
     );
 
     let t = Instant::now();
@@ -100,13 +105,36 @@ pub fn connect_invite(
         Instant::now(),
         handshake_config(settings),
     );
-    info!("punching toward {:?}…", candidates(&accept, mapped));
-    let connected = punch::run_handshake(
-        &socket,
-        core,
-        Instant::now() + settings.handshake_timeout + Duration::from_secs(3),
-    )
-    .map_err(SessionError::Punch)?;
+    let deadline = Instant::now() + settings.handshake_timeout + Duration::from_secs(3);
+    let Some(&acceptor) = accept.mapped.first() else {
+        return Err(SessionError::NoEndpoint);
+    };
+    let (socket, connected) = match method {
+        Method::Direct | Method::DirectFullTtl => {
+            info!("punching toward {:?}…", candidates(&accept, mapped));
+            let c = punch::run_handshake(&socket, core, deadline).map_err(SessionError::Punch)?;
+            (socket, c)
+        }
+        Method::Birthday {
+            hard: Side::Inviter,
+            sockets,
+        } => {
+            let sockets = sockets.min(settings.birthday_sockets.max(1));
+            birthday_hard(settings, socket, sockets, acceptor, stun_server, core, deadline)?
+        }
+        Method::Birthday {
+            hard: Side::Acceptor,
+            ..
+        } => {
+            let c = birthday_easy(settings, &socket, acceptor.ip(), core, deadline)?;
+            (socket, c)
+        }
+        Method::Relay => {
+            return Err(SessionError::NoMethod(
+                "the peer planned a relayed path, which this plexus cannot use yet".into(),
+            ))
+        }
+    };
     timeline.handshake = t.elapsed();
     timeline.total = start.elapsed();
     let corridor = Corridor {

@@ -25,10 +25,11 @@ use log::{debug, info, warn};
 
 use crate::executor::{Corridor, ExecError, ExecReport, Executor};
 use crate::mediator::{Mediator, MediatorError, Outcome};
-use crate::nat::{self, Behaviour, NatError, NatReport};
+use crate::nat::{self, pair, Behaviour, NatError, NatReport};
 use crate::punch::{self, hops, Handshake, HopsConfig, PunchHops, Role, Secrets};
 use crate::rendezvous::{
-    Accept, Body, Envelope, Invite, Message, MessageError, NatFacts, OpenError, SealError,
+    Accept, Body, Decline, Envelope, Invite, Message, MessageError, Method, NatFacts, OpenError,
+    SealError, Side,
 };
 use crate::stun::{self, StunError};
 
@@ -79,6 +80,11 @@ pub struct SessionSettings {
     /// beyond that is refused, so an authenticated but misbehaving peer cannot make the
     /// acceptor spawn without bound.
     pub max_corridors: usize,
+    /// Sockets this side opens when it is the hard side of a birthday pair; as acceptor,
+    /// 0 turns port prediction off (such pairs are relayed or declined).
+    pub birthday_sockets: u16,
+    /// Probe budget and rate when this side is the easy side of a birthday pair.
+    pub probe_limits: punch::birthday::ProbeLimits,
 }
 
 /// Default for [`SessionSettings::max_corridors`].
@@ -130,8 +136,11 @@ pub struct Finished {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// This side's NAT cannot take part in a direct punch (discovery's reason).
-    NatRefused(String),
+    /// The peer declined the invite: no method connects the pair with the settings of
+    /// both sides (its reason).
+    Declined(String),
+    /// This acceptor found no method for the pair and declined the invite (the reason).
+    NoMethod(String),
     /// NAT discovery failed.
     Discovery(NatError),
     /// The corridor socket's STUN binding failed, so its public endpoint is unknown.
@@ -179,7 +188,8 @@ pub enum SessionError {
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SessionError::NatRefused(m) => write!(f, "this NAT cannot punch directly: {m}"),
+            SessionError::Declined(m) => write!(f, "the peer declined the invite: {m}"),
+            SessionError::NoMethod(m) => write!(f, "no way to connect this pair: {m}"),
             SessionError::Discovery(e) => write!(f, "STUN: {e}"),
             SessionError::Binding { server, source } => {
                 write!(f, "STUN: binding via {server}: {source}")
@@ -340,8 +350,9 @@ fn in_rounds<T, E: fmt::Display>(
     }
 }
 
-/// Log the verdict and refuse a mapping the peer could not predict; only the mapping
-/// matters here.
+/// Log the verdict. A mapping that depends on the destination is no longer refused
+/// here: the acceptor plans per pair ([`crate::nat::pair`]) and declines what no method
+/// can connect.
 fn judge_mapping(report: NatReport) -> Result<NatReport, SessionError> {
     info!(
         "NAT: {} ({} ms)",
@@ -350,7 +361,11 @@ fn judge_mapping(report: NatReport) -> Result<NatReport, SessionError> {
     );
     match report.mapping {
         Some(Behaviour::AddressAndPortDependent) | Some(Behaviour::AddressDependent) => {
-            Err(SessionError::NatRefused(report.reason.clone()))
+            info!(
+                "the NAT's mapping depends on the destination: the peer's NAT decides how \
+                 the pair connects (a full-TTL punch, port prediction or a relay)"
+            );
+            Ok(report)
         }
         None if report.nat => {
             warn!(
@@ -442,6 +457,34 @@ fn corridor_socket(
     )
     .map_err(|source| SessionError::Binding { server, source })?;
     Ok((socket, mapped))
+}
+
+/// `n` more UDP sockets beside `first` (same local address, ports chosen by the OS): the
+/// hard side of a birthday pair. Closed when dropped.
+fn more_sockets(first: &UdpSocket, n: usize) -> Result<Vec<UdpSocket>, SessionError> {
+    let ip = first
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = SocketAddr::new(ip, 0);
+    (0..n)
+        .map(|_| UdpSocket::bind(addr).map_err(|source| SessionError::Bind { addr, source }))
+        .collect()
+}
+
+/// How often the hard side of a birthday pair repeats its openers while no probe has
+/// landed (an unanswered mapping expires after 30 s on Linux).
+const OPENER_REFRESH: Duration = Duration::from_secs(10);
+
+/// How often a hard acceptor repeats its full-TTL punch until the inviter is heard.
+const FULL_TTL_REPUNCH: Duration = Duration::from_millis(200);
+
+/// The TTL of a packet meant to arrive (the Linux default).
+const FULL_TTL: u8 = 64;
+
+/// This side's relay policy and whether it can allocate on a TURN server.
+fn relay_offer(_settings: &SessionSettings) -> (crate::rendezvous::RelayPolicy, bool) {
+    (crate::rendezvous::RelayPolicy::Never, false)
 }
 
 /// This socket's local endpoints worth telling a peer behind the same NAT.
@@ -599,6 +642,79 @@ fn run_executor(executor: &mut dyn Executor, corridor: &Corridor) -> Result<Exec
         Err(e) => warn!("executor {}: {e}", executor.name()),
     }
     result
+}
+
+/// The hard side of a birthday pair: `socket` and `n - 1` more, openers toward `dest` at
+/// the TTL that leaves our NAT (probed toward the STUN server, never the peer), the
+/// handshake on whichever socket a probe lands on. Returns the winning socket.
+fn birthday_hard(
+    settings: &SessionSettings,
+    socket: UdpSocket,
+    n: u16,
+    dest: SocketAddr,
+    stun_server: SocketAddr,
+    core: Handshake,
+    deadline: Instant,
+) -> Result<(UdpSocket, punch::Connected), SessionError> {
+    let mut sockets = vec![socket];
+    sockets.extend(more_sockets(&sockets[0], usize::from(n.max(1)) - 1)?);
+    let ttl = punch::discover_punch_ttl(
+        &sockets[0],
+        stun_server,
+        settings.punch_hops,
+        &HopsConfig::default(),
+    )
+    .map_err(|e| SessionError::Punch(punch::PunchError::Io(e)))?;
+    info!(
+        "birthday probing: {} sockets send openers toward {dest} with TTL {ttl}",
+        sockets.len()
+    );
+    let mut core = punch::birthday::Opener::new(
+        core,
+        sockets.len(),
+        dest,
+        ttl,
+        OPENER_REFRESH,
+        Instant::now(),
+    );
+    let refs: Vec<&UdpSocket> = sockets.iter().collect();
+    let result = punch::run_core(&refs, &mut core, deadline);
+    let stats = core.stats();
+    let connected = result.map_err(SessionError::Punch)?;
+    info!(
+        "birthday probing: {} openers sent, a probe landed on socket {} of {}",
+        stats.sent,
+        connected.socket,
+        sockets.len()
+    );
+    // The others close here: only the winner's mapping is the corridor.
+    let winner = sockets.swap_remove(connected.socket.min(sockets.len() - 1));
+    Ok((winner, connected))
+}
+
+/// The easy side of a birthday pair: probes from `socket` to random ports of `target`.
+fn birthday_easy(
+    settings: &SessionSettings,
+    socket: &UdpSocket,
+    target: IpAddr,
+    core: Handshake,
+    deadline: Instant,
+) -> Result<punch::Connected, SessionError> {
+    let limits = settings.probe_limits;
+    info!(
+        "birthday probing: up to {} probes to random ports of {target}, {} per second",
+        limits.budget, limits.rate
+    );
+    let mut core = punch::birthday::Prober::new(
+        core,
+        target,
+        limits,
+        punch::birthday::random_seed(),
+        Instant::now(),
+    );
+    let result = punch::run_core(&[socket], &mut core, deadline);
+    info!("birthday probing: {} probes sent", core.stats().sent);
+    result.map_err(SessionError::Punch)
 }
 
 fn describe_facts(f: &NatFacts) -> String {

@@ -263,6 +263,8 @@ fn settings_for(stun: SocketAddr) -> SessionSettings {
         handshake_timeout: Duration::from_secs(1),
         peer_address: "peer".into(),
         max_corridors: DEFAULT_MAX_CORRIDORS,
+        birthday_sockets: crate::defaults::BIRTHDAY_SOCKETS,
+        probe_limits: crate::punch::birthday::ProbeLimits::default(),
     }
 }
 

@@ -23,7 +23,10 @@ use plexus::identity::PeerId;
 use plexus::mediator::email;
 use plexus::nat::Behaviour;
 use plexus::punch::wire;
-use plexus::rendezvous::message::{Accept, Body, Invite, Message, NatFacts, Rendezvous};
+use plexus::rendezvous::message::{
+    Accept, Body, Decline, Invite, Message, Method, NatFacts, PortMapping, RelayPolicy,
+    Rendezvous, Side,
+};
 use plexus::rendezvous::replay::ReplayGuard;
 use plexus::rendezvous::seal::{Envelope, Freshness};
 use plexus_fuzz_targets::{demo, handshake_fixture, NOW};
@@ -59,6 +62,7 @@ fn messages() -> Vec<(&'static str, Message)> {
         filtering: Some(Behaviour::AddressAndPortDependent),
         hairpin: Some(false),
         port_preserved: Some(true),
+        port_mapping: None,
     };
     let unknown = NatFacts {
         nat: false,
@@ -100,11 +104,51 @@ fn messages() -> Vec<(&'static str, Message)> {
     )
     .unwrap();
     let bob_accept = Accept::new(&alice_invite, t + 2, vec![], vec![], unknown).unwrap();
+    let relayed_invite = Invite::new(
+        id(demo::ALICE),
+        id(demo::BOB),
+        t,
+        addrs(&["198.51.100.30:50000"]),
+        vec![],
+        NatFacts {
+            mapping: Some(Behaviour::AddressAndPortDependent),
+            port_mapping: Some(PortMapping::Pcp),
+            ..measured
+        },
+    )
+    .unwrap()
+    .with_relay(RelayPolicy::Fallback);
+    let routed_accept = Accept::new(
+        &relayed_invite,
+        t + 3,
+        addrs(&["198.51.100.9:3478"]),
+        vec![],
+        measured,
+    )
+    .unwrap()
+    .with_route(
+        Method::Birthday {
+            hard: Side::Inviter,
+            sockets: 256,
+        },
+        RelayPolicy::Always,
+        Some("203.0.113.5:49152".parse().unwrap()),
+    )
+    .unwrap();
+    let decline = Decline::new(
+        &relayed_invite,
+        t + 4,
+        "both NATs map per destination (symmetric)",
+    )
+    .unwrap();
     vec![
         ("invite-bob-to-alice", bob_invite.into()),
         ("accept-alice-to-bob", alice_accept.into()),
         ("invite-alice-to-bob", alice_invite.into()),
         ("accept-bob-to-alice", bob_accept.into()),
+        ("invite-relay-fallback", relayed_invite.into()),
+        ("accept-birthday-relayed", routed_accept.into()),
+        ("decline", decline.into()),
     ]
 }
 
@@ -278,7 +322,7 @@ fn replay_files() -> Vec<(&'static str, Vec<u8>)> {
             out.push(("one-entry", fs::read(&path).unwrap()));
         }
     }
-    out.push(("four-entries", fs::read(&path).unwrap()));
+    out.push(("several-entries", fs::read(&path).unwrap()));
     fs::remove_dir_all(&dir).unwrap();
     out
 }

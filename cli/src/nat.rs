@@ -18,7 +18,9 @@ servers to compare mappings; what cannot be measured is reported as unknown (nul
 
 --json prints one object: nat, mapping, filtering (\"endpoint-independent\" | \"address-dependent\" | \
 \"address-and-port-dependent\" | null), hairpin, port_preserved, address_stable (bool | null), local, \
-mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers.
+mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers, and methods: for each kind \
+of peer NAT (none, full cone, address-restricted, port-restricted, symmetric) the method when this \
+side invites and when it accepts, with a TURN relay configured (null: no method works).
 
 Exit codes:
   0  discovery completed (whatever the NAT)
@@ -121,9 +123,27 @@ fn behaviour(b: Option<Behaviour>) -> serde_json::Value {
     b.map_or(serde_json::Value::Null, |b| b.as_str().into())
 }
 
+fn method_text(m: &Result<plexus::rendezvous::Method, String>) -> Option<String> {
+    m.as_ref().ok().map(plexus::nat::pair::describe)
+}
+
 /// The `--json` object.
 pub fn to_json(r: &NatReport) -> serde_json::Value {
+    let methods: serde_json::Map<String, serde_json::Value> =
+        plexus::nat::pair::table(&plexus::session::facts_of(r), true)
+            .into_iter()
+            .map(|row| {
+                (
+                    row.peer.to_string(),
+                    serde_json::json!({
+                        "inviting": method_text(&row.inviting),
+                        "accepting": method_text(&row.accepting),
+                    }),
+                )
+            })
+            .collect();
     serde_json::json!({
+        "methods": methods,
         "nat": r.nat,
         "mapping": behaviour(r.mapping),
         "filtering": behaviour(r.filtering),
@@ -178,6 +198,21 @@ pub fn to_text(r: &NatReport) -> String {
         }
     };
     let servers: Vec<String> = r.servers.iter().map(ToString::to_string).collect();
+    let mut table = String::from(
+        "with a peer behind      when you invite                                     when you accept\n",
+    );
+    for row in plexus::nat::pair::table(&plexus::session::facts_of(r), true) {
+        let cell = |m: &Result<plexus::rendezvous::Method, String>| {
+            method_text(m).unwrap_or_else(|| "no method".into())
+        };
+        table.push_str(&format!(
+            "  {:<21} {:<51} {}\n",
+            row.peer,
+            cell(&row.inviting),
+            cell(&row.accepting)
+        ));
+    }
+    table.push_str("  (relayed: needs a TURN server on the accepting side and --relay fallback)\n");
     format!(
         "NAT type:        {kind}\n\
          mapping:         {}\n\
@@ -189,6 +224,7 @@ pub fn to_text(r: &NatReport) -> String {
          public (mapped): {}\n\
          punch:           {}\n\
          \n{}\n\
+         \n{table}\
          \n(measured against {} in {} ms{})\n",
         short(r.mapping, "M"),
         short(r.filtering, "F"),
@@ -198,9 +234,9 @@ pub fn to_text(r: &NatReport) -> String {
         r.local,
         r.mapped,
         if r.punchable {
-            "possible"
+            "direct (the peer can predict your public port)"
         } else {
-            "not possible directly"
+            "per pair, below (the peer cannot predict your public port)"
         },
         r.reason,
         servers.join(", "),

@@ -156,13 +156,15 @@ impl std::ops::Deref for NatReport {
 
 /// Reason given for a symmetric mapping.
 pub const SYMMETRIC_REASON: &str = "address-and-port-dependent (symmetric) mapping: the peer cannot \
-predict your public port; a direct punch needs endpoint-independent mapping on this side (a router \
-setting such as full-cone NAT / EIM, UPnP or a port forward, a host with a public address) or a relay";
+predict your public port. Peers with no NAT, a full-cone or an address-restricted NAT still connect \
+directly, port-restricted peers by port prediction (birthday probing), and another symmetric NAT \
+only through a TURN relay (--relay fallback --turn HOST); UPnP/NAT-PMP/PCP on your router or a port \
+forward makes this side open";
 
-/// Decides `punchable` and `reason`. Only a mapping known to depend on the
-/// destination rules a punch out (the corridor refuses exactly that); an unknown
-/// mapping is reported punchable with a plain caution, since refusing would
-/// block hosts that work.
+/// Decides `punchable` (the peer can predict this side's public endpoint, so a plain
+/// simultaneous punch works from here) and `reason`. Only a mapping known to depend on
+/// the destination makes it false; an unknown mapping is reported punchable with a
+/// plain caution. What each pair then uses is [`pair::table`].
 pub fn judge(f: &Findings) -> (bool, String) {
     if !f.nat {
         return (
@@ -187,8 +189,8 @@ pub fn judge(f: &Findings) -> (bool, String) {
         Some(Behaviour::AddressDependent) => (
             false,
             "address-dependent mapping: your public port changes with the peer's address, so the peer \
-             cannot predict it; a direct punch needs endpoint-independent mapping (full-cone NAT / EIM, \
-             UPnP or a port forward) or a relay"
+             cannot predict it; plexus plans it like a symmetric NAT (direct with open peers, port \
+             prediction with port-restricted ones, a TURN relay with another such NAT)"
                 .into(),
         ),
         Some(Behaviour::AddressAndPortDependent) => (false, SYMMETRIC_REASON.into()),
@@ -196,8 +198,8 @@ pub fn judge(f: &Findings) -> (bool, String) {
             false,
             "the two STUN servers saw different public ports: the mapping depends on the destination \
              (address-dependent or symmetric; these servers cannot tell which), so the peer cannot \
-             predict your port; a direct punch needs endpoint-independent mapping (full-cone NAT / EIM, \
-             UPnP or a port forward) or a relay"
+             predict your port; give an RFC 5780 server to know, since the invite then says mapping \
+             unknown and the peer plans a direct punch"
                 .into(),
         ),
         None => (

@@ -169,6 +169,69 @@ fn no_method_reason(inviter: &NatFacts, acceptor: &NatFacts, offer: &Offer) -> S
     format!("{why}; {relay}")
 }
 
+/// The facts an inviter's invite carries: it goes as soon as the mapping is known, so
+/// filtering is there only when a probe answered at once (none, endpoint-independent).
+pub fn as_invited(f: &NatFacts) -> NatFacts {
+    let quick = !f.nat || f.filtering == Some(Behaviour::EndpointIndependent);
+    NatFacts {
+        filtering: if quick { f.filtering } else { None },
+        ..*f
+    }
+}
+
+/// The five kinds of peer NAT people meet, as facts (name, facts).
+pub fn peer_kinds() -> [(&'static str, NatFacts); 5] {
+    use Behaviour::*;
+    let nat = |m, f| NatFacts {
+        nat: true,
+        mapping: Some(m),
+        filtering: Some(f),
+        ..NatFacts::default()
+    };
+    [
+        ("none", NatFacts::default()),
+        ("full cone", nat(EndpointIndependent, EndpointIndependent)),
+        ("address-restricted", nat(EndpointIndependent, AddressDependent)),
+        ("port-restricted", nat(EndpointIndependent, AddressAndPortDependent)),
+        ("symmetric", nat(AddressAndPortDependent, AddressAndPortDependent)),
+    ]
+}
+
+/// One row of `plexus nat`'s "what works where" table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    /// The kind of the peer's NAT.
+    pub peer: &'static str,
+    /// The method when this side invites such a peer (or why none works).
+    pub inviting: Result<Method, String>,
+    /// The method when this side accepts such a peer's invite.
+    pub accepting: Result<Method, String>,
+}
+
+/// Which method connects this side (facts `own`) with each kind of peer, in both roles,
+/// given a relay on the accepting side when `relay` (else direct methods only).
+pub fn table(own: &NatFacts, relay: bool) -> Vec<PeerRow> {
+    let policy = if relay {
+        RelayPolicy::Fallback
+    } else {
+        RelayPolicy::Never
+    };
+    let offer = Offer {
+        inviter_relay: policy,
+        acceptor_relay: policy,
+        turn: relay,
+        birthday_sockets: BIRTHDAY_SOCKETS,
+    };
+    peer_kinds()
+        .into_iter()
+        .map(|(peer, theirs)| PeerRow {
+            peer,
+            inviting: choose(&as_invited(own), &theirs, &offer).map(|c| c.method),
+            accepting: choose(&as_invited(&theirs), own, &offer).map(|c| c.method),
+        })
+        .collect()
+}
+
 /// How a method reads in progress lines and `plexus nat`.
 pub fn describe(method: &Method) -> String {
     match method {
@@ -274,6 +337,45 @@ mod tests {
         assert!(e.contains("relay: always") && e.contains("never"), "{e}");
         let e = choose(&facts("none"), &facts("none"), &offer(Fallback, Always, false)).unwrap_err();
         assert!(e.contains("no TURN server"), "{e}");
+    }
+
+    #[test]
+    fn the_table_of_a_symmetric_side() {
+        let rows = table(&facts("symmetric"), true);
+        let inviting: Vec<String> = rows
+            .iter()
+            .map(|r| describe(r.inviting.as_ref().unwrap()))
+            .collect();
+        assert_eq!(
+            inviting,
+            [
+                "direct",
+                "direct",
+                "direct",
+                "birthday probing: 256 sockets on the inviter side",
+                "relayed through TURN"
+            ]
+        );
+        // Accepting: an address-restricted inviter's filtering is not in its invite yet.
+        let accepting: Vec<String> = rows
+            .iter()
+            .map(|r| describe(r.accepting.as_ref().unwrap()))
+            .collect();
+        assert_eq!(
+            accepting,
+            [
+                "direct, acceptor punches at full TTL",
+                "direct, acceptor punches at full TTL",
+                "birthday probing: 256 sockets on the acceptor side",
+                "birthday probing: 256 sockets on the acceptor side",
+                "relayed through TURN"
+            ]
+        );
+        let without = table(&facts("symmetric"), false);
+        assert!(without[4].inviting.is_err() && without[4].accepting.is_err());
+        assert!(table(&facts("port"), false)
+            .iter()
+            .all(|r| r.inviting.is_ok() && r.accepting.is_ok()));
     }
 
     #[test]

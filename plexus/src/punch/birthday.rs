@@ -230,9 +230,9 @@ impl Prober {
             && (self.inner.heard_peer() || self.inner.is_finished() || self.stats.sent >= self.limits.budget)
         {
             if self.inner.heard_peer() {
+                let from = self.inner.peer().map(|p| p.to_string()).unwrap_or_default();
                 log::info!(
-                    "birthday: the peer answered from {:?} after {} probes",
-                    self.inner.peer(),
+                    "birthday: the peer answered from {from} after {} probes",
                     self.stats.sent
                 );
             } else if self.stats.sent >= self.limits.budget {

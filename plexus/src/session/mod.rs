@@ -702,7 +702,7 @@ fn birthday_easy(
 ) -> Result<punch::Connected, SessionError> {
     let limits = settings.probe_limits;
     info!(
-        "birthday probing: up to {} probes to random ports of {target}, {} per second",
+        "birthday probing: up to {} probes to random ports of {target} at {} per second",
         limits.budget, limits.rate
     );
     let mut core = punch::birthday::Prober::new(

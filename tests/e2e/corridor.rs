@@ -575,6 +575,38 @@ fn twenty_percent_loss_still_connects() {
     run.assert_connected();
 }
 
+/// Birthday probing with 5 % loss on both public links (UDP only: the probes, the
+/// openers and the handshake; the mail legs are not what this tests).
+#[test]
+fn birthday_probing_connects_with_five_percent_loss() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-port", "b-symmetric"]);
+    for site in ["a-port", "b-symmetric"] {
+        let out = std::process::Command::new(crate::lab::lab_sh())
+            .args(["loss", &lab.name, site, "5", "udp"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let run = corridor(lab, "corridor-birthday-loss", "a-port", "b-symmetric", &[], &[]);
+    run.assert_connected();
+    let bob = run.log("bob");
+    assert!(
+        bob.contains("birthday probing:") && bob.contains("a probe landed on socket"),
+        "the symmetric acceptor opened sockets and one probe landed:\n{}",
+        run.dump()
+    );
+    let alice = run.log("alice");
+    let probes: u32 = alice
+        .lines()
+        .find_map(|l| l.split("after ").nth(1)?.strip_suffix(" probes")?.parse().ok())
+        .unwrap_or_else(|| panic!("alice logs how many probes it took:\n{}", run.dump()));
+    assert!(
+        probes <= plexus::defaults::BIRTHDAY_PROBES,
+        "within the probe budget: {probes}"
+    );
+}
+
 #[test]
 fn silent_peer_ends_in_a_clear_timeout() {
     let lab = lab_or_skip!();

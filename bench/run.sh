@@ -9,8 +9,11 @@
 #   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
 #       old ones) answers a genuine invite: time to connect and peak RSS, first start
 #       and after a restart (refused UIDs remembered)
+#   (i) birthday probing: for both birthday pairs (symmetric -> port-restricted and
+#       back), N attempts each: success on the first attempt, probes sent, handshake
+#       time median and 95th percentile
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdef]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--parts abcdefi]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -20,11 +23,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdef
+PARTS=abcdefi
 FLOOD=2000
+ATTEMPTS=20
 while (($#)); do
     case $1 in
         --flood) FLOOD=${2:?}; shift 2 ;;
+        --attempts) ATTEMPTS=${2:?}; shift 2 ;;
         --idle-seconds) IDLE=${2:?}; shift 2 ;;
         --peers) MANY=${2:?}; shift 2 ;;
         --parts) PARTS=${2:?}; shift 2 ;;
@@ -71,7 +76,8 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
     { tail -n 30 "$WORK/bench-figures.log"; exit 1; }
 fi
 
-[[ $PARTS == *[bcdf]* ]] || exit 0
+[[ $ATTEMPTS =~ ^[0-9]+$ ]] && ((ATTEMPTS >= 1 && ATTEMPTS <= 200)) || { echo "bench/run.sh: --attempts 1..200" >&2; exit 2; }
+[[ $PARTS == *[bcdfi]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -151,8 +157,10 @@ echo "    bound = mail out + mail back + one STUN round trip + one handshake rou
 echo "    measured in the same run: from the sender's log line just before it submits the message to the"
 echo "    receiver's line after fetching and opening it (SMTP submission, delivery, IMAP IDLE wake-up, fetch,"
 echo "    S/MIME open: generous to plexus). Round trips: median STUN binding round trip from each side."
-printf '    %-22s %6s %6s %6s %6s %7s | %8s %9s %6s %7s %6s\n' pair discov send wait hands total "mail out" "mail back" rtt bound ratio
-TYPES=(none full address port)
+echo "    method: the acceptor's plan; probes: birthday probes sent until one landed. The bound is that of a"
+echo "    direct punch: a birthday pair's extra is its probing, a relayed pair's its relay round trip."
+printf '    %-26s %-9s %6s %6s %6s %6s %6s %7s | %8s %9s %6s %7s %6s\n' pair method probes discov send wait hands total "mail out" "mail back" rtt bound ratio
+TYPES=(none full address port symmetric)
 for x in "${TYPES[@]}"; do
     for y in "${TYPES[@]}"; do
         tag="$x-$y"
@@ -175,24 +183,36 @@ for x in "${TYPES[@]}"; do
         python3 - "$WORK" "$tag" "a-$x -> b-$y" "$arc" "$rtt" <<'EOF' | tee -a "$WORK/pairs.txt"
 import re, sys
 work, tag, pair, arc, rtt = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+def lines(who):
+    try:
+        for l in open("%s/%s-%s.log" % (work, tag, who), errors="replace"):
+            m = re.match(r"(\d+\.\d+) \w+ \S+: (.*)", l)
+            if m:
+                yield float(m.group(1)) * 1000, m.group(2)
+    except OSError:
+        return
 def first(who, pat):
-    for l in open("%s/%s-%s.log" % (work, tag, who), errors="replace"):
-        m = re.match(r"(\d+\.\d+) \w+ \S+: (.*)", l)
-        if m and re.search(pat, m.group(2)):
-            return float(m.group(1)) * 1000
-    return None
+    return next((t for t, msg in lines(who) if re.search(pat, msg)), None)
+def grab(who, pat):
+    return next((m.group(1) for _, msg in lines(who) for m in [re.search(pat, msg)] if m), None)
 out = open("%s/%s-alice.out" % (work, tag)).read()
 m = re.search(r"discovery (\d+) ms, send (\d+) ms, wait (\d+) ms, handshake (\d+) ms, total (\d+) ms", out)
 if arc != 0 or not m:
     err = open("%s/%s-alice.err" % (work, tag)).read().strip().splitlines()
-    print("    %-22s failed (exit %d): %s" % (pair, arc, err[-1] if err else "?"))
+    print("    %-26s failed (exit %d): %s" % (pair, arc, err[-1][:110] if err else "?"))
     sys.exit(0)
+method = grab("alice", r"^accept from .*\): (.*)") or "?"
+short = {"direct": "direct", "direct, acceptor punches at full TTL": "full-ttl",
+         "relayed through TURN": "relay"}.get(method, "birthday" if method.startswith("birthday") else method)
+probes = grab("alice", r"answered from \S+ after (\d+) probes") or grab("bob", r"answered from \S+ after (\d+) probes") or "-"
 d, s, w, h, tot = map(int, m.groups())
 t_send_a, t_recv_b = first("alice", r"^public endpoint "), first("bob", r"^invite from ")
-t_send_b, t_recv_a = first("bob", r"^punching toward "), first("alice", r"^accept from ")
+# bob's last step before sealing the accept: the punch, or the plan when there is no punch.
+t_send_b = first("bob", r"^punching toward ") or first("bob", r"^plan for ")
+t_recv_a = first("alice", r"^accept from ")
 out_ms, back_ms = t_recv_b - t_send_a, t_recv_a - t_send_b
 bound = out_ms + back_ms + rtt + rtt
-print("    %-22s %6d %6d %6d %6d %7d | %8.0f %9.0f %6.2f %7.0f %5.2fx" % (pair, d, s, w, h, tot, out_ms, back_ms, rtt, bound, tot / bound))
+print("    %-26s %-9s %6s %6d %6d %6d %6d %7d | %8.0f %9.0f %6.2f %7.0f %5.2fx" % (pair, short, probes, d, s, w, h, tot, out_ms, back_ms, rtt, bound, tot / bound))
 EOF
     done
 done
@@ -410,4 +430,47 @@ flood_run "first start"
 flood_run "restart (same state)"
 echo "    (connect: alice's invite-to-corridor time; refused: messages bob's core opened and refused in"
 echo "     that run; mail received an hour ago is skipped unopened, refused UIDs are remembered on disk)"
+fi
+
+if [[ $PARTS == *i* ]]; then
+echo
+echo "==> (i) birthday probing: $ATTEMPTS attempts per pair, e-mail mediator, defaults (256 sockets, budget 2048, 400 probes/s)"
+echo "    ok: connected on that one attempt; probes: sent by the easy side until one landed; hs: the"
+echo "    handshake phase (accept received to corridor open: openers, probing, the authenticated exchange)"
+printf '    %-30s %9s %13s %13s %13s %9s\n' pair "ok" "probes med" "probes p95" "hs ms med" "hs p95"
+for pair in "a-symmetric b-port" "a-port b-symmetric"; do
+    read -r inv acc <<<"$pair"
+    : >"$WORK/bd-$inv.txt"
+    # One pair of mailboxes for all attempts: each attempt consumes its own two messages.
+    take_mb; mb_a=$MB; take_mb; mb_b=$MB
+    for i in $(seq 1 "$ATTEMPTS"); do
+        tag="bd-$inv-$i"
+        side_args bob alice "$mb_b" "$mb_a" "$tag"
+        ip netns exec "$LAB-$acc-h" "$BIN" accept --once "${ARGS[@]}" >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+        bob=$!
+        wait_for_line "$WORK/$tag-bob.log" "waiting for invites" $bob || { kill $bob 2>/dev/null || true; }
+        side_args alice bob "$mb_a" "$mb_b" "$tag"
+        ip netns exec "$LAB-$inv-h" "$BIN" invite --rendezvous-timeout 60 "${ARGS[@]}" \
+            >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
+        for _ in $(seq 1 200); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
+        kill $bob 2>/dev/null || true
+        wait $bob 2>/dev/null || true
+        probes=$(grep -ho 'after [0-9]* probes' "$WORK/$tag-alice.log" "$WORK/$tag-bob.log" 2>/dev/null | grep -o '[0-9]*' | head -n 1)
+        hs=$(grep -o 'handshake [0-9]* ms' "$WORK/$tag-alice.out" | grep -o '[0-9]*' || true)
+        echo "$arc ${probes:--} ${hs:--}" >>"$WORK/bd-$inv.txt"
+    done
+    python3 - "$WORK/bd-$inv.txt" "$inv -> $acc" <<'PYEOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ok = [r for r in rows if r[0] == "0" and r[1] != "-" and r[2] != "-"]
+def q(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p * (len(v) - 1))))] if v else float("nan")
+probes = [int(r[1]) for r in ok]
+hs = [int(r[2]) for r in ok]
+print("    %-30s %5d/%-3d %13s %13s %13s %9s" % (sys.argv[2], len(ok), len(rows),
+      q(probes, 0.5), q(probes, 0.95), q(hs, 0.5), q(hs, 0.95)))
+PYEOF
+done
+echo "    (expected misses per attempt: (1 - 256/64512)^k for k probes after the openers; 1,024 probes: 1.7 %)"
 fi

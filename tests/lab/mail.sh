@@ -17,9 +17,9 @@ set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CERTS=$(cd "$HERE/../../certs/lab" && pwd)
-# alice..dave for the mail tests; p01..p90 a pool the corridor tests take mailboxes
+# alice..dave for the mail tests; p01..p200 a pool the corridor tests take mailboxes
 # from, so that tests running at the same time never read each other's mail.
-ACCOUNTS="alice bob carol dave $(seq -f 'p%02g' 1 90 | tr '\n' ' ')"
+ACCOUNTS="alice bob carol dave $(seq -f 'p%02g' 1 200 | tr '\n' ' ')"
 NACCOUNTS=$(echo $ACCOUNTS | wc -w)
 DOMAIN=lab.example
 HOST=mail.lab.example

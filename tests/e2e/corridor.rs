@@ -403,7 +403,12 @@ fn pair(inviter: &str, acceptor: &str, method: &str) {
         .find(|l| l.contains("accept from"))
         .map(|l| l.rsplit("): ").next().unwrap_or_default().to_string())
         .unwrap_or_default();
-    assert_eq!(said, method, "method for {inviter} -> {acceptor}:\n{}", run.dump());
+    assert_eq!(
+        said,
+        method,
+        "method for {inviter} -> {acceptor}:\n{}",
+        run.dump()
+    );
 }
 
 macro_rules! pairs {
@@ -532,7 +537,10 @@ fn symmetric_pair_without_relay_is_declined() {
         &[],
     );
     assert_eq!(
-        (run.inviter.and_then(|s| s.code()), run.acceptor.and_then(|s| s.code())),
+        (
+            run.inviter.and_then(|s| s.code()),
+            run.acceptor.and_then(|s| s.code())
+        ),
         (Some(1), Some(1)),
         "both end with exit 1:\n{}",
         run.dump()
@@ -586,9 +594,20 @@ fn birthday_probing_connects_with_five_percent_loss() {
             .args(["loss", &lab.name, site, "5", "udp"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let run = corridor(lab, "corridor-birthday-loss", "a-port", "b-symmetric", &[], &[]);
+    let run = corridor(
+        lab,
+        "corridor-birthday-loss",
+        "a-port",
+        "b-symmetric",
+        &[],
+        &[],
+    );
     run.assert_connected();
     let bob = run.log("bob");
     assert!(
@@ -599,7 +618,13 @@ fn birthday_probing_connects_with_five_percent_loss() {
     let alice = run.log("alice");
     let probes: u32 = alice
         .lines()
-        .find_map(|l| l.split("after ").nth(1)?.strip_suffix(" probes")?.parse().ok())
+        .find_map(|l| {
+            l.split("after ")
+                .nth(1)?
+                .strip_suffix(" probes")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("alice logs how many probes it took:\n{}", run.dump()));
     assert!(
         probes <= plexus::defaults::BIRTHDAY_PROBES,

@@ -161,7 +161,9 @@ fn no_method_reason(inviter: &NatFacts, acceptor: &NatFacts, offer: &Offer) -> S
         "one NAT maps per destination and the other filters per port, and port prediction \
          is off (birthday sockets 0)"
     };
-    let relay = if offer.acceptor_relay == RelayPolicy::Never || offer.inviter_relay == RelayPolicy::Never {
+    let relay = if offer.acceptor_relay == RelayPolicy::Never
+        || offer.inviter_relay == RelayPolicy::Never
+    {
         "a TURN relay would connect them, but a relay policy is never (--relay fallback on both sides)"
     } else {
         "a TURN relay would connect them: configure one on the accepting side (--turn HOST[:PORT])"
@@ -191,9 +193,18 @@ pub fn peer_kinds() -> [(&'static str, NatFacts); 5] {
     [
         ("none", NatFacts::default()),
         ("full cone", nat(EndpointIndependent, EndpointIndependent)),
-        ("address-restricted", nat(EndpointIndependent, AddressDependent)),
-        ("port-restricted", nat(EndpointIndependent, AddressAndPortDependent)),
-        ("symmetric", nat(AddressAndPortDependent, AddressAndPortDependent)),
+        (
+            "address-restricted",
+            nat(EndpointIndependent, AddressDependent),
+        ),
+        (
+            "port-restricted",
+            nat(EndpointIndependent, AddressAndPortDependent),
+        ),
+        (
+            "symmetric",
+            nat(AddressAndPortDependent, AddressAndPortDependent),
+        ),
     ]
 }
 
@@ -255,8 +266,16 @@ mod tests {
             "none" => (false, None, None),
             "full" => (true, Some(EndpointIndependent), Some(EndpointIndependent)),
             "address" => (true, Some(EndpointIndependent), Some(AddressDependent)),
-            "port" => (true, Some(EndpointIndependent), Some(AddressAndPortDependent)),
-            "symmetric" => (true, Some(AddressAndPortDependent), Some(AddressAndPortDependent)),
+            "port" => (
+                true,
+                Some(EndpointIndependent),
+                Some(AddressAndPortDependent),
+            ),
+            "symmetric" => (
+                true,
+                Some(AddressAndPortDependent),
+                Some(AddressAndPortDependent),
+            ),
             "unknown-filtering" => (true, Some(EndpointIndependent), None),
             other => panic!("{other}"),
         };
@@ -311,7 +330,11 @@ mod tests {
     #[test]
     fn without_a_relay_symmetric_pairs_are_declined_with_a_reason() {
         use RelayPolicy::*;
-        for o in [offer(Never, Fallback, true), offer(Fallback, Never, true), offer(Fallback, Fallback, false)] {
+        for o in [
+            offer(Never, Fallback, true),
+            offer(Fallback, Never, true),
+            offer(Fallback, Fallback, false),
+        ] {
             let e = choose(&facts("symmetric"), &facts("symmetric"), &o).unwrap_err();
             assert!(e.contains("both NATs map per destination"), "{e}");
             // No relay allocated for pairs that connect directly either.
@@ -329,13 +352,28 @@ mod tests {
     #[test]
     fn always_means_relay_and_needs_both_sides_and_a_server() {
         use RelayPolicy::*;
-        let c = choose(&facts("none"), &facts("none"), &offer(Always, Fallback, true)).unwrap();
+        let c = choose(
+            &facts("none"),
+            &facts("none"),
+            &offer(Always, Fallback, true),
+        )
+        .unwrap();
         assert_eq!(c.method, Method::Relay);
-        let c = choose(&facts("full"), &facts("port"), &offer(Fallback, Always, true)).unwrap();
+        let c = choose(
+            &facts("full"),
+            &facts("port"),
+            &offer(Fallback, Always, true),
+        )
+        .unwrap();
         assert_eq!(c.method, Method::Relay);
         let e = choose(&facts("none"), &facts("none"), &offer(Always, Never, true)).unwrap_err();
         assert!(e.contains("relay: always") && e.contains("never"), "{e}");
-        let e = choose(&facts("none"), &facts("none"), &offer(Fallback, Always, false)).unwrap_err();
+        let e = choose(
+            &facts("none"),
+            &facts("none"),
+            &offer(Fallback, Always, false),
+        )
+        .unwrap_err();
         assert!(e.contains("no TURN server"), "{e}");
     }
 
@@ -384,7 +422,13 @@ mod tests {
         let o = offer(Never, Never, false);
         // Unknown filtering is planned as port-dependent: prediction, which works for all.
         let c = choose(&facts("unknown-filtering"), &facts("symmetric"), &o).unwrap();
-        assert!(matches!(c.method, Method::Birthday { hard: Side::Acceptor, .. }));
+        assert!(matches!(
+            c.method,
+            Method::Birthday {
+                hard: Side::Acceptor,
+                ..
+            }
+        ));
         // A router mapping makes a symmetric side open: two "symmetric" sides, one mapped.
         let mapped = NatFacts {
             port_mapping: Some(crate::rendezvous::PortMapping::NatPmp),

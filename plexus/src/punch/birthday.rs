@@ -227,7 +227,9 @@ impl Prober {
 
     fn stop_if_done(&mut self) {
         if self.next_probe.is_some()
-            && (self.inner.heard_peer() || self.inner.is_finished() || self.stats.sent >= self.limits.budget)
+            && (self.inner.heard_peer()
+                || self.inner.is_finished()
+                || self.stats.sent >= self.limits.budget)
         {
             if self.inner.heard_peer() {
                 let from = self.inner.peer().map(|p| p.to_string()).unwrap_or_default();
@@ -375,7 +377,10 @@ mod tests {
         let dest: SocketAddr = "198.51.100.2:4000".parse().unwrap();
         let mut o = Opener::new(inviter, 4, dest, 3, Duration::from_secs(10), t0);
         let round: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit(t0)).collect();
-        assert_eq!(round.iter().map(|t| t.socket).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            round.iter().map(|t| t.socket).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert!(round.iter().all(|t| t.ttl == Some(3) && t.dest == dest));
         // Nothing more until the refresh, whatever the handshake's own timers say.
         let t1 = t0 + Duration::from_secs(5);
@@ -409,7 +414,9 @@ mod tests {
                 probes.push(p);
             }
         }
-        assert!(probes.iter().all(|p| p.dest.ip() == hard_ip && p.ttl.is_none()));
+        assert!(probes
+            .iter()
+            .all(|p| p.dest.ip() == hard_ip && p.ttl.is_none()));
         let landed = &probes[2];
         hard.handle_input(t, 5, easy, &landed.payload);
         assert_eq!(hard.stats().winner, Some(5));

@@ -242,9 +242,15 @@ impl Answered {
                     .map_err(SessionError::Punch)?;
                 (socket, c)
             }
-            Path::Hard { sockets, dest } => {
-                birthday_hard(&self.settings, socket, sockets, dest, self.stun_server, core, deadline)?
-            }
+            Path::Hard { sockets, dest } => birthday_hard(
+                &self.settings,
+                socket,
+                sockets,
+                dest,
+                self.stun_server,
+                core,
+                deadline,
+            )?,
             Path::Probe { target } => {
                 let c = birthday_easy(&self.settings, &socket, target, core, deadline)?;
                 (socket, c)

@@ -120,7 +120,15 @@ pub fn connect_invite(
             sockets,
         } => {
             let sockets = sockets.min(settings.birthday_sockets.max(1));
-            birthday_hard(settings, socket, sockets, acceptor, stun_server, core, deadline)?
+            birthday_hard(
+                settings,
+                socket,
+                sockets,
+                acceptor,
+                stun_server,
+                core,
+                deadline,
+            )?
         }
         Method::Birthday {
             hard: Side::Acceptor,

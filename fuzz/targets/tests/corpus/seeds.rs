@@ -24,8 +24,8 @@ use plexus::mediator::email;
 use plexus::nat::Behaviour;
 use plexus::punch::wire;
 use plexus::rendezvous::message::{
-    Accept, Body, Decline, Invite, Message, Method, NatFacts, PortMapping, RelayPolicy,
-    Rendezvous, Side,
+    Accept, Body, Decline, Invite, Message, Method, NatFacts, PortMapping, RelayPolicy, Rendezvous,
+    Side,
 };
 use plexus::rendezvous::replay::ReplayGuard;
 use plexus::rendezvous::seal::{Envelope, Freshness};

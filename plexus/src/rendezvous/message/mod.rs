@@ -1072,7 +1072,8 @@ impl Body {
                 (_, None) => "-".to_string(),
                 (_, Some(m)) => m.to_string(),
             },
-            self.relayed.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            self.relayed
+                .map_or_else(|| "-".to_string(), |a| a.to_string()),
             hex(&self.secret.0),
         ];
         let mut out = Vec::with_capacity(1024);
@@ -1114,8 +1115,8 @@ impl Message {
         let mut lines = text.split('\n');
         let first = lines.next().unwrap_or("");
         let version = match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
-            Some(v) if v == "1" => 1,
-            Some(v) if v == "2" => 2,
+            Some("1") => 1,
+            Some("2") => 2,
             Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
                 return Err(MessageError::UnsupportedVersion(v.into()))
             }
@@ -1266,7 +1267,11 @@ impl Message {
             method = parse_method(values[14])?;
             match (kind, method) {
                 (Kind::Invite, Some(_)) => {
-                    return Err(bad("method", values[14], "- in an invite (the acceptor chooses)"))
+                    return Err(bad(
+                        "method",
+                        values[14],
+                        "- in an invite (the acceptor chooses)",
+                    ))
                 }
                 (Kind::Accept, None) => {
                     return Err(bad("method", values[14], "a method in an accept"))

@@ -176,8 +176,14 @@ fn golden_routed_accept_and_decline() {
         panic!("decodes as a decline");
     };
     assert_eq!(d, decline);
-    assert_eq!(d.reason(), "both NATs map per destination and relay is never");
-    assert_eq!((d.session, &d.from, &d.to), (invite.session, &invite.to, &invite.from));
+    assert_eq!(
+        d.reason(),
+        "both NATs map per destination and relay is never"
+    );
+    assert_eq!(
+        (d.session, &d.from, &d.to),
+        (invite.session, &invite.to, &invite.from)
+    );
     // Sealing takes the same path as every message: the trait's encoding is the decline's.
     assert_eq!(
         Message::Decline(d).encode().unwrap(),
@@ -190,7 +196,10 @@ fn route_fields_are_checked() {
     use MessageError as E;
     let routed = |key: &str, v: &str| {
         let mut lines: Vec<String> = GOLDEN_ROUTED_ACCEPT.lines().map(String::from).collect();
-        let i = lines.iter().position(|l| l.starts_with(&format!("{key}: "))).unwrap();
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{key}: ")))
+            .unwrap();
         lines[i] = format!("{key}: {v}");
         lines.join("\n") + "\n"
     };
@@ -208,24 +217,44 @@ fn route_fields_are_checked() {
         ("relayed", "203.0.113.5:0"),
     ] {
         assert!(
-            matches!(err(&routed(key, v)), E::BadValue { .. } | E::TooManyEndpoints { .. }),
+            matches!(
+                err(&routed(key, v)),
+                E::BadValue { .. } | E::TooManyEndpoints { .. }
+            ),
             "{key}: {v} -> {:?}",
             err(&routed(key, v))
         );
     }
     // The relay method needs its endpoint; an invite names no method and no relayed one.
-    let relay_without = routed("method", "relay").replace("relayed: 203.0.113.5:49160", "relayed: -");
-    assert!(matches!(err(&relay_without), E::BadValue { field: "relayed", .. }));
+    let relay_without =
+        routed("method", "relay").replace("relayed: 203.0.113.5:49160", "relayed: -");
+    assert!(matches!(
+        err(&relay_without),
+        E::BadValue {
+            field: "relayed",
+            ..
+        }
+    ));
     assert!(matches!(
         err(&GOLDEN.replace("method: -", "method: direct")),
-        E::BadValue { field: "method", .. }
+        E::BadValue {
+            field: "method",
+            ..
+        }
     ));
     assert!(matches!(
         err(&GOLDEN.replace("relayed: -", "relayed: 203.0.113.5:49160")),
-        E::BadValue { field: "relayed", .. }
+        E::BadValue {
+            field: "relayed",
+            ..
+        }
     ));
     // Declines: a reason, bounded, trimmed; nothing but their own keys.
-    for bad in ["reason: ", "reason:  padded", &format!("reason: {}", "x".repeat(MAX_REASON + 1))] {
+    for bad in [
+        "reason: ",
+        "reason:  padded",
+        &format!("reason: {}", "x".repeat(MAX_REASON + 1)),
+    ] {
         let text = GOLDEN_DECLINE.replace(
             "reason: both NATs map per destination and relay is never",
             bad,

@@ -35,6 +35,7 @@
 //! match env.open(&received, now + 3)? {
 //!     // every check passed; otherwise a typed OpenError
 //!     Message::Accept(accept) => println!("accepted by {}", accept.from),
+//!     Message::Decline(no) => println!("declined: {}", no.reason()),
 //!     Message::Invite(_) => println!("an invite, not the answer"),
 //! }
 //! # Ok(())

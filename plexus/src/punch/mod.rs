@@ -292,6 +292,93 @@ impl HandshakeCore for birthday::Prober {
     }
 }
 
+/// A handshake core that gives up, as if finished, soon after `stop` is set: two paths
+/// tried at once (direct and relayed) end each other this way. It checks the flag at
+/// least every [`Stoppable::TICK`].
+#[derive(Debug)]
+pub struct Stoppable<'f, C> {
+    inner: C,
+    stop: &'f std::sync::atomic::AtomicBool,
+    stopped: bool,
+    next_check: Option<Instant>,
+}
+
+impl<'f, C: HandshakeCore> Stoppable<'f, C> {
+    /// How often the flag is looked at while nothing else happens.
+    pub const TICK: Duration = Duration::from_millis(50);
+
+    /// `inner`, ended when `stop` is set.
+    pub fn new(inner: C, stop: &'f std::sync::atomic::AtomicBool) -> Stoppable<'f, C> {
+        Stoppable {
+            inner,
+            stop,
+            stopped: false,
+            next_check: None,
+        }
+    }
+
+    /// Whether it ended because of the flag.
+    pub fn was_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The core inside.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+}
+
+impl<C: HandshakeCore> Core for Stoppable<'_, C> {
+    type Event = Event;
+
+    fn handle_input(&mut self, now: Instant, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        if !self.stopped {
+            self.inner.handle_input(now, socket, from, bytes);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // A side that has connected finishes its linger whatever the other path does.
+        if !self.inner.handshake().is_connected()
+            && self.stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.stopped = true;
+        }
+        self.next_check = Some(now + Self::TICK);
+        if !self.stopped {
+            self.inner.handle_timeout(now);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.stopped {
+            return None;
+        }
+        self.inner.poll_transmit(now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let t = self.inner.poll_timeout()?;
+        Some(self.next_check.map_or(t, |c| c.min(t)))
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.inner.poll_event()
+    }
+}
+
+impl<C: HandshakeCore> HandshakeCore for Stoppable<'_, C> {
+    fn handshake(&self) -> &Handshake {
+        self.inner.handshake()
+    }
+    fn corridor_socket(&self) -> usize {
+        self.inner.corridor_socket()
+    }
+}
+
 /// Drive `core` over `socket` until it has connected and finished lingering, or failed,
 /// or `deadline` passes. Blocking; the socket's own settings are left as they were.
 pub fn run_handshake(
@@ -368,6 +455,34 @@ mod tests {
             inviter: [3; 32],
             acceptor: [4; 32],
         }
+    }
+
+    #[test]
+    fn a_stopped_core_ends_without_connecting() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let core = Handshake::new(
+            Role::Inviter,
+            &secrets(),
+            [9; 16],
+            vec![silent.local_addr().unwrap()],
+            Instant::now(),
+            Config::default(),
+        );
+        let flag = std::sync::atomic::AtomicBool::new(false);
+        let mut core = Stoppable::new(core, &flag);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let r = run_core(&[&a], &mut core, Instant::now() + Duration::from_secs(30));
+            assert!(matches!(r, Err(PunchError::Timeout { .. })), "{r:?}");
+        });
+        assert!(core.was_stopped());
+        assert!(!core.handshake().is_connected());
+        // It called the silent peer before the flag: the handshake really ran.
+        assert!(core.handshake().stats().sent > 0);
     }
 
     #[test]

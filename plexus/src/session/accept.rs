@@ -178,16 +178,18 @@ impl Listening {
                 Ok(None)
             }
         };
+        // An authentic invite that cannot be served is declined, sealed, so the inviter
+        // ends at once with the reason instead of waiting out its timeout.
         if let Err(e) = check_endpoints(&invite) {
+            decline(&mut peers[who], mediator, &invite, &e.to_string());
             return give_up(e);
         }
         if running >= settings.max_corridors.max(1) {
-            warn!(
-                "invite {} from {} refused: {running} corridors are running, the most allowed \
-                 (max_corridors); the peer may invite again when one ends",
-                invite.session.to_hex(),
-                invite.from
+            let reason = format!(
+                "the acceptor is busy: {running} corridors are running, the most it allows \
+                 (max_corridors); invite again when one ends"
             );
+            decline(&mut peers[who], mediator, &invite, &reason);
             return Ok(None);
         }
         info!(

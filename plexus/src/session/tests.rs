@@ -312,3 +312,84 @@ fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
         ]
     );
 }
+
+/// Hands out the given sealed messages once, records what is sent back.
+struct Scripted {
+    inbox: Vec<Vec<u8>>,
+    sent: Vec<(String, Vec<u8>)>,
+}
+
+impl Mediator for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn send(&mut self, to: &str, sealed: &[u8]) -> Result<(), MediatorError> {
+        self.sent.push((to.to_string(), sealed.to_vec()));
+        Ok(())
+    }
+    fn receive(&mut self, t: Duration) -> Result<Option<Incoming>, MediatorError> {
+        match self.inbox.pop() {
+            Some(sealed) => Ok(Some(Incoming {
+                id: format!("m{}", self.inbox.len()),
+                from: "alice".into(),
+                sealed,
+            })),
+            None => {
+                std::thread::sleep(t.min(Duration::from_millis(20)));
+                Ok(None)
+            }
+        }
+    }
+    fn acknowledge(&mut self, _id: &str, _o: Outcome) -> Result<(), MediatorError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_authentic_invite_that_cannot_be_served_is_declined_sealed() {
+    use crate::testing::DemoCerts;
+    let demo = DemoCerts::new("session-decline");
+    let stun = crate::testing::stun::FilteringServer::start();
+    let now = unix_now();
+    // Signed and sealed by the pinned peer, but naming a loopback endpoint.
+    let good = DemoCerts::invite("alice", "bob", now);
+    let invite = Invite::new(
+        good.from.clone(),
+        good.to.clone(),
+        now,
+        vec!["127.0.0.1:41000".parse().unwrap()],
+        vec![],
+        good.nat,
+    )
+    .unwrap();
+    let alice = demo.envelope("alice", "bob");
+    let mut m = Scripted {
+        inbox: vec![alice.seal(&invite).unwrap()],
+        sent: vec![],
+    };
+    let mut bob = demo.envelope("bob", "alice");
+    let mut settings = settings_for(stun.addr);
+    settings.rendezvous_timeout = Some(Duration::from_secs(20));
+    let e = accept_one(
+        &settings,
+        &mut [Peer {
+            envelope: &mut bob,
+            address: "alice".into(),
+        }],
+        &mut m,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SessionError::BadEndpoint(_)), "{e}");
+    let [(to, sealed)] = &m.sent[..] else {
+        panic!("one decline sent, got {} messages", m.sent.len());
+    };
+    assert_eq!(to, "alice");
+    let mut alice = demo.envelope("alice", "bob");
+    match alice.open(sealed, unix_now()).unwrap() {
+        Message::Decline(d) => {
+            assert_eq!(d.session, invite.session);
+            assert!(d.reason().contains("127.0.0.1:41000"), "{}", d.reason());
+        }
+        other => panic!("a decline, not {:?}", other.kind()),
+    }
+}

@@ -8,6 +8,11 @@ greetings to the peer and answers the peer's greetings, until it has both receiv
 greeting and seen its own greeting acknowledged (or a bounded time passes). The outcome
 goes as one JSON line to the file named by EXCHANGE_OUT (and stdout); exit 0 only when
 datagrams went both ways.
+
+EXCHANGE_HOLD=N (seconds) keeps the path busy afterwards: both sides send a numbered
+tick every half second for N seconds and count the peer's ticks ("held" in the result),
+so a test can show a path (a relayed one: allocation, permission and channel refreshed)
+still carries traffic at the end of a long run.
 """
 import json
 import os
@@ -16,6 +21,30 @@ import sys
 import time
 
 TOTAL_SECONDS = float(os.environ.get("EXCHANGE_SECONDS", "10"))
+HOLD_SECONDS = min(float(os.environ.get("EXCHANGE_HOLD", "0")), 600.0)
+
+
+def hold(sock, peer, seconds):
+    """Ticks both ways for `seconds`: how many we got, and when the last one came."""
+    start = time.monotonic()
+    end = start + seconds
+    next_tick, n, got, last = start, 0, 0, None
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if now >= next_tick:
+            sock.sendto(f"tick {n}".encode(), peer)
+            n += 1
+            next_tick += 0.5
+        try:
+            data, _ = sock.recvfrom(2048)
+        except socket.timeout:
+            continue
+        if data.startswith(b"tick "):
+            got += 1
+            last = time.monotonic() - start
+        elif data.startswith(b"hello "):
+            sock.sendto(b"ack " + data, peer)
+    return {"seconds": seconds, "sent": n, "received": got, "last_at": last}
 
 
 def main() -> int:
@@ -56,7 +85,9 @@ def main() -> int:
             continue
         if data.startswith(b"hello "):
             sock.sendto(b"ack " + data, src)
+    held = hold(sock, peer, HOLD_SECONDS) if HOLD_SECONDS > 0 and got_greeting and got_ack else None
     result = {
+        "held": held,
         "host": me,
         "inner": f"{inner[0]}:{inner[1]}",
         "outer": f"{sys.argv[3]}:{sys.argv[4]}",

@@ -6,6 +6,10 @@ use std::time::Duration;
 use clap::Args;
 
 use plexus::nat::{Behaviour, DiscoverConfig, NatReport, DEFAULT_PROBE_TIMEOUT};
+use plexus::portmap::Protocol;
+
+/// What `plexus::portmap::probe` found: each protocol's external address or why not.
+pub type PortMapProbe = Vec<(Protocol, Result<IpAddr, String>)>;
 
 /// Default STUN port.
 pub const STUN_PORT: u16 = 3478;
@@ -18,7 +22,9 @@ servers to compare mappings; what cannot be measured is reported as unknown (nul
 
 --json prints one object: nat, mapping, filtering (\"endpoint-independent\" | \"address-dependent\" | \
 \"address-and-port-dependent\" | null), hairpin, port_preserved, address_stable (bool | null), local, \
-mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers.
+mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers, port_mapping (null with \
+--no-port-mapping, else one entry per protocol: {protocol: \"PCP\" | \"NAT-PMP\" | \"UPnP-IGD\", \
+available, external (\"ip\" | null), error (text | null)}).
 
 Exit codes:
   0  discovery completed (whatever the NAT)
@@ -41,6 +47,10 @@ pub struct NatArgs {
     /// Print one JSON object instead of text for people.
     #[arg(long)]
     pub json: bool,
+    /// Do not ask the router which port mapping protocols (PCP, NAT-PMP, UPnP-IGD) it
+    /// answers (asked by default, in parallel with STUN, bounded to 1 s).
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 /// A usage problem, reported with exit code 2.
@@ -121,9 +131,45 @@ fn behaviour(b: Option<Behaviour>) -> serde_json::Value {
     b.map_or(serde_json::Value::Null, |b| b.as_str().into())
 }
 
+fn port_mapping_json(pm: Option<&PortMapProbe>) -> serde_json::Value {
+    let Some(pm) = pm else {
+        return serde_json::Value::Null;
+    };
+    pm.iter()
+        .map(|(p, r)| {
+            serde_json::json!({
+                "protocol": p.as_str(),
+                "available": r.is_ok(),
+                "external": r.as_ref().ok().map(ToString::to_string),
+                "error": r.as_ref().err(),
+            })
+        })
+        .collect()
+}
+
+/// The "router port mapping:" line.
+pub fn port_mapping_text(pm: &PortMapProbe) -> String {
+    let ok: Vec<_> = pm
+        .iter()
+        .filter_map(|(p, r)| Some((p, r.as_ref().ok()?)))
+        .collect();
+    if ok.is_empty() {
+        return "none answered".into();
+    }
+    let names: Vec<&str> = ok.iter().map(|(p, _)| p.as_str()).collect();
+    let mut ips: Vec<String> = ok.iter().map(|(_, ip)| ip.to_string()).collect();
+    ips.dedup();
+    format!(
+        "{} available (external {})",
+        names.join(", "),
+        ips.join(", ")
+    )
+}
+
 /// The `--json` object.
-pub fn to_json(r: &NatReport) -> serde_json::Value {
+pub fn to_json(r: &NatReport, pm: Option<&PortMapProbe>) -> serde_json::Value {
     serde_json::json!({
+        "port_mapping": port_mapping_json(pm),
         "nat": r.nat,
         "mapping": behaviour(r.mapping),
         "filtering": behaviour(r.filtering),
@@ -158,7 +204,7 @@ fn yes_no(b: Option<bool>) -> &'static str {
 }
 
 /// Text for people.
-pub fn to_text(r: &NatReport) -> String {
+pub fn to_text(r: &NatReport, pm: Option<&PortMapProbe>) -> String {
     use Behaviour::*;
     let kind = if !r.nat {
         "no NAT (public address)".to_string()
@@ -178,6 +224,9 @@ pub fn to_text(r: &NatReport) -> String {
         }
     };
     let servers: Vec<String> = r.servers.iter().map(ToString::to_string).collect();
+    let router = pm.map_or(String::new(), |pm| {
+        format!("router port mapping: {}\n", port_mapping_text(pm))
+    });
     format!(
         "NAT type:        {kind}\n\
          mapping:         {}\n\
@@ -188,6 +237,7 @@ pub fn to_text(r: &NatReport) -> String {
          local:           {}\n\
          public (mapped): {}\n\
          punch:           {}\n\
+         {router}\
          \n{}\n\
          \n(measured against {} in {} ms{})\n",
         short(r.mapping, "M"),

@@ -1,0 +1,302 @@
+//! Router port mapping against the real daemon: miniupnpd on the `upnp-symmetric`
+//! site's router (a symmetric NAT). For each protocol (PCP, NAT-PMP, UPnP-IGD) the
+//! host maps a UDP port; a host in `a-none` reaches it through the external endpoint,
+//! the answers come back from that endpoint (port kept, even toward a new peer), and
+//! after `remove()` the router's rule is gone and packets stop arriving.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use plexus::portmap::{self, Protocol};
+
+use crate::lab::{assert_ok, plexus_bin, Lab, Site};
+
+const SITE: &str = "upnp-symmetric";
+const PEER: &str = "a-none";
+const LEASE: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// miniupnpd's DNAT rules, as `nft` prints them in the router.
+fn router_rules(lab: &Lab, s: &Site) -> String {
+    let out = lab.exec(
+        &s.router_netns,
+        &["nft", "list", "table", "inet", "miniupnpd"],
+    );
+    assert_ok("nft list table inet miniupnpd", &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dnat_rule(s: &Site, port: u16) -> String {
+    format!("dnat ip to {}:{port}", s.host_ip)
+}
+
+/// Waits (bounded) until the lab's rule follower has put the mapping in `port_keep`:
+/// it mirrors miniupnpd's rule a few milliseconds after the router answered.
+fn wait_port_kept(lab: &Lab, s: &Site, port: u16) {
+    let want = format!("{} . {port}", s.host_ip);
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let out = lab.exec(
+            &s.router_netns,
+            &["nft", "list", "set", "ip", "port_keep", "mapped"],
+        );
+        if String::from_utf8_lossy(&out.stdout).contains(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lab's port_keep set never got {want} (see the state dir's portmap-sync log)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn recv(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    sock.set_read_timeout(Some(wait)).expect("set_read_timeout");
+    let mut buf = [0u8; 1500];
+    let (n, from) = sock.recv_from(&mut buf).ok()?;
+    Some((buf[..n].to_vec(), from))
+}
+
+fn map_and_exchange(protocol: Protocol) {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&[SITE, PEER]);
+    let s = lab.site(SITE);
+    let peer = lab.site(PEER);
+    assert_eq!(
+        s.portmap.as_deref(),
+        Some("miniupnpd"),
+        "lab.json marks {SITE}"
+    );
+
+    let (sock, m) = lab.in_ns(&s.host_netns, || {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let local = sock.local_addr().expect("local_addr");
+        let m = portmap::map_udp_with(&[protocol], local, LEASE, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{protocol} mapping failed: {e}"));
+        (sock, m)
+    });
+    let port = sock.local_addr().unwrap().port();
+    eprintln!(
+        "{protocol}: {} -> {}, lease {:?}",
+        m.external, m.internal, m.lease
+    );
+    assert_eq!(m.protocol, protocol);
+    assert_eq!(
+        m.internal,
+        SocketAddr::from((s.host_ip, port)),
+        "the LAN address was mapped"
+    );
+    assert_eq!(
+        m.external.ip(),
+        IpAddr::V4(s.public_ip),
+        "external address is the router's"
+    );
+    assert_eq!(
+        m.external.port(),
+        port,
+        "miniupnpd grants the port asked for when free"
+    );
+    assert!(
+        !m.lease.is_zero() && m.lease <= LEASE,
+        "lease {:?}",
+        m.lease
+    );
+    assert!(
+        router_rules(lab, s).contains(&dnat_rule(s, port)),
+        "no DNAT rule for {port} in the router:\n{}",
+        router_rules(lab, s)
+    );
+    wait_port_kept(lab, s, port);
+
+    let (a, b) = lab.in_ns(&peer.host_netns, || {
+        (
+            UdpSocket::bind("0.0.0.0:0").unwrap(),
+            UdpSocket::bind("0.0.0.0:0").unwrap(),
+        )
+    });
+    let a_addr = SocketAddr::from((peer.host_ip, a.local_addr().unwrap().port()));
+    let b_addr = SocketAddr::from((peer.host_ip, b.local_addr().unwrap().port()));
+
+    // Inbound through the mapping, and the answer from the external endpoint.
+    a.send_to(b"in", m.external).unwrap();
+    let (d, from) =
+        recv(&sock, Duration::from_secs(3)).expect("nothing arrived through the mapping");
+    assert_eq!((d.as_slice(), from), (&b"in"[..], a_addr));
+    sock.send_to(b"back", from).unwrap();
+    let (d, from) = recv(&a, Duration::from_secs(3)).expect("the answer did not arrive");
+    assert_eq!(
+        (d.as_slice(), from),
+        (&b"back"[..], m.external),
+        "answer from the external endpoint"
+    );
+
+    // Outbound first toward a peer never seen: the symmetric NAT would pick a random
+    // port; the mapping's port must be kept, or this side is not "unNATed" for it.
+    sock.send_to(b"first", b_addr).unwrap();
+    let (d, from) = recv(&b, Duration::from_secs(3)).expect("outbound did not arrive");
+    assert_eq!(
+        (d.as_slice(), from),
+        (&b"first"[..], m.external),
+        "outbound keeps the mapped port"
+    );
+
+    // Renewal keeps the same endpoint.
+    let mut m = m;
+    let before = m.external;
+    lab.in_ns(&s.host_netns, || m.renew())
+        .unwrap_or_else(|e| panic!("{protocol} renew: {e}"));
+    assert_eq!(m.external, before, "renewal kept the endpoint");
+
+    // Removal: the rule goes, and a new flow no longer gets in.
+    let ext = m.external;
+    lab.in_ns(&s.host_netns, || m.remove())
+        .unwrap_or_else(|e| panic!("{protocol} remove: {e}"));
+    assert!(
+        !router_rules(lab, s).contains(&dnat_rule(s, port)),
+        "the DNAT rule for {port} is still there after remove():\n{}",
+        router_rules(lab, s)
+    );
+    // A new source socket: the conntrack entry of the earlier exchange must not count.
+    let c = lab.in_ns(&peer.host_netns, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    for _ in 0..3 {
+        c.send_to(b"after", ext).unwrap();
+    }
+    assert_eq!(
+        recv(&sock, Duration::from_millis(700)),
+        None,
+        "a packet arrived after remove()"
+    );
+}
+
+#[test]
+fn pcp_maps_a_udp_port() {
+    map_and_exchange(Protocol::Pcp);
+}
+
+#[test]
+fn natpmp_maps_a_udp_port() {
+    map_and_exchange(Protocol::NatPmp);
+}
+
+#[test]
+fn upnp_igd_maps_a_udp_port() {
+    map_and_exchange(Protocol::Upnp);
+}
+
+/// `map_udp` takes the first protocol that works (PCP here); `hold` keeps the mapping
+/// and removes it when dropped.
+#[test]
+fn hold_removes_on_drop() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&[SITE]);
+    let s = lab.site(SITE);
+    let held = lab.in_ns(&s.host_netns, || {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let m = portmap::map_udp(sock.local_addr().unwrap(), LEASE, TIMEOUT).expect("map_udp");
+        (sock, portmap::hold(m))
+    });
+    let m = held.1.mapping();
+    assert_eq!(m.protocol, Protocol::Pcp, "PCP is tried first");
+    let port = m.internal.port();
+    assert!(router_rules(lab, s).contains(&dnat_rule(s, port)));
+    drop(held);
+    assert!(
+        !router_rules(lab, s).contains(&dnat_rule(s, port)),
+        "dropping the guard left the mapping:\n{}",
+        router_rules(lab, s)
+    );
+}
+
+/// A router without a mapping daemon: every protocol fails, and says so.
+#[test]
+fn no_daemon_no_mapping() {
+    let lab = lab_or_skip!();
+    let s = lab.site("a-port");
+    let err = lab.in_ns(&s.host_netns, || {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        portmap::map_udp(
+            sock.local_addr().unwrap(),
+            LEASE,
+            Duration::from_millis(800),
+        )
+        .unwrap_err()
+    });
+    let text = err.to_string();
+    eprintln!("a-port: {text}");
+    for p in ["PCP", "NAT-PMP", "UPnP-IGD"] {
+        assert!(
+            text.contains(&format!("{p}: no answer")),
+            "{p} missing in: {text}"
+        );
+    }
+    assert!(!err.behind_another_nat());
+}
+
+fn plexus_nat_json(lab: &Lab, site: &str) -> serde_json::Value {
+    let s = lab.site(site);
+    let stun = lab.stun.ips[0].to_string();
+    let t0 = Instant::now();
+    let out = lab.exec_timeout(
+        &s.host_netns,
+        30,
+        &[&plexus_bin(), "nat", "--json", "--stun", &stun],
+    );
+    assert_ok("plexus nat --json", &out);
+    eprintln!("plexus nat in {site}: {} ms", t0.elapsed().as_millis());
+    serde_json::from_slice(&out.stdout).expect("plexus nat --json prints JSON")
+}
+
+#[test]
+fn plexus_nat_lists_router_protocols() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&[SITE]);
+    let v = plexus_nat_json(lab, SITE);
+    let pm = v["port_mapping"].as_array().expect("port_mapping array");
+    let public = lab.site(SITE).public_ip.to_string();
+    let names: Vec<_> = pm
+        .iter()
+        .map(|e| e["protocol"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["PCP", "NAT-PMP", "UPnP-IGD"], "{v}");
+    for e in pm {
+        assert_eq!(e["available"], true, "{e}");
+        assert_eq!(e["external"], public.as_str(), "{e}");
+    }
+    let s = lab.site(SITE);
+    let out = lab.exec_timeout(
+        &s.host_netns,
+        30,
+        &[&plexus_bin(), "nat", "--stun", &lab.stun.ips[0].to_string()],
+    );
+    assert_ok("plexus nat", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "router port mapping: PCP, NAT-PMP, UPnP-IGD available (external {public})"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn plexus_nat_without_router_daemon() {
+    let lab = lab_or_skip!();
+    let v = plexus_nat_json(lab, "a-port");
+    let pm = v["port_mapping"].as_array().expect("port_mapping array");
+    assert_eq!(pm.len(), 3, "{v}");
+    for e in pm {
+        assert_eq!(e["available"], false, "{e}");
+        assert!(
+            e["error"].as_str().is_some_and(|s| s.contains("no answer")),
+            "{e}"
+        );
+    }
+    let s = lab.site("a-port");
+    let out = lab.exec_timeout(
+        &s.host_netns,
+        30,
+        &[&plexus_bin(), "nat", "--stun", &lab.stun.ips[0].to_string()],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("router port mapping: none answered"));
+}

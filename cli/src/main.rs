@@ -46,8 +46,9 @@ fn humantime_now() -> String {
 fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
     let (cfg, json) = args.config().map_err(|e| Failure::Usage(e.to_string()))?;
     // The router is asked in parallel with STUN, so `plexus nat` takes no longer.
-    let probe = (!args.no_port_mapping)
-        .then(|| std::thread::spawn(|| plexus::portmap::probe(plexus::defaults::PORTMAP_TIMEOUT)));
+    let bound = std::time::Duration::from_millis(args.port_mapping_timeout);
+    let probe =
+        (!args.no_port_mapping).then(|| std::thread::spawn(move || plexus::portmap::probe(bound)));
     let r = plexus::nat::discover(&cfg).map_err(|e| Failure::Failed(e.to_string()))?;
     let pm = probe.and_then(|t| t.join().ok());
     if json {

@@ -48,9 +48,13 @@ pub struct NatArgs {
     #[arg(long)]
     pub json: bool,
     /// Do not ask the router which port mapping protocols (PCP, NAT-PMP, UPnP-IGD) it
-    /// answers (asked by default, in parallel with STUN, bounded to 1 s).
+    /// answers (asked by default, in parallel with STUN).
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Deadline in milliseconds for the router's port mapping answers.
+    #[arg(long, value_name = "MS", default_value_t = plexus::defaults::PORTMAP_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub port_mapping_timeout: u64,
 }
 
 /// A usage problem, reported with exit code 2.

@@ -212,6 +212,47 @@ fn hold_removes_on_drop() {
     );
 }
 
+/// `hold` renews at half the lease: after several leases the held mapping is still on
+/// the router while one made at the same time without `hold` has expired (miniupnpd
+/// removes expired mappings within a second).
+#[test]
+fn hold_renews_past_the_lease() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&[SITE]);
+    let s = lab.site(SITE);
+    let lease = Duration::from_secs(3);
+    let (socks, held, bare) = lab.in_ns(&s.host_netns, || {
+        let a = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let b = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let held =
+            portmap::hold(portmap::map_udp(a.local_addr().unwrap(), lease, TIMEOUT).expect("map"));
+        let bare = portmap::map_udp(b.local_addr().unwrap(), lease, TIMEOUT).expect("map");
+        ((a, b), held, bare)
+    });
+    let first = held.mapping();
+    assert_eq!(
+        first.lease, lease,
+        "miniupnpd grants short leases in the lab"
+    );
+    std::thread::sleep(lease * 3);
+    let rules = router_rules(lab, s);
+    assert!(
+        rules.contains(&dnat_rule(s, first.internal.port())),
+        "the held mapping expired:\n{rules}"
+    );
+    assert!(
+        !rules.contains(&dnat_rule(s, bare.internal.port())),
+        "the mapping without hold did not expire, so this test shows nothing:\n{rules}"
+    );
+    assert_eq!(
+        held.mapping().external,
+        first.external,
+        "renewals kept the endpoint"
+    );
+    drop(held);
+    drop(socks);
+}
+
 /// A router without a mapping daemon: every protocol fails, and says so.
 #[test]
 fn no_daemon_no_mapping() {

@@ -9,6 +9,7 @@ miniupnpd_rules, for why the router needs this.
 import re
 import subprocess
 import sys
+import time
 
 # miniupnpd writes raw matches: `@nh,72,8 0x11` is "IP protocol 17", UDP.
 ADD = re.compile(r'^add rule inet miniupnpd prerouting_miniupnpd .*(?:\budp\b|@nh,72,8 0x11).*'
@@ -24,21 +25,27 @@ def nft(*args):
 
 def main():
     by_handle = {}
+    count = {}  # element -> rules for it (two mappings of one endpoint share it)
     mon = subprocess.Popen(['nft', '-a', 'monitor', 'rules'], stdout=subprocess.PIPE, text=True)
     for line in mon.stdout:
         line = line.strip()
         m = ADD.match(line)
         if m:
             ip, port, handle = m.groups()
-            by_handle[handle] = f'{ip} . {port}'
-            nft('add', 'element', 'ip', 'port_keep', 'mapped', '{', by_handle[handle], '}')
-            print(f'keep {by_handle[handle]}', flush=True)
+            elem = by_handle[handle] = f'{ip} . {port}'
+            count[elem] = count.get(elem, 0) + 1
+            if count[elem] == 1:
+                nft('add', 'element', 'ip', 'port_keep', 'mapped', '{', elem, '}')
+            print(f'{time.time():.3f} keep {elem} (rule {handle})', flush=True)
             continue
         m = DEL.match(line)
         if m and m.group(1) in by_handle:
             elem = by_handle.pop(m.group(1))
-            nft('delete', 'element', 'ip', 'port_keep', 'mapped', '{', elem, '}')
-            print(f'drop {elem}', flush=True)
+            count[elem] -= 1
+            if count[elem] == 0:
+                del count[elem]
+                nft('delete', 'element', 'ip', 'port_keep', 'mapped', '{', elem, '}')
+            print(f'{time.time():.3f} drop {elem} (rule {m.group(1)})', flush=True)
     sys.exit(mon.wait())
 
 

@@ -241,6 +241,15 @@ pub fn map_udp_with(
 /// A private external address makes the mapping useless: remove it and say why.
 fn check_external(m: Mapping) -> Result<Mapping, PortmapError> {
     let ip = m.external.ip();
+    if ip.is_unspecified() {
+        // RFC 6886 §3.2: 0.0.0.0 means the router has no external address (WAN down).
+        let protocol = m.protocol;
+        let _ = m.remove();
+        return Err(PortmapError::Refused {
+            protocol,
+            reason: "the router has no external address (is its uplink down?)".into(),
+        });
+    }
     if is_private(ip) {
         let protocol = m.protocol;
         if let Err(e) = m.remove() {
@@ -522,6 +531,9 @@ fn probe_one(
                 .map_err(|e| e.to_string())?
         }
     };
+    if ip.is_unspecified() {
+        return Err(format!("{p}: the router has no external address"));
+    }
     if is_private(ip) {
         return Err(PortmapError::BehindAnotherNat {
             protocol: p,

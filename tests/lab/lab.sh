@@ -591,6 +591,8 @@ EOF
 # its rule follower. Args: state-dir site router-netns public-ip router-lan-ip lan.
 start_miniupnpd() {
     local st=$1 site=$2 r=$3 pub=$4 gw=$5 lan=$6 stun_ip=203.0.113.3
+    command -v miniupnpd >/dev/null \
+        || die "miniupnpd is not installed (site $site needs it): run tests/lab/install-deps.sh"
     cat >"$st/$site-miniupnpd.conf" <<EOF
 ext_ifname=wan
 ext_perform_stun=yes

@@ -314,7 +314,7 @@ build() {
         local portmap_json=""
         if [[ ${portmap:-} == miniupnpd ]]; then
             miniupnpd_rules "$public" >>"$st/$site.nft"
-            upnp_sites+=("$site $r $public $router_lan $lan_net")
+            upnp_sites+=("$site $r $public $lan_net")
             portmap_json="\"portmap\":\"miniupnpd\","
         fi
         inet_nft+="  chain $chain { }"$'\n'
@@ -588,9 +588,9 @@ EOF
 }
 
 # Starts miniupnpd (UPnP-IGD, NAT-PMP, PCP) on a site's router, LAN side only, and
-# its rule follower. Args: state-dir site router-netns public-ip router-lan-ip lan.
+# its rule follower. Args: state-dir site router-netns public-ip lan.
 start_miniupnpd() {
-    local st=$1 site=$2 r=$3 pub=$4 gw=$5 lan=$6 stun_ip=203.0.113.3
+    local st=$1 site=$2 r=$3 pub=$4 lan=$5 stun_ip=203.0.113.3
     command -v miniupnpd >/dev/null \
         || die "miniupnpd is not installed (site $site needs it): run tests/lab/install-deps.sh"
     cat >"$st/$site-miniupnpd.conf" <<EOF

@@ -470,18 +470,21 @@ pub fn probe(timeout: Duration) -> Vec<(Protocol, Result<IpAddr, String>)> {
     let threads: Vec<_> = Protocol::ALL
         .iter()
         .map(|&p| {
-            (
-                p,
-                std::thread::spawn(move || probe_one(p, local, gateway, timeout)),
-            )
+            let t = std::thread::Builder::new()
+                .name("plexus-portmap-probe".into())
+                .spawn(move || probe_one(p, local, gateway, timeout));
+            (p, t)
         })
         .collect();
     threads
         .into_iter()
         .map(|(p, t)| {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err("probe thread panicked".into()));
+            let r = match t {
+                Ok(t) => t
+                    .join()
+                    .unwrap_or_else(|_| Err(format!("{p}: the probe failed"))),
+                Err(e) => Err(format!("{p}: cannot start a probe thread: {e}")),
+            };
             (p, r)
         })
         .collect()

@@ -116,6 +116,10 @@ pub struct ConnectArgs {
     /// or a number [default: auto].
     #[arg(long, value_name = "auto|N")]
     pub punch_hops: Option<PunchHops>,
+    /// Ask the router for a mapping of the corridor port with PCP, NAT-PMP or UPnP-IGD
+    /// (`auto`), or never (`off`) [default: auto].
+    #[arg(long, value_name = "auto|off")]
+    pub port_mapping: Option<plexus::profile::PortMapping>,
 
     /// Executor program, started with `innerip innerport outerip outerport peerip
     /// peerport` (no shell).
@@ -247,6 +251,7 @@ fn flags_patch(p: &Profile, a: &ConnectArgs) -> Result<ProfilePatch, Failure> {
         bind_ip: a.bind_ip,
         bind_port: a.bind_port,
         punch_hops: a.punch_hops,
+        port_mapping: a.port_mapping,
         discovery_timeout: a.stun_timeout.map(|ms| Duration::from_millis(ms.max(1))),
         rendezvous_timeout: a.rendezvous_timeout.map(|s| Duration::from_secs(s.max(1))),
         handshake_timeout: a

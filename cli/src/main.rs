@@ -45,11 +45,16 @@ fn humantime_now() -> String {
 
 fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
     let (cfg, json) = args.config().map_err(|e| Failure::Usage(e.to_string()))?;
+    // The router is asked in parallel with STUN, so `plexus nat` takes no longer.
+    let bound = std::time::Duration::from_millis(args.port_mapping_timeout);
+    let probe =
+        (!args.no_port_mapping).then(|| std::thread::spawn(move || plexus::portmap::probe(bound)));
     let r = plexus::nat::discover(&cfg).map_err(|e| Failure::Failed(e.to_string()))?;
+    let pm = probe.and_then(|t| t.join().ok());
     if json {
-        println!("{}", nat::to_json(&r));
+        println!("{}", nat::to_json(&r, pm.as_ref()));
     } else {
-        print!("{}", nat::to_text(&r));
+        print!("{}", nat::to_text(&r, pm.as_ref()));
     }
     Ok(())
 }

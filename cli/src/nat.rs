@@ -6,6 +6,10 @@ use std::time::Duration;
 use clap::Args;
 
 use plexus::nat::{Behaviour, DiscoverConfig, NatReport, DEFAULT_PROBE_TIMEOUT};
+use plexus::portmap::Protocol;
+
+/// What `plexus::portmap::probe` found: each protocol's external address or why not.
+pub type PortMapProbe = Vec<(Protocol, Result<IpAddr, String>)>;
 
 /// Default STUN port.
 pub const STUN_PORT: u16 = 3478;
@@ -18,9 +22,11 @@ servers to compare mappings; what cannot be measured is reported as unknown (nul
 
 --json prints one object: nat, mapping, filtering (\"endpoint-independent\" | \"address-dependent\" | \
 \"address-and-port-dependent\" | null), hairpin, port_preserved, address_stable (bool | null), local, \
-mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers, and methods: for each kind \
-of peer NAT (none, full cone, address-restricted, port-restricted, symmetric) the method when this \
-side invites and when it accepts, with a TURN relay configured (null: no method works).
+mapped (\"ip:port\"), punchable, reason, elapsed_ms, rfc5780, servers, port_mapping (null with \
+--no-port-mapping, else one entry per protocol: {protocol: \"PCP\" | \"NAT-PMP\" | \"UPnP-IGD\", \
+available, external (\"ip\" | null), error (text | null)}), and methods: for each kind of peer NAT \
+(none, full cone, address-restricted, port-restricted, symmetric) the method when this side invites \
+and when it accepts, with a TURN relay configured (null: no method works).
 
 Exit codes:
   0  discovery completed (whatever the NAT)
@@ -43,6 +49,14 @@ pub struct NatArgs {
     /// Print one JSON object instead of text for people.
     #[arg(long)]
     pub json: bool,
+    /// Do not ask the router which port mapping protocols (PCP, NAT-PMP, UPnP-IGD) it
+    /// answers (asked by default, in parallel with STUN).
+    #[arg(long)]
+    pub no_port_mapping: bool,
+    /// Deadline in milliseconds for the router's port mapping answers.
+    #[arg(long, value_name = "MS", default_value_t = plexus::defaults::PORTMAP_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub port_mapping_timeout: u64,
 }
 
 /// A usage problem, reported with exit code 2.
@@ -123,14 +137,62 @@ fn behaviour(b: Option<Behaviour>) -> serde_json::Value {
     b.map_or(serde_json::Value::Null, |b| b.as_str().into())
 }
 
+fn port_mapping_json(pm: Option<&PortMapProbe>) -> serde_json::Value {
+    let Some(pm) = pm else {
+        return serde_json::Value::Null;
+    };
+    pm.iter()
+        .map(|(p, r)| {
+            serde_json::json!({
+                "protocol": p.as_str(),
+                "available": r.is_ok(),
+                "external": r.as_ref().ok().map(ToString::to_string),
+                "error": r.as_ref().err(),
+            })
+        })
+        .collect()
+}
+
+/// The "router port mapping:" line.
+pub fn port_mapping_text(pm: &PortMapProbe) -> String {
+    let ok: Vec<_> = pm
+        .iter()
+        .filter_map(|(p, r)| Some((p, r.as_ref().ok()?)))
+        .collect();
+    if ok.is_empty() {
+        return "none answered".into();
+    }
+    let names: Vec<&str> = ok.iter().map(|(p, _)| p.as_str()).collect();
+    let mut ips: Vec<String> = ok.iter().map(|(_, ip)| ip.to_string()).collect();
+    ips.dedup();
+    format!(
+        "{} available (external {})",
+        names.join(", "),
+        ips.join(", ")
+    )
+}
+
 fn method_text(m: &Result<plexus::rendezvous::Method, String>) -> Option<String> {
     m.as_ref().ok().map(plexus::nat::pair::describe)
 }
 
+/// This side's facts as a session would send them: a destination-dependent mapping
+/// becomes open when the router maps ports (the session asks it for one then).
+fn own_facts(r: &NatReport, pm: Option<&PortMapProbe>) -> plexus::rendezvous::NatFacts {
+    let mut f = plexus::session::facts_of(r);
+    let hard = plexus::nat::pair::Class::of(&f) == plexus::nat::pair::Class::Hard;
+    if hard {
+        f.port_mapping = pm
+            .and_then(|pm| pm.iter().find(|(_, r)| r.is_ok()))
+            .map(|(p, _)| p.wire());
+    }
+    f
+}
+
 /// The `--json` object.
-pub fn to_json(r: &NatReport) -> serde_json::Value {
+pub fn to_json(r: &NatReport, pm: Option<&PortMapProbe>) -> serde_json::Value {
     let methods: serde_json::Map<String, serde_json::Value> =
-        plexus::nat::pair::table(&plexus::session::facts_of(r), true)
+        plexus::nat::pair::table(&own_facts(r, pm), true)
             .into_iter()
             .map(|row| {
                 (
@@ -144,6 +206,7 @@ pub fn to_json(r: &NatReport) -> serde_json::Value {
             .collect();
     serde_json::json!({
         "methods": methods,
+        "port_mapping": port_mapping_json(pm),
         "nat": r.nat,
         "mapping": behaviour(r.mapping),
         "filtering": behaviour(r.filtering),
@@ -178,7 +241,7 @@ fn yes_no(b: Option<bool>) -> &'static str {
 }
 
 /// Text for people.
-pub fn to_text(r: &NatReport) -> String {
+pub fn to_text(r: &NatReport, pm: Option<&PortMapProbe>) -> String {
     use Behaviour::*;
     let kind = if !r.nat {
         "no NAT (public address)".to_string()
@@ -201,7 +264,7 @@ pub fn to_text(r: &NatReport) -> String {
     let mut table = String::from(
         "with a peer behind      when you invite                                     when you accept\n",
     );
-    for row in plexus::nat::pair::table(&plexus::session::facts_of(r), true) {
+    for row in plexus::nat::pair::table(&own_facts(r, pm), true) {
         let cell = |m: &Result<plexus::rendezvous::Method, String>| {
             method_text(m).unwrap_or_else(|| "no method".into())
         };
@@ -213,6 +276,9 @@ pub fn to_text(r: &NatReport) -> String {
         ));
     }
     table.push_str("  (relayed: needs a TURN server on the accepting side and --relay fallback)\n");
+    let router = pm.map_or(String::new(), |pm| {
+        format!("router port mapping: {}\n", port_mapping_text(pm))
+    });
     format!(
         "NAT type:        {kind}\n\
          mapping:         {}\n\
@@ -223,6 +289,7 @@ pub fn to_text(r: &NatReport) -> String {
          local:           {}\n\
          public (mapped): {}\n\
          punch:           {}\n\
+         {router}\
          \n{}\n\
          \n{table}\
          \n(measured against {} in {} ms{})\n",

@@ -20,6 +20,11 @@ pub const PUNCH_HOPS: PunchHops = PunchHops::Auto;
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_millis(400);
 /// Waiting for the peer's rendezvous message (an inviter; an acceptor waits forever).
 pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(300);
+/// Router port mapping: each protocol's exchange (PCP, NAT-PMP, UPnP-IGD) and the whole
+/// `plexus nat` probe (the three run in parallel).
+pub const PORTMAP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Router port mapping: the lease asked for (renewed at half of it while held).
+pub const PORTMAP_LEASE: Duration = Duration::from_secs(600);
 /// The UDP handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
 

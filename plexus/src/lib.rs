@@ -26,6 +26,7 @@
 //!   datagram, the ICMP error queue, interface addresses.
 //! - [`stun`]: STUN codec and binding transactions (RFC 8489/5389/5780), pure cores.
 //! - [`nat`]: NAT behaviour discovery (RFC 5780 §4.3/§4.4 plus hairpin).
+//! - [`portmap`]: router port mapping (PCP, NAT-PMP, UPnP-IGD) for the corridor port.
 //! - [`mediator`]: the trait for rendezvous transports (e-mail built in, plugins).
 //! - [`executor`]: the trait for what runs on the punched path, and the built-in command
 //!   executor ([`executor::command`]).
@@ -47,6 +48,7 @@ pub mod mediator;
 pub mod nat;
 pub mod net;
 pub mod plugin;
+pub mod portmap;
 pub mod profile;
 pub mod punch;
 pub mod rendezvous;

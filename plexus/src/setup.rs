@@ -186,6 +186,7 @@ impl Session {
             stun,
             bind: first.bind,
             punch_hops: first.punch_hops,
+            port_mapping: first.port_mapping == crate::profile::PortMapping::Auto,
             discovery_timeout: first.timeouts.discovery,
             rendezvous_timeout: Some(first.timeouts.rendezvous),
             handshake_timeout: first.timeouts.handshake,

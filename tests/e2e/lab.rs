@@ -71,6 +71,10 @@ pub struct Site {
     pub uplink_iface: String,
     /// Namespaces of the routers between the NAT and the public router, NAT side last.
     pub extra_routers: Vec<String>,
+    /// The port mapping daemon on the site's router (`"miniupnpd"`: UPnP-IGD, NAT-PMP,
+    /// PCP), if any.
+    #[serde(default)]
+    pub portmap: Option<String>,
 }
 
 /// The STUN server (coturn, RFC 5780: two addresses, two ports).

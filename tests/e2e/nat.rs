@@ -310,6 +310,7 @@ fn sites_have_the_intended_types() {
         ("d-port", NatType::Port),
         ("a-symmetric", NatType::Symmetric),
         ("hairpin", NatType::Hairpin),
+        ("upnp-symmetric", NatType::Symmetric),
     ] {
         assert_eq!(lab.site(name).nat, nat, "site {name}");
     }

@@ -7,6 +7,7 @@ set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "install-deps.sh: run as root (it installs packages)" >&2; exit 1; }
 
 PKGS=(coturn postfix dovecot-imapd dovecot-lmtpd nftables iproute2 conntrack python3 openssl gpgsm gpg-agent
+      miniupnpd-nftables
       ca-certificates procps coreutils build-essential pkg-config libssl-dev)
 missing=()
 for p in "${PKGS[@]}"; do

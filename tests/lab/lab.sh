@@ -33,6 +33,7 @@ valid_name() { [[ $1 =~ ^plx[a-z0-9]{1,12}$ ]]; }
 # can be tested on a longer path in the same lab. Two sites have two hosts behind
 # one NAT: `hairpin` loops LAN traffic to the public address back in, `lan2` (plain
 # masquerade) does not, so peers there must use each other's local endpoints.
+# An optional 5th column names a port mapping daemon on the site's router.
 site_table() {
     cat <<EOF
 a-none none N 1
@@ -49,6 +50,7 @@ c-port port 2 1
 d-port port 2 1
 lan2 port N 2
 b-symmetric symmetric N 1
+upnp-symmetric symmetric N 1 miniupnpd
 EOF
 }
 
@@ -242,8 +244,8 @@ build() {
     local inet_nft="table inet lab {"$'\n'
     local inet_fwd="  chain forward { type filter hook forward priority filter; policy accept;"$'\n'
     local sites_json="" link=0 none_idx=0 idx=0
-    local site nat k nhosts
-    while read -r site nat k nhosts; do
+    local site nat k nhosts portmap upnp_sites=()
+    while read -r site nat k nhosts portmap; do
         idx=$((idx + 1))
         [[ $k == N ]] && k=$extra
         echo "$site" >>"$st/sites"
@@ -310,6 +312,12 @@ build() {
             ((i == 0)) && first_host=$h
         done
         nat_rules "$nat" "$public" "${host_ips[0]}" "10.$idx.0.0/24" "$lan_if" >"$st/$site.nft"
+        local portmap_json=""
+        if [[ ${portmap:-} == miniupnpd ]]; then
+            miniupnpd_rules "$public" >>"$st/$site.nft"
+            upnp_sites+=("$site $r $public $lan_net")
+            portmap_json="\"portmap\":\"miniupnpd\","
+        fi
         inet_nft+="  chain $chain { }"$'\n'
         inet_fwd+="    iifname \"s$idx\" jump $chain"$'\n'"    oifname \"s$idx\" jump $chain"$'\n'
         local pub_json=$public; [[ $nat == none ]] && pub_json=${host_ips[0]}
@@ -317,7 +325,7 @@ build() {
         sites_json+="\"host_netns\":\"$first_host\","
         sites_json+="\"host_ip\":\"${host_ips[0]}\",\"router_netns\":\"$r\",\"public_ip\":\"$pub_json\","
         sites_json+="\"router_wan_ip\":\"$public\",\"lan\":\"$lan_net\",\"gateway\":\"$router_lan\","
-        sites_json+="\"uplink_iface\":\"s$idx\",\"extra_routers\":[${routers_json%,}]},"
+        sites_json+="$portmap_json\"uplink_iface\":\"s$idx\",\"extra_routers\":[${routers_json%,}]},"
     done < <(site_table)
     inet_nft+="$inet_fwd  }"$'\n'"}"$'\n'
     printf '%s' "$inet_nft" >"$st/inet.nft"
@@ -390,6 +398,16 @@ EOF
 
     # coturn must answer before the lab is called up (bounded: 5 s).
     wait_stun "$name"
+
+    # 6. Port mapping daemons on the routers that have one (UPnP-IGD, NAT-PMP, PCP).
+    # miniupnpd refuses ext_ip= in a documentation range (198.51.100.0/24), so it
+    # learns the site's public address by STUN from the lab's coturn instead.
+    local u
+    for u in "${upnp_sites[@]}"; do
+        # shellcheck disable=SC2086
+        start_miniupnpd "$st" $u
+    done
+    for u in "${upnp_sites[@]}"; do wait_miniupnpd "$st" "${u%% *}"; done
 
     local ms=$((($(date +%s%N) - t0) / 1000000))
     local owner_pid; owner_pid=$(awk '{print $1}' "$st/owner")
@@ -520,6 +538,93 @@ EOF
         ;;
     *) die "unknown NAT type $nat" ;;
     esac
+}
+
+# miniupnpd answers once its STUN self-test has passed (bounded: 10 s).
+wait_miniupnpd() {
+    local log=$1/$2-miniupnpd.log
+    for _ in $(seq 1 100); do
+        grep -q 'Port forwarding is now disabled' "$log" 2>/dev/null \
+            && die "miniupnpd on $2 turned port forwarding off (see $log)"
+        grep -q 'Listening for NAT-PMP/PCP' "$log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "miniupnpd on $2 was not ready within 10 s (see $log)"
+}
+
+# nftables for a router running miniupnpd (appended to its NAT's rules). miniupnpd
+# writes its DNAT and filter rules into chains of its own table. port_keep holds the
+# mapped internal endpoints (kept in sync with miniupnpd's DNAT rules by
+# portmap-sync.py) and source-NATs them ahead of the site's masquerade, keeping the
+# port: the first NAT chain that binds a flow wins, so `fully-random` never sees them.
+# The router's own packets keep their ports too: miniupnpd's STUN self-test (below)
+# reads a changed port as "behind a symmetric NAT" and turns port forwarding off.
+# Without it a mapped port is reachable inbound but answers new peers from a random
+# port, and the host could not be treated as unNATed for that port.
+miniupnpd_rules() {
+    local pub=$1
+    cat <<EOF
+table inet miniupnpd {
+  chain forward { type filter hook forward priority filter; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd { }
+  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting { type nat hook postrouting priority srcnat - 1; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+table ip port_keep {
+  set mapped { type ipv4_addr . inet_service; }
+  chain post { type nat hook postrouting priority srcnat - 2; policy accept;
+    oifname "wan" meta l4proto udp ip saddr . udp sport @mapped snat to $pub
+    oifname "wan" ip saddr $pub snat to $pub
+  }
+}
+EOF
+}
+
+# Starts miniupnpd (UPnP-IGD, NAT-PMP, PCP) on a site's router, LAN side only, and
+# its rule follower. Args: state-dir site router-netns public-ip lan.
+start_miniupnpd() {
+    local st=$1 site=$2 r=$3 pub=$4 lan=$5 stun_ip=203.0.113.3
+    command -v miniupnpd >/dev/null \
+        || die "miniupnpd is not installed (site $site needs it): run tests/lab/install-deps.sh"
+    cat >"$st/$site-miniupnpd.conf" <<EOF
+ext_ifname=wan
+ext_perform_stun=yes
+ext_stun_host=$stun_ip
+ext_stun_port=3478
+listening_ip=lan
+http_port=5000
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+system_uptime=yes
+notify_interval=60
+clean_ruleset_interval=600
+min_lifetime=1
+max_lifetime=86400
+uuid=8b7e0a4e-6c1f-4d0e-9a57-$(printf '%012d' "${pub//./}")
+lease_file=$st/$site-miniupnpd.leases
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 $lan 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+    setsid ip netns exec "$r" miniupnpd -d -f "$st/$site-miniupnpd.conf" -P "$st/$site-miniupnpd.pid" \
+        </dev/null >"$st/$site-miniupnpd.log" 2>&1 &
+    echo $! >>"$st/pids"
+    setsid ip netns exec "$r" python3 "$HERE/portmap-sync.py" \
+        </dev/null >"$st/$site-portmap-sync.log" 2>&1 &
+    echo $! >>"$st/pids"
 }
 
 main() {

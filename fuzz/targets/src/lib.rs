@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("profile_yaml", profile_yaml),
     ("smime_entity", smime_entity),
     ("email_refused_state", email_refused_state),
+    ("portmap_reply", portmap_reply),
 ];
 
 /// The fixed "now" (unix seconds) at which sealed messages are opened; the committed
@@ -89,6 +90,29 @@ pub fn stun_decode(data: &[u8]) {
         let _ = codec::decode(&m.encode());
     }
     let _ = codec::verify_integrity(data, b"key");
+}
+
+/// A router's reply on port 5351, read as the answer to a PCP MAP request and to both
+/// NAT-PMP requests. What is accepted must echo the request (nonce, protocol, port).
+pub fn portmap_reply(data: &[u8]) {
+    use plexus::portmap::wire;
+    let req = wire::PcpMapRequest {
+        client: Ipv4Addr::new(10, 14, 0, 2),
+        nonce: *b"0123456789ab",
+        internal_port: 40000,
+        suggested_port: 40000,
+        lifetime: 60,
+    };
+    if let Ok(r) = wire::decode_pcp_map(data, &req) {
+        assert!(data.len() >= wire::PCP_MAP_LEN && data.len() <= wire::PCP_MAX_LEN);
+        assert_eq!(&data[24..36], &req.nonce);
+        assert_ne!(r.external_port, 0);
+    }
+    if let Ok(r) = wire::decode_natpmp_map(data, 40000) {
+        assert!(data.len() >= 16);
+        assert!(r.external_port != 0 || r.lifetime == 0);
+    }
+    let _ = wire::decode_natpmp_address(data);
 }
 
 /// The two envelopes a sealed message is opened with: alice (RSA) expecting bob, with

@@ -22,6 +22,7 @@
 //! stun: ["stun.example.net:3478"]
 //! bind: "0.0.0.0:40000"
 //! punch_hops: auto            # or a number
+//! port_mapping: auto          # or off: no PCP / NAT-PMP / UPnP-IGD mapping of the corridor
 //! timeouts: { discovery_ms: 400, rendezvous_s: 300, handshake_ms: 10000 }
 //! replay: { window_s: 600, state_file: replay.state }
 //! mediator:
@@ -360,6 +361,8 @@ pub struct Profile {
     pub bind: SocketAddr,
     /// Punch TTL.
     pub punch_hops: PunchHops,
+    /// Ask the router for a mapping of the corridor port (PCP, NAT-PMP, UPnP-IGD).
+    pub port_mapping: PortMapping,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// Replay protection.
@@ -378,6 +381,37 @@ pub struct Profile {
     pub warnings: Vec<String>,
 }
 
+/// `port_mapping:` in a profile, `--port-mapping` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMapping {
+    /// Ask the router (PCP, NAT-PMP, UPnP-IGD in turn) when it may help.
+    #[default]
+    Auto,
+    /// Never ask the router.
+    Off,
+}
+
+impl std::str::FromStr for PortMapping {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(PortMapping::Auto),
+            "off" => Ok(PortMapping::Off),
+            _ => Err(format!("port mapping {s:?}: expected `auto` or `off`")),
+        }
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortMapping::Auto => "auto",
+            PortMapping::Off => "off",
+        })
+    }
+}
+
 impl Default for Profile {
     fn default() -> Self {
         Profile {
@@ -387,6 +421,7 @@ impl Default for Profile {
             stun: Vec::new(),
             bind: defaults::BIND,
             punch_hops: defaults::PUNCH_HOPS,
+            port_mapping: PortMapping::Auto,
             timeouts: Timeouts::default(),
             replay: Replay::default(),
             mediator: None,

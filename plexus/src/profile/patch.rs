@@ -39,6 +39,8 @@ pub struct ProfilePatch {
     pub bind_port: Option<u16>,
     /// Punch TTL.
     pub punch_hops: Option<PunchHops>,
+    /// Router port mapping on or off.
+    pub port_mapping: Option<super::PortMapping>,
     /// Per-probe STUN deadline.
     pub discovery_timeout: Option<Duration>,
     /// Waiting for the peer's rendezvous message.
@@ -118,6 +120,7 @@ impl Profile {
             bind_ip,
             bind_port,
             punch_hops,
+            port_mapping,
             discovery_timeout,
             rendezvous_timeout,
             handshake_timeout,
@@ -144,6 +147,7 @@ impl Profile {
             self.bind.set_port(port);
         }
         set(&mut self.punch_hops, punch_hops);
+        set(&mut self.port_mapping, port_mapping);
         set(&mut self.timeouts.discovery, discovery_timeout);
         set(&mut self.timeouts.rendezvous, rendezvous_timeout);
         set(&mut self.timeouts.handshake, handshake_timeout);

@@ -232,6 +232,7 @@ struct RawProfile {
     stun: Vec<StunServer>,
     bind: Option<BindAddr>,
     punch_hops: Option<HopsRaw>,
+    port_mapping: Option<super::PortMapping>,
     #[serde(default)]
     timeouts: TimeoutsRaw,
     #[serde(default)]
@@ -383,6 +384,9 @@ impl Profile {
         }
         if let Some(h) = raw.punch_hops {
             p.punch_hops = h.0;
+        }
+        if let Some(m) = raw.port_mapping {
+            p.port_mapping = m;
         }
         let t = raw.timeouts;
         if let Some(v) = t.discovery_ms {

@@ -514,3 +514,23 @@ fn validate_checks_every_layer() {
         "host.id: pass --host-id and --peer-id (or set host.id and peer.id in the profile)"
     );
 }
+
+#[test]
+fn port_mapping_setting() {
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
+    assert_eq!(parse(base).unwrap().port_mapping, super::PortMapping::Auto);
+    let mut p = parse(&format!("{base}port_mapping: off\n")).unwrap();
+    assert_eq!(p.port_mapping, super::PortMapping::Off);
+    let (line, _, msg) = parse_err(&format!("{base}port_mapping: maybe\n"));
+    assert_eq!(line, Some(3));
+    assert!(msg.contains("auto") && msg.contains("off"), "{msg}");
+    // The flag wins over the profile.
+    p.apply(ProfilePatch {
+        port_mapping: Some(super::PortMapping::Auto),
+        ..ProfilePatch::default()
+    })
+    .unwrap();
+    assert_eq!(p.port_mapping, super::PortMapping::Auto);
+    assert_eq!("off".parse(), Ok(super::PortMapping::Off));
+    assert!("no".parse::<super::PortMapping>().is_err());
+}

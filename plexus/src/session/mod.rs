@@ -67,6 +67,8 @@ pub struct SessionSettings {
     pub bind: SocketAddr,
     /// Punch TTL (acceptor only).
     pub punch_hops: PunchHops,
+    /// Ask the router for a mapping of the corridor port ([`crate::portmap`]).
+    pub port_mapping: bool,
     /// Per-probe deadline of NAT discovery and the STUN binding.
     pub discovery_timeout: Duration,
     /// How long the inviter waits for the accept; how long an acceptor waits in total

@@ -258,6 +258,7 @@ fn settings_for(stun: SocketAddr) -> SessionSettings {
         stun: config.servers,
         bind: config.bind,
         punch_hops: PunchHops::Auto,
+        port_mapping: false,
         discovery_timeout: config.probe_timeout,
         rendezvous_timeout: None,
         handshake_timeout: Duration::from_secs(1),

@@ -455,6 +455,45 @@ pairs! {
     symmetric_to_port: "a-symmetric" => "b-port", INVITER_HARD,
 }
 
+/// A symmetric site whose router runs miniupnpd: the side asks its router for a mapping
+/// of the corridor port (PCP first) and is open there, so a port-restricted peer connects
+/// directly, in both roles.
+#[test]
+fn router_port_mapping_makes_a_symmetric_side_direct() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["upnp-symmetric", "b-port", "a-port"]);
+    for (inviter, acceptor, mapped_side) in [
+        ("upnp-symmetric", "b-port", "alice"),
+        ("a-port", "upnp-symmetric", "bob"),
+    ] {
+        let run = corridor(
+            lab,
+            &format!("corridor-portmap-{inviter}-{acceptor}"),
+            inviter,
+            acceptor,
+            &[],
+            &[],
+        );
+        run.assert_connected();
+        let log = run.log(mapped_side);
+        assert!(
+            log.contains("router mapping via PCP"),
+            "{mapped_side} on the miniupnpd site maps its corridor port:\n{}",
+            run.dump()
+        );
+        let alice = run.log("alice");
+        let line = alice
+            .lines()
+            .find(|l| l.contains("accept from"))
+            .unwrap_or_default();
+        assert!(
+            line.ends_with("): direct"),
+            "planned direct: {line}\n{}",
+            run.dump()
+        );
+    }
+}
+
 /// Two hosts behind one NAT that hairpins: the public endpoints work.
 #[test]
 fn same_nat_with_hairpin_connects() {

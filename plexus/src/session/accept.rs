@@ -234,6 +234,7 @@ impl Answered {
             core,
             path,
             mut timeline,
+            keep,
         } = self.prepared;
         let t = Instant::now();
         let deadline =
@@ -269,7 +270,7 @@ impl Answered {
             key: connected.key,
             accepted: true,
         };
-        Ok(Connected::opened(socket, corridor, timeline))
+        Ok(Connected::opened(socket, corridor, timeline, keep))
     }
 }
 
@@ -298,6 +299,7 @@ pub(super) struct Prepared {
     core: Handshake,
     path: Path,
     timeline: Timeline,
+    keep: Keep,
 }
 
 /// The acceptor's part before the handshake: bind, binding, plan, punch, send the
@@ -314,6 +316,10 @@ pub(super) fn answer(
     let Some(&inviter) = invite.mapped.first() else {
         return Err(SessionError::NoEndpoint);
     };
+    // Bound and mapped first: a router port mapping changes this side's class.
+    let (mut socket, mut mapped) = corridor_socket(settings, stun_server)?;
+    let mut facts = facts;
+    let router = router_mapping(settings, &mut socket, &mut facts, &mut mapped);
     let (policy, turn) = relay_offer(settings);
     let offer = pair::Offer {
         inviter_relay: invite.relay,
@@ -340,7 +346,6 @@ pub(super) fn answer(
         describe_facts(&invite.nat),
         pair::describe(&choice.method)
     );
-    let (socket, mapped) = corridor_socket(settings, stun_server)?;
     let accept = Accept::new(
         invite,
         unix_now(),
@@ -427,6 +432,7 @@ pub(super) fn answer(
             send: t.elapsed(),
             ..Timeline::default()
         },
+        keep: Keep { _router: router },
     })
 }
 

@@ -34,7 +34,9 @@ pub fn connect_invite(
     });
     // `_filtering` is joined when this function returns, whichever way.
     let (report, _filtering) = report?;
-    let (socket, mapped) = corridor?;
+    let (mut socket, mut mapped) = corridor?;
+    let mut facts = facts_of(&report);
+    let router = router_mapping(settings, &mut socket, &mut facts, &mut mapped);
     let mut timeline = Timeline {
         discovery: start.elapsed(),
         ..Timeline::default()
@@ -54,7 +56,7 @@ pub fn connect_invite(
         unix_now(),
         vec![mapped],
         local_endpoints(&socket),
-        facts_of(&report),
+        facts,
     )
     .map_err(SessionError::Message)?
     .with_relay(relay_offer(settings).0);
@@ -154,5 +156,10 @@ pub fn connect_invite(
         key: connected.key,
         accepted: false,
     };
-    Ok(Connected::opened(socket, corridor, timeline))
+    Ok(Connected::opened(
+        socket,
+        corridor,
+        timeline,
+        Keep { _router: router },
+    ))
 }

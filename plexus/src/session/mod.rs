@@ -489,6 +489,60 @@ fn relay_offer(_settings: &SessionSettings) -> (crate::rendezvous::RelayPolicy, 
     (crate::rendezvous::RelayPolicy::Never, false)
 }
 
+/// When this side's mapping depends on the destination and the router maps ports (PCP,
+/// NAT-PMP, UPnP-IGD), a mapping of a fresh corridor socket's port: the side is then open
+/// at the mapping's external endpoint, which replaces `mapped` (and `socket`) and goes
+/// into `facts`. A fresh socket, because the old one's STUN binding already gave its
+/// port a NAT mapping, and a Linux NAT reuses a source's existing mapping for every new
+/// flow from it, whatever the router's mapping says. Anything else (the setting off, no
+/// answer, a router behind another NAT) is logged and leaves all three as they are.
+fn router_mapping(
+    settings: &SessionSettings,
+    socket: &mut UdpSocket,
+    facts: &mut NatFacts,
+    mapped: &mut SocketAddr,
+) -> Option<crate::portmap::Held> {
+    if !settings.port_mapping || pair::Class::of(facts) != pair::Class::Hard {
+        return None;
+    }
+    let ip = socket.local_addr().ok()?.ip();
+    let fresh = match UdpSocket::bind(SocketAddr::new(ip, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!("router port mapping: cannot bind a socket: {e}");
+            return None;
+        }
+    };
+    let local = fresh.local_addr().ok()?;
+    match crate::portmap::map_udp(
+        local,
+        crate::defaults::PORTMAP_LEASE,
+        crate::defaults::PORTMAP_TIMEOUT,
+    ) {
+        Ok(m) => {
+            info!(
+                "router mapping via {}: {} -> {} (lease {} s)",
+                m.protocol,
+                m.external,
+                local,
+                m.lease.as_secs()
+            );
+            facts.port_mapping = Some(m.protocol.wire());
+            *mapped = m.external;
+            *socket = fresh;
+            Some(crate::portmap::hold(m))
+        }
+        Err(e) if e.behind_another_nat() => {
+            info!("router port mapping: {e}");
+            None
+        }
+        Err(e) => {
+            debug!("router port mapping: {e}");
+            None
+        }
+    }
+}
+
 /// This socket's local endpoints worth telling a peer behind the same NAT.
 fn local_endpoints(socket: &UdpSocket) -> Vec<SocketAddr> {
     let Ok(local) = socket.local_addr() else {
@@ -541,7 +595,16 @@ fn handshake_config(settings: &SessionSettings) -> punch::Config {
     }
 }
 
-/// A punched, authenticated path: the caller owns the socket.
+/// What must live as long as the corridor: the router's mapping of the corridor port
+/// (renewed, removed when dropped).
+#[derive(Debug, Default)]
+struct Keep {
+    // Held for its Drop (removes the mapping); never read.
+    _router: Option<crate::portmap::Held>,
+}
+
+/// A punched, authenticated path: the caller owns the socket. A router port mapping
+/// made for it lives (renewed) as long as this value, and through [`Connected::run`].
 #[derive(Debug)]
 pub struct Connected {
     /// The socket the path was punched from: the NAT mapping belongs to it.
@@ -550,11 +613,12 @@ pub struct Connected {
     pub corridor: Corridor,
     /// Where the time went.
     pub timeline: Timeline,
+    keep: Keep,
 }
 
 impl Connected {
     /// The path as the handshake left it; logs the one "connected" line both sides write.
-    fn opened(socket: UdpSocket, corridor: Corridor, timeline: Timeline) -> Connected {
+    fn opened(socket: UdpSocket, corridor: Corridor, timeline: Timeline, keep: Keep) -> Connected {
         info!(
             "connected to {} in {} ms ({timeline})",
             corridor.peer,
@@ -564,6 +628,7 @@ impl Connected {
             socket,
             corridor,
             timeline,
+            keep,
         }
     }
 
@@ -577,7 +642,9 @@ impl Connected {
     /// endpoint itself, as the original tool's programs do).
     pub fn run(self, executor: &mut dyn Executor) -> Result<ExecReport, ExecError> {
         drop(self.socket);
-        run_executor(executor, &self.corridor)
+        let r = run_executor(executor, &self.corridor);
+        drop(self.keep);
+        r
     }
 
     /// [`Connected::run`], keeping the corridor and the timeline for a report.
@@ -586,9 +653,11 @@ impl Connected {
             socket,
             corridor,
             timeline,
+            keep,
         } = self;
         drop(socket);
         let exec = run_executor(executor, &corridor);
+        drop(keep);
         Finished {
             corridor,
             timeline,
@@ -724,7 +793,15 @@ fn describe_facts(f: &NatFacts) -> String {
         return "none".into();
     }
     let b = |x: Option<Behaviour>| x.map(|b| b.as_str()).unwrap_or("unknown");
-    format!("mapping {}, filtering {}", b(f.mapping), b(f.filtering))
+    let router = f
+        .port_mapping
+        .map(|p| format!(", router mapping via {}", p.label()))
+        .unwrap_or_default();
+    format!(
+        "mapping {}, filtering {}{router}",
+        b(f.mapping),
+        b(f.filtering)
+    )
 }
 
 #[cfg(test)]

@@ -387,6 +387,27 @@ mod tests {
         assert_eq!(format!("{base:?}"), "Slot(<redacted>)");
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Golden vectors (computed independently with Python's `cryptography` HKDF) pin
+    /// the key schedule: a change moves every item and breaks interoperation.
+    #[test]
+    fn key_schedule_golden_vectors() {
+        let s = Schedule::new(&[7; 32]);
+        assert_eq!(
+            hex(&s.message_key("a", "b", 1)),
+            "b9f8d576a6882b9fa40297d692b0faa862e035948912fb87b1eab65920f75863"
+        );
+        let slot = s.slot("a", "b", 1, 2);
+        assert_eq!(
+            hex(&slot.seed),
+            "e8b466265f1e914d8a0c4f0ebc0b23567b54fc0d3c32d663ba38085c286fad6e"
+        );
+        assert_eq!(hex(&slot.salt), "0122efe9544ff49ea672205723578df2");
+    }
+
     #[test]
     fn sealing_binds_key_nonce_and_direction() {
         let s = Schedule::new(&[3; 32]);

@@ -166,9 +166,21 @@ impl DhtMediator {
             return None;
         }
         let mut asm = Assembly::new(first);
-        for i in asm.missing() {
-            let c = self.fetch(day, i)?;
-            if !asm.add(c) {
+        // The other chunks in parallel: each lookup waits on the slowest node it asks.
+        let this: &Self = self;
+        let rest: Vec<Option<Chunk>> = std::thread::scope(|s| {
+            let handles: Vec<_> = asm
+                .missing()
+                .into_iter()
+                .map(|i| s.spawn(move || this.fetch(day, i)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        for c in rest {
+            if !asm.add(c?) {
                 log::debug!("dht: the peer replaced its message while it was read; next poll");
                 return None;
             }

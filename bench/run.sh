@@ -425,7 +425,9 @@ ip netns exec "$LAB-dht" "$ROOT/target/release/plexus-dht-testnet" --ips 203.0.1
     --port 6881 >"$WORK/testnet.out" 2>"$WORK/testnet.err" &
 for _ in $(seq 1 100); do grep -q '^ready' "$WORK/testnet.out" && break; sleep 0.1; done
 grep -q '^ready 30' "$WORK/testnet.out" || { echo "    the testnet did not start: $(tail -n 2 "$WORK/testnet.err")"; exit 1; }
-# EC identities (plexus cert new): the channel secret is the core's ECDH.
+# EC identities (plexus cert new): the channel secret is the core's ECDH. One replay state
+# per side across rounds, as in real use: an earlier round's messages are still stored in
+# the DHT (and fresh) when the next round starts, and must be refused as replays.
 for who in alice bob; do
     "$BIN" cert new --id "$who@lab.example/dht" --out "$WORK/dht" >/dev/null 2>&1
 done
@@ -436,7 +438,7 @@ host: { id: $who@lab.example/dht, cert: $who@lab.example_dht.pem, key: $who@lab.
 peer: { id: $peer@lab.example/dht, cert: $peer@lab.example_dht.pem }
 stun: ["$STUN"]
 timeouts: { rendezvous_s: 60 }
-replay: { state_file: $who-$r.replay }
+replay: { state_file: $who.replay }
 mediator:
   plugin:
     path: $ROOT/target/release/libplexus_dht.so
@@ -516,10 +518,18 @@ for line in open(work + "/h-runs.txt"):
     if kind == "dht":
         # publish: the plugin's own figure; find: from the sender's "published" line to the
         # receiver's "found" line (polling, lookups, reassembly, decryption).
-        pub_a = first(tag, "alice", r"^dht: published message .* in (\d+) ms", 1)
-        pub_b = first(tag, "bob", r"^dht: published message .* in (\d+) ms", 1)
-        find_b = first(tag, "bob", r"^dht: found message") - first(tag, "alice", r"^dht: published message")
-        find_a = first(tag, "alice", r"^dht: found message") - first(tag, "bob", r"^dht: published message")
+        # The same message id on both sides: an earlier round's items are found (and refused
+        # by the core as replays) first.
+        def trip(frm, to):
+            pub = next(((t, m) for t, m in lines(tag, frm) if m.startswith("dht: published message ")), None)
+            if not pub:
+                return None, None
+            mid = pub[1].split()[3]
+            found = first(tag, to, r"^dht: found message " + mid)
+            ms = float(re.search(r" in (\d+) ms", pub[1]).group(1))
+            return ms, (found - pub[0]) if found else None
+        pub_a, find_b = trip("alice", "bob")
+        pub_b, find_a = trip("bob", "alice")
     else:
         # mail: submission is inside "send"; delivery to fetch and open is the "find".
         pub_a, pub_b = s, None

@@ -109,7 +109,7 @@ fn q(s: impl std::fmt::Display) -> String {
 fn dht_mediator(so: &Path, peer_id: &str, bootstrap: &[String], extra: &str) -> String {
     format!(
         "mediator:\n  plugin:\n    path: {}\n    to: {}\n    settings:\n      bootstrap: [{}]\n      \
-         poll_interval_ms: 1000\n      max_poll_interval_ms: 1000\n      request_timeout_ms: 500\n{extra}",
+         poll_interval_ms: 1000\n      max_poll_interval_ms: 1000\n      request_timeout_ms: 1000\n{extra}",
         q(so.display()),
         q(peer_id),
         bootstrap.iter().map(q).collect::<Vec<_>>().join(", "),

@@ -33,6 +33,8 @@ const REMEMBERED: usize = 256;
 const MIDNIGHT_MARGIN: u64 = 3600;
 /// Largest `secret_file` read.
 const MAX_SECRET_FILE: u64 = 4096;
+/// Tries to store one item (each bounded by mainline's query timeouts).
+const PUT_ATTEMPTS: usize = 2;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,9 +349,20 @@ impl MediatorPlugin for DhtMediator {
                 seq,
                 Some(&slot.salt),
             );
-            self.dht.put_mutable(item, None).map(|_| ()).map_err(|e| {
-                PluginError::Unreachable(format!("storing DHT item {} failed: {e}", c.index))
-            })
+            // One retry: a put that no node acknowledged in time (busy or lost) usually
+            // succeeds the second time; storing the same item again is harmless.
+            let mut last = None;
+            for _ in 0..PUT_ATTEMPTS {
+                match self.dht.put_mutable(item.clone(), None) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(PluginError::Unreachable(format!(
+                "storing DHT item {} failed: {}",
+                c.index,
+                last.map(|e| e.to_string()).unwrap_or_default()
+            )))
         };
         // The other chunks first (in parallel), chunk 0 last: a reader that finds chunk
         // 0 finds the rest.
@@ -401,3 +414,73 @@ impl MediatorPlugin for DhtMediator {
 }
 
 export_mediator!(DhtMediator);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(secret: Option<Vec<u8>>) -> Channel {
+        Channel {
+            host_id: "a@x/1".into(),
+            peer_id: "b@x/2".into(),
+            secret,
+        }
+    }
+
+    fn refused(settings: &str, ch: &Channel) -> String {
+        match DhtMediator::create_for(settings, ch) {
+            Err(PluginError::Config(m)) => m,
+            Err(e) => panic!("expected a settings error, got {e:?}"),
+            Ok(_) => panic!("settings {settings:?} were accepted"),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_any_network_and_name_the_setting() {
+        let ok = channel(Some(vec![1; 32]));
+        assert!(refused("bogus: 1", &ok).contains("unknown field `bogus`"));
+        assert!(refused("poll_interval_ms: 1", &ok).contains("poll_interval_ms"));
+        assert!(
+            refused("poll_interval_ms: 2000\nmax_poll_interval_ms: 1000", &ok)
+                .contains("max_poll_interval_ms")
+        );
+        assert!(refused("request_timeout_ms: 1", &ok).contains("request_timeout_ms"));
+        assert!(refused("bootstrap: []", &ok).contains("bootstrap is empty"));
+        assert!(refused("bootstrap: [\"nohost\"]", &ok).contains("HOST:PORT"));
+        // No secret from the host and no file: says how to get one.
+        let m = refused("{}", &channel(None));
+        assert!(m.contains("EC keys") && m.contains("secret_file"), "{m}");
+        // A host that gives no ids (a plexus from before the channel fields).
+        let m = refused("{}", &Channel::default());
+        assert!(m.contains("too old"), "{m}");
+    }
+
+    #[test]
+    fn a_secret_file_must_be_private_and_long_enough() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("plexus-dht-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s");
+        std::fs::write(&f, [9u8; 32]).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_secret_file(&f)
+            .unwrap_err()
+            .message()
+            .contains("chmod 600"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), vec![9u8; 32]);
+        std::fs::write(&f, [9u8; 8]).unwrap();
+        assert!(read_secret_file(&f)
+            .unwrap_err()
+            .message()
+            .contains("at least 16"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_neighbouring_day_is_polled_only_near_midnight() {
+        assert_eq!(days_at(5 * DAY + 10), vec![5, 4]);
+        assert_eq!(days_at(5 * DAY + DAY / 2), vec![5]);
+        assert_eq!(days_at(6 * DAY - 10), vec![5, 6]);
+    }
+}

@@ -77,7 +77,7 @@ fn channel(me: &str, peer: &str, secret: &[u8]) -> Channel {
 
 fn settings(bootstrap: &[String]) -> String {
     format!(
-        "bootstrap: [{}]\npoll_interval_ms: 100\nmax_poll_interval_ms: 200\nrequest_timeout_ms: 300\n",
+        "bootstrap: [{}]\npoll_interval_ms: 100\nmax_poll_interval_ms: 200\nrequest_timeout_ms: 1000\n",
         bootstrap.join(", ")
     )
 }

@@ -294,4 +294,15 @@ fn dht_mediator_with_rsa_identities_needs_and_uses_a_secret_file() {
             "{public} is visible:\n{log}"
         );
     }
+    // Nor the certificates' fingerprints (what identifies a peer publicly).
+    for who in ["alice", "bob"] {
+        let cert = plexus::identity::load_cert(&dir.join(format!("certs/{who}.pem"))).unwrap();
+        let fp = plexus::identity::fingerprint_sha256(&cert)
+            .replace(':', "")
+            .to_lowercase();
+        assert!(
+            !log.contains(&fp[..16]),
+            "{who}'s fingerprint is visible:\n{log}"
+        );
+    }
 }

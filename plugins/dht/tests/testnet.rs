@@ -155,13 +155,22 @@ fn a_third_of_the_nodes_stopping_mid_test_does_not_stop_the_channel() {
 }
 
 /// What someone without the channel secret can compute: a schedule over secrets made
-/// from public data only (the ids, nothing, their hash).
+/// from public data only (the ids, nothing, hashes of the ids and of the two demo
+/// certificates, which a peer publishes).
 fn public_guesses() -> Vec<Schedule> {
+    let sha = |b: &[u8]| <sha2::Sha256 as sha2::Digest>::digest(b).to_vec();
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../certs/demo");
+    let pem = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let (a, b) = (pem("alice.pem"), pem("bob.pem"));
     let ids = format!("{ALICE}{BOB}");
     vec![
         Schedule::new(ids.as_bytes()),
         Schedule::new(&[0; 32]),
-        Schedule::new(&<sha2::Sha256 as sha2::Digest>::digest(ids.as_bytes())),
+        Schedule::new(&sha(ids.as_bytes())),
+        Schedule::new(&sha(&[a.clone(), b.clone()].concat())),
+        Schedule::new(&sha(&[b.clone(), a.clone()].concat())),
+        Schedule::new(&sha(&a)),
+        Schedule::new(&sha(&b)),
     ]
 }
 

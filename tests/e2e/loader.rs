@@ -256,7 +256,7 @@ fn a_plugin_built_before_the_channel_fields_still_loads_and_works() {
     let old = format!("{}{}", &header[..start], &header[end..]);
     let old: String = old
         .lines()
-        .filter(|l| !l.starts_with("#define PX_HOST_CHANNEL_SIZE"))
+        .filter(|l| !l.starts_with("#define PX_HOST_"))
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(!old.contains("channel_secret"));
@@ -266,7 +266,10 @@ fn a_plugin_built_before_the_channel_fields_still_loads_and_works() {
     std::fs::copy(workspace().join("plugins/c-example/example.c"), &src).unwrap();
     let lib = dir.join("libplexus_cexamplev1.so");
     let o = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Werror", "-I"])
+        // The first release had no size constants: its struct's size was the v1 size.
+        .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Werror"])
+        .arg("-DPX_HOST_V1_SIZE=sizeof(PxHost)")
+        .arg("-I")
         .arg(dir.join("inc"))
         .arg(&src)
         .arg("-o")

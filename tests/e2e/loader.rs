@@ -230,12 +230,18 @@ fn a_plugin_built_with_the_channel_fields_gets_them() {
     let mut m = PluginMediator::open_for(&built("fixture"), "mode: channel", &a_channel()).unwrap();
     let got = m.receive(Duration::from_millis(10)).unwrap().unwrap();
     assert_eq!(got.from, "bob@example.org/nas");
+    // The secret as bound to this plugin's name, not the pair's secret itself.
+    let bound: String = a_channel()
+        .for_plugin("fixture")
+        .secret
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_ne!(bound, "ab".repeat(32));
     assert_eq!(
         String::from_utf8(got.sealed).unwrap(),
-        format!(
-            "alice@example.org/home\nbob@example.org/nas\n{}",
-            "ab".repeat(32)
-        )
+        format!("alice@example.org/home\nbob@example.org/nas\n{bound}")
     );
     // Without a channel (an executor's case, or a caller that has none): empty fields.
     let mut m = PluginMediator::open(&built("fixture"), "mode: channel").unwrap();

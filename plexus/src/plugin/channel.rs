@@ -6,7 +6,8 @@
 //! cert new` makes by default): `HKDF-SHA256(ikm = ECDH, salt = "plexus channel secret
 //! v1", info = the two ids sorted, NUL-separated)`. Both sides get the same 32 bytes;
 //! someone with only the certificates and ids cannot. It never changes while the keys
-//! stay, so a plugin derives whatever rotates from it. With an RSA key on either side
+//! stay, so a plugin derives whatever rotates from it; each plugin gets it bound to its
+//! name ([`Channel::for_plugin`]). With an RSA key on either side
 //! there is no secret (RSA has no key agreement); a plugin that needs one then asks its
 //! own settings for a shared secret file.
 
@@ -42,6 +43,24 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
+    /// The channel as plugin `name` gets it: the secret bound to the plugin's name
+    /// (HKDF-SHA256), so a plugin that leaks its secret exposes only its own channel,
+    /// never another plugin's between the same peers.
+    pub fn for_plugin(&self, name: &str) -> Channel {
+        let secret = self.secret.as_ref().map(|s| {
+            let mut out = Zeroizing::new(vec![0u8; 32]);
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(b"plexus plugin channel v1"), s)
+                .expand(name.as_bytes(), &mut out)
+                .expect("32 bytes is a valid HKDF-SHA256 length");
+            out
+        });
+        Channel {
+            host_id: self.host_id.clone(),
+            peer_id: self.peer_id.clone(),
+            secret,
+        }
+    }
+
     /// The channel between `host_id` (private key in `host_key`) and `peer_id`
     /// (certificate in `peer_cert`). No secret, with the reason, when the keys are not
     /// both EC on one curve or cannot be read; the ids are given either way.
@@ -129,12 +148,18 @@ mod tests {
         // bob's key with the CA's certificate (both P-256) stands for an EC pair.
         let (x, _) = Channel::derive("bob", &demo("bob.key"), "ca", &demo("ca.pem"));
         let (y, _) = Channel::derive("ca", &demo("ca.key"), "bob", &demo("bob.pem"));
-        let (sx, sy) = (x.secret.clone().unwrap(), y.secret.unwrap());
+        let (sx, sy) = (x.secret.clone().unwrap(), y.secret.clone().unwrap());
         assert_eq!(sx.len(), 32);
         assert_eq!(*sx, *sy);
         // Other ids: another secret (the ids are bound in).
         let (z, _) = Channel::derive("bob", &demo("bob.key"), "eve", &demo("ca.pem"));
         assert_ne!(*z.secret.unwrap(), *sx);
         assert!(!format!("{x:?}").contains(&format!("{:?}", &sx[..4])));
+        // Each plugin its own secret, the same on both sides.
+        let (dx, dy) = (x.for_plugin("dht"), y.for_plugin("dht"));
+        assert_eq!(dx.secret, dy.secret);
+        assert_ne!(dx.secret, x.for_plugin("file").secret);
+        assert_ne!(dx.secret.as_deref(), Some(&*sx));
+        assert_eq!(dx.host_id, "bob");
     }
 }

@@ -82,7 +82,7 @@ impl PluginMediator {
             });
         }
         let info = loaded.info;
-        let callbacks = HostCallbacks::new(&info.name, channel);
+        let callbacks = HostCallbacks::new(&info.name, &channel.for_plugin(&info.name));
         let create = vt.create.expect("checked above");
         let handle = create_instance(create, &info.name, settings, &callbacks)?;
         log::debug!(

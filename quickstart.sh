@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # plexus quick start: one real hole punch between two machines behind NAT, on this box.
 #
-#   sudo ./quickstart.sh [--inviter-nat TYPE] [--acceptor-nat TYPE] [--mediator email|file]
+#   sudo ./quickstart.sh [--inviter-nat TYPE] [--acceptor-nat TYPE] [--mediator email|file|dht]
 #
 # TYPE is none | full | address | port | symmetric (default: port for both, the common
 # home-router case). As root on Debian 12 it installs what is missing, builds plexus,
@@ -9,14 +9,16 @@
 # README "The lab"), creates two identities (alice invites, bob accepts), writes a YAML
 # profile for each, runs `plexus accept --once` behind one NAT and `plexus invite`
 # behind the other, and lets the two executors greet each other over the punched path.
-# It prints the story; plexus's own logs go to files, shown only when something fails.
+# With --mediator dht the rendezvous goes through a 30-node mainline DHT testnet in the
+# lab (never the real DHT). It prints the story; plexus's own logs go to files, shown
+# only when something fails.
 # Everything it creates (lab, temp dir) is removed on exit. Exit 0 when the punch worked.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(pwd)
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -34,7 +36,7 @@ for t in "$INV_NAT" "$ACC_NAT"; do
     [[ $t =~ ^(none|full|address|port|symmetric)$ ]] ||
         { echo "quickstart.sh: NAT type '$t': use none, full, address, port or symmetric" >&2; exit 2; }
 done
-[[ $MEDIATOR =~ ^(email|file)$ ]] || { echo "quickstart.sh: --mediator email or file" >&2; exit 2; }
+[[ $MEDIATOR =~ ^(email|file|dht)$ ]] || { echo "quickstart.sh: --mediator email, file or dht" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "quickstart.sh: run as root (it creates network namespaces): sudo $0 $*" >&2; exit 2; }
 
 # The lab has two sites per NAT type (a-TYPE, b-TYPE).
@@ -82,6 +84,7 @@ say "system packages ready"
 # is spent waiting for mail and packets, not computing.
 pkgs=(-p plexus-cli)
 [[ $MEDIATOR == file ]] && pkgs+=(-p plexus-file)
+[[ $MEDIATOR == dht ]] && pkgs+=(-p plexus-dht)
 say "building plexus (cargo build ${pkgs[*]}; the first build takes a few minutes)"
 cargo build "${pkgs[@]}" >"$WORK/build.log" 2>&1 || { echo "build failed:"; tail -n 30 "$WORK/build.log"; exit 1; }
 PLEXUS=$ROOT/target/debug/plexus
@@ -89,7 +92,7 @@ say "built $PLEXUS"
 
 # 2. The lab.
 lab_args=(up --name "$LAB" --owner $$)
-[[ $MEDIATOR == file ]] && lab_args+=(--no-mail)
+[[ $MEDIATOR != email ]] && lab_args+=(--no-mail)
 "$ROOT/tests/lab/lab.sh" "${lab_args[@]}" >"$WORK/lab.log" 2>&1 ||
     { echo "starting the lab failed:"; tail -n 20 "$WORK/lab.log"; exit 1; }
 # Everything the script needs from the lab's description, read once.
@@ -112,6 +115,18 @@ EOF
 )"
 say "lab $LAB up: alice at $INV_IP (site $INV_SITE), bob at $ACC_IP (site $ACC_SITE), STUN $STUN"
 in_site() { local site=$1; shift; "$ROOT/tests/lab/lab.sh" exec "$LAB" "$site-h" "$@"; }
+
+# The DHT testnet: 30 mainline nodes, one address each, in the lab's dht namespace
+# (killed with the lab). Waits for them, bounded.
+DHT_BOOT='"203.0.113.130:6881", "203.0.113.131:6881", "203.0.113.132:6881"'
+if [[ $MEDIATOR == dht ]]; then
+    "$ROOT/tests/lab/lab.sh" exec "$LAB" dht "$ROOT/target/debug/plexus-dht-testnet" \
+        --ips 203.0.113.130-203.0.113.159 --port 6881 >"$WORK/testnet.out" 2>"$WORK/testnet.err" &
+    for _ in $(seq 1 100); do grep -q '^ready' "$WORK/testnet.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q '^ready 30' "$WORK/testnet.out" ||
+        { echo "the DHT testnet did not start:"; tail -n 5 "$WORK/testnet.err"; exit 1; }
+    say "DHT testnet: 30 mainline nodes at 203.0.113.130-159:6881 (lab only)"
+fi
 
 # 3. Identities: a key and a self-signed S/MIME certificate each. On real machines each
 #    side runs `plexus cert new` and sends only the .pem to the other.
@@ -168,6 +183,17 @@ mediator:
     from: $who@lab.example
     to: $peer@lab.example
     ca_file: $MAIL_CA
+EOF
+    elif [[ $MEDIATOR == dht ]]; then
+        # EC identities: the channel secret comes from ECDH, nothing else to share.
+        local peer_id=$B_ID
+        [[ $peer == alice ]] && peer_id=$A_ID
+        cat <<EOF
+mediator:
+  plugin:
+    path: $ROOT/target/debug/libplexus_dht.so
+    to: $peer_id
+    settings: { bootstrap: [$DHT_BOOT], poll_interval_ms: 1000, max_poll_interval_ms: 1000, request_timeout_ms: 250 }
 EOF
     else
         cat <<EOF
@@ -252,6 +278,8 @@ patterns = [
     ("alice", r"^NAT filtering (.*)", "alice: own NAT's filtering measured meanwhile: {0}"),
     ("alice", r"^public endpoint (\S+)", "alice: public endpoint {0}"),
     ("alice", r"^invite sent to (\S+) via (.*) \(session", "alice: invite sealed (S/MIME) and sent to {0} via {1}"),
+    ("alice", r"^dht: published message \S+ \((\d+) items.* in (\d+) ms", "alice: invite stored in the DHT as {0} encrypted items ({1} ms)"),
+    ("bob", r"^dht: found message \S+ \((\d+) items.* in (\d+) ms", "bob: invite found in the DHT ({0} items, lookup {1} ms)"),
     ("bob", r"^invite from (\S+) \(session \S+\) at (.*), NAT", "bob: invite opened and verified, from {0} at {1}"),
     ("bob", r"^NAT: (.*)", "bob: own NAT measured: {0}"),
     ("bob", r"^plan for \S+ \(NAT .*\): (.*)", "bob: plan for this pair (both NAT profiles known): {0}"),

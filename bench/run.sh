@@ -9,11 +9,13 @@
 #   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
 #       old ones) answers a genuine invite: time to connect and peak RSS, first start
 #       and after a restart (refused UIDs remembered)
+#   (h) time to connect through the dht mediator on a 30-node mainline testnet in the lab,
+#       next to e-mail in the same run, with the breakdown (publish, find, handshake)
 #   (i) birthday probing: for both birthday pairs (symmetric -> port-restricted and
 #       back), N attempts each: success on the first attempt, probes sent, handshake
 #       time median and 95th percentile
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--parts abcdefi]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefhi]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -23,13 +25,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdefi
+PARTS=abcdefhi
 FLOOD=2000
 ATTEMPTS=20
+DHT_ROUNDS=5
 while (($#)); do
     case $1 in
         --flood) FLOOD=${2:?}; shift 2 ;;
         --attempts) ATTEMPTS=${2:?}; shift 2 ;;
+        --dht-rounds) DHT_ROUNDS=${2:?}; shift 2 ;;
         --idle-seconds) IDLE=${2:?}; shift 2 ;;
         --peers) MANY=${2:?}; shift 2 ;;
         --parts) PARTS=${2:?}; shift 2 ;;
@@ -77,7 +81,7 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
 fi
 
 [[ $ATTEMPTS =~ ^[0-9]+$ ]] && ((ATTEMPTS >= 1 && ATTEMPTS <= 200)) || { echo "bench/run.sh: --attempts 1..200" >&2; exit 2; }
-[[ $PARTS == *[bcdfi]* ]] || exit 0
+[[ $PARTS == *[bcdfhi]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -473,4 +477,135 @@ print("    %-30s %5d/%-3d %13s %13s %13s %9s" % (sys.argv[2], len(ok), len(rows)
 PYEOF
 done
 echo "    (expected misses per attempt: (1 - 256/64512)^k for k probes after the openers; 1,024 probes: 1.7 %)"
+fi
+
+if [[ $PARTS == *h* ]]; then
+echo
+echo "==> (h) time to connect through the DHT (dht plugin, 30-node mainline testnet in the lab, poll"
+echo "    1 s, request timeout 250 ms) next to e-mail, same lab, same run; alice (a-port) invites bob (b-port), ms"
+cargo build --release -p plexus-cli -p plexus-dht >"$WORK/build-dht.log" 2>&1 || { tail -n 30 "$WORK/build-dht.log"; exit 1; }
+ip netns exec "$LAB-dht" "$ROOT/target/release/plexus-dht-testnet" --ips 203.0.113.130-203.0.113.159 \
+    --port 6881 >"$WORK/testnet.out" 2>"$WORK/testnet.err" &
+for _ in $(seq 1 100); do grep -q '^ready' "$WORK/testnet.out" && break; sleep 0.1; done
+grep -q '^ready 30' "$WORK/testnet.out" || { echo "    the testnet did not start: $(tail -n 2 "$WORK/testnet.err")"; exit 1; }
+# EC identities (plexus cert new): the channel secret is the core's ECDH. One replay state
+# per side across rounds, as in real use: an earlier round's messages are still stored in
+# the DHT (and fresh) when the next round starts, and must be refused as replays.
+for who in alice bob; do
+    "$BIN" cert new --id "$who@lab.example/dht" --out "$WORK/dht" >/dev/null 2>&1
+done
+dht_profile() { # WHO PEER ROUND
+    local who=$1 peer=$2 r=$3
+    cat >"$WORK/dht/$who-$r.yaml" <<EOF
+host: { id: $who@lab.example/dht, cert: $who@lab.example_dht.pem, key: $who@lab.example_dht.key }
+peer: { id: $peer@lab.example/dht, cert: $peer@lab.example_dht.pem }
+stun: ["$STUN"]
+timeouts: { rendezvous_s: 60 }
+replay: { state_file: $who.replay }
+mediator:
+  plugin:
+    path: $ROOT/target/release/libplexus_dht.so
+    to: $peer@lab.example/dht
+    settings:
+      bootstrap: ["203.0.113.130:6881", "203.0.113.131:6881", "203.0.113.132:6881"]
+      poll_interval_ms: 1000
+      max_poll_interval_ms: 1000
+      request_timeout_ms: 250
+executor: { command: { program: /bin/true } }
+EOF
+}
+# one_run KIND ROUND: bob accepts once, alice invites; the logs stay in $WORK/h-KIND-ROUND-*.
+one_run() {
+    local kind=$1 r=$2 tag="h-$1-$2" bob arc
+    if [[ $kind == dht ]]; then
+        dht_profile bob alice "$r"; dht_profile alice bob "$r"
+        ip netns exec "$LAB-b-port-h" "$BIN" accept --once --profile "$WORK/dht/bob-$r.yaml" --log-level debug \
+            --log-file "$WORK/$tag-bob.log" >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+    else
+        take_mb; mb_a=$MB; take_mb; mb_b=$MB
+        side_args bob alice "$mb_b" "$mb_a" "$tag"
+        ip netns exec "$LAB-b-port-h" "$BIN" accept --once "${ARGS[@]}" >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+    fi
+    bob=$!
+    if ! wait_for_line "$WORK/$tag-bob.log" "waiting for invites" $bob; then
+        echo "    $tag: the acceptor did not start: $(tail -n 1 "$WORK/$tag-bob.err")"
+        kill $bob 2>/dev/null || true; wait $bob 2>/dev/null || true; return
+    fi
+    # The acceptor polls once a second: start the invite at a random phase of its poll.
+    sleep "0.$((RANDOM % 10))"
+    if [[ $kind == dht ]]; then
+        ip netns exec "$LAB-a-port-h" "$BIN" invite --profile "$WORK/dht/alice-$r.yaml" --log-level debug \
+            --log-file "$WORK/$tag-alice.log" >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
+    else
+        side_args alice bob "$mb_a" "$mb_b" "$tag"
+        ip netns exec "$LAB-a-port-h" "$BIN" invite --rendezvous-timeout 60 "${ARGS[@]}" \
+            >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
+    fi
+    for _ in $(seq 1 200); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
+    kill $bob 2>/dev/null || true
+    wait $bob 2>/dev/null || true
+    echo "$kind $r $arc" >>"$WORK/h-runs.txt"
+}
+for r in $(seq 1 "$DHT_ROUNDS"); do one_run email "$r"; one_run dht "$r"; done
+python3 - "$WORK" <<'EOF'
+import re, statistics, sys
+work = sys.argv[1]
+def lines(tag, who):
+    try:
+        for l in open("%s/%s-%s.log" % (work, tag, who), errors="replace"):
+            m = re.match(r"(\d+\.\d+) \w+ \S+: (.*)", l)
+            if m:
+                yield float(m.group(1)) * 1000, m.group(2)
+    except OSError:
+        return
+def first(tag, who, pat, group=None):
+    for t, msg in lines(tag, who):
+        m = re.search(pat, msg)
+        if m:
+            return t if group is None else float(m.group(group))
+    return None
+rows = {"email": [], "dht": []}
+print("    %-6s %5s %6s %7s %6s %6s %7s | %9s %9s %9s %9s" % ("kind", "round", "discov", "send", "wait",
+      "hands", "total", "out pub", "out find", "back pub", "back find"))
+for line in open(work + "/h-runs.txt"):
+    kind, r, arc = line.split()
+    tag = "h-%s-%s" % (kind, r)
+    out = open("%s/%s-alice.out" % (work, tag)).read()
+    m = re.search(r"discovery (\d+) ms, send (\d+) ms, wait (\d+) ms, handshake (\d+) ms, total (\d+) ms", out)
+    if arc != "0" or not m:
+        err = open("%s/%s-alice.err" % (work, tag)).read().strip().splitlines()
+        print("    %-6s %5s failed (exit %s): %s" % (kind, r, arc, err[-1] if err else "?"))
+        continue
+    d, s, w, h, tot = map(int, m.groups())
+    rows[kind].append((d, s, w, h, tot))
+    if kind == "dht":
+        # publish: the plugin's own figure; find: from the sender's "published" line to the
+        # receiver's "found" line (polling, lookups, reassembly, decryption).
+        # The same message id on both sides: an earlier round's items are found (and refused
+        # by the core as replays) first.
+        def trip(frm, to):
+            pub = next(((t, m) for t, m in lines(tag, frm) if m.startswith("dht: published message ")), None)
+            if not pub:
+                return None, None
+            mid = pub[1].split()[3]
+            found = first(tag, to, r"^dht: found message " + mid)
+            ms = float(re.search(r" in (\d+) ms", pub[1]).group(1))
+            return ms, (found - pub[0]) if found else None
+        pub_a, find_b = trip("alice", "bob")
+        pub_b, find_a = trip("bob", "alice")
+    else:
+        # mail: submission is inside "send"; delivery to fetch and open is the "find".
+        pub_a, pub_b = s, None
+        find_b = first(tag, "bob", r"^invite from ") - first(tag, "alice", r"^invite sent ")
+        find_a = first(tag, "alice", r"^accept from ") - first(tag, "bob", r"^accept sent ")
+    f = lambda x: "%9.0f" % x if x is not None else "%9s" % "-"
+    print("    %-6s %5s %6d %7d %6d %6d %7d | %s %s %s %s" % (kind, r, d, s, w, h, tot, f(pub_a), f(find_b), f(pub_b), f(find_a)))
+for kind, v in rows.items():
+    if v:
+        t = sorted(x[4] for x in v)
+        print("    %s: %d/%d connected; total median %d ms, min %d, max %d" % (kind, len(v), len(v), statistics.median(t), t[0], t[-1]))
+EOF
+echo "    (out = alice's invite to bob, back = bob's accept to alice; pub = storing the items (dht) or"
+echo "     submitting the mail (email, inside send); find = from the sender's log line after sending to the"
+echo "     receiver's line after opening: dht polling + lookups + reassembly, or mail delivery + IDLE + fetch)"
 fi

@@ -88,7 +88,15 @@ typedef struct PxHost {
     uint32_t max_log_level; /* most verbose PX_LOG_* the host records, 0 for none */
     void *ctx;
     PxLogFn log;
+    /* Added later: read them only when struct_size >= PX_HOST_CHANNEL_SIZE
+       (a host of the first release passes PX_HOST_V1_SIZE and lacks them). */
+    PxBytes host_id;        /* this host's id, UTF-8, may be empty */
+    PxBytes peer_id;        /* the peer's id, UTF-8, may be empty */
+    PxBytes channel_secret; /* same bytes on both sides, may be empty, never log it */
 } PxHost;
+
+#define PX_HOST_V1_SIZE ((uint32_t)(offsetof(PxHost, log) + sizeof(PxLogFn)))
+#define PX_HOST_CHANNEL_SIZE ((uint32_t)(offsetof(PxHost, channel_secret) + sizeof(PxBytes)))
 
 typedef struct PxDescriptor {
     uint32_t abi_version; /* PX_ABI_VERSION */

@@ -33,7 +33,9 @@ use crate::executor::{ExecError, Executor};
 use crate::identity::PeerId;
 use crate::mediator::email::EmailMediator;
 use crate::mediator::Mediator;
-use crate::plugin::{PluginError, PluginExecutor, PluginMediator};
+use crate::plugin::{
+    resolve as resolve_plugin, Channel, PluginError, PluginExecutor, PluginMediator,
+};
 use crate::profile::{
     ExecutorConfig, MediatorConfig, PluginConfig, PluginLocation, Profile, ProfileError,
 };
@@ -387,14 +389,44 @@ fn build_mediator(
         Some(MediatorConfig::Plugin(pl)) => {
             // `validate` made sure it is there.
             let to = pl.to.clone().unwrap_or_default();
-            let m = match &pl.location {
-                PluginLocation::Path(path) => PluginMediator::open(path, &pl.settings_json),
-                PluginLocation::Name(n) => PluginMediator::load(n, &pl.settings_json),
-            }
-            .map_err(SetupError::Plugin)?;
+            let channel = plugin_channel(p);
+            let path = match &pl.location {
+                PluginLocation::Path(path) => path.clone(),
+                PluginLocation::Name(n) => resolve_plugin(n).map_err(SetupError::Plugin)?,
+            };
+            let m = PluginMediator::open_for(&path, &pl.settings_json, &channel)
+                .map_err(SetupError::Plugin)?;
             Ok((Box::new(m), to))
         }
     }
+}
+
+/// The ids and, when both keys are EC, the ECDH channel secret a mediator plugin gets
+/// (see [`Channel`]). Missing files are the envelope's error to report, not this one's.
+fn plugin_channel(p: &Profile) -> Channel {
+    let id = |i: &Option<PeerId>| i.as_ref().map(|i| i.to_string()).unwrap_or_default();
+    let (host_id, peer_id) = (id(&p.host.id), id(&p.peer.id));
+    let (Some(hid), Some(pid)) = (&p.host.id, &p.peer.id) else {
+        return Channel {
+            host_id,
+            peer_id,
+            secret: None,
+        };
+    };
+    let keys = crate::profile::default_keys_dir();
+    let file = |given: &Path, stem: String, ext: &str| -> PathBuf {
+        match (&keys, given.as_os_str().is_empty()) {
+            (Some(k), true) => k.join(format!("{stem}.{ext}")),
+            _ => given.to_path_buf(),
+        }
+    };
+    let key = file(&p.host.key, hid.file_stem(), "key");
+    let cert = file(&p.peer.cert, pid.file_stem(), "pem");
+    let (channel, why) = Channel::derive(&host_id, &key, &peer_id, &cert);
+    if let Some(why) = why {
+        log::debug!("mediator plugin gets {why}");
+    }
+    channel
 }
 
 /// A factory of fresh executors for the profile's `executor:`. A plugin is loaded once

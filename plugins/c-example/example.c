@@ -85,7 +85,9 @@ static int32_t ex_create(PxBytes settings, const PxHost *host, PxHandle **out, P
         set_err(err, "settings need `dir: <path>` and `address: <name>`");
         return PX_ERR_CONFIG;
     }
-    if (host != NULL && host->struct_size >= sizeof(PxHost)) ex->host = *host;
+    /* Only the first release's fields (every host passes them): this plugin uses
+       nothing newer, and an older host's struct is shorter than today's PxHost. */
+    if (host != NULL && host->struct_size >= PX_HOST_V1_SIZE) memcpy(&ex->host, host, PX_HOST_V1_SIZE);
     say(ex, PX_LOG_INFO, "c-example mediator ready");
     *out = (PxHandle *)ex;
     return PX_OK;

@@ -5,7 +5,7 @@
 
 use plexus::executor::{Corridor, ExecError, Executor, SessionKey};
 use plexus::mediator::{Mediator, MediatorError, Outcome};
-use plexus::plugin::{inspect, resolve_in, PluginError, PluginExecutor, PluginMediator};
+use plexus::plugin::{inspect, resolve_in, Channel, PluginError, PluginExecutor, PluginMediator};
 use plexus::testing::TempDir;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
@@ -214,6 +214,90 @@ fn garbage_returned_by_a_plugin_is_an_error() {
     let mut x = PluginExecutor::open(&broken("EXECUTOR", &dir), "").unwrap();
     let e = x.run(&corridor("127.0.0.1:1", "127.0.0.1:2")).unwrap_err();
     assert!(e.to_string().contains("12345-byte output"), "{e}");
+}
+
+/// The channel the host hands a mediator plugin (ids and secret).
+fn a_channel() -> Channel {
+    Channel {
+        host_id: "alice@example.org/home".into(),
+        peer_id: "bob@example.org/nas".into(),
+        secret: Some(plexus::secret::Zeroizing::new(vec![0xab; 32])),
+    }
+}
+
+#[test]
+fn a_plugin_built_with_the_channel_fields_gets_them() {
+    let mut m = PluginMediator::open_for(&built("fixture"), "mode: channel", &a_channel()).unwrap();
+    let got = m.receive(Duration::from_millis(10)).unwrap().unwrap();
+    assert_eq!(got.from, "bob@example.org/nas");
+    // The secret as bound to this plugin's name, not the pair's secret itself.
+    let bound: String = a_channel()
+        .for_plugin("fixture")
+        .secret
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_ne!(bound, "ab".repeat(32));
+    assert_eq!(
+        String::from_utf8(got.sealed).unwrap(),
+        format!("alice@example.org/home\nbob@example.org/nas\n{bound}")
+    );
+    // Without a channel (an executor's case, or a caller that has none): empty fields.
+    let mut m = PluginMediator::open(&built("fixture"), "mode: channel").unwrap();
+    let got = m.receive(Duration::from_millis(10)).unwrap().unwrap();
+    assert_eq!(String::from_utf8(got.sealed).unwrap(), "\n\n");
+}
+
+#[test]
+fn a_plugin_built_before_the_channel_fields_still_loads_and_works() {
+    // The C example compiled against the first release's header: its PxHost ends at
+    // `log`, so the host's larger struct must be accepted and its log callback used.
+    let dir = TempDir::new("cexample-v1");
+    let header = std::fs::read_to_string(workspace().join("plugins/plexus-plugin.h")).unwrap();
+    let start = header
+        .find("    /* Added later")
+        .expect("the marked new fields");
+    let end = header[start..].find("} PxHost;").unwrap() + start;
+    let old = format!("{}{}", &header[..start], &header[end..]);
+    let old: String = old
+        .lines()
+        .filter(|l| !l.starts_with("#define PX_HOST_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!old.contains("channel_secret"));
+    std::fs::create_dir_all(dir.join("inc")).unwrap();
+    std::fs::write(dir.join("inc/plexus-plugin.h"), old).unwrap();
+    let src = dir.join("example.c");
+    std::fs::copy(workspace().join("plugins/c-example/example.c"), &src).unwrap();
+    let lib = dir.join("libplexus_cexamplev1.so");
+    let o = Command::new("gcc")
+        // The first release had no size constants: its struct's size was the v1 size.
+        .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Werror"])
+        .arg("-DPX_HOST_V1_SIZE=sizeof(PxHost)")
+        .arg("-I")
+        .arg(dir.join("inc"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&lib)
+        .output()
+        .expect("gcc is needed for the C plugin tests");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::set_permissions(&lib, Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let settings = |who: &str| format!("dir: {}\naddress: {who}\n", shared.display());
+    let mut alice = PluginMediator::open_for(&lib, &settings("alice"), &a_channel()).unwrap();
+    let mut bob = PluginMediator::open_for(&lib, &settings("bob"), &a_channel()).unwrap();
+    alice.send("bob", b"old plugin").unwrap();
+    let got = bob.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(got.sealed, b"old plugin");
+    if log::max_level() >= log::LevelFilter::Info {
+        assert!(alice
+            .captured_logs()
+            .iter()
+            .any(|l| l.contains("c-example mediator ready")));
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod lab;
 mod article;
 mod cli;
 mod corridor;
+mod dht;
 mod gpgsm;
 mod hostile;
 mod lab_sanity;

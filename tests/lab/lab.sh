@@ -221,13 +221,21 @@ cmd_up() {
 build() {
     local name=$1 st=$2 extra=$3 mail=$4
     local t0; t0=$(date +%s%N)
-    local inet=$name-inet stun=$name-stun mailns=$name-mail
+    local inet=$name-inet stun=$name-stun mailns=$name-mail dhtns=$name-dht
     local veths=$st/veths.batch; : >"$veths"
     declare -A batch=()      # netns -> ip batch lines (addresses, routes)
     declare -A kind=()       # netns -> router|host|server
     local ns_list=("$inet" "$stun")
     ((mail)) && ns_list+=("$mailns")
     kind[$inet]=router; kind[$stun]=server; kind[$mailns]=server
+    # DHT testnet host (the `dht` plugin): 203.0.113.128/26, router .129, nodes .130-.190,
+    # one address per node as on the real DHT. Tests start their own nodes there.
+    ns_list+=("$dhtns"); kind[$dhtns]=server
+    echo "link add dht netns $inet type veth peer name eth0 netns $dhtns" >>"$veths"
+    batch[$inet]+="addr add 203.0.113.129/26 dev dht"$'\n'"link set dht up"$'\n'
+    local dhti
+    for ((dhti = 130; dhti <= 190; dhti++)); do batch[$dhtns]+="addr add 203.0.113.$dhti/26 dev eth0"$'\n'; done
+    batch[$dhtns]+="link set eth0 up"$'\n'"route add default via 203.0.113.129 dev eth0 onlink"$'\n'
 
     # Servers: 203.0.113.0/29 for STUN (two addresses for RFC 5780), .24/29 for mail.
     echo "link add stun netns $inet type veth peer name eth0 netns $stun" >>"$veths"
@@ -416,6 +424,7 @@ EOF
 "netns":[$(sed 's/.*/"&"/' "$st/netns" | paste -sd,)],
 "inet":{"netns":"$inet"},
 "stun":{"netns":"$stun","ips":["203.0.113.3","203.0.113.4"],"port":3478,"alt_port":3479},
+"dht":{"netns":"$dhtns","first_ip":"203.0.113.130","last_ip":"203.0.113.190"},
 "sites":{${sites_json%,}},
 "mail":$mail_json}
 EOF

@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("smime_entity", smime_entity),
     ("email_refused_state", email_refused_state),
     ("portmap_reply", portmap_reply),
+    ("dht_chunk", dht_chunk),
 ];
 
 /// The fixed "now" (unix seconds) at which sealed messages are opened; the committed
@@ -377,5 +378,44 @@ pub fn email_refused_state(data: &[u8]) {
         let again =
             decode_refused_state(&encode_refused_state(&state)).expect("an encoded state decodes");
         assert_eq!(again, state);
+    }
+}
+
+/// BEP 44 values as the `dht` plugin reads them from DHT nodes: the input is a list of
+/// values, each prefixed by its length (u16 BE). Each is decoded strictly (an accepted
+/// chunk must re-encode to the same bytes); the chunks are assembled as the plugin
+/// does (the first one fixes id, count and total), and a complete ciphertext is
+/// opened with a fixed key, which must refuse anything not sealed with it.
+pub fn dht_chunk(data: &[u8]) {
+    use plexus_dht::codec::{self, Assembly, Chunk};
+    let mut rest = data;
+    let mut asm: Option<Assembly> = None;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = (u16::from_be_bytes(*len) as usize).min(tail.len());
+        let (value, tail) = tail.split_at(len);
+        rest = tail;
+        let Ok(chunk) = Chunk::decode(value) else {
+            continue;
+        };
+        assert_eq!(
+            chunk.encode(),
+            value,
+            "an accepted chunk re-encodes to its bytes"
+        );
+        match asm.as_mut() {
+            None => asm = Some(Assembly::new(chunk)),
+            Some(a) => {
+                let _ = a.add(chunk);
+            }
+        }
+    }
+    if let Some(ct) = asm.as_ref().and_then(Assembly::finish) {
+        assert!(ct.len() <= codec::MAX_TOTAL);
+        let id = asm.as_ref().map(Assembly::msg_id).unwrap_or_default();
+        let key = codec::Schedule::new(&[7; 32]).message_key("a", "b", 1);
+        if let Some(plain) = codec::open(&key, &id, &codec::aad("a", "b", 1), &ct) {
+            // Only the seeds sealed with this key get here.
+            assert_eq!(codec::seal(&key, &id, &codec::aad("a", "b", 1), &plain), ct);
+        }
     }
 }

@@ -65,7 +65,7 @@ impl PluginExecutor {
             });
         }
         let info = loaded.info;
-        let callbacks = HostCallbacks::new(&info.name);
+        let callbacks = HostCallbacks::new(&info.name, &Default::default());
         let create = vt.create.expect("checked above");
         let handle = create_instance(create, &info.name, settings, &callbacks)?;
         log::debug!(

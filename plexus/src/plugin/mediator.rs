@@ -1,7 +1,7 @@
 //! [`PluginMediator`]: a mediator plugin behind the [`Mediator`] trait.
 
 use super::{
-    abi, copy_owned, create_instance, open, resolve, status_name, ErrBuf, HostCallbacks,
+    abi, copy_owned, create_instance, open, resolve, status_name, Channel, ErrBuf, HostCallbacks,
     PluginError, PluginInfo,
 };
 use crate::mediator::{Incoming, Mediator, MediatorError, Outcome};
@@ -44,6 +44,16 @@ impl PluginMediator {
 
     /// Like [`PluginMediator::load`] with the library's path.
     pub fn open(path: &Path, settings: &str) -> Result<PluginMediator, PluginError> {
+        Self::open_for(path, settings, &Channel::default())
+    }
+
+    /// Like [`PluginMediator::open`], telling the plugin about the channel it serves
+    /// (ids and the per-peer secret; a plugin built before these fields ignores them).
+    pub fn open_for(
+        path: &Path,
+        settings: &str,
+        channel: &Channel,
+    ) -> Result<PluginMediator, PluginError> {
         let loaded = open(path, abi::PX_KIND_MEDIATOR)?;
         let needed = std::mem::size_of::<abi::PxMediatorVtable>();
         if (loaded.vtable_size as usize) < needed {
@@ -72,7 +82,7 @@ impl PluginMediator {
             });
         }
         let info = loaded.info;
-        let callbacks = HostCallbacks::new(&info.name);
+        let callbacks = HostCallbacks::new(&info.name, &channel.for_plugin(&info.name));
         let create = vt.create.expect("checked above");
         let handle = create_instance(create, &info.name, settings, &callbacks)?;
         log::debug!(

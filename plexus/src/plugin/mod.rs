@@ -19,9 +19,11 @@
 //! [`Mediator`]: crate::mediator::Mediator
 //! [`Executor`]: crate::executor::Executor
 
+mod channel;
 mod executor;
 mod mediator;
 
+pub use channel::Channel;
 pub use executor::PluginExecutor;
 pub use mediator::PluginMediator;
 
@@ -481,6 +483,9 @@ unsafe extern "C" fn host_log(
 /// Host callbacks for one instance; must outlive it (owned by the adapter).
 struct HostCallbacks {
     host: Box<abi::PxHost>,
+    // What `host`'s channel fields point into; the heap buffers stay put while owned.
+    #[allow(dead_code)]
+    channel: Channel,
     #[cfg_attr(not(test), allow(dead_code))]
     ctx: &'static LogCtx,
 }
@@ -504,8 +509,10 @@ fn log_ctx(plugin: &str) -> &'static LogCtx {
 }
 
 impl HostCallbacks {
-    fn new(plugin: &str) -> HostCallbacks {
+    fn new(plugin: &str, channel: &Channel) -> HostCallbacks {
         let ctx = log_ctx(plugin);
+        let channel = channel.clone();
+        let secret = channel.secret.as_deref().map(Vec::as_slice).unwrap_or(&[]);
         let host = Box::new(abi::PxHost {
             struct_size: std::mem::size_of::<abi::PxHost>() as u32,
             // Tests capture every level so forwarding is checked whatever the logger.
@@ -516,8 +523,11 @@ impl HostCallbacks {
             },
             ctx: ctx as *const LogCtx as *mut c_void,
             log: Some(host_log),
+            host_id: abi::PxBytes::new(channel.host_id.as_bytes()),
+            peer_id: abi::PxBytes::new(channel.peer_id.as_bytes()),
+            channel_secret: abi::PxBytes::new(secret),
         });
-        HostCallbacks { host, ctx }
+        HostCallbacks { host, channel, ctx }
     }
 
     /// Log lines this plugin (by name, all instances) sent.

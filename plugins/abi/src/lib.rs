@@ -14,6 +14,9 @@
 //!   are released with the vtable's `free_bytes`; error messages are written into a
 //!   buffer the host owns ([`PxErrBuf`]).
 //! - Handles are used by one thread at a time but may move between threads.
+//! - [`PxHost`] grew once (host and peer ids, a per-peer channel secret); a plugin reads
+//!   the new fields only when the host's `struct_size` covers them, and the host accepts
+//!   plugins built before them unchanged, so the ABI version stayed 1.
 //! - Function pointers are `Option<extern "C" fn>`: the guaranteed-nullable C function
 //!   pointer, so a missing entry reads as `None` instead of undefined behaviour.
 
@@ -127,7 +130,25 @@ pub struct PxHost {
     pub ctx: *mut c_void,
     /// Where the plugin's log records go.
     pub log: PxLogFn,
+    // ---- Fields added after the first release: present when `struct_size` reaches
+    // [`PX_HOST_CHANNEL_SIZE`]. A plugin built before them reads only the fields above.
+    /// This host's id (UTF-8), empty when the host does not say.
+    pub host_id: PxBytes,
+    /// The peer's id (UTF-8), empty when the host does not say.
+    pub peer_id: PxBytes,
+    /// A secret only this host and the peer can compute (the same bytes on both sides),
+    /// empty when the profile allows none. Never log it.
+    pub channel_secret: PxBytes,
 }
+
+/// `struct_size` of a [`PxHost`] of the first release (up to `log`): what every host
+/// passes at least.
+pub const PX_HOST_V1_SIZE: u32 =
+    (core::mem::offset_of!(PxHost, log) + core::mem::size_of::<PxLogFn>()) as u32;
+/// `struct_size` from which a [`PxHost`] carries `host_id`, `peer_id` and
+/// `channel_secret`.
+pub const PX_HOST_CHANNEL_SIZE: u32 =
+    (core::mem::offset_of!(PxHost, channel_secret) + core::mem::size_of::<PxBytes>()) as u32;
 
 /// What an entry symbol returns; static for the life of the process.
 #[repr(C)]

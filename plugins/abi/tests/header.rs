@@ -58,7 +58,7 @@ fn header_matches_rust_layout_and_constants() {
         PxBytes { ptr, len }
         PxOwnedBytes { ptr, len }
         PxErrBuf { ptr, cap, len }
-        PxHost { struct_size, max_log_level, ctx, log }
+        PxHost { struct_size, max_log_level, ctx, log, host_id, peer_id, channel_secret }
         PxDescriptor { abi_version, struct_size, kind, reserved, name, vtable }
         PxMessage { id, from, sealed }
         PxMediatorVtable { struct_size, reserved, free_bytes, create, send, receive, acknowledge, destroy }
@@ -71,6 +71,7 @@ fn header_matches_rust_layout_and_constants() {
         PX_ERR_IO, PX_ERR_PANIC, PX_ERR_INVALID_ARGUMENT, PX_ERR_SPAWN, PX_ERR_FAILED,
         PX_KIND_MEDIATOR, PX_KIND_EXECUTOR, PX_OUTCOME_HANDLED, PX_OUTCOME_REJECTED,
         PX_LOG_ERROR, PX_LOG_WARN, PX_LOG_INFO, PX_LOG_DEBUG, PX_LOG_TRACE,
+        PX_HOST_V1_SIZE, PX_HOST_CHANNEL_SIZE,
     );
     rust.insert("PX_ABI_VERSION".into(), ABI_VERSION as u64);
     c += "printf(\"PX_ABI_VERSION %llu\\n\", (unsigned long long)PX_ABI_VERSION);\n";
@@ -119,7 +120,7 @@ fn header_structs_have_exactly_the_rust_fields() {
         PxBytes { ptr, len }
         PxOwnedBytes { ptr, len }
         PxErrBuf { ptr, cap, len }
-        PxHost { struct_size, max_log_level, ctx, log }
+        PxHost { struct_size, max_log_level, ctx, log, host_id, peer_id, channel_secret }
         PxDescriptor { abi_version, struct_size, kind, reserved, name, vtable }
         PxMessage { id, from, sealed }
         PxMediatorVtable { struct_size, reserved, free_bytes, create, send, receive, acknowledge, destroy }

@@ -3,7 +3,7 @@
 //! `PX_ERR_PANIC` and a message instead of unwinding into (and aborting) the host.
 
 use crate::abi::*;
-use crate::{Corridor, ExecutorPlugin, Key, MediatorPlugin, Outcome, PluginError};
+use crate::{Channel, Corridor, ExecutorPlugin, Key, MediatorPlugin, Outcome, PluginError};
 use std::any::Any;
 use std::ffi::c_void;
 use std::net::SocketAddr;
@@ -171,7 +171,8 @@ unsafe fn register_host(host: *const PxHost) -> u64 {
         return 0;
     }
     let host = &*host;
-    if (host.struct_size as usize) < std::mem::size_of::<PxHost>() {
+    // A host of the first release passes the shorter struct; logging is in both.
+    if host.struct_size < PX_HOST_V1_SIZE {
         return 0;
     }
     let Some(log_fn) = host.log else { return 0 };
@@ -266,7 +267,30 @@ pub unsafe extern "C" fn mediator_create<T: MediatorPlugin>(
     out: *mut *mut PxHandle,
     err: *mut PxErrBuf,
 ) -> i32 {
-    create(settings, host, out, err, T::create)
+    let channel = channel_of(host);
+    create(settings, host, out, err, |s| T::create_for(s, &channel))
+}
+
+/// The channel fields of `host`, when its size says it has them; bad UTF-8 or a null
+/// pointer with a length reads as "not given".
+unsafe fn channel_of(host: *const PxHost) -> Channel {
+    let mut channel = Channel::default();
+    if host.is_null() || (*host).struct_size < PX_HOST_CHANNEL_SIZE {
+        return channel;
+    }
+    let host = &*host;
+    let text = |b: PxBytes| {
+        borrowed_str(b, "id")
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    channel.host_id = text(host.host_id);
+    channel.peer_id = text(host.peer_id);
+    channel.secret = borrowed(host.channel_secret, "channel secret")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec);
+    channel
 }
 
 /// Vtable `send` of a mediator.

@@ -103,6 +103,37 @@ pub enum Outcome {
     Rejected,
 }
 
+/// What the host says about the channel an instance serves (ABI hosts that predate
+/// these fields give all of them empty).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Channel {
+    /// This host's id, empty when the host does not say.
+    pub host_id: String,
+    /// The peer's id, empty when the host does not say.
+    pub peer_id: String,
+    /// A secret only this host and the peer share (the same bytes on both sides),
+    /// `None` when the host has none; wiped on drop, never printed.
+    pub secret: Option<Vec<u8>>,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if let Some(s) = self.secret.as_mut() {
+            zeroize::Zeroize::zeroize(s);
+        }
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("host_id", &self.host_id)
+            .field("peer_id", &self.peer_id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// A rendezvous transport carrying opaque sealed bytes.
 ///
 /// The host never uses one instance from two threads at once.
@@ -111,6 +142,12 @@ pub trait MediatorPlugin: Sized + Send + 'static {
     const NAME: &'static str;
     /// Builds an instance from the UTF-8 YAML or JSON settings of the profile.
     fn create(settings: &str) -> Result<Self, PluginError>;
+    /// Like [`MediatorPlugin::create`], with what the host says about the channel; the
+    /// host calls this one. The default ignores `channel`.
+    fn create_for(settings: &str, channel: &Channel) -> Result<Self, PluginError> {
+        let _ = channel;
+        Self::create(settings)
+    }
     /// Delivers `sealed` to the peer whose address on this channel is `to`.
     fn send(&mut self, to: &str, sealed: &[u8]) -> Result<(), PluginError>;
     /// Waits at most `timeout` for the next message; `Ok(None)` on timeout. A message

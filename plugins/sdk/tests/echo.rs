@@ -34,6 +34,65 @@ unsafe extern "C" fn record(_ctx: *mut c_void, level: u32, _target: PxBytes, mes
         .push(format!("{level} {}", String::from_utf8_lossy(m)));
 }
 
+fn echo_lib() -> PathBuf {
+    // `cargo test` builds examples next to the test binaries: target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/libecho.so")
+}
+
+#[test]
+fn a_host_of_the_first_release_is_served_and_its_missing_fields_never_read() {
+    let lib_path = echo_lib();
+    unsafe {
+        let lib = Box::leak(Box::new(libloading::Library::new(&lib_path).unwrap()));
+        let entry = *lib.get::<PxEntryFn>(ENTRY_SYMBOL).unwrap();
+        let vt = &*((*entry()).vtable as *const PxMediatorVtable);
+        // The channel fields lie beyond what this host's size covers: pointers that
+        // would crash if the plugin read them.
+        let bogus = PxBytes {
+            ptr: 8 as *const u8,
+            len: 1 << 40,
+        };
+        let host = PxHost {
+            struct_size: PX_HOST_V1_SIZE,
+            max_log_level: PX_LOG_TRACE,
+            ctx: std::ptr::null_mut(),
+            log: Some(record),
+            host_id: bogus,
+            peer_id: bogus,
+            channel_secret: bogus,
+        };
+        assert!(PX_HOST_V1_SIZE < std::mem::size_of::<PxHost>() as u32);
+        let mut storage = [0u8; 256];
+        let mut err = PxErrBuf {
+            ptr: storage.as_mut_ptr(),
+            cap: storage.len(),
+            len: 0,
+        };
+        let mut handle = std::ptr::null_mut();
+        let code = vt.create.unwrap()(PxBytes::new(b"{}"), &host, &mut handle, &mut err);
+        assert_eq!(code, PX_OK);
+        let code = vt.send.unwrap()(
+            handle,
+            PxBytes::new(b"v1host"),
+            PxBytes::new(&[1]),
+            &mut err,
+        );
+        assert_eq!(code, PX_OK);
+        vt.destroy.unwrap()(handle);
+        // Its log callback is used: logging is part of the first release.
+        assert!(LOGS
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "3 echoing 1 bytes for v1host"));
+    }
+}
+
 #[test]
 fn echo_example_works_through_the_c_abi() {
     // `cargo test` builds examples next to the test binaries: target/<profile>/examples.
@@ -67,6 +126,9 @@ fn echo_example_works_through_the_c_abi() {
             max_log_level: PX_LOG_TRACE,
             ctx: std::ptr::null_mut(),
             log: Some(record),
+            host_id: PxBytes::EMPTY,
+            peer_id: PxBytes::EMPTY,
+            channel_secret: PxBytes::EMPTY,
         };
         let mut storage = [0u8; 256];
         let mut err = PxErrBuf {

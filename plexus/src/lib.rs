@@ -49,6 +49,7 @@ pub mod net;
 pub mod plugin;
 pub mod profile;
 pub mod punch;
+pub mod relay;
 pub mod rendezvous;
 pub mod sansio;
 pub mod secret;

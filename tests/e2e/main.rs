@@ -17,4 +17,5 @@ mod mail;
 mod nat;
 mod netns;
 mod plugins;
+mod relay;
 mod ttl;

@@ -1,0 +1,238 @@
+//! The TURN relay (issue 12) against the lab's real coturn: a host behind the symmetric
+//! NAT allocates, a host in another site sends plain UDP to the relayed address, and
+//! both exchange datagrams through the library's forwarder.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use plexus::relay::{self, Forwarder, RelayError, TurnCredentials, TurnSettings};
+use plexus::secret::Password;
+
+use crate::lab::{stun_mapped, Lab};
+
+const RELAYING: &str = "a-symmetric";
+const PEER: &str = "a-port";
+
+fn long_term(lab: &Lab) -> TurnSettings {
+    let t = lab
+        .turn
+        .as_ref()
+        .expect("lab.json has no \"turn\": rebuild the lab");
+    TurnSettings {
+        server: SocketAddr::new(t.ip.into(), t.port),
+        credentials: TurnCredentials::LongTerm {
+            user: t.user.clone(),
+            password: Password::new(t.password.clone()),
+        },
+    }
+}
+
+fn rest(lab: &Lab) -> TurnSettings {
+    let t = lab
+        .turn
+        .as_ref()
+        .expect("lab.json has no \"turn\": rebuild the lab");
+    TurnSettings {
+        server: SocketAddr::new(t.ip.into(), t.rest_port),
+        credentials: TurnCredentials::Rest {
+            user: "alice".into(),
+            secret: Password::new(t.rest_secret.clone()),
+            ttl: relay::DEFAULT_REST_TTL,
+        },
+    }
+}
+
+/// One relayed corridor: the executor's socket and the forwarder on the relaying host,
+/// the peer's socket on the other, and the relayed address.
+struct Corridor {
+    executor: UdpSocket,
+    forwarder: Forwarder,
+    peer: UdpSocket,
+    relayed: SocketAddr,
+}
+
+fn corridor(lab: &Lab, settings: &TurnSettings) -> Corridor {
+    let peer_site = lab.site(PEER);
+    let stun = SocketAddr::new(lab.stun.ips[0].into(), lab.stun.port);
+    // The peer learns its public endpoint (port-restricted NAT: the same toward any
+    // destination), as the handshake would tell the relaying side.
+    let (peer, peer_public) = lab.in_ns(&peer_site.host_netns, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mapped = stun_mapped(&s, stun);
+        (s, mapped)
+    });
+    assert_eq!(peer_public.ip(), IpAddr::from(peer_site.public_ip));
+    let (executor, forwarder, relayed, mapped) = lab.in_ns(&lab.site(RELAYING).host_netns, || {
+        let mut alloc = relay::allocate(
+            settings,
+            "0.0.0.0:0".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .expect("allocate");
+        alloc
+            .permit(peer_public.ip(), Duration::from_secs(5))
+            .expect("permit");
+        let (relayed, mapped) = (alloc.relayed(), alloc.mapped());
+        let executor = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fwd =
+            relay::forward(alloc, peer_public, executor.local_addr().unwrap()).expect("forward");
+        (executor, fwd, relayed, mapped)
+    });
+    let turn = lab.turn.as_ref().unwrap();
+    assert_eq!(
+        relayed.ip(),
+        IpAddr::from(turn.ip),
+        "relayed address on the server"
+    );
+    assert_eq!(
+        mapped.ip(),
+        IpAddr::from(lab.site(RELAYING).public_ip),
+        "the server saw the symmetric NAT's public address"
+    );
+    for s in [&executor, &peer] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    Corridor {
+        executor,
+        forwarder,
+        peer,
+        relayed,
+    }
+}
+
+/// Sends `msg` from `from` to `to` until `rx` receives it (bounded: 10 tries); returns
+/// the source the receiver saw.
+fn deliver(from: &UdpSocket, to: SocketAddr, rx: &UdpSocket, msg: &[u8]) -> SocketAddr {
+    let mut buf = [0u8; 2048];
+    for _ in 0..10 {
+        from.send_to(msg, to).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            if let Ok((n, src)) = rx.recv_from(&mut buf) {
+                if &buf[..n] == msg {
+                    return src;
+                }
+            }
+        }
+    }
+    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+}
+
+fn exchange_both_ways(c: &Corridor) {
+    let fwd = c.forwarder.local_addr();
+    // The peer speaks first: that opens its port-restricted NAT toward the relay.
+    let src = deliver(&c.peer, c.relayed, &c.executor, b"hello from the peer");
+    assert_eq!(
+        src, fwd,
+        "the executor sees the peer at the forwarder's address"
+    );
+    let src = deliver(&c.executor, fwd, &c.peer, b"hello from the executor");
+    assert_eq!(
+        src, c.relayed,
+        "the peer sees the executor at the relayed address"
+    );
+    for i in 0..20 {
+        let a = format!("executor {i}");
+        deliver(&c.executor, fwd, &c.peer, a.as_bytes());
+        let b = format!("peer {i}");
+        deliver(&c.peer, c.relayed, &c.executor, b.as_bytes());
+    }
+}
+
+#[test]
+fn relay_long_term_credentials_forward_both_ways() {
+    let lab = lab_or_skip!();
+    let _claim = lab.claim(&[RELAYING, PEER]);
+    let c = corridor(lab, &long_term(lab));
+    exchange_both_ways(&c);
+    let stats = c.forwarder.stats();
+    assert!(stats.to_peer >= 21 && stats.from_peer >= 21, "{stats:?}");
+    assert!(
+        stats.turn.channel_binds >= 1,
+        "a channel was bound: {stats:?}"
+    );
+    let end = c.forwarder.stop().expect("forwarder ends cleanly");
+    assert!(end.to_peer >= stats.to_peer, "{end:?}");
+}
+
+#[test]
+fn relay_rest_credentials_forward_both_ways() {
+    let lab = lab_or_skip!();
+    let _claim = lab.claim(&[RELAYING, PEER]);
+    let c = corridor(lab, &rest(lab));
+    exchange_both_ways(&c);
+    c.forwarder.stop().expect("forwarder ends cleanly");
+}
+
+#[test]
+fn relay_wrong_credentials_are_a_clear_auth_error() {
+    let lab = lab_or_skip!();
+    let mut lt = long_term(lab);
+    lt.credentials = TurnCredentials::LongTerm {
+        user: lab.turn.as_ref().unwrap().user.clone(),
+        password: Password::new("not-the-password"),
+    };
+    let mut rs = rest(lab);
+    rs.credentials = TurnCredentials::Rest {
+        user: "alice".into(),
+        secret: Password::new("not-the-secret"),
+        ttl: Duration::from_secs(600),
+    };
+    for settings in [lt, rs] {
+        let err = lab.in_ns(&lab.site(RELAYING).host_netns, || {
+            relay::allocate(
+                &settings,
+                "0.0.0.0:0".parse().unwrap(),
+                Duration::from_secs(5),
+            )
+            .expect_err("allocation with wrong credentials")
+        });
+        assert!(matches!(err, RelayError::Auth { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("refused the credentials") && text.contains("--turn-user"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn relay_corridor_survives_a_minute_with_refreshes() {
+    let lab = lab_or_skip!();
+    let _claim = lab.claim(&[RELAYING, PEER]);
+    let lifetime = lab.turn.as_ref().unwrap().max_lifetime_s;
+    let c = corridor(lab, &long_term(lab));
+    exchange_both_ways(&c);
+    // Traffic both ways every 0.5 s for 65 s: longer than the server's allocation,
+    // permission and channel lifetimes (40 s in the lab) and its nonce lifetime (30 s).
+    let fwd = c.forwarder.local_addr();
+    let start = Instant::now();
+    let mut i = 0u32;
+    while start.elapsed() < Duration::from_secs(65) {
+        deliver(&c.executor, fwd, &c.peer, format!("long e{i}").as_bytes());
+        deliver(
+            &c.peer,
+            c.relayed,
+            &c.executor,
+            format!("long p{i}").as_bytes(),
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let stats = c.forwarder.stats();
+    assert!(!c.forwarder.is_finished(), "still forwarding: {stats:?}");
+    // Refreshes every lifetime/2 = 20 s: at least two in 65 s, each also renewing the
+    // permission and the channel.
+    assert!(
+        lifetime <= 60,
+        "the lab's lifetime is short enough to see refreshes"
+    );
+    assert!(stats.turn.refreshes >= 2, "{stats:?}");
+    assert!(
+        stats.turn.permissions >= 3,
+        "first permit + refreshes: {stats:?}"
+    );
+    assert!(stats.turn.channel_binds >= 3, "bind + refreshes: {stats:?}");
+    c.forwarder.stop().expect("forwarder ends cleanly");
+}

@@ -51,7 +51,7 @@ struct Corridor {
     relayed: SocketAddr,
 }
 
-fn corridor(lab: &Lab, settings: &TurnSettings) -> Corridor {
+fn corridor(lab: &Lab, settings: &TurnSettings, refresh: Option<Duration>) -> Corridor {
     let peer_site = lab.site(PEER);
     let stun = SocketAddr::new(lab.stun.ips[0].into(), lab.stun.port);
     // The peer learns its public endpoint (port-restricted NAT: the same toward any
@@ -72,6 +72,9 @@ fn corridor(lab: &Lab, settings: &TurnSettings) -> Corridor {
         alloc
             .permit(peer_public.ip(), Duration::from_secs(5))
             .expect("permit");
+        if let Some(every) = refresh {
+            alloc.set_refresh_interval(every);
+        }
         let (relayed, mapped) = (alloc.relayed(), alloc.mapped());
         let executor = UdpSocket::bind("127.0.0.1:0").unwrap();
         let fwd =
@@ -104,6 +107,11 @@ fn corridor(lab: &Lab, settings: &TurnSettings) -> Corridor {
 /// Sends `msg` from `from` to `to` until `rx` receives it (bounded: 10 tries); returns
 /// the source the receiver saw.
 fn deliver(from: &UdpSocket, to: SocketAddr, rx: &UdpSocket, msg: &[u8]) -> SocketAddr {
+    try_deliver(from, to, rx, msg)
+        .unwrap_or_else(|| panic!("{:?} never arrived", String::from_utf8_lossy(msg)))
+}
+
+fn try_deliver(from: &UdpSocket, to: SocketAddr, rx: &UdpSocket, msg: &[u8]) -> Option<SocketAddr> {
     let mut buf = [0u8; 2048];
     for _ in 0..10 {
         from.send_to(msg, to).unwrap();
@@ -111,12 +119,12 @@ fn deliver(from: &UdpSocket, to: SocketAddr, rx: &UdpSocket, msg: &[u8]) -> Sock
         while Instant::now() < deadline {
             if let Ok((n, src)) = rx.recv_from(&mut buf) {
                 if &buf[..n] == msg {
-                    return src;
+                    return Some(src);
                 }
             }
         }
     }
-    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+    None
 }
 
 fn exchange_both_ways(c: &Corridor) {
@@ -144,7 +152,7 @@ fn exchange_both_ways(c: &Corridor) {
 fn relay_long_term_credentials_forward_both_ways() {
     let lab = lab_or_skip!();
     let _claim = lab.claim(&[RELAYING, PEER]);
-    let c = corridor(lab, &long_term(lab));
+    let c = corridor(lab, &long_term(lab), None);
     exchange_both_ways(&c);
     let stats = c.forwarder.stats();
     assert!(stats.to_peer >= 21 && stats.from_peer >= 21, "{stats:?}");
@@ -160,7 +168,7 @@ fn relay_long_term_credentials_forward_both_ways() {
 fn relay_rest_credentials_forward_both_ways() {
     let lab = lab_or_skip!();
     let _claim = lab.claim(&[RELAYING, PEER]);
-    let c = corridor(lab, &rest(lab));
+    let c = corridor(lab, &rest(lab), None);
     exchange_both_ways(&c);
     c.forwarder.stop().expect("forwarder ends cleanly");
 }
@@ -202,7 +210,13 @@ fn relay_corridor_survives_a_minute_with_refreshes() {
     let lab = lab_or_skip!();
     let _claim = lab.claim(&[RELAYING, PEER]);
     let lifetime = lab.turn.as_ref().unwrap().max_lifetime_s;
-    let c = corridor(lab, &long_term(lab));
+    assert!(
+        lifetime >= 30,
+        "the lab's permissions outlive a 15 s refresh"
+    );
+    // The lab's permissions and channels last 40 s, less than RFC 8656's 300 and 600 s,
+    // which a client cannot learn: refresh every 15 s.
+    let c = corridor(lab, &long_term(lab), Some(Duration::from_secs(15)));
     exchange_both_ways(&c);
     // Traffic both ways every 0.5 s for 65 s: longer than the server's allocation,
     // permission and channel lifetimes (40 s in the lab) and its nonce lifetime (30 s).
@@ -210,29 +224,32 @@ fn relay_corridor_survives_a_minute_with_refreshes() {
     let start = Instant::now();
     let mut i = 0u32;
     while start.elapsed() < Duration::from_secs(65) {
-        deliver(&c.executor, fwd, &c.peer, format!("long e{i}").as_bytes());
-        deliver(
+        let e = try_deliver(&c.executor, fwd, &c.peer, format!("long e{i}").as_bytes());
+        let p = try_deliver(
             &c.peer,
             c.relayed,
             &c.executor,
             format!("long p{i}").as_bytes(),
+        );
+        assert!(
+            e.is_some() && p.is_some(),
+            "datagram {i} lost after {:?} (to peer {}, from peer {}): {:?}",
+            start.elapsed(),
+            e.is_some(),
+            p.is_some(),
+            c.forwarder.stats()
         );
         i += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
     let stats = c.forwarder.stats();
     assert!(!c.forwarder.is_finished(), "still forwarding: {stats:?}");
-    // Refreshes every lifetime/2 = 20 s: at least two in 65 s, each also renewing the
-    // permission and the channel.
-    assert!(
-        lifetime <= 60,
-        "the lab's lifetime is short enough to see refreshes"
-    );
-    assert!(stats.turn.refreshes >= 2, "{stats:?}");
-    assert!(
-        stats.turn.permissions >= 3,
-        "first permit + refreshes: {stats:?}"
-    );
-    assert!(stats.turn.channel_binds >= 3, "bind + refreshes: {stats:?}");
+    // Refreshes at 15, 30, 45 and 60 s (allow one late), each also renewing the
+    // permission and the channel: without them the permission would lapse at 40 s and
+    // the traffic above would have stopped. The 30 s nonce went stale at least once.
+    assert!(stats.turn.refreshes >= 3, "{stats:?}");
+    assert!(stats.turn.permissions >= 4, "permit + refreshes: {stats:?}");
+    assert!(stats.turn.channel_binds >= 4, "bind + refreshes: {stats:?}");
+    assert!(stats.turn.stale_nonces >= 1, "{stats:?}");
     c.forwarder.stop().expect("forwarder ends cleanly");
 }

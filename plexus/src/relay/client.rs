@@ -22,8 +22,9 @@ const RTO_MAX: Duration = Duration::from_secs(3);
 const MAX_SENDS: u32 = 6;
 /// Re-authentications of one request after stale nonces.
 const MAX_STALE: u32 = 3;
-/// Refresh at least this often, so permissions (300 s) and channels (600 s) never lapse.
-const REFRESH_MAX: Duration = Duration::from_secs(120);
+/// Refresh at least this often by default, so permissions (300 s) and channels (600 s)
+/// never lapse.
+pub const REFRESH_MAX: Duration = Duration::from_secs(120);
 /// Peers with a channel at most (bounds memory; plexus relays to one peer).
 const MAX_CHANNELS: usize = 64;
 /// Permissions at most.
@@ -163,6 +164,8 @@ pub struct TurnClient {
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<TurnEvent>,
     stats: TurnStats,
+    refresh_every: Duration,
+    granted_at: Option<Instant>,
 }
 
 impl TurnClient {
@@ -197,6 +200,8 @@ impl TurnClient {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: TurnStats::default(),
+            refresh_every: REFRESH_MAX,
+            granted_at: None,
         };
         c.start(Request::Allocate, now);
         c
@@ -221,6 +226,17 @@ impl TurnClient {
     /// Counters.
     pub fn stats(&self) -> TurnStats {
         self.stats
+    }
+
+    /// Refresh the allocation, permissions and channels at least every `every` (default
+    /// [`REFRESH_MAX`], at least 1 s). Servers may give permissions and channels shorter
+    /// lifetimes than RFC 8656's 300 and 600 s (coturn's `permission-lifetime`) without
+    /// a way for the client to learn them.
+    pub fn set_refresh_interval(&mut self, every: Duration) {
+        self.refresh_every = every.max(Duration::from_secs(1));
+        if let (Some(r), Some(at)) = (self.next_refresh, self.granted_at) {
+            self.next_refresh = Some(r.min(at + self.refresh_every));
+        }
     }
 
     /// Ask the server to let datagrams from `ip` in (CreatePermission), once per address.
@@ -448,7 +464,8 @@ impl TurnClient {
         let secs = proto::find_lifetime(msg).unwrap_or(600).max(1);
         let lifetime = Duration::from_secs(u64::from(secs));
         self.expires = Some(now + lifetime);
-        self.next_refresh = Some(now + (lifetime / 2).min(REFRESH_MAX));
+        self.granted_at = Some(now);
+        self.next_refresh = Some(now + (lifetime / 2).min(self.refresh_every));
         lifetime
     }
 

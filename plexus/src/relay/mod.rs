@@ -386,6 +386,10 @@ impl Allocation {
     pub fn stats(&self) -> TurnStats {
         self.client.stats()
     }
+    /// See [`TurnClient::set_refresh_interval`].
+    pub fn set_refresh_interval(&mut self, every: Duration) {
+        self.client.set_refresh_interval(every);
+    }
 
     /// Let datagrams from `peer_ip` in (CreatePermission; blocking, at most `timeout`).
     pub fn permit(&mut self, peer_ip: IpAddr, timeout: Duration) -> Result<(), RelayError> {
@@ -684,7 +688,7 @@ impl Forwarder {
     }
     /// True when the thread ended (stopped or failed).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
     }
     /// Stop (deleting the allocation) and return the final counters, or the error that
     /// ended the forwarder earlier.

@@ -191,6 +191,7 @@ impl Session {
             handshake_timeout: first.timeouts.handshake,
             peer_address,
             max_corridors: first.max_corridors,
+            relay: resolve_relay(first)?,
         };
         Ok(Session {
             settings,
@@ -343,6 +344,53 @@ fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, SetupError> {
         }
     }
     Ok(out)
+}
+
+/// The relay settings: the TURN server's name resolved (in the bind's family) and its
+/// password or secret read now, so a bad one fails before any rendezvous.
+fn resolve_relay(p: &Profile) -> Result<crate::relay::RelaySettings, SetupError> {
+    use crate::relay::{RelaySettings, TurnCredentials, TurnSettings, DEFAULT_REST_TTL};
+    let Some(t) = &p.turn else {
+        return Ok(RelaySettings {
+            policy: p.relay,
+            turn: None,
+        });
+    };
+    let want_v4 = p.bind.is_ipv4();
+    let server = (t.server.host.as_str(), t.server.port)
+        .to_socket_addrs()
+        .map_err(|e| SetupError::Stun(format!("cannot resolve TURN server {}: {e}", t.server)))?
+        .find(|a| a.is_ipv4() == want_v4)
+        .ok_or_else(|| {
+            SetupError::Stun(format!(
+                "TURN server {} has no {} address",
+                t.server,
+                if want_v4 { "IPv4" } else { "IPv6" }
+            ))
+        })?;
+    let read = |key: &str, src: &crate::secret::SecretSource| {
+        src.resolve().map_err(|e| settings(format!("{key}: {e}")))
+    };
+    // `validate` made sure exactly one of the two is there.
+    let credentials = match (&t.password, &t.secret) {
+        (Some(pw), _) => TurnCredentials::LongTerm {
+            user: t.user.clone(),
+            password: read("turn.password", pw)?,
+        },
+        (None, Some(s)) => TurnCredentials::Rest {
+            user: t.user.clone(),
+            secret: read("turn.secret", s)?,
+            ttl: DEFAULT_REST_TTL,
+        },
+        (None, None) => return Err(settings("turn: no password and no secret")),
+    };
+    Ok(RelaySettings {
+        policy: p.relay,
+        turn: Some(TurnSettings {
+            server,
+            credentials,
+        }),
+    })
 }
 
 fn build_mediator(

@@ -253,3 +253,72 @@ fn relay_corridor_survives_a_minute_with_refreshes() {
     assert!(stats.turn.stale_nonces >= 1, "{stats:?}");
     c.forwarder.stop().expect("forwarder ends cleanly");
 }
+
+/// Runs `plexus invite` with the given relay flags after a complete set of others (the
+/// certificates do not exist: the relay settings are checked before they are read).
+fn invite_with(extra: &[&str]) -> (Option<i32>, String) {
+    let home = plexus::testing::TempDir::new("relay-flags");
+    let mut args: Vec<String> = [
+        "invite",
+        "--host-id=alice@lab.example/home",
+        "--peer-id=bob@lab.example/office",
+        "--email-smtps=127.0.0.1:1",
+        "--email-imaps=127.0.0.1:1",
+        "--email-passwd-env=NOPE",
+        "--email-from=alice@lab.example",
+        "--email-to=bob@lab.example",
+        "--stun=127.0.0.1:1",
+        "--exec-command=/bin/true",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = std::process::Command::new(crate::lab::plexus_bin())
+        .args(&args)
+        .env_clear()
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The relay flags' usage errors: exit 2 with a message naming the flag to fix.
+#[test]
+fn relay_flags_usage_errors_exit_2() {
+    for (extra, want) in [
+        (&["--relay", "always"][..], "--turn HOST[:PORT]"),
+        (&["--relay", "fallback"][..], "--turn HOST[:PORT]"),
+        (&["--relay", "sometimes"][..], "never, fallback or always"),
+        (&["--turn-user", "u"][..], "--turn HOST[:PORT]"),
+        (
+            &["--turn", "203.0.113.5", "--turn-password-env", "X"][..],
+            "--turn-user",
+        ),
+        (
+            &["--turn", "203.0.113.5", "--turn-user", "u"][..],
+            "--turn-secret-file",
+        ),
+        (
+            &[
+                "--turn=203.0.113.5",
+                "--turn-user=u",
+                "--turn-password-env=X",
+                "--turn-secret-file=/nonexistent",
+            ][..],
+            "not both",
+        ),
+        (
+            &["--turn", "no such host!", "--turn-user", "u"][..],
+            "--turn",
+        ),
+    ] {
+        let (code, err) = invite_with(extra);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?} should say {want:?}: {err}");
+    }
+}

@@ -79,6 +79,8 @@ pub struct SessionSettings {
     /// beyond that is refused, so an authenticated but misbehaving peer cannot make the
     /// acceptor spawn without bound.
     pub max_corridors: usize,
+    /// The TURN relay: when to use it and the server (default: never, none).
+    pub relay: crate::relay::RelaySettings,
 }
 
 /// Default for [`SessionSettings::max_corridors`].

@@ -260,6 +260,7 @@ fn settings_for(stun: SocketAddr) -> SessionSettings {
         handshake_timeout: Duration::from_secs(1),
         peer_address: "peer".into(),
         max_corridors: DEFAULT_MAX_CORRIDORS,
+        relay: Default::default(),
     }
 }
 

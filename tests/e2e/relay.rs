@@ -173,6 +173,59 @@ fn relay_rest_credentials_forward_both_ways() {
     c.forwarder.stop().expect("forwarder ends cleanly");
 }
 
+/// `Relayed` runs an unchanged protocol core through the allocation: a STUN binding
+/// transaction to the lab's STUN server, relayed, learns the *relayed* address as its
+/// mapped address (the STUN server saw the request come from the relay).
+#[test]
+fn relay_runs_a_core_through_the_allocation() {
+    use plexus::stun::{new_transaction_id, Expect, Timing, Transaction};
+    use std::ops::ControlFlow;
+    let lab = lab_or_skip!();
+    let stun = SocketAddr::new(lab.stun.ips[0].into(), lab.stun.port);
+    let settings = long_term(lab);
+    let (relayed, outcome) = lab.in_ns(&lab.site(RELAYING).host_netns, || {
+        let mut alloc = relay::allocate(
+            &settings,
+            "0.0.0.0:0".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .expect("allocate");
+        let timing = Timing::for_deadline(Duration::from_secs(3));
+        let mut tx = Transaction::new(
+            new_transaction_id(),
+            stun,
+            vec![],
+            Expect::SameEndpoint,
+            timing,
+            Instant::now(),
+        );
+        let mut outcome = None;
+        alloc
+            .drive(
+                &mut tx,
+                Instant::now() + Duration::from_secs(5),
+                |_, r, _| {
+                    outcome = Some(r);
+                    ControlFlow::Break(())
+                },
+            )
+            .expect("drive");
+        let relayed = alloc.relayed();
+        alloc
+            .close(Duration::from_secs(2))
+            .expect("delete the allocation");
+        (relayed, outcome)
+    });
+    let response = outcome
+        .expect("the transaction ended")
+        .expect("a STUN answer through the relay");
+    assert_eq!(response.mapped, relayed);
+    assert_eq!(
+        response.from, stun,
+        "the answer is unwrapped as coming from the server"
+    );
+}
+
 #[test]
 fn relay_wrong_credentials_are_a_clear_auth_error() {
     let lab = lab_or_skip!();

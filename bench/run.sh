@@ -9,8 +9,10 @@
 #   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
 #       old ones) answers a genuine invite: time to connect and peak RSS, first start
 #       and after a restart (refused UIDs remembered)
+#   (j) the TURN relay (coturn in the lab): allocation cost, RTT and paced UDP throughput
+#       direct and through the relay on the same pair of hosts (plexus/benches/relay.rs)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdef]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdefj]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -20,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdef
+PARTS=abcdefj
 FLOOD=2000
 while (($#)); do
     case $1 in
@@ -71,7 +73,7 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
     { tail -n 30 "$WORK/bench-figures.log"; exit 1; }
 fi
 
-[[ $PARTS == *[bcdf]* ]] || exit 0
+[[ $PARTS == *[bcdfj]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -410,4 +412,11 @@ flood_run "first start"
 flood_run "restart (same state)"
 echo "    (connect: alice's invite-to-corridor time; refused: messages bob's core opened and refused in"
 echo "     that run; mail received an hour ago is skipped unopened, refused UIDs are remembered on disk)"
+fi
+
+if [[ $PARTS == *j* ]]; then
+echo
+echo "==> (j) TURN relay: a-symmetric relaying through coturn to a-none, next to direct"
+PLEXUS_LAB=$LAB cargo bench -p plexus --bench relay 2>"$WORK/bench-relay.log" | grep -v '^$' ||
+    { tail -n 30 "$WORK/bench-relay.log"; exit 1; }
 fi

@@ -46,6 +46,8 @@ pub const DEFAULT_REST_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_FORWARDED: usize = 1500;
 /// How long a stopping forwarder waits for the server to confirm the deletion.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Receive buffer asked for the forwarder's sockets.
+const FORWARD_BUFFER: usize = 4 << 20;
 /// How often the forwarder looks at its stop flag.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -626,6 +628,13 @@ pub fn forward(
         .local_addr()
         .map_err(io_err("reading the forwarder's address"))?;
     let Allocation { socket, mut client } = alloc;
+    // Both sockets carry the corridor's whole traffic, and the thread may be scheduled
+    // late on a busy host: room for bursts instead of drops (the kernel caps the size).
+    for s in [&socket, &local] {
+        if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(FORWARD_BUFFER) {
+            log::debug!("forwarder: cannot enlarge the receive buffer: {e}");
+        }
+    }
     let now = Instant::now();
     client.bind_channel(peer, now);
     let stop = Arc::new(AtomicBool::new(false));

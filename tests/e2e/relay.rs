@@ -162,6 +162,7 @@ fn relay_long_term_credentials_forward_both_ways() {
     );
     let end = c.forwarder.stop().expect("forwarder ends cleanly");
     assert!(end.to_peer >= stats.to_peer, "{end:?}");
+    assert!(end.deleted, "the server confirmed the deletion: {end:?}");
 }
 
 #[test]
@@ -170,7 +171,8 @@ fn relay_rest_credentials_forward_both_ways() {
     let _claim = lab.claim(&[RELAYING, PEER]);
     let c = corridor(lab, &rest(lab), None);
     exchange_both_ways(&c);
-    c.forwarder.stop().expect("forwarder ends cleanly");
+    let end = c.forwarder.stop().expect("forwarder ends cleanly");
+    assert!(end.deleted, "{end:?}");
 }
 
 /// `Relayed` runs an unchanged protocol core through the allocation: a STUN binding
@@ -304,7 +306,8 @@ fn relay_corridor_survives_a_minute_with_refreshes() {
     assert!(stats.turn.permissions >= 4, "permit + refreshes: {stats:?}");
     assert!(stats.turn.channel_binds >= 4, "bind + refreshes: {stats:?}");
     assert!(stats.turn.stale_nonces >= 1, "{stats:?}");
-    c.forwarder.stop().expect("forwarder ends cleanly");
+    let end = c.forwarder.stop().expect("forwarder ends cleanly");
+    assert!(end.deleted, "{end:?}");
 }
 
 /// Runs `plexus invite` with the given relay flags after a complete set of others (the

@@ -60,8 +60,12 @@ pub enum TurnEvent {
     RequestFailed(RelayError),
     /// The allocation is gone: fatal.
     Failed(RelayError),
-    /// The allocation was deleted (after [`TurnClient::close`]).
-    Closed,
+    /// The allocation ended after [`TurnClient::close`].
+    Closed {
+        /// The server confirmed the deletion (false: it refused or did not answer, and
+        /// the allocation lapses at the end of its lifetime).
+        deleted: bool,
+    },
 }
 
 /// Counters for logs, benchmarks and tests.
@@ -313,7 +317,7 @@ impl TurnClient {
             State::Allocating => {
                 self.pending.clear();
                 self.state = State::Closed;
-                self.events.push_back(TurnEvent::Closed);
+                self.events.push_back(TurnEvent::Closed { deleted: false });
             }
             _ => {}
         }
@@ -432,7 +436,7 @@ impl TurnClient {
                 self.state = State::Closed;
                 self.pending.clear();
                 log::info!("TURN {}: allocation deleted", self.server);
-                self.events.push_back(TurnEvent::Closed);
+                self.events.push_back(TurnEvent::Closed { deleted: true });
             }
             Request::Refresh { .. } => {
                 let lifetime = self.granted(msg, now);
@@ -509,7 +513,7 @@ impl TurnClient {
                     Request::Allocate => self.fail(err),
                     Request::Refresh { lifetime: Some(0) } => {
                         self.state = State::Closed;
-                        self.events.push_back(TurnEvent::Closed);
+                        self.events.push_back(TurnEvent::Closed { deleted: false });
                     }
                     // 437: the allocation is gone (expired or deleted).
                     Request::Refresh { .. } => self.fail(err),
@@ -645,7 +649,7 @@ impl TurnClient {
                 Request::Allocate => self.fail(err),
                 Request::Refresh { lifetime: Some(0) } => {
                     self.state = State::Closed;
-                    self.events.push_back(TurnEvent::Closed);
+                    self.events.push_back(TurnEvent::Closed { deleted: false });
                 }
                 // Try again soon while the allocation still lives; expiry is checked below.
                 Request::Refresh { .. } => self.next_refresh = Some(now + RTO),

@@ -431,8 +431,13 @@ impl Allocation {
     /// Delete the allocation (blocking, at most `timeout`).
     pub fn close(mut self, timeout: Duration) -> Result<(), RelayError> {
         self.client.close(Instant::now());
+        let server = self.server();
         self.run_until(timeout, "Refresh (delete)", |ev| match ev {
-            TurnEvent::Closed => Some(Ok(())),
+            TurnEvent::Closed { deleted: true } => Some(Ok(())),
+            TurnEvent::Closed { deleted: false } => Some(Err(RelayError::Timeout {
+                server,
+                request: "Refresh (delete)",
+            })),
             TurnEvent::Failed(e) => Some(Err(e)),
             _ => None,
         })
@@ -522,6 +527,8 @@ pub struct ForwarderStats {
     pub dropped_local: u64,
     /// Relayed datagrams dropped: from another peer than the one of this corridor.
     pub dropped_peer: u64,
+    /// The server confirmed the allocation's deletion (after a stop).
+    pub deleted: bool,
 }
 
 /// The forwarder's core: socket 0 is the allocation's, socket 1 the local one.
@@ -657,6 +664,7 @@ pub fn forward(
             let run = Driver::new(&[&socket, &local]).run(&mut core, |c, ev, _| {
                 match ev {
                     TurnEvent::Failed(e) => c.error = Some(e),
+                    TurnEvent::Closed { deleted } => c.stats.deleted = deleted,
                     TurnEvent::RequestFailed(e) => log::warn!("forwarder: {e}"),
                     TurnEvent::Refreshed { lifetime } => {
                         log::debug!("forwarder: allocation refreshed ({} s)", lifetime.as_secs())

@@ -464,17 +464,12 @@ pub struct Relayed<'a, C> {
     client: &'a mut TurnClient,
     /// The inner core.
     pub inner: &'a mut C,
-    started: bool,
 }
 
 impl<'a, C: Core> Relayed<'a, C> {
     /// Wraps `inner` over `client` (which should be allocated already).
     pub fn new(client: &'a mut TurnClient, inner: &'a mut C) -> Relayed<'a, C> {
-        Relayed {
-            client,
-            inner,
-            started: false,
-        }
+        Relayed { client, inner }
     }
 }
 
@@ -488,7 +483,6 @@ impl<C: Core> Core for Relayed<'_, C> {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.started = true;
         self.client.handle_timeout(now);
         self.inner.handle_timeout(now);
     }

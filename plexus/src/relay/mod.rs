@@ -453,32 +453,52 @@ pub enum RelayedEvent<E> {
     Turn(TurnEvent),
 }
 
-/// Runs an inner [`Core`] through a TURN allocation. The driver drives it over one
-/// socket, the allocation's: datagrams from the server that carry a peer's datagram
-/// (Data indication, ChannelData) reach the inner core as coming from the peer on socket
-/// 0; the inner core's transmits (from whatever socket index; per-datagram TTLs do not
-/// apply to a relayed path) are wrapped to the server, after a channel bind to each new
-/// peer. Datagrams from anyone but the server are dropped.
+/// Runs an inner [`Core`] through a TURN allocation. One of the driver's sockets is the
+/// allocation's (socket 0 with [`Relayed::new`], as [`Allocation::drive`] drives it):
+/// datagrams from the server on it that carry a peer's datagram (Data indication,
+/// ChannelData) reach the inner core as coming from the peer on that socket, and the
+/// inner core's transmits from that socket are wrapped to the server (after a channel
+/// bind to each new peer; per-datagram TTLs do not apply to a relayed path). Anything
+/// else on the allocation's socket is dropped. The other sockets pass through
+/// untouched, so a core can try a direct path and the relay at once.
 #[derive(Debug)]
 pub struct Relayed<'a, C> {
     client: &'a mut TurnClient,
     /// The inner core.
     pub inner: &'a mut C,
+    socket: usize,
 }
 
 impl<'a, C: Core> Relayed<'a, C> {
-    /// Wraps `inner` over `client` (which should be allocated already).
+    /// Wraps `inner` over `client` (allocated already) on socket 0.
     pub fn new(client: &'a mut TurnClient, inner: &'a mut C) -> Relayed<'a, C> {
-        Relayed { client, inner }
+        Relayed::on_socket(client, inner, 0)
+    }
+
+    /// Wraps `inner` over `client`, whose allocation lives on the driver's socket
+    /// `socket`.
+    pub fn on_socket(
+        client: &'a mut TurnClient,
+        inner: &'a mut C,
+        socket: usize,
+    ) -> Relayed<'a, C> {
+        Relayed {
+            client,
+            inner,
+            socket,
+        }
     }
 }
 
 impl<C: Core> Core for Relayed<'_, C> {
     type Event = RelayedEvent<C::Event>;
 
-    fn handle_input(&mut self, now: Instant, _socket: usize, from: SocketAddr, bytes: &[u8]) {
+    fn handle_input(&mut self, now: Instant, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        if socket != self.socket {
+            return self.inner.handle_input(now, socket, from, bytes);
+        }
         if let Input::Peer { peer, data } = self.client.receive(now, from, bytes) {
-            self.inner.handle_input(now, 0, peer, &data);
+            self.inner.handle_input(now, socket, peer, &data);
         }
     }
 
@@ -488,11 +508,26 @@ impl<C: Core> Core for Relayed<'_, C> {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        while let Some(t) = self.inner.poll_transmit(now) {
-            self.client.send_to_peer(t.dest, &t.payload, now);
-        }
+        let wrap = |p: Vec<u8>, server: SocketAddr, socket: usize| Transmit {
+            socket,
+            dest: server,
+            payload: p,
+            ttl: None,
+        };
         let server = self.client.server();
-        self.client.poll_transmit().map(|p| Transmit::to(server, p))
+        if let Some(p) = self.client.poll_transmit() {
+            return Some(wrap(p, server, self.socket));
+        }
+        while let Some(t) = self.inner.poll_transmit(now) {
+            if t.socket != self.socket {
+                return Some(t);
+            }
+            self.client.send_to_peer(t.dest, &t.payload, now);
+            if let Some(p) = self.client.poll_transmit() {
+                return Some(wrap(p, server, self.socket));
+            }
+        }
+        None
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -230,3 +230,64 @@ fn the_client_gives_up_on_a_silent_server_in_bounded_time() {
         Some(TurnEvent::Failed(RelayError::Timeout { .. }))
     ));
 }
+
+/// An inner core that records its input and sends one datagram from each of two sockets.
+#[derive(Default)]
+struct Probe {
+    inputs: Vec<(usize, SocketAddr, Vec<u8>)>,
+    sent: bool,
+}
+
+impl crate::sansio::Core for Probe {
+    type Event = ();
+    fn handle_input(&mut self, _: Instant, socket: usize, from: SocketAddr, bytes: &[u8]) {
+        self.inputs.push((socket, from, bytes.to_vec()));
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+    fn poll_transmit(&mut self, _: Instant) -> Option<crate::sansio::Transmit> {
+        if self.sent {
+            return None;
+        }
+        self.sent = true;
+        Some(crate::sansio::Transmit {
+            socket: 1,
+            dest: "198.51.100.9:4000".parse().unwrap(),
+            payload: b"direct".to_vec(),
+            ttl: Some(3),
+        })
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn poll_event(&mut self) -> Option<()> {
+        None
+    }
+}
+
+#[test]
+fn relayed_passes_other_sockets_through_untouched() {
+    use crate::sansio::Core;
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    let allocate = c.poll_transmit().unwrap();
+    let mut inner = Probe::default();
+    let mut r = Relayed::on_socket(&mut c, &mut inner, 0);
+    let direct = r.poll_transmit(t0).unwrap();
+    assert_eq!(
+        (direct.socket, direct.payload.as_slice(), direct.ttl),
+        (1, &b"direct"[..], Some(3))
+    );
+    assert!(r.poll_transmit(t0).is_none());
+    let from: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+    r.handle_input(t0, 1, from, b"hi");
+    // On the allocation's socket, only the server is heard, and only relayed data
+    // reaches the inner core.
+    r.handle_input(t0, 0, from, b"hi");
+    r.handle_input(
+        t0,
+        0,
+        SERVER.parse().unwrap(),
+        &error_response(&allocate, 500, "x", "y"),
+    );
+    assert_eq!(inner.inputs, vec![(1, from, b"hi".to_vec())]);
+}

@@ -55,7 +55,8 @@ pub enum SetupError {
     Identity(crate::rendezvous::SetupError),
     /// A mediator or executor plugin could not be loaded.
     Plugin(PluginError),
-    /// A STUN server's name could not be resolved to an address of the bind family.
+    /// A STUN (or the TURN) server's name could not be resolved to an address of the
+    /// bind family.
     Stun(String),
     /// The state directory could not be created or made private.
     State {

@@ -72,6 +72,9 @@ fn corridor(lab: &Lab, settings: &TurnSettings, refresh: Option<Duration>) -> Co
         alloc
             .permit(peer_public.ip(), Duration::from_secs(5))
             .expect("permit");
+        alloc
+            .permit(peer_public.ip(), Duration::from_secs(1))
+            .expect("a second permit of the same address returns at once");
         if let Some(every) = refresh {
             alloc.set_refresh_interval(every);
         }

@@ -243,15 +243,22 @@ impl TurnClient {
         }
     }
 
-    /// Ask the server to let datagrams from `ip` in (CreatePermission), once per address.
-    pub fn permit(&mut self, ip: IpAddr, now: Instant) {
+    /// Ask the server to let datagrams from `ip` in (CreatePermission), once per address:
+    /// false when `ip` was permitted (or asked for) already, or the table is full.
+    pub fn permit(&mut self, ip: IpAddr, now: Instant) -> bool {
         if self.permissions.contains(&ip) || self.permissions.len() >= MAX_PERMISSIONS {
-            return;
+            return false;
         }
         self.permissions.push(ip);
         if self.state == State::Allocated {
             self.start(Request::Permission(vec![ip]), now);
         }
+        true
+    }
+
+    /// True when `ip` is among the permissions asked for.
+    pub fn is_permitted(&self, ip: IpAddr) -> bool {
+        self.permissions.contains(&ip)
     }
 
     /// Bind a channel to `peer` (also installs its permission). Returns false when the

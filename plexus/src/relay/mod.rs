@@ -394,8 +394,16 @@ impl Allocation {
     }
 
     /// Let datagrams from `peer_ip` in (CreatePermission; blocking, at most `timeout`).
+    /// Returns at once when it was asked for already.
     pub fn permit(&mut self, peer_ip: IpAddr, timeout: Duration) -> Result<(), RelayError> {
-        self.client.permit(peer_ip, Instant::now());
+        if !self.client.permit(peer_ip, Instant::now()) {
+            if self.client.is_permitted(peer_ip) {
+                return Ok(()); // asked for already; refreshed with the allocation
+            }
+            return Err(RelayError::Config(format!(
+                "cannot permit {peer_ip}: the TURN client's permission table is full"
+            )));
+        }
         self.run_until(timeout, "CreatePermission", |ev| match ev {
             TurnEvent::Permitted(ips) if ips.contains(&peer_ip) => Some(Ok(())),
             TurnEvent::RequestFailed(e) | TurnEvent::Failed(e) => Some(Err(e)),

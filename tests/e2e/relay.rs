@@ -381,3 +381,119 @@ fn relay_flags_usage_errors_exit_2() {
         assert!(err.contains(want), "{extra:?} should say {want:?}: {err}");
     }
 }
+
+/// The punch handshake runs through the relay like any other path: the relaying side
+/// (behind the symmetric NAT) drives it through `Allocation::drive`, the peer sends plain
+/// UDP to the relayed address; both connect with the same session key, each sees the
+/// other where it should (the peer's public endpoint; the relayed address), and the
+/// forwarder then carries the executor's datagrams on the same allocation.
+#[test]
+fn relay_carries_the_punch_handshake_then_the_forwarder() {
+    use plexus::punch::{Config, Event, Handshake, Role, Secrets};
+    use std::ops::ControlFlow;
+    let lab = lab_or_skip!();
+    let _claim = lab.claim(&[RELAYING, PEER]);
+    let settings = long_term(lab);
+    let stun = SocketAddr::new(lab.stun.ips[0].into(), lab.stun.port);
+    let (peer_sock, peer_public) = lab.in_ns(&lab.site(PEER).host_netns, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mapped = stun_mapped(&s, stun);
+        (s, mapped)
+    });
+    let mut alloc = lab.in_ns(&lab.site(RELAYING).host_netns, || {
+        let mut a = relay::allocate(
+            &settings,
+            "0.0.0.0:0".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .expect("allocate");
+        a.permit(peer_public.ip(), Duration::from_secs(5))
+            .expect("permit");
+        a
+    });
+    let relayed = alloc.relayed();
+    let secrets = Secrets {
+        inviter: [7; 32],
+        acceptor: [9; 32],
+    };
+    let session = [3u8; 16];
+    let config = Config::default();
+    let (inviter, acceptor) = std::thread::scope(|s| {
+        let (secrets2, config2) = (secrets.clone(), config.clone());
+        let peer_sock = &peer_sock;
+        let inv = s.spawn(move || {
+            let mut hs = Handshake::new(
+                Role::Inviter,
+                &secrets2,
+                session,
+                vec![relayed],
+                Instant::now(),
+                config2,
+            );
+            let mut connected = None;
+            plexus::net::drive(&[peer_sock], &mut hs, |_, ev, _| {
+                if let Event::Connected { peer } = ev {
+                    connected = Some(peer);
+                }
+                ControlFlow::Continue(())
+            })
+            .expect("drive the inviter");
+            (connected, hs.session_key())
+        });
+        let mut hs = Handshake::new(
+            Role::Acceptor,
+            &secrets,
+            session,
+            vec![peer_public],
+            Instant::now(),
+            config.clone(),
+        );
+        let mut connected = None;
+        alloc
+            .drive(
+                &mut hs,
+                Instant::now() + Duration::from_secs(15),
+                |_, ev, _| {
+                    if let Event::Connected { peer } = ev {
+                        connected = Some(peer);
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .expect("drive the acceptor through the relay");
+        (inv.join().unwrap(), (connected, hs.session_key()))
+    });
+    assert_eq!(
+        inviter.0,
+        Some(relayed),
+        "the inviter connected to the relayed address"
+    );
+    assert_eq!(
+        acceptor.0,
+        Some(peer_public),
+        "the acceptor sees the peer's endpoint"
+    );
+    assert_eq!(inviter.1 .0, acceptor.1 .0, "same session key");
+
+    // The corridor: the forwarder on the same allocation.
+    let (executor, fwd) = lab.in_ns(&lab.site(RELAYING).host_netns, || {
+        let executor = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fwd =
+            relay::forward(alloc, peer_public, executor.local_addr().unwrap()).expect("forward");
+        (executor, fwd)
+    });
+    for s in [&executor, &peer_sock] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    let src = deliver(
+        &executor,
+        fwd.local_addr(),
+        &peer_sock,
+        b"after the handshake",
+    );
+    assert_eq!(src, relayed);
+    let src = deliver(&peer_sock, relayed, &executor, b"and back");
+    assert_eq!(src, fwd.local_addr());
+    assert!(fwd.stop().expect("forwarder ends").deleted);
+}

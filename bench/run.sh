@@ -14,8 +14,10 @@
 #   (i) birthday probing: for both birthday pairs (symmetric -> port-restricted and
 #       back), N attempts each: success on the first attempt, probes sent, handshake
 #       time median and 95th percentile
+#   (j) the TURN relay (coturn in the lab): allocation cost, RTT and paced UDP throughput
+#       direct and through the relay on the same pair of hosts (plexus/benches/relay.rs)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefhi]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefhij]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -25,7 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdefhi
+PARTS=abcdefhij
 FLOOD=2000
 ATTEMPTS=20
 DHT_ROUNDS=5
@@ -81,7 +83,7 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
 fi
 
 [[ $ATTEMPTS =~ ^[0-9]+$ ]] && ((ATTEMPTS >= 1 && ATTEMPTS <= 200)) || { echo "bench/run.sh: --attempts 1..200" >&2; exit 2; }
-[[ $PARTS == *[bcdfhi]* ]] || exit 0
+[[ $PARTS == *[bcdfhij]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -608,4 +610,11 @@ EOF
 echo "    (out = alice's invite to bob, back = bob's accept to alice; pub = storing the items (dht) or"
 echo "     submitting the mail (email, inside send); find = from the sender's log line after sending to the"
 echo "     receiver's line after opening: dht polling + lookups + reassembly, or mail delivery + IDLE + fetch)"
+fi
+
+if [[ $PARTS == *j* ]]; then
+echo
+echo "==> (j) TURN relay: a-symmetric relaying through coturn to a-none, next to direct"
+PLEXUS_LAB=$LAB cargo bench -p plexus --bench relay 2>"$WORK/bench-relay.log" | grep -v '^$' ||
+    { tail -n 30 "$WORK/bench-relay.log"; exit 1; }
 fi

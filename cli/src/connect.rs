@@ -13,9 +13,10 @@ use clap::Args;
 use plexus::defaults;
 use plexus::identity::PeerId;
 use plexus::profile::{
-    CommandPatch, EmailPatch, HostPort, MediatorConfig, Profile, ProfilePatch, SmtpMode,
+    CommandPatch, EmailPatch, HostPort, MediatorConfig, Profile, ProfilePatch, SmtpMode, TurnPatch,
 };
 use plexus::punch::PunchHops;
+use plexus::relay::RelayPolicy;
 use plexus::secret::SecretSource;
 use plexus::session::Finished;
 use plexus::Session;
@@ -142,6 +143,29 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "PATH")]
     pub exec_log_file: Option<PathBuf>,
 
+    /// When to relay through a TURN server: never (pairs that need it are declined),
+    /// fallback (when the plan says so or a direct handshake fails), always
+    /// [default: profile or never].
+    #[arg(long, value_name = "never|fallback|always", value_parser = parse_relay)]
+    pub relay: Option<RelayPolicy>,
+    /// TURN server, HOST[:PORT] [default port: 3478] (profile: turn.server).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub turn: Option<String>,
+    /// TURN user name (profile: turn.user); with --turn-secret-file the user part of the
+    /// TURN REST credentials.
+    #[arg(long, value_name = "USER")]
+    pub turn_user: Option<String>,
+    /// File holding the TURN password (long-term credentials; mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub turn_password_file: Option<PathBuf>,
+    /// Environment variable holding the TURN password (long-term credentials).
+    #[arg(long, value_name = "NAME")]
+    pub turn_password_env: Option<String>,
+    /// File holding the secret shared with the TURN server (TURN REST API credentials,
+    /// coturn's static-auth-secret; mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub turn_secret_file: Option<PathBuf>,
+
     /// Per-probe STUN deadline in milliseconds [default: profile or 400].
     #[arg(long, value_name = "MS")]
     pub stun_timeout: Option<u64>,
@@ -264,7 +288,53 @@ fn flags_patch(p: &Profile, a: &ConnectArgs) -> Result<ProfilePatch, Failure> {
         insecure_plaintext: a.insecure_plaintext.then_some(true),
         email,
         command: command_patch(a)?,
+        relay: a.relay,
+        turn: turn_patch(a)?,
     })
+}
+
+fn parse_relay(s: &str) -> Result<RelayPolicy, String> {
+    s.parse()
+}
+
+/// The --turn* flags as a patch (`None` when none is given).
+fn turn_patch(a: &ConnectArgs) -> Result<Option<TurnPatch>, Failure> {
+    let any = a.turn.is_some()
+        || a.turn_user.is_some()
+        || a.turn_password_file.is_some()
+        || a.turn_password_env.is_some()
+        || a.turn_secret_file.is_some();
+    if !any {
+        return Ok(None);
+    }
+    let server = a
+        .turn
+        .as_deref()
+        .map(|s| HostPort::parse(s, Some(plexus::relay::DEFAULT_PORT)))
+        .transpose()
+        .map_err(|e| usage(format!("--turn: {e}")))?;
+    let password = match (&a.turn_password_file, &a.turn_password_env) {
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "give one of --turn-password-file and --turn-password-env, not both",
+            ))
+        }
+        (Some(f), None) => Some(SecretSource::File(f.clone())),
+        (None, Some(n)) => Some(SecretSource::Env(n.clone())),
+        (None, None) => None,
+    };
+    if password.is_some() && a.turn_secret_file.is_some() {
+        return Err(usage(
+            "give a TURN password (--turn-password-file/--turn-password-env) or a TURN REST \
+             secret (--turn-secret-file), not both",
+        ));
+    }
+    Ok(Some(TurnPatch {
+        server,
+        user: a.turn_user.clone(),
+        password,
+        secret: a.turn_secret_file.clone().map(SecretSource::File),
+    }))
 }
 
 /// This host's (`own`) or the peer's mail address, when the channel is e-mail.

@@ -51,6 +51,7 @@ pub mod plugin;
 pub mod portmap;
 pub mod profile;
 pub mod punch;
+pub mod relay;
 pub mod rendezvous;
 pub mod sansio;
 pub mod secret;

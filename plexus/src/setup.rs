@@ -57,7 +57,8 @@ pub enum SetupError {
     Identity(crate::rendezvous::SetupError),
     /// A mediator or executor plugin could not be loaded.
     Plugin(PluginError),
-    /// A STUN server's name could not be resolved to an address of the bind family.
+    /// A STUN (or the TURN) server's name could not be resolved to an address of the
+    /// bind family.
     Stun(String),
     /// The state directory could not be created or made private.
     State {
@@ -199,6 +200,7 @@ impl Session {
                 budget: first.birthday.probes,
                 rate: first.birthday.rate,
             },
+            relay: resolve_relay(first)?,
         };
         Ok(Session {
             settings,
@@ -351,6 +353,53 @@ fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, SetupError> {
         }
     }
     Ok(out)
+}
+
+/// The relay settings: the TURN server's name resolved (in the bind's family) and its
+/// password or secret read now, so a bad one fails before any rendezvous.
+fn resolve_relay(p: &Profile) -> Result<crate::relay::RelaySettings, SetupError> {
+    use crate::relay::{RelaySettings, TurnCredentials, TurnSettings, DEFAULT_REST_TTL};
+    let Some(t) = &p.turn else {
+        return Ok(RelaySettings {
+            policy: p.relay,
+            turn: None,
+        });
+    };
+    let want_v4 = p.bind.is_ipv4();
+    let server = (t.server.host.as_str(), t.server.port)
+        .to_socket_addrs()
+        .map_err(|e| SetupError::Stun(format!("cannot resolve TURN server {}: {e}", t.server)))?
+        .find(|a| a.is_ipv4() == want_v4)
+        .ok_or_else(|| {
+            SetupError::Stun(format!(
+                "TURN server {} has no {} address",
+                t.server,
+                if want_v4 { "IPv4" } else { "IPv6" }
+            ))
+        })?;
+    let read = |key: &str, src: &crate::secret::SecretSource| {
+        src.resolve().map_err(|e| settings(format!("{key}: {e}")))
+    };
+    // `validate` made sure exactly one of the two is there.
+    let credentials = match (&t.password, &t.secret) {
+        (Some(pw), _) => TurnCredentials::LongTerm {
+            user: t.user.clone(),
+            password: read("turn.password", pw)?,
+        },
+        (None, Some(s)) => TurnCredentials::Rest {
+            user: t.user.clone(),
+            secret: read("turn.secret", s)?,
+            ttl: DEFAULT_REST_TTL,
+        },
+        (None, None) => return Err(settings("turn: no password and no secret")),
+    };
+    Ok(RelaySettings {
+        policy: p.relay,
+        turn: Some(TurnSettings {
+            server,
+            credentials,
+        }),
+    })
 }
 
 fn build_mediator(

@@ -86,6 +86,34 @@ pub struct Stun {
     pub alt_port: u16,
 }
 
+/// The TURN relays (coturn, RFC 8656) on their own address: long-term credentials on
+/// `port`, TURN REST credentials (shared secret) on `rest_port`.
+#[derive(Clone, Deserialize)]
+pub struct Turn {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub rest_port: u16,
+    pub realm: String,
+    pub user: String,
+    pub password: String,
+    pub rest_secret: String,
+    /// The servers' max-allocate-lifetime (also their permission and channel lifetime).
+    pub max_lifetime_s: u64,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("ip", &self.ip)
+            .field("port", &self.port)
+            .field("rest_port", &self.rest_port)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// A mailbox on the lab mail host.
 #[derive(Clone, Deserialize)]
 pub struct Account {
@@ -143,6 +171,8 @@ struct LabJson {
     #[serde(default)]
     netns: Vec<String>,
     stun: Stun,
+    #[serde(default)]
+    turn: Option<Turn>,
     sites: BTreeMap<String, Site>,
     mail: Option<serde_json::Value>,
 }
@@ -159,6 +189,8 @@ pub struct Lab {
     /// Every namespace of the lab.
     pub netns: Vec<String>,
     pub stun: Stun,
+    /// The TURN relays (absent in a lab built before they existed).
+    pub turn: Option<Turn>,
     pub sites: BTreeMap<String, Site>,
     pub mail: Option<Mail>,
     /// The raw lab.json, for anything not typed above.
@@ -287,6 +319,7 @@ impl Lab {
             start_ms: raw.start_ms,
             netns: raw.netns,
             stun: raw.stun,
+            turn: raw.turn,
             sites: raw.sites,
             mail,
             json,

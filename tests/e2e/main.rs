@@ -19,4 +19,5 @@ mod nat;
 mod netns;
 mod plugins;
 mod portmap;
+mod relay;
 mod ttl;

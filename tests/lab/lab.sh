@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The plexus NAT lab: a routed "internet" of network namespaces with real NATs
-# (nftables), a real STUN server (coturn, RFC 5780) and a real mail host.
+# (nftables), a real STUN server (coturn, RFC 5780), TURN relays (coturn) and a real mail host.
 #
 #   lab.sh up [--name NAME] [--extra-routers N] [--no-mail] [--owner PID]
 #   lab.sh down NAME          tear a lab down completely (daemons, netns, state)
@@ -241,6 +241,8 @@ build() {
     echo "link add stun netns $inet type veth peer name eth0 netns $stun" >>"$veths"
     batch[$inet]+="addr add 203.0.113.1/29 dev stun"$'\n'"link set stun up"$'\n'
     batch[$stun]+="addr add 203.0.113.3/29 dev eth0"$'\n'"addr add 203.0.113.4/29 dev eth0"$'\n'
+    # TURN (issue 12): its own address, so the RFC 5780 STUN above stays as it is.
+    batch[$stun]+="addr add 203.0.113.5/29 dev eth0"$'\n'
     batch[$stun]+="link set eth0 up"$'\n'"route add default via 203.0.113.1 dev eth0 onlink"$'\n'
     if ((mail)); then
         echo "link add mail netns $inet type veth peer name eth0 netns $mailns" >>"$veths"
@@ -390,6 +392,51 @@ EOF
     setsid ip netns exec "$stun" turnserver -c "$st/coturn.conf" </dev/null >"$st/coturn.out" 2>&1 &
     echo $! >>"$st/pids"
 
+    # 4b. TURN relay (RFC 8656) on 203.0.113.5: one coturn with long-term credentials
+    # (port 3478) and one with TURN REST credentials (port 3480); one instance cannot
+    # do both. Short lifetimes so a one-minute test sees refreshes and a stale nonce.
+    local turn_pw turn_secret
+    turn_pw=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+    turn_secret=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+    local mode port minp maxp
+    for mode in lt rest; do
+        if [[ $mode == lt ]]; then port=3478 minp=49152 maxp=49499; else port=3480 minp=49500 maxp=49999; fi
+        {
+            echo "listening-ip=203.0.113.5"
+            echo "relay-ip=203.0.113.5"
+            echo "listening-port=$port"
+            echo "min-port=$minp"
+            echo "max-port=$maxp"
+            echo "realm=lab.plexus.test"
+            if [[ $mode == lt ]]; then
+                echo "lt-cred-mech"
+                echo "user=plexus:$turn_pw"
+            else
+                echo "use-auth-secret"
+                echo "static-auth-secret=$turn_secret"
+            fi
+            echo "max-allocate-lifetime=40"
+            echo "permission-lifetime=40"
+            echo "channel-lifetime=40"
+            echo "stale-nonce=30"
+            echo "no-multicast-peers"
+            # The lab's public addresses are documentation ranges; say so explicitly.
+            echo "allowed-peer-ip=198.51.100.0-198.51.100.255"
+            echo "allowed-peer-ip=203.0.113.0-203.0.113.255"
+            echo "allowed-peer-ip=192.0.2.0-192.0.2.255"
+            echo "no-cli"
+            echo "no-tls"
+            echo "no-dtls"
+            echo "simple-log"
+            echo "log-file=$st/coturn-$mode.log"
+            echo "pidfile=$st/coturn-$mode.pid"
+            echo "userdb=$st/coturn-$mode.db"
+        } >"$st/coturn-$mode.conf"
+        chmod 600 "$st/coturn-$mode.conf"
+        setsid ip netns exec "$stun" turnserver -c "$st/coturn-$mode.conf" </dev/null >"$st/coturn-$mode.out" 2>&1 &
+        echo $! >>"$st/pids"
+    done
+
     # 5. Mail, written by mail.sh; merged into lab.json under "mail".
     local mail_json=null
     if ((mail)); then
@@ -406,6 +453,8 @@ EOF
 
     # coturn must answer before the lab is called up (bounded: 5 s).
     wait_stun "$name"
+    wait_stun "$name" 203.0.113.5 3478
+    wait_stun "$name" 203.0.113.5 3480
 
     # 6. Port mapping daemons on the routers that have one (UPnP-IGD, NAT-PMP, PCP).
     # miniupnpd refuses ext_ip= in a documentation range (198.51.100.0/24), so it
@@ -425,6 +474,8 @@ EOF
 "inet":{"netns":"$inet"},
 "stun":{"netns":"$stun","ips":["203.0.113.3","203.0.113.4"],"port":3478,"alt_port":3479},
 "dht":{"netns":"$dhtns","first_ip":"203.0.113.130","last_ip":"203.0.113.190"},
+"turn":{"netns":"$stun","ip":"203.0.113.5","port":3478,"rest_port":3480,"realm":"lab.plexus.test",
+ "user":"plexus","password":"$turn_pw","rest_secret":"$turn_secret","max_lifetime_s":40},
 "sites":{${sites_json%,}},
 "mail":$mail_json}
 EOF
@@ -434,10 +485,10 @@ EOF
     echo "lab.sh: lab $name up in ${ms} ms" >&2
 }
 
-# A STUN binding request to 203.0.113.3:3478 from the inet router (bounded).
+# A STUN binding request (default 203.0.113.3:3478) from the inet router (bounded).
 wait_stun() {
-    local name=$1
-    ip netns exec "$name-inet" python3 - <<'EOF' || die "coturn did not answer STUN within 5 s (see coturn.log)"
+    local name=$1 ip=${2:-203.0.113.3} port=${3:-3478}
+    ip netns exec "$name-inet" python3 - "$ip" "$port" <<'EOF' || die "coturn did not answer STUN on $ip:$port within 5 s (see coturn*.log)"
 import os, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.2)
@@ -445,7 +496,7 @@ req = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)
 end = time.time() + 5
 while time.time() < end:
     try:
-        s.sendto(req, ("203.0.113.3", 3478))
+        s.sendto(req, (sys.argv[1], int(sys.argv[2])))
         d, _ = s.recvfrom(2048)
         if d[8:20] == req[8:20]:
             sys.exit(0)

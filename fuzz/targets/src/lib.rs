@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("email_refused_state", email_refused_state),
     ("portmap_reply", portmap_reply),
     ("dht_chunk", dht_chunk),
+    ("turn_server", turn_server),
 ];
 
 /// The fixed "now" (unix seconds) at which sealed messages are opened; the committed
@@ -417,5 +418,43 @@ pub fn dht_chunk(data: &[u8]) {
             // Only the seeds sealed with this key get here.
             assert_eq!(codec::seal(&key, &id, &codec::aad("a", "b", 1), &plain), ct);
         }
+    }
+}
+
+/// Datagrams from a TURN server (RFC 8656): the decoder (ChannelData or STUN), then a
+/// fresh TURN client's handling of it as coming from its server, with the transaction id
+/// of the client's pending Allocate spliced in so responses reach the auth logic. Asserts
+/// that ChannelData data lies inside the datagram and that a client never reports a
+/// peer datagram before it has an allocation.
+pub fn turn_server(data: &[u8]) {
+    use plexus::relay::proto::{decode_server, ServerDatagram};
+    use plexus::relay::{Input, TurnClient};
+    use std::time::Instant;
+    if let Ok(ServerDatagram::ChannelData { data: d, .. }) = decode_server(data) {
+        assert!(d.len() + 4 <= data.len());
+    }
+    let server = std::net::SocketAddr::from((Ipv4Addr::new(203, 0, 113, 5), 3478));
+    let now = Instant::now();
+    let mut c = TurnClient::new(
+        server,
+        "user".into(),
+        plexus::secret::Password::new("pw"),
+        None,
+        now,
+    );
+    let req = c.poll_transmit().expect("the first Allocate");
+    let mut bytes = data.to_vec();
+    if bytes.len() >= 20 {
+        bytes[8..20].copy_from_slice(&req[8..20]);
+    }
+    for b in [data, &bytes[..]] {
+        let r = c.receive(now, server, b);
+        assert!(
+            !matches!(r, Input::Peer { .. }),
+            "peer data without allocation"
+        );
+        while c.poll_transmit().is_some() {}
+        while c.poll_event().is_some() {}
+        c.handle_timeout(now);
     }
 }

@@ -80,6 +80,44 @@ impl Profile {
             }
             _ => {}
         }
+        if self.relay != crate::relay::RelayPolicy::Never && self.turn.is_none() {
+            return Err(invalid(
+                "relay",
+                format!(
+                    "relay: {} needs a TURN server: pass --turn HOST[:PORT] (profile: \
+                     turn.server), or --relay never",
+                    self.relay
+                ),
+            ));
+        }
+        if let Some(t) = &self.turn {
+            if t.user.is_empty() {
+                return Err(invalid(
+                    "turn.user",
+                    "the TURN server needs a user: pass --turn-user (profile: turn.user)".into(),
+                ));
+            }
+            match (&t.password, &t.secret) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "turn",
+                        "give a TURN password (--turn-password-file/--turn-password-env) or a \
+                         TURN REST secret (--turn-secret-file), not both"
+                            .into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "turn",
+                        "the TURN server needs a password (--turn-password-file or \
+                         --turn-password-env; profile: turn.password_file/password_env) or a \
+                         TURN REST secret (--turn-secret-file; profile: turn.secret_file)"
+                            .into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
         if let Some(ExecutorConfig::Command(c)) = &self.executor {
             // Template and env names are checked now; the directory only at run time.
             CommandExecutor::new(CommandConfig {
@@ -123,6 +161,17 @@ impl Profile {
                 key: "mediator.email.password".into(),
                 error,
             })?;
+        }
+        if let Some(t) = &self.turn {
+            for (key, src) in [("turn.password", &t.password), ("turn.secret", &t.secret)] {
+                if let Some(src) = src {
+                    src.resolve().map_err(|error| ProfileError::Secret {
+                        path: path.clone(),
+                        key: key.into(),
+                        error,
+                    })?;
+                }
+            }
         }
         if let Some(ExecutorConfig::Command(c)) = &self.executor {
             if let Some(d) = &c.pwd {
@@ -318,6 +367,19 @@ impl fmt::Display for Profile {
             "birthday: sockets {}, probes {}, rate {}/s",
             self.birthday.sockets, self.birthday.probes, self.birthday.rate
         )?;
+        writeln!(f, "relay: {}", self.relay)?;
+        match &self.turn {
+            None => writeln!(f, "turn: -")?,
+            Some(t) => {
+                writeln!(f, "turn: {} user {}", t.server, t.user)?;
+                if let Some(pw) = &t.password {
+                    writeln!(f, "  password: {pw}")?;
+                }
+                if let Some(s) = &t.secret {
+                    writeln!(f, "  secret (TURN REST): {s}")?;
+                }
+            }
+        }
         if self.insecure_plaintext {
             writeln!(f, "insecure_plaintext: true  (!)")?;
         }

@@ -39,6 +39,12 @@
 //!   command: { program: ./tunnel.sh, args: ["{peer_ip}", "{peer_port}"], env: { MODE: udp } }
 //! max_corridors: 32          # accept: corridors running at once
 //! birthday: { sockets: 256, probes: 2048, rate: 400 }   # port prediction (symmetric NATs)
+//! relay: fallback            # never (default) | fallback | always: the TURN relay
+//! turn:                      # needed unless relay is never
+//!   server: "turn.example.net:3478"
+//!   user: alice
+//!   password_file: turn.pw   # or password_env: NAME (long-term credentials),
+//!                            # or secret_file: PATH (TURN REST shared secret)
 //! insecure_plaintext: false
 //! ```
 
@@ -51,7 +57,8 @@ use crate::defaults;
 use crate::executor::command::CommandConfig;
 use crate::identity::PeerId;
 use crate::punch::hops::PunchHops;
-use crate::secret::SecretError;
+use crate::relay::RelayPolicy;
+use crate::secret::{SecretError, SecretSource};
 
 mod check;
 mod env;
@@ -62,7 +69,7 @@ mod schema;
 pub use crate::mediator::email::{EmailSettings, SmtpMode};
 pub use check::check;
 pub use locate::{config_dir, default_keys_dir, locate};
-pub use patch::{CommandPatch, EmailPatch, ProfilePatch};
+pub use patch::{CommandPatch, EmailPatch, ProfilePatch, TurnPatch};
 
 /// Largest profile file read.
 pub const MAX_PROFILE_LEN: u64 = 1024 * 1024;
@@ -343,6 +350,20 @@ pub enum ExecutorConfig {
     Plugin(PluginConfig),
 }
 
+/// The TURN server of the relay (profile `turn:`, flags `--turn*`); the session setup
+/// resolves it into [`crate::relay::TurnSettings`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnConfig {
+    /// The server (default port [`crate::relay::DEFAULT_PORT`]).
+    pub server: HostPort,
+    /// User name (long-term), or the user part of TURN REST credentials.
+    pub user: String,
+    /// Long-term credentials: where the password comes from.
+    pub password: Option<SecretSource>,
+    /// TURN REST credentials: where the secret shared with the server comes from.
+    pub secret: Option<SecretSource>,
+}
+
 /// A profile: typed settings, public fields. Layers, lowest first: [`Profile::default`]
 /// (the [`defaults`] table) < the file ([`Profile::load`]) < the environment
 /// ([`Profile::apply_env`]) < the command line ([`Profile::apply`] of a [`ProfilePatch`]);
@@ -377,6 +398,10 @@ pub struct Profile {
     pub birthday: Birthday,
     /// Send rendezvous messages unsealed (tests only; loudly named on purpose).
     pub insecure_plaintext: bool,
+    /// When to relay through TURN.
+    pub relay: RelayPolicy,
+    /// The TURN server (needed unless `relay` is never).
+    pub turn: Option<TurnConfig>,
     /// Things the user should know (a plain password in the file…).
     pub warnings: Vec<String>,
 }
@@ -429,6 +454,8 @@ impl Default for Profile {
             max_corridors: defaults::MAX_CORRIDORS,
             birthday: Birthday::default(),
             insecure_plaintext: false,
+            relay: RelayPolicy::Never,
+            turn: None,
             warnings: Vec::new(),
         }
     }

@@ -6,12 +6,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ExecutorConfig, HostPort, MediatorConfig, Profile, ProfileError};
+use super::{ExecutorConfig, HostPort, MediatorConfig, Profile, ProfileError, TurnConfig};
 use crate::defaults;
 use crate::executor::command::CommandConfig;
 use crate::identity::PeerId;
 use crate::mediator::email::{EmailSettings, SmtpMode};
 use crate::punch::hops::PunchHops;
+use crate::relay::RelayPolicy;
 use crate::secret::{Password, SecretSource};
 
 /// Overrides of a [`Profile`]: `None` (or empty) leaves the profile's value.
@@ -61,6 +62,24 @@ pub struct ProfilePatch {
     pub email: Option<EmailPatch>,
     /// Command executor settings (replacing an executor plugin).
     pub command: Option<CommandPatch>,
+    /// When to relay through TURN.
+    pub relay: Option<RelayPolicy>,
+    /// TURN server settings.
+    pub turn: Option<TurnPatch>,
+}
+
+/// Overrides of the TURN server settings. A password replaces the profile's secret
+/// and the other way round: the flags choose the kind of credentials.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnPatch {
+    /// The server (needed when the profile has none).
+    pub server: Option<HostPort>,
+    /// User name.
+    pub user: Option<String>,
+    /// Long-term password source.
+    pub password: Option<SecretSource>,
+    /// TURN REST secret source.
+    pub secret: Option<SecretSource>,
 }
 
 /// Overrides of the e-mail mediator's settings.
@@ -131,6 +150,8 @@ impl Profile {
             insecure_plaintext,
             email,
             command,
+            relay,
+            turn,
         } = patch;
         set(&mut self.host.id, host_id.map(Some));
         set(&mut self.peer.id, peer_id.map(Some));
@@ -159,6 +180,10 @@ impl Profile {
         if let Some(e) = email {
             self.apply_email(e)?;
         }
+        set(&mut self.relay, relay);
+        if let Some(t) = turn {
+            self.apply_turn(t)?;
+        }
         if let Some(c) = command {
             let mut cfg = match self.executor.take() {
                 Some(ExecutorConfig::Command(c)) => c,
@@ -174,6 +199,35 @@ impl Profile {
             }
             self.executor = Some(ExecutorConfig::Command(cfg));
         }
+        Ok(())
+    }
+
+    fn apply_turn(&mut self, p: TurnPatch) -> Result<(), ProfileError> {
+        let mut t = match (self.turn.take(), p.server.clone()) {
+            (Some(t), _) => t,
+            (None, Some(server)) => TurnConfig {
+                server,
+                user: String::new(),
+                password: None,
+                secret: None,
+            },
+            (None, None) => {
+                return Err(ProfileError::Invalid {
+                    path: self.source.clone().unwrap_or_default(),
+                    key: "turn.server".into(),
+                    message: "--turn-* flags given without a TURN server: pass --turn \
+                              HOST[:PORT] (profile: turn.server)"
+                        .into(),
+                })
+            }
+        };
+        set(&mut t.server, p.server);
+        set(&mut t.user, p.user);
+        if p.password.is_some() || p.secret.is_some() {
+            t.password = p.password;
+            t.secret = p.secret;
+        }
+        self.turn = Some(t);
         Ok(())
     }
 

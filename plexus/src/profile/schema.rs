@@ -244,6 +244,35 @@ struct RawProfile {
     birthday: BirthdayRaw,
     #[serde(default)]
     insecure_plaintext: bool,
+    relay: Option<RelayRaw>,
+    turn: Option<TurnRaw>,
+}
+
+/// `never`, `fallback` or `always`.
+struct RelayRaw(crate::relay::RelayPolicy);
+impl<'de> Deserialize<'de> for RelayRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "never, fallback or always", |s| s.parse().map(RelayRaw))
+    }
+}
+
+struct TurnServer(HostPort);
+impl<'de> Deserialize<'de> for TurnServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "host[:port]", |s| {
+            HostPort::parse(s, Some(crate::relay::DEFAULT_PORT)).map(TurnServer)
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TurnRaw {
+    server: TurnServer,
+    user: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +450,30 @@ impl Profile {
                  unauthenticated (for tests only)"
                     .into(),
             );
+        }
+        if let Some(r) = raw.relay {
+            p.relay = r.0;
+        }
+        if let Some(t) = raw.turn {
+            let password = match (t.password_file, t.password_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "turn",
+                        "give one of password_file and password_env, not both".into(),
+                    ))
+                }
+                (Some(f), None) => Some(SecretSource::File(resolve_path(&dir, f))),
+                (None, Some(n)) => Some(SecretSource::Env(n)),
+                (None, None) => None,
+            };
+            p.turn = Some(TurnConfig {
+                server: t.server.0,
+                user: t.user,
+                password,
+                secret: t
+                    .secret_file
+                    .map(|f| SecretSource::File(resolve_path(&dir, f))),
+            });
         }
         p.mediator = match raw.mediator.map(|m| m.0) {
             None => None,

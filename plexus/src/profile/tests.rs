@@ -1,4 +1,5 @@
 use super::*;
+use crate::relay::RelayPolicy;
 use crate::secret::SecretSource;
 use std::collections::HashMap;
 use std::fs;
@@ -533,4 +534,127 @@ fn port_mapping_setting() {
     assert_eq!(p.port_mapping, super::PortMapping::Auto);
     assert_eq!("off".parse(), Ok(super::PortMapping::Off));
     assert!("no".parse::<super::PortMapping>().is_err());
+}
+
+const BASE: &str = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
+
+#[test]
+fn relay_and_turn_keys_parse_with_defaults() {
+    let p = parse(&format!(
+        "{BASE}relay: fallback\nturn:\n  server: turn.example.net\n  user: alice\n  password_file: turn.pw\n"
+    ))
+    .unwrap();
+    assert_eq!(p.relay, RelayPolicy::Fallback);
+    let t = p.turn.as_ref().unwrap();
+    assert_eq!(t.server.to_string(), "turn.example.net:3478");
+    assert_eq!(t.user, "alice");
+    assert_eq!(
+        t.password,
+        Some(SecretSource::File(
+            "/home/u/.config/plexus/profiles/turn.pw".into()
+        ))
+    );
+    assert_eq!(t.secret, None);
+    p.validate().unwrap();
+    let shown = p.to_string();
+    assert!(shown.contains("relay: fallback"), "{shown}");
+    assert!(
+        shown.contains("turn: turn.example.net:3478 user alice"),
+        "{shown}"
+    );
+
+    let p = parse(&format!(
+        "{BASE}relay: always\nturn: {{server: \"t:3480\", user: alice, secret_file: s}}\n"
+    ))
+    .unwrap();
+    let t = p.turn.as_ref().unwrap();
+    assert_eq!(
+        (t.server.port, t.password.is_none(), t.secret.is_some()),
+        (3480, true, true)
+    );
+    assert_eq!(parse(BASE).unwrap().relay, RelayPolicy::Never);
+}
+
+#[test]
+fn relay_settings_are_refused_with_a_reason() {
+    let err = parse(&format!("{BASE}relay: sometimes\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never, fallback or always"), "{err}");
+    let err = parse(&format!("{BASE}relay: always\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("relay") && err.contains("--turn HOST[:PORT]"),
+        "{err}"
+    );
+    let err = parse(&format!(
+        "{BASE}turn: {{server: t, user: u, password_file: f, password_env: E}}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not both"), "{err}");
+    let err = parse(&format!("{BASE}turn: {{server: t, user: u}}\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--turn-password-file") && err.contains("--turn-secret-file"),
+        "{err}"
+    );
+    let err = parse(&format!(
+        "{BASE}turn: {{server: t, user: u, password_env: E, secret_file: s}}\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not both"), "{err}");
+    let err = parse(&format!(
+        "{BASE}turn: {{server: t, user: \"\", password_env: E}}\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--turn-user"), "{err}");
+}
+
+#[test]
+fn turn_flags_patch_the_profile_and_choose_the_credentials() {
+    let mut p = parse(&format!(
+        "{BASE}turn: {{server: t, user: alice, password_file: pw}}\n"
+    ))
+    .unwrap();
+    p.apply(ProfilePatch {
+        relay: Some(RelayPolicy::Always),
+        turn: Some(TurnPatch {
+            secret: Some(SecretSource::File("s".into())),
+            ..TurnPatch::default()
+        }),
+        ..ProfilePatch::default()
+    })
+    .unwrap();
+    let t = p.turn.as_ref().unwrap();
+    assert_eq!((t.user.as_str(), t.password.is_none()), ("alice", true));
+    assert_eq!(t.secret, Some(SecretSource::File("s".into())));
+    assert_eq!(p.relay, RelayPolicy::Always);
+    p.validate().unwrap();
+
+    // Flags without a server, over a profile without one: the error names --turn.
+    let mut p = parse(BASE).unwrap();
+    let err = p
+        .apply(ProfilePatch {
+            turn: Some(TurnPatch {
+                user: Some("u".into()),
+                ..TurnPatch::default()
+            }),
+            ..ProfilePatch::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--turn HOST[:PORT]"), "{err}");
 }

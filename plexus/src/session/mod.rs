@@ -87,6 +87,8 @@ pub struct SessionSettings {
     pub birthday_sockets: u16,
     /// Probe budget and rate when this side is the easy side of a birthday pair.
     pub probe_limits: punch::birthday::ProbeLimits,
+    /// The TURN relay: when to use it and the server (default: never, none).
+    pub relay: crate::relay::RelaySettings,
 }
 
 /// Default for [`SessionSettings::max_corridors`].

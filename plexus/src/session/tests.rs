@@ -266,6 +266,7 @@ fn settings_for(stun: SocketAddr) -> SessionSettings {
         max_corridors: DEFAULT_MAX_CORRIDORS,
         birthday_sockets: crate::defaults::BIRTHDAY_SOCKETS,
         probe_limits: crate::punch::birthday::ProbeLimits::default(),
+        relay: Default::default(),
     }
 }
 

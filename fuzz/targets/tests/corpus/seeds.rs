@@ -184,6 +184,77 @@ fn sealed() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// What a TURN server sends: ChannelData, a Data indication, the 401 challenge, a 438
+/// stale nonce and an (unsigned) Allocate success.
+fn turn() -> Vec<(&'static str, Vec<u8>)> {
+    use plexus::relay::proto::{self, attr, method};
+    use plexus::stun::codec::{Attribute, Class, Message as Stun, TransactionId};
+    let tid = TransactionId(*b"plexus-turn!");
+    let msg = |class, method, attributes| {
+        Stun {
+            class,
+            method,
+            transaction_id: tid,
+            attributes,
+            padding: 0,
+        }
+        .encode()
+    };
+    let xor = |a: &str| proto::xor_addr_value(a.parse().unwrap(), &tid);
+    let error = |code, reason: &str, nonce: &str| {
+        vec![
+            Attribute::ErrorCode {
+                code,
+                reason: reason.into(),
+            },
+            proto::raw(attr::REALM, b"lab.plexus.test".to_vec()),
+            proto::raw(attr::NONCE, nonce.as_bytes().to_vec()),
+        ]
+    };
+    vec![
+        ("channel-data", proto::channel_data(0x4001, b"hello")),
+        (
+            "data-indication",
+            msg(
+                Class::Indication,
+                method::DATA,
+                vec![
+                    proto::raw(attr::XOR_PEER_ADDRESS, xor("198.51.100.7:40000")),
+                    proto::raw(attr::DATA, b"hello".to_vec()),
+                ],
+            ),
+        ),
+        (
+            "allocate-401",
+            msg(
+                Class::Error,
+                method::ALLOCATE,
+                error(401, "Unauthorized", "n1"),
+            ),
+        ),
+        (
+            "refresh-438",
+            msg(
+                Class::Error,
+                method::REFRESH,
+                error(438, "Stale Nonce", "n2"),
+            ),
+        ),
+        (
+            "allocate-success-unsigned",
+            msg(
+                Class::Success,
+                method::ALLOCATE,
+                vec![
+                    proto::raw(attr::XOR_RELAYED_ADDRESS, xor("203.0.113.5:49152")),
+                    Attribute::XorMappedAddress("198.51.100.2:5000".parse().unwrap()),
+                    proto::raw(attr::LIFETIME, 600u32.to_be_bytes().to_vec()),
+                ],
+            ),
+        ),
+    ]
+}
+
 fn stun() -> Vec<(&'static str, Vec<u8>)> {
     let hex = |s: &str| -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -608,6 +679,7 @@ fn generate_seeds() {
     );
 
     write("corpus", "stun_decode", &stun());
+    write("corpus", "turn_server", &turn());
 
     // Issue 10, defect 1: a non-UTF-8 byte in a header of the decrypted MIME text made
     // rust-openssl panic while building the error of Pkcs7::from_smime.

@@ -561,19 +561,156 @@ fn port_to_port_punch_reaching_the_other_nat_breaks_it() {
     );
 }
 
-/// Two symmetric NATs and no relay: the acceptor declines, sealed, and the inviter ends
-/// with the reason and exit 1 at once, long before its rendezvous timeout.
+/// The acceptor's TURN flags: the lab's long-term (or REST) server, credentials in a
+/// file of the test's.
+fn turn_flags(lab: &Lab, test: &str, rest: bool) -> Vec<String> {
+    let t = lab.turn.as_ref().expect("the lab has TURN servers");
+    // Not the corridor's own scratch directory: that one is made afresh for the run.
+    let dir = lab.scratch(&format!("{test}-turn"));
+    let (port, file, flag, text) = if rest {
+        (
+            t.rest_port,
+            "turn.secret",
+            "--turn-secret-file",
+            &t.rest_secret,
+        )
+    } else {
+        (t.port, "turn.pw", "--turn-password-file", &t.password)
+    };
+    let path = dir.join(file);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    vec![
+        "--relay".into(),
+        "fallback".into(),
+        "--turn".into(),
+        format!("{}:{port}", t.ip),
+        "--turn-user".into(),
+        t.user.clone(),
+        flag.into(),
+        path.display().to_string(),
+    ]
+}
+
+/// Both NATs symmetric: only a relay joins them. The acceptor allocates on the lab's
+/// coturn and names the relayed address in its accept; the inviter sends plain UDP
+/// there; the acceptor's executor talks to a local forwarder. With `hold`, the
+/// executors keep ticking for a minute: allocation, permission and channel must be
+/// refreshed (the lab's coturn grants 40 s) for the last ticks to arrive.
+fn symmetric_pair_relays(test: &str, rest: bool, hold: u32) {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-symmetric", "b-symmetric"]);
+    let bob_flags = turn_flags(lab, test, rest);
+    let bob: Vec<&str> = bob_flags.iter().map(String::as_str).collect();
+    let hold_env = format!("EXCHANGE_HOLD={hold}");
+    let mut alice = vec!["--relay", "fallback"];
+    if hold > 0 {
+        alice.extend(["--exec-env", &hold_env]);
+    }
+    let mut bob = bob;
+    if hold > 0 {
+        bob.extend(["--exec-env", &hold_env]);
+    }
+    let run = corridor(lab, test, "a-symmetric", "b-symmetric", &alice, &bob);
+    run.assert_connected();
+    let line = run
+        .log("alice")
+        .lines()
+        .find(|l| l.contains("accept from"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.ends_with("): relayed through TURN"),
+        "{line}\n{}",
+        run.dump()
+    );
+    let turn_ip = lab.turn.as_ref().expect("the lab has TURN servers").ip;
+    let relayed = format!("{turn_ip}:");
+    assert!(
+        run.log("bob").contains("relay: allocated") && run.out("alice").contains(&relayed),
+        "alice's corridor runs to the relayed address on {turn_ip}:\n{}",
+        run.dump()
+    );
+    if hold > 0 {
+        for who in ["alice", "bob"] {
+            let held = &run.exchange(who).unwrap()["held"];
+            let got = held["received"].as_u64().unwrap_or(0);
+            let last = held["last_at"].as_f64().unwrap_or(0.0);
+            assert!(
+                got >= u64::from(hold) && last >= f64::from(hold) - 5.0,
+                "{who} kept receiving ticks for {hold} s through the relay: {held}\n{}",
+                run.dump()
+            );
+        }
+        assert!(
+            run.log("bob").contains("allocation refreshed") || run.log("bob").contains("refresh"),
+            "the forwarder refreshed the allocation:\n{}",
+            run.dump()
+        );
+    }
+}
+
+#[test]
+fn symmetric_pair_relays_with_long_term_credentials_for_a_minute() {
+    symmetric_pair_relays("corridor-relay-long-term", false, 60);
+}
+
+#[test]
+fn symmetric_pair_relays_with_rest_credentials() {
+    symmetric_pair_relays("corridor-relay-rest", true, 0);
+}
+
+/// A pair planned direct whose direct path cannot work (the acceptor's punch reaches the
+/// inviter's port-restricted NAT, see the TTL test): the inviter falls back to the relay
+/// the accept already named, with no further rendezvous.
+#[test]
+fn a_failed_direct_handshake_falls_back_to_the_relay() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-port", "b-port"]);
+    let test = "corridor-relay-fallback";
+    let mut bob = turn_flags(lab, test, false);
+    bob.extend(["--punch-hops", "64", "--handshake-timeout", "3000"].map(String::from));
+    let bob: Vec<&str> = bob.iter().map(String::as_str).collect();
+    let run = corridor(
+        lab,
+        test,
+        "a-port",
+        "b-port",
+        &["--relay", "fallback", "--handshake-timeout", "3000"],
+        &bob,
+    );
+    run.assert_connected();
+    let alice = run.log("alice");
+    assert!(
+        alice.contains("): direct") && alice.contains("falling back to the relay"),
+        "planned direct, then the relay:\n{}",
+        run.dump()
+    );
+    assert_eq!(
+        run.log("alice").matches("invite sent").count(),
+        1,
+        "one rendezvous only"
+    );
+}
+
+/// Two symmetric NATs and `--relay never` on the acceptor (which has a TURN server):
+/// it declines, sealed, and the inviter ends with the reason and exit 1 at once, long
+/// before its rendezvous timeout.
 #[test]
 fn symmetric_pair_without_relay_is_declined() {
     let lab = lab_or_skip!();
     let _c = lab.claim(&["a-symmetric", "b-symmetric"]);
+    let test = "corridor-symmetric-declined";
+    let mut bob = turn_flags(lab, test, false);
+    bob[1] = "never".into();
+    let bob: Vec<&str> = bob.iter().map(String::as_str).collect();
     let run = corridor(
         lab,
-        "corridor-symmetric-declined",
+        test,
         "a-symmetric",
         "b-symmetric",
-        &["--rendezvous-timeout", "120"],
-        &[],
+        &["--rendezvous-timeout", "120", "--relay", "fallback"],
+        &bob,
     );
     assert_eq!(
         (
@@ -587,7 +724,8 @@ fn symmetric_pair_without_relay_is_declined() {
     let alice = run.log("alice");
     assert!(
         alice.contains("the peer declined the invite")
-            && alice.contains("both NATs map per destination"),
+            && alice.contains("both NATs map per destination")
+            && alice.contains("relay policy is never"),
         "the inviter names the decline and its reason:\n{}",
         run.dump()
     );

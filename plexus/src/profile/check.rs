@@ -80,16 +80,8 @@ impl Profile {
             }
             _ => {}
         }
-        if self.relay != crate::relay::RelayPolicy::Never && self.turn.is_none() {
-            return Err(invalid(
-                "relay",
-                format!(
-                    "relay: {} needs a TURN server: pass --turn HOST[:PORT] (profile: \
-                     turn.server), or --relay never",
-                    self.relay
-                ),
-            ));
-        }
+        // A policy other than never without a server is fine: the accepting side
+        // allocates, so an inviter only says it lets the acceptor's relay carry it.
         if let Some(t) = &self.turn {
             if t.user.is_empty() {
                 return Err(invalid(

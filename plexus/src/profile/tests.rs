@@ -581,15 +581,11 @@ fn relay_settings_are_refused_with_a_reason() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("never, fallback or always"), "{err}");
-    let err = parse(&format!("{BASE}relay: always\n"))
+    // An inviter may allow the relay without a server of its own (the acceptor allocates).
+    parse(&format!("{BASE}relay: always\n"))
         .unwrap()
         .validate()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("relay") && err.contains("--turn HOST[:PORT]"),
-        "{err}"
-    );
+        .unwrap();
     let err = parse(&format!(
         "{BASE}turn: {{server: t, user: u, password_file: f, password_env: E}}\n"
     ))

@@ -124,20 +124,6 @@ pub struct RelaySettings {
     pub turn: Option<TurnSettings>,
 }
 
-impl RelaySettings {
-    /// Checks that a policy other than `never` has a server.
-    pub fn validate(&self) -> Result<(), RelayError> {
-        if self.policy != RelayPolicy::Never && self.turn.is_none() {
-            return Err(RelayError::Config(format!(
-                "relay: {} needs a TURN server: give --turn HOST[:PORT] (profile: turn.server) \
-                 or use --relay never",
-                self.policy
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// What went wrong with the relay.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -2,6 +2,7 @@
 //! (bounded, joined threads).
 
 use super::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Builds a fresh executor for each accepted corridor (they may run concurrently).
 pub type ExecutorFactory =
@@ -226,52 +227,154 @@ impl Listening {
 
 impl Answered {
     /// Run the handshake (re-punching, opening or probing as the plan says, while the
-    /// accept travels) to the open corridor.
+    /// accept travels) to the open corridor. With an allocation beside a direct plan,
+    /// both paths are tried at once (the inviter falls back to the relay when its direct
+    /// handshake fails); the first to connect ends the other.
     fn handshake(self) -> Result<Connected, SessionError> {
         let Prepared {
             socket,
             mapped,
             core,
             path,
+            relay,
             mut timeline,
-            keep,
+            mut keep,
         } = self.prepared;
         let t = Instant::now();
+        // The inviter may try the direct path for a whole handshake timeout first.
         let deadline =
-            Instant::now() + self.handshake_timeout + ACCEPT_DELIVERY + Duration::from_secs(3);
-        let (socket, connected) = match path {
-            Path::Punch(repunch) => {
-                let c = punch::run_handshake_repunching(&socket, core, deadline, repunch)
-                    .map_err(SessionError::Punch)?;
-                (socket, c)
+            Instant::now() + self.handshake_timeout * 2 + ACCEPT_DELIVERY + Duration::from_secs(3);
+        let settings = &self.settings;
+        let stun_server = self.stun_server;
+        let direct =
+            move |stop: &AtomicBool| -> Result<(UdpSocket, punch::Connected), SessionError> {
+                match path {
+                    Path::Punch(repunch) => {
+                        let core = punch::Punching::new(core, repunch, Instant::now());
+                        let mut core = punch::Stoppable::new(core, stop);
+                        let c = punch::run_core(&[&socket], &mut core, deadline)
+                            .map_err(SessionError::Punch)?;
+                        Ok((socket, c))
+                    }
+                    Path::Hard { sockets, dest } => birthday_hard(
+                        settings,
+                        HardSide {
+                            socket,
+                            sockets,
+                            dest,
+                            stun_server,
+                        },
+                        core,
+                        stop,
+                        deadline,
+                    ),
+                    Path::Probe { target } => {
+                        let c = birthday_easy(settings, &socket, target, core, stop, deadline)?;
+                        Ok((socket, c))
+                    }
+                    Path::RelayOnly => Err(SessionError::Settings("no direct path planned".into())),
+                }
+            };
+        let relayed = |mut r: RelayPath, stop: &AtomicBool| {
+            run_relayed(&mut r.alloc, r.core, stop, deadline).map(|c| (r.alloc, c))
+        };
+        let won = match relay {
+            None => Won::Direct(direct(&AtomicBool::new(false))?),
+            Some(r) if r.only => Won::Relay(Box::new(relayed(r, &AtomicBool::new(false))?)),
+            Some(r) => race(direct, |stop| relayed(r, stop))?,
+        };
+        let (socket, corridor) = match won {
+            Won::Direct((socket, connected)) => {
+                let corridor = Corridor {
+                    inner: inner_endpoint(&socket, connected.peer),
+                    outer: mapped,
+                    peer: connected.peer,
+                    host_id: self.host_id,
+                    peer_id: self.peer_id,
+                    key: connected.key,
+                    accepted: true,
+                };
+                (socket, corridor)
             }
-            Path::Hard { sockets, dest } => birthday_hard(
-                &self.settings,
-                socket,
-                sockets,
-                dest,
-                self.stun_server,
-                core,
-                deadline,
-            )?,
-            Path::Probe { target } => {
-                let c = birthday_easy(&self.settings, &socket, target, core, deadline)?;
-                (socket, c)
+            Won::Relay(won) => {
+                let (alloc, connected) = *won;
+                info!(
+                    "relayed through TURN at {}: the inviter is at {}",
+                    alloc.relayed(),
+                    connected.peer
+                );
+                let outer = alloc.relayed();
+                let (socket, inner, forwarder) = relay_corridor(alloc, connected.peer)?;
+                let corridor = Corridor {
+                    inner,
+                    outer,
+                    peer: forwarder.local_addr(),
+                    host_id: self.host_id,
+                    peer_id: self.peer_id,
+                    key: connected.key,
+                    accepted: true,
+                };
+                keep._relay = Some(forwarder);
+                (socket, corridor)
             }
         };
         timeline.handshake = t.elapsed();
         timeline.total = self.session_start.elapsed();
-        let corridor = Corridor {
-            inner: inner_endpoint(&socket, connected.peer),
-            outer: mapped,
-            peer: connected.peer,
-            host_id: self.host_id,
-            peer_id: self.peer_id,
-            key: connected.key,
-            accepted: true,
-        };
         Ok(Connected::opened(socket, corridor, timeline, keep))
     }
+}
+
+/// Which path connected first.
+enum Won {
+    Direct((UdpSocket, punch::Connected)),
+    // Boxed: an allocation is large beside a socket.
+    Relay(Box<(crate::relay::Allocation, punch::Connected)>),
+}
+
+/// Run both paths in threads; the first to connect stops the other (which then ends
+/// within [`punch::Stoppable::TICK`]). Both failing returns the direct path's error.
+fn race(
+    direct: impl FnOnce(&AtomicBool) -> Result<(UdpSocket, punch::Connected), SessionError> + Send,
+    relayed: impl FnOnce(&AtomicBool) -> Result<(crate::relay::Allocation, punch::Connected), SessionError>
+        + Send,
+) -> Result<Won, SessionError> {
+    let stop_direct = AtomicBool::new(false);
+    let stop_relay = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let d = scope.spawn(|| {
+            let r = direct(&stop_direct);
+            if r.is_ok() {
+                stop_relay.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let r = scope.spawn(|| {
+            let r = relayed(&stop_relay);
+            if r.is_ok() {
+                stop_direct.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let d = d
+            .join()
+            .unwrap_or(Err(SessionError::Panicked("the direct path")));
+        let r = r
+            .join()
+            .unwrap_or(Err(SessionError::Panicked("the relayed path")));
+        match (d, r) {
+            (Ok(d), _) => Ok(Won::Direct(d)),
+            (Err(_), Ok(r)) => Ok(Won::Relay(Box::new(r))),
+            (Err(e), Err(_)) => Err(e),
+        }
+    })
+}
+
+/// The acceptor's side of a relayed path: its allocation and a handshake of its own.
+pub(super) struct RelayPath {
+    alloc: crate::relay::Allocation,
+    core: Handshake,
+    /// The plan is the relay alone (no direct path to try beside it).
+    only: bool,
 }
 
 /// What the acceptor does toward the inviter while its accept travels.
@@ -290,6 +393,8 @@ pub(super) enum Path {
         /// The inviter's public address.
         target: IpAddr,
     },
+    /// Nothing direct: the relay alone.
+    RelayOnly,
 }
 
 /// An answered invite, ready for its handshake.
@@ -298,6 +403,7 @@ pub(super) struct Prepared {
     mapped: SocketAddr,
     core: Handshake,
     path: Path,
+    relay: Option<RelayPath>,
     timeline: Timeline,
     keep: Keep,
 }
@@ -334,12 +440,24 @@ pub(super) fn answer(
             return Err(SessionError::NoMethod(reason));
         }
     };
-    if choice.method == Method::Relay {
-        // The relay path arrives with the TURN client; until then no pair plans it.
-        let reason = "this acceptor cannot relay yet".to_string();
-        decline(peer, mediator, invite, &reason);
-        return Err(SessionError::NoMethod(reason));
-    }
+    // The allocation goes into the accept, so the inviter needs no further round trip
+    // to fall back on it. Without it, a relay-only plan is declined; a direct plan goes on.
+    let alloc = if choice.allocate {
+        match allocate_relay(settings, inviter.ip()) {
+            Ok(a) => Some(a),
+            Err(e) if choice.method == Method::Relay => {
+                let reason = format!("the acceptor's TURN relay failed: {e}");
+                decline(peer, mediator, invite, &reason);
+                return Err(SessionError::NoMethod(reason));
+            }
+            Err(e) => {
+                warn!("no relay to fall back on: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     info!(
         "plan for {} (NAT {}): {}",
         invite.from,
@@ -353,20 +471,38 @@ pub(super) fn answer(
         local_endpoints(&socket),
         facts,
     )
-    .and_then(|a| a.with_route(choice.method, policy, None))
+    .and_then(|a| a.with_route(choice.method, policy, alloc.as_ref().map(|a| a.relayed())))
     .map_err(SessionError::Message)?;
     let acceptor_config = punch::Config {
         timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
         ..handshake_config(settings)
     };
+    let secrets = Secrets::from_rendezvous(invite, &accept);
     let mut core = Handshake::new(
         Role::Acceptor,
-        &Secrets::from_rendezvous(invite, &accept),
+        &secrets,
         invite.session.0,
         candidates(invite, mapped),
         Instant::now(),
-        acceptor_config,
+        acceptor_config.clone(),
     );
+    // A handshake of its own for the relayed path (its own sequence window): the
+    // inviter tries it after a failed direct handshake, so it waits that much longer.
+    let relay = alloc.map(|alloc| RelayPath {
+        alloc,
+        core: Handshake::new(
+            Role::Acceptor,
+            &secrets,
+            invite.session.0,
+            Vec::new(),
+            Instant::now(),
+            punch::Config {
+                timeout: acceptor_config.timeout + settings.handshake_timeout,
+                ..acceptor_config
+            },
+        ),
+        only: choice.method == Method::Relay,
+    });
     let path = match choice.method {
         Method::Direct => {
             info!("punching toward {inviter}…");
@@ -411,11 +547,7 @@ pub(super) fn answer(
         } => Path::Probe {
             target: inviter.ip(),
         },
-        Method::Relay => {
-            return Err(SessionError::NoMethod(
-                "this acceptor cannot relay yet".into(),
-            ))
-        }
+        Method::Relay => Path::RelayOnly,
     };
     let discovery = start.elapsed();
     let t = Instant::now();
@@ -427,12 +559,16 @@ pub(super) fn answer(
         mapped,
         core,
         path,
+        relay,
         timeline: Timeline {
             discovery,
             send: t.elapsed(),
             ..Timeline::default()
         },
-        keep: Keep { _router: router },
+        keep: Keep {
+            _router: router,
+            _relay: None,
+        },
     })
 }
 

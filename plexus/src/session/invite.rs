@@ -99,9 +99,10 @@ pub fn connect_invite(
     );
 
     let t = Instant::now();
+    let secrets = Secrets::from_rendezvous(&invite, &accept);
     let core = Handshake::new(
         Role::Inviter,
-        &Secrets::from_rendezvous(&invite, &accept),
+        &secrets,
         invite.session.0,
         candidates(&accept, mapped),
         Instant::now(),
@@ -111,11 +112,13 @@ pub fn connect_invite(
     let Some(&acceptor) = accept.mapped.first() else {
         return Err(SessionError::NoEndpoint);
     };
-    let (socket, connected) = match method {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let direct = match method {
         Method::Direct | Method::DirectFullTtl => {
             info!("punching toward {:?}…", candidates(&accept, mapped));
-            let c = punch::run_handshake(&socket, core, deadline).map_err(SessionError::Punch)?;
-            (socket, c)
+            punch::run_handshake(&socket, core, deadline)
+                .map_err(SessionError::Punch)
+                .map(|c| (socket, c))
         }
         Method::Birthday {
             hard: Side::Inviter,
@@ -124,26 +127,54 @@ pub fn connect_invite(
             let sockets = sockets.min(settings.birthday_sockets.max(1));
             birthday_hard(
                 settings,
-                socket,
-                sockets,
-                acceptor,
-                stun_server,
+                HardSide {
+                    socket,
+                    sockets,
+                    dest: acceptor,
+                    stun_server,
+                },
                 core,
+                &never,
                 deadline,
-            )?
+            )
         }
         Method::Birthday {
             hard: Side::Acceptor,
             ..
-        } => {
-            let c = birthday_easy(settings, &socket, acceptor.ip(), core, deadline)?;
+        } => birthday_easy(settings, &socket, acceptor.ip(), core, &never, deadline)
+            .map(|c| (socket, c)),
+        Method::Relay => Err(SessionError::NoMethod("relay only".into())),
+    };
+    // The relay: planned, or the fallback the accept offers when the direct path failed.
+    let (socket, connected) = match (direct, accept.relayed) {
+        (Ok(done), _) => done,
+        (Err(e), Some(relayed)) => {
+            if method == Method::Relay {
+                info!("relayed through TURN at {relayed}…");
+            } else {
+                warn!("the direct path failed ({e}); falling back to the relay at {relayed}");
+            }
+            let addr = SocketAddr::new(settings.bind.ip(), 0);
+            let socket =
+                UdpSocket::bind(addr).map_err(|source| SessionError::Bind { addr, source })?;
+            let core = Handshake::new(
+                Role::Inviter,
+                &secrets,
+                invite.session.0,
+                vec![relayed],
+                Instant::now(),
+                handshake_config(settings),
+            );
+            let deadline = Instant::now() + settings.handshake_timeout + Duration::from_secs(3);
+            let c = punch::run_handshake(&socket, core, deadline).map_err(SessionError::Punch)?;
             (socket, c)
         }
-        Method::Relay => {
+        (Err(SessionError::NoMethod(_)), None) => {
             return Err(SessionError::NoMethod(
-                "the peer planned a relayed path, which this plexus cannot use yet".into(),
+                "the peer planned a relayed path but named no relayed endpoint".into(),
             ))
         }
+        (Err(e), None) => return Err(e),
     };
     timeline.handshake = t.elapsed();
     timeline.total = start.elapsed();
@@ -160,6 +191,9 @@ pub fn connect_invite(
         socket,
         corridor,
         timeline,
-        Keep { _router: router },
+        Keep {
+            _router: router,
+            _relay: None,
+        },
     ))
 }

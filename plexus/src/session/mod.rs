@@ -18,6 +18,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -187,6 +188,8 @@ pub enum SessionError {
     NoEndpoint,
     /// The settings cannot work (named in the message).
     Settings(String),
+    /// The TURN relay failed (allocation, permission, forwarding).
+    Relay(crate::relay::RelayError),
 }
 
 impl fmt::Display for SessionError {
@@ -229,6 +232,7 @@ impl fmt::Display for SessionError {
                  (unspecified, loopback, multicast, broadcast or port 0); refused"
             ),
             SessionError::Settings(m) => write!(f, "{m}"),
+            SessionError::Relay(e) => write!(f, "relay: {e}"),
         }
     }
 }
@@ -243,6 +247,7 @@ impl std::error::Error for SessionError {
             SessionError::Mediator(e) => Some(e),
             SessionError::Seal(e) => Some(e),
             SessionError::Punch(e) => Some(e),
+            SessionError::Relay(e) => Some(e),
             _ => None,
         }
     }
@@ -487,8 +492,108 @@ const FULL_TTL_REPUNCH: Duration = Duration::from_millis(200);
 const FULL_TTL: u8 = 64;
 
 /// This side's relay policy and whether it can allocate on a TURN server.
-fn relay_offer(_settings: &SessionSettings) -> (crate::rendezvous::RelayPolicy, bool) {
-    (crate::rendezvous::RelayPolicy::Never, false)
+fn relay_offer(settings: &SessionSettings) -> (crate::rendezvous::RelayPolicy, bool) {
+    (settings.relay.policy, settings.relay.turn.is_some())
+}
+
+/// How long allocating on the TURN server (and permitting the peer) may take.
+const RELAY_SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An allocation on the configured TURN server with the peer's address permitted, for
+/// the accept to name; `None` (logged) when there is no server or it failed.
+fn allocate_relay(
+    settings: &SessionSettings,
+    peer_ip: IpAddr,
+) -> Result<crate::relay::Allocation, SessionError> {
+    let Some(turn) = &settings.relay.turn else {
+        return Err(SessionError::Settings(
+            "the relay needs a TURN server: --turn HOST[:PORT]".into(),
+        ));
+    };
+    let t = Instant::now();
+    let mut alloc = crate::relay::allocate(
+        turn,
+        SocketAddr::new(settings.bind.ip(), 0),
+        RELAY_SETUP_TIMEOUT,
+    )
+    .map_err(SessionError::Relay)?;
+    alloc
+        .permit(peer_ip, RELAY_SETUP_TIMEOUT)
+        .map_err(SessionError::Relay)?;
+    info!(
+        "relay: allocated {} on {} and permitted {peer_ip} in {} ms",
+        alloc.relayed(),
+        alloc.server(),
+        t.elapsed().as_millis()
+    );
+    Ok(alloc)
+}
+
+/// The acceptor's handshake through its allocation (the inviter sends plain UDP to the
+/// relayed address), until it connects, fails, `stop` is set or `deadline` passes.
+fn run_relayed(
+    alloc: &mut crate::relay::Allocation,
+    core: Handshake,
+    stop: &std::sync::atomic::AtomicBool,
+    deadline: Instant,
+) -> Result<punch::Connected, SessionError> {
+    let start = Instant::now();
+    let mut core = punch::Stoppable::new(core, stop);
+    let mut connected: Option<(SocketAddr, Duration)> = None;
+    let mut failed = false;
+    alloc
+        .drive(&mut core, deadline, |_, event, now| match event {
+            punch::Event::Connected { peer } => {
+                connected = Some((peer, now.duration_since(start)));
+                ControlFlow::Continue(())
+            }
+            punch::Event::Failed(_) => {
+                failed = true;
+                ControlFlow::Break(())
+            }
+            punch::Event::Closed => ControlFlow::Continue(()),
+        })
+        .map_err(SessionError::Relay)?;
+    let hs = punch::HandshakeCore::handshake(&core);
+    match (failed, connected) {
+        (false, Some((peer, elapsed))) => Ok(punch::Connected {
+            peer: hs.peer().unwrap_or(peer),
+            key: hs.session_key(),
+            elapsed,
+            stats: hs.stats().clone(),
+            socket: 0,
+        }),
+        _ => Err(SessionError::Punch(punch::PunchError::Timeout {
+            after: start.elapsed(),
+            stats: hs.stats().clone(),
+        })),
+    }
+}
+
+/// The relaying side's corridor: the executor binds a loopback endpoint and talks to a
+/// forwarder, which carries its datagrams through the allocation to `peer` (refreshing
+/// allocation, permission and channel) until the corridor is dropped.
+fn relay_corridor(
+    alloc: crate::relay::Allocation,
+    peer: SocketAddr,
+) -> Result<(UdpSocket, SocketAddr, crate::relay::Forwarder), SessionError> {
+    let loopback = if peer.is_ipv4() {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    };
+    let addr = SocketAddr::new(loopback, 0);
+    let socket = UdpSocket::bind(addr).map_err(|source| SessionError::Bind { addr, source })?;
+    let inner = socket
+        .local_addr()
+        .map_err(|source| SessionError::Bind { addr, source })?;
+    let forwarder = crate::relay::forward(alloc, peer, inner).map_err(SessionError::Relay)?;
+    info!(
+        "relay: forwarding {} <-> {} <-> {peer}",
+        inner,
+        forwarder.local_addr()
+    );
+    Ok((socket, inner, forwarder))
 }
 
 /// When this side's mapping depends on the destination and the router maps ports (PCP,
@@ -601,8 +706,10 @@ fn handshake_config(settings: &SessionSettings) -> punch::Config {
 /// (renewed, removed when dropped).
 #[derive(Debug, Default)]
 struct Keep {
-    // Held for its Drop (removes the mapping); never read.
+    // Held for their Drop (removes the mapping; stops the forwarder, deleting the
+    // allocation); never read.
     _router: Option<crate::portmap::Held>,
+    _relay: Option<crate::relay::Forwarder>,
 }
 
 /// A punched, authenticated path: the caller owns the socket. A router port mapping
@@ -722,13 +829,17 @@ fn run_executor(executor: &mut dyn Executor, corridor: &Corridor) -> Result<Exec
 /// handshake on whichever socket a probe lands on. Returns the winning socket.
 fn birthday_hard(
     settings: &SessionSettings,
-    socket: UdpSocket,
-    n: u16,
-    dest: SocketAddr,
-    stun_server: SocketAddr,
+    hard: HardSide,
     core: Handshake,
+    stop: &std::sync::atomic::AtomicBool,
     deadline: Instant,
 ) -> Result<(UdpSocket, punch::Connected), SessionError> {
+    let HardSide {
+        socket,
+        sockets: n,
+        dest,
+        stun_server,
+    } = hard;
     let mut sockets = vec![socket];
     sockets.extend(more_sockets(&sockets[0], usize::from(n.max(1)) - 1)?);
     let ttl = punch::discover_punch_ttl(
@@ -742,7 +853,7 @@ fn birthday_hard(
         "birthday probing: {} sockets send openers toward {dest} with TTL {ttl}",
         sockets.len()
     );
-    let mut core = punch::birthday::Opener::new(
+    let core = punch::birthday::Opener::new(
         core,
         sockets.len(),
         dest,
@@ -750,9 +861,10 @@ fn birthday_hard(
         OPENER_REFRESH,
         Instant::now(),
     );
+    let mut core = punch::Stoppable::new(core, stop);
     let refs: Vec<&UdpSocket> = sockets.iter().collect();
     let result = punch::run_core(&refs, &mut core, deadline);
-    let stats = core.stats();
+    let stats = core.inner().stats();
     let connected = result.map_err(SessionError::Punch)?;
     info!(
         "birthday probing: {} openers sent, a probe landed on socket {} of {}",
@@ -765,12 +877,25 @@ fn birthday_hard(
     Ok((winner, connected))
 }
 
+/// The hard side of a birthday pair: where it opens from and toward.
+struct HardSide {
+    /// The corridor socket (the first of the sockets).
+    socket: UdpSocket,
+    /// Sockets in all.
+    sockets: u16,
+    /// The easy side's public endpoint.
+    dest: SocketAddr,
+    /// Where the hop probe goes (never the peer).
+    stun_server: SocketAddr,
+}
+
 /// The easy side of a birthday pair: probes from `socket` to random ports of `target`.
 fn birthday_easy(
     settings: &SessionSettings,
     socket: &UdpSocket,
     target: IpAddr,
     core: Handshake,
+    stop: &std::sync::atomic::AtomicBool,
     deadline: Instant,
 ) -> Result<punch::Connected, SessionError> {
     let limits = settings.probe_limits;
@@ -778,15 +903,19 @@ fn birthday_easy(
         "birthday probing: up to {} probes to random ports of {target} at {} per second",
         limits.budget, limits.rate
     );
-    let mut core = punch::birthday::Prober::new(
+    let core = punch::birthday::Prober::new(
         core,
         target,
         limits,
         punch::birthday::random_seed(),
         Instant::now(),
     );
+    let mut core = punch::Stoppable::new(core, stop);
     let result = punch::run_core(&[socket], &mut core, deadline);
-    info!("birthday probing: {} probes sent", core.stats().sent);
+    info!(
+        "birthday probing: {} probes sent",
+        core.inner().stats().sent
+    );
     result.map_err(SessionError::Punch)
 }
 

@@ -18,3 +18,4 @@ mod nat;
 mod netns;
 mod plugins;
 mod ttl;
+mod tunnel;

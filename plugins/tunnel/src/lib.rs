@@ -20,8 +20,10 @@
 //! idle_timeout_secs: 0          # stop when no connection or datagram for this long (0 = never)
 //! max_duration_secs: 0          # stop after this long (0 = no limit)
 //! stop_file: /run/user/1000/plexus-tunnel-stop   # stop when this file appears
-//! persistent: false             # inviting side: when the path dies, ask plexus to
-//!                               # invite again; the local listeners stay bound meanwhile
+//! persistent: false             # inviting side: when the path dies (silence for
+//!                               # path_timeout_secs, a restarted peer), ask plexus to
+//!                               # invite again; the local listeners stay bound meanwhile.
+//!                               # A peer that closes the tunnel on purpose ends it.
 //! ```
 
 mod auth;

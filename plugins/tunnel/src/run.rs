@@ -412,19 +412,21 @@ async fn run_corridor(
         }
     }
 
-    // Supervise. A persistent inviter asks plexus to invite again however the peer
-    // went away (a clean close too: the peer may be restarting).
-    let reinvite = config.persistent && !corridor.accepted;
+    // Supervise. A peer that closes the tunnel meant to (it stopped): that ends the
+    // run. A path that dies (silence, a reset from a restarted peer) is an error, or
+    // for a persistent inviter a request to be invited again, unless this side is
+    // stopping anyway.
     let closed = conn.closed();
     tokio::pin!(closed);
     let local = loop {
         tokio::select! {
             e = &mut closed => {
                 return match e {
-                    ConnectionError::ApplicationClosed(_) if !reinvite => {
-                        Ok(describe(&e, config))
-                    }
+                    ConnectionError::ApplicationClosed(_) => Ok(describe(&e, config)),
                     ConnectionError::LocallyClosed => Ok("closed".into()),
+                    _ if config.stop_file.as_deref().is_some_and(|f| f.exists()) => {
+                        Ok(format!("{}; stop_file appeared", describe(&e, config)))
+                    }
                     e => Err(lost(describe(&e, config))),
                 };
             }

@@ -9,8 +9,11 @@
 #   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
 #       old ones) answers a genuine invite: time to connect and peak RSS, first start
 #       and after a restart (refused UIDs remembered)
+#   (g) the tunnel plugin: iperf3 both ways and a request/response round trip through
+#       the tunnel, through ssh -L over a port forward, and plain TCP over that forward;
+#       the plugin's CPU per GB and peak RSS (bench/tunnel.sh)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdef]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--parts abcdefg]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -20,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdef
+PARTS=abcdefg
 FLOOD=2000
 while (($#)); do
     case $1 in
@@ -71,7 +74,7 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
     { tail -n 30 "$WORK/bench-figures.log"; exit 1; }
 fi
 
-[[ $PARTS == *[bcdf]* ]] || exit 0
+[[ $PARTS == *[bcdfg]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -410,4 +413,10 @@ flood_run "first start"
 flood_run "restart (same state)"
 echo "    (connect: alice's invite-to-corridor time; refused: messages bob's core opened and refused in"
 echo "     that run; mail received an hour ago is skipped unopened, refused UIDs are remembered on disk)"
+fi
+
+if [[ $PARTS == *g* ]]; then
+echo
+echo "==> (g) the tunnel plugin on a-port -> b-port: tunnel vs ssh -L vs plain TCP over a port forward"
+"$ROOT/bench/tunnel.sh" --lab "$LAB"
 fi

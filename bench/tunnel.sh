@@ -242,4 +242,4 @@ echo "    peak RSS (VmHWM) of the plexus processes: inviter $(hwm_mb $ALICE) MB,
 
 touch "$WORK/stop"
 for _ in $(seq 1 100); do kill -0 $ALICE 2>/dev/null || kill -0 $BOB 2>/dev/null || break; sleep 0.1; done
-grep -h "tunnel (inviter) ended" "$WORK/alice.log" | tail -n 1 | sed 's/^[0-9.]* [A-Z]* [^ ]* /    inviter: /'
+grep -h "plexus::plugin::tunnel: tunnel (inviter) ended" "$WORK/alice.log" | tail -n 1 | sed -e "s/^[0-9.]* [A-Z]* [^ ]* /    inviter: /" -e "s/ (plexus_tunnel::run)$//"

@@ -223,11 +223,16 @@ for path in tunnel ssh plain; do
         plain) addr=$B_PUB ip_=5201 ep=7007 label="plain TCP, port forward" ;;
     esac
     if [[ $path == tunnel ]]; then a0=$(cpu_ticks $ALICE); b0=$(cpu_ticks $BOB); fi
+    if [[ $path == ssh ]]; then s0=$(cpu_ticks $SSH); fi
     read -r up up_bytes < <(iperf "$addr" "$ip_")
     read -r down down_bytes < <(iperf "$addr" "$ip_" -R)
     if [[ $path == tunnel ]]; then
         a1=$(cpu_ticks $ALICE); b1=$(cpu_ticks $BOB)
         gb=$(awk -v u="$up_bytes" -v d="$down_bytes" 'BEGIN { print (u + d) / 1e9 }')
+    fi
+    if [[ $path == ssh ]]; then
+        s1=$(cpu_ticks $SSH)
+        ssh_gb=$(awk -v u="$up_bytes" -v d="$down_bytes" 'BEGIN { print (u + d) / 1e9 }')
     fi
     read -r p50 p99 < <(rtt "$addr" "$ep" || echo "- -")
     P50[$path]=$p50
@@ -236,6 +241,8 @@ done
 awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v hz="$HZ" -v gb="$gb" 'BEGIN {
     printf "    plugin CPU per GB carried (both directions, %.2f GB): inviter %.2f s/GB, acceptor %.2f s/GB\n",
         gb, a / hz / gb, b / hz / gb }'
+awk -v s=$((s1 - s0)) -v hz="$HZ" -v gb="$ssh_gb" 'BEGIN {
+    printf "    for comparison, the ssh client of ssh -L: %.2f s/GB (%.2f GB)\n", s / hz / gb, gb }'
 echo "    peak RSS (VmHWM) of the plexus processes: inviter $(hwm_mb $ALICE) MB, acceptor $(hwm_mb $BOB) MB"
 [[ ${P50[tunnel]} =~ ^[0-9]+$ && ${P50[plain]} =~ ^[0-9]+$ ]] &&
     echo "    latency the tunnel adds over plain TCP (median): $((P50[tunnel] - P50[plain])) us"

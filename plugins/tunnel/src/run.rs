@@ -139,9 +139,9 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(config: &Config, inviter: bool) -> Result<State, PluginError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("plexus-tunnel")
+        // One thread: the work is mostly one QUIC connection's packet processing,
+        // and handing it between threads costs more than it gains.
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| PluginError::Spawn(format!("tunnel: cannot start its runtime: {e}")))?;
@@ -467,7 +467,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {

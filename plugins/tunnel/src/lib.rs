@@ -259,7 +259,7 @@ impl ExecutorPlugin for Tunnel {
             ));
         }
         if self.state.is_none() {
-            self.state = Some(run::State::new(&self.config, !corridor.accepted)?);
+            self.state = Some(run::State::new()?);
         }
         let state = self.state.as_mut().expect("set above");
         state.run(&self.config, corridor)

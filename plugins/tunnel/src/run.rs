@@ -138,19 +138,17 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: &Config, inviter: bool) -> Result<State, PluginError> {
+    pub(crate) fn new() -> Result<State, PluginError> {
         // One thread: the work is mostly one QUIC connection's packet processing,
         // and handing it between threads costs more than it gains.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| PluginError::Spawn(format!("tunnel: cannot start its runtime: {e}")))?;
-        let listeners = if inviter {
-            Some(rt.block_on(bind_listeners(config))?)
-        } else {
-            None
-        };
-        Ok(State { rt, listeners })
+        Ok(State {
+            rt,
+            listeners: None,
+        })
     }
 
     pub(crate) fn run(
@@ -158,6 +156,10 @@ impl State {
         config: &Config,
         corridor: &Corridor,
     ) -> Result<RunReport, PluginError> {
+        // Bound on the first inviting run and kept for the next ones.
+        if !corridor.accepted && self.listeners.is_none() {
+            self.listeners = Some(self.rt.block_on(bind_listeners(config))?);
+        }
         let stats = Arc::new(Stats::new());
         let tasks: Tasks = Arc::new(Mutex::new(JoinSet::new()));
         let listeners = self.listeners.as_ref();
@@ -282,8 +284,9 @@ async fn run_corridor(
     let peer = corridor.peer;
     let quic_err =
         |e: &dyn std::fmt::Display| PluginError::Failed(format!("tunnel: QUIC setup: {e}"));
-    // Waiting for the other side's first packet: both sides start at about the same time.
-    let handshake_wait = config.path_timeout.max(Duration::from_secs(20));
+    // Waiting for the other side's first packet: both sides start at about the same
+    // time, right after the punch.
+    let handshake_wait = config.path_timeout.max(Duration::from_secs(5));
     let lost = |m: String| {
         if config.persistent && !corridor.accepted {
             PluginError::Unreachable(format!("path lost: {m}"))

@@ -311,3 +311,40 @@ fn settings_are_checked() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An inviter whose peer never answers: a clear error, and with `persistent` the
+/// "path lost, invite again" code (Unreachable) that makes plexus re-invite. The same
+/// instance runs again with its listener still bound.
+#[test]
+fn a_silent_peer_fails_or_asks_for_a_new_path() {
+    let nobody = free_udp_port();
+    let run = move |persistent: bool| {
+        let on = free_tcp_port();
+        let mut t = Tunnel::create(&format!(
+            "listen: [{{name: a, on: \"{on}\"}}]\nkeepalive_secs: 1\npath_timeout_secs: 2\npersistent: {persistent}"
+        ))
+        .unwrap();
+        let c = corridor(free_udp_port(), nobody, [5; 32], false);
+        let first = t.run(&c);
+        let bound = TcpStream::connect(on).is_ok();
+        let c = corridor(free_udp_port(), nobody, [5; 32], false);
+        (first, bound, t.run(&c))
+    };
+    let p = std::thread::spawn(move || run(true));
+    let (once, bound, _) = run(false);
+    match once {
+        Err(PluginError::Failed(m)) => assert!(m.contains("never answered"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(bound, "the listener stays bound after a run");
+    let (first, bound, second) = p.join().unwrap();
+    for r in [first, second] {
+        match r {
+            Err(PluginError::Unreachable(m)) => {
+                assert!(m.starts_with("path lost: the peer never answered"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(bound);
+}

@@ -166,8 +166,18 @@ impl State {
         let out = self
             .rt
             .block_on(run_corridor(config, corridor, listeners, &stats, &tasks));
+        // Cancel and drop every task of this run now (their TCP connections are reset),
+        // not at the next run: the one-thread runtime only runs while blocked on.
+        // A cancelled task spawns nothing more, so a few rounds empty the set.
         self.rt.block_on(async {
-            tasks.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+            for _ in 0..8 {
+                let mut set = std::mem::take(&mut *tasks.lock().unwrap_or_else(|p| p.into_inner()));
+                if set.is_empty() {
+                    break;
+                }
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+            }
         });
         let role = if corridor.accepted {
             "acceptor"

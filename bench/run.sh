@@ -9,6 +9,9 @@
 #   (f) a flooded mailbox: an acceptor whose INBOX holds N forged plexus mails (and
 #       old ones) answers a genuine invite: time to connect and peak RSS, first start
 #       and after a restart (refused UIDs remembered)
+#   (g) the tunnel plugin: iperf3 both ways and a request/response round trip through
+#       the tunnel, through ssh -L over a port forward, and plain TCP over that forward;
+#       the plugin's CPU per GB and peak RSS (bench/tunnel.sh)
 #   (h) time to connect through the dht mediator on a 30-node mainline testnet in the lab,
 #       next to e-mail in the same run, with the breakdown (publish, find, handshake)
 #   (i) birthday probing: for both birthday pairs (symmetric -> port-restricted and
@@ -17,7 +20,7 @@
 #   (j) the TURN relay (coturn in the lab): allocation cost, RTT and paced UDP throughput
 #       direct and through the relay on the same pair of hosts (plexus/benches/relay.rs)
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefhij]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefghij]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -27,7 +30,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdefhij
+PARTS=abcdefghij
 FLOOD=2000
 ATTEMPTS=20
 DHT_ROUNDS=5
@@ -83,7 +86,7 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
 fi
 
 [[ $ATTEMPTS =~ ^[0-9]+$ ]] && ((ATTEMPTS >= 1 && ATTEMPTS <= 200)) || { echo "bench/run.sh: --attempts 1..200" >&2; exit 2; }
-[[ $PARTS == *[bcdfhij]* ]] || exit 0
+[[ $PARTS == *[bcdfghij]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
@@ -617,4 +620,10 @@ echo
 echo "==> (j) TURN relay: a-symmetric relaying through coturn to a-none, next to direct"
 PLEXUS_LAB=$LAB cargo bench -p plexus --bench relay 2>"$WORK/bench-relay.log" | grep -v '^$' ||
     { tail -n 30 "$WORK/bench-relay.log"; exit 1; }
+fi
+
+if [[ $PARTS == *g* ]]; then
+echo
+echo "==> (g) the tunnel plugin on a-port -> b-port: tunnel vs ssh -L vs plain TCP over a port forward"
+"$ROOT/bench/tunnel.sh" --lab "$LAB"
 fi

@@ -34,7 +34,8 @@ extern "C" {
 #define PX_OK 0                   /* success */
 #define PX_NONE 1                 /* receive: nothing arrived within the timeout */
 #define PX_ERR_CONFIG (-1)        /* settings are invalid */
-#define PX_ERR_UNREACHABLE (-2)   /* channel unreachable, a retry may help */
+#define PX_ERR_UNREACHABLE (-2)   /* channel unreachable, a retry may help; from an
+                                     executor: path lost, the inviter invites again */
 #define PX_ERR_AUTH (-3)          /* channel refused the credentials */
 #define PX_ERR_PROTOCOL (-4)      /* channel answered something unexpected */
 #define PX_ERR_IO (-5)            /* local I/O failed */

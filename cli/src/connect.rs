@@ -535,8 +535,11 @@ pub fn run_invite(args: &ConnectArgs) -> Result<(), Failure> {
         .executor(0)
         .expect("prepare checked that every peer has an executor")
         .map_err(|e| usage(e.to_string()))?;
-    let connected = session.invite().map_err(|e| failed(e.to_string()))?;
-    report(&connected.finish(executor.as_mut()))
+    // Loops while a persistent executor asks for a new path (see invite_and_run).
+    let finished = session
+        .invite_and_run(executor.as_mut())
+        .map_err(|e| failed(e.to_string()))?;
+    report(&finished)
 }
 
 /// `plexus accept`.

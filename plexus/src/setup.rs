@@ -231,6 +231,55 @@ impl Session {
         session::connect_invite(&self.settings, &mut peer.envelope, self.mediator.as_mut())
     }
 
+    /// Invite as `plexus invite` does and run `executor` on the corridor. While the
+    /// executor reports the path lost ([`ExecError::PathLost`]: a persistent one, such
+    /// as the tunnel plugin's `persistent`), invite again and run the same executor
+    /// (which keeps its state, e.g. bound listeners) on the new corridor. The waits
+    /// before re-inviting double from 1 s to 60 s, back to 1 s after a corridor that
+    /// lasted 5 minutes; after 5 failed invites in a row the last error is returned.
+    /// A failure of the first invite is returned at once.
+    pub fn invite_and_run(
+        &mut self,
+        executor: &mut dyn Executor,
+    ) -> Result<Finished, SessionError> {
+        const FIRST_DELAY: Duration = Duration::from_secs(1);
+        const MAX_DELAY: Duration = Duration::from_secs(60);
+        const STABLE: Duration = Duration::from_secs(300);
+        const ATTEMPTS: u32 = 5;
+        let mut delay = FIRST_DELAY;
+        let mut connected = self.invite()?;
+        loop {
+            let started = std::time::Instant::now();
+            let finished = connected.finish(executor);
+            let Err(ExecError::PathLost(why)) = &finished.exec else {
+                return Ok(finished);
+            };
+            if started.elapsed() >= STABLE {
+                delay = FIRST_DELAY;
+            }
+            let mut failures = 0;
+            connected = loop {
+                log::warn!(
+                    "{why}; inviting {} again in {} s",
+                    finished.corridor.peer_id,
+                    delay.as_secs()
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(MAX_DELAY);
+                match self.invite() {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= ATTEMPTS {
+                            return Err(e);
+                        }
+                        log::warn!("re-invite {failures} of {ATTEMPTS} failed: {e}");
+                    }
+                }
+            };
+        }
+    }
+
     /// Wait for one valid invite from any configured peer, answer it and punch: the
     /// path is the caller's. Refused messages are logged and waited past.
     pub fn accept(&mut self) -> Result<Connected, SessionError> {

@@ -21,3 +21,4 @@ mod plugins;
 mod portmap;
 mod relay;
 mod ttl;
+mod tunnel;

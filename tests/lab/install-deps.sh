@@ -8,7 +8,9 @@ set -euo pipefail
 
 PKGS=(coturn postfix dovecot-imapd dovecot-lmtpd nftables iproute2 conntrack python3 openssl gpgsm gpg-agent
       miniupnpd-nftables
-      ca-certificates procps coreutils build-essential pkg-config libssl-dev)
+      ca-certificates procps coreutils build-essential pkg-config libssl-dev
+      # The tunnel plugin's tests and benchmark (part g): sshd and iperf3 run in the lab.
+      openssh-server openssh-client iperf3)
 missing=()
 for p in "${PKGS[@]}"; do
     [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")

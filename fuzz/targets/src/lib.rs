@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("portmap_reply", portmap_reply),
     ("dht_chunk", dht_chunk),
     ("turn_server", turn_server),
+    ("tunnel_header", tunnel_header),
 ];
 
 /// The fixed "now" (unix seconds) at which sealed messages are opened; the committed
@@ -456,5 +457,30 @@ pub fn turn_server(data: &[u8]) {
         while c.poll_transmit().is_some() {}
         while c.poll_event().is_some() {}
         c.handle_timeout(now);
+    }
+}
+
+/// The tunnel plugin's two headers from the peer: the first byte picks the stream
+/// opening header (even) or a datagram (odd), the rest is decoded; whatever is accepted
+/// re-encodes to the same bytes.
+pub fn tunnel_header(data: &[u8]) {
+    use plexus_tunnel::proto;
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        if let Some(first2) = rest.get(..2) {
+            if let Ok(n) = proto::open_rest_len([first2[0], first2[1]]) {
+                assert!((1..=proto::MAX_NAME).contains(&n));
+            }
+        }
+        if let Ok(name) = proto::decode_open(rest) {
+            assert!(proto::valid_name(name));
+            assert_eq!(proto::encode_open(name), rest);
+        }
+    } else if let Ok((name, flow, payload)) = proto::decode_datagram(rest) {
+        assert!(proto::valid_name(name));
+        assert_eq!(proto::encode_datagram(name, flow, payload), rest);
+        assert_eq!(payload.len() + proto::datagram_overhead(name), rest.len());
     }
 }

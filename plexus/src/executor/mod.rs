@@ -85,6 +85,10 @@ pub enum ExecError {
     Spawn(String),
     /// The application failed (non-zero exit, a plugin error).
     Failed(String),
+    /// The path died and the executor wants a new one: the inviting side invites
+    /// again and runs the same executor on the new corridor (a plugin reports this
+    /// with `PX_ERR_UNREACHABLE`, e.g. the tunnel's `persistent`).
+    PathLost(String),
 }
 
 impl fmt::Display for ExecError {
@@ -93,6 +97,7 @@ impl fmt::Display for ExecError {
             ExecError::Config(m) => write!(f, "executor settings: {m}"),
             ExecError::Spawn(m) => write!(f, "executor could not start: {m}"),
             ExecError::Failed(m) => write!(f, "executor failed: {m}"),
+            ExecError::PathLost(m) => write!(f, "executor lost the path: {m}"),
         }
     }
 }

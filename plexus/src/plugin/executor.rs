@@ -134,6 +134,12 @@ impl Executor for PluginExecutor {
                     err.message()
                 )))
             }
+            abi::PX_ERR_UNREACHABLE => {
+                return Err(ExecError::PathLost(format!(
+                    "plugin {name}: {}",
+                    err.message()
+                )))
+            }
             code if code < 0 => {
                 return Err(ExecError::Failed(format!(
                     "plugin {name} [{}]: {}",

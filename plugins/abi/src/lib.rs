@@ -35,7 +35,9 @@ pub const PX_OK: i32 = 0;
 pub const PX_NONE: i32 = 1;
 /// Status: the settings are invalid (the message names what is wrong).
 pub const PX_ERR_CONFIG: i32 = -1;
-/// Status: the channel could not be reached; a retry may help.
+/// Status: the channel could not be reached; a retry may help. From an executor's
+/// `run`: the path died, and the inviting side should invite again and run the same
+/// instance on the new corridor.
 pub const PX_ERR_UNREACHABLE: i32 = -2;
 /// Status: the channel refused the credentials.
 pub const PX_ERR_AUTH: i32 = -3;

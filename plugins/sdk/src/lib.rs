@@ -22,7 +22,8 @@ pub mod glue;
 pub enum PluginError {
     /// The settings are wrong (say which one and what is expected).
     Config(String),
-    /// The channel could not be reached; a retry may help.
+    /// The channel could not be reached; a retry may help. From an executor: the path
+    /// died and the inviting side should invite again.
     Unreachable(String),
     /// The channel refused the credentials.
     Auth(String),
@@ -207,7 +208,10 @@ pub trait ExecutorPlugin: Sized + Send + 'static {
     const NAME: &'static str;
     /// Builds an instance from the UTF-8 YAML or JSON settings of the profile.
     fn create(settings: &str) -> Result<Self, PluginError>;
-    /// Runs until the application is done.
+    /// Runs until the application is done. [`PluginError::Unreachable`] from an
+    /// inviting side means "the path died, give me a new one": `plexus invite` invites
+    /// again (with backoff, a bounded number of times) and calls `run` on this same
+    /// instance with the new corridor.
     fn run(&mut self, corridor: &Corridor) -> Result<RunReport, PluginError>;
 }
 

@@ -1,0 +1,3 @@
+//! See `plexus_fuzz_targets::tunnel_header`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plexus_fuzz_targets::tunnel_header(data));

@@ -162,7 +162,10 @@ fn nothing_routes_out_of_the_lab() {
         );
     }
     let known = |i: &str| {
-        ["lo", "eth0", "wan", "lan", "br0", "sub", "stun", "mail", "dht"].contains(&i)
+        [
+            "lo", "eth0", "wan", "lan", "br0", "sub", "stun", "mail", "dht",
+        ]
+        .contains(&i)
             || (i.starts_with('s') || i.starts_with("lan"))
                 && i[1..].trim_start_matches("an").parse::<u32>().is_ok()
     };

@@ -97,6 +97,9 @@ d = json.load(open(sys.argv[1]))
 m = d["mail"]
 print("STUN=%s" % shlex.quote("%s:%s" % (d["stun"]["ips"][0], d["stun"]["port"])))
 print("STUN_IP=%s" % shlex.quote(d["stun"]["ips"][0]))
+t = d["turn"]
+print("TURN=%s TURN_USER=%s TURN_PW=%s" % (shlex.quote("%s:%s" % (t["ip"], t["port"])),
+      shlex.quote(t["user"]), shlex.quote(t["password"])))
 print("SMTPS=%s IMAPS=%s MAIL_CA=%s" % (shlex.quote("%s:%s" % (m["ip"], m["smtps_port"])),
       shlex.quote("%s:%s" % (m["ip"], m["imaps_port"])), shlex.quote(m["ca_file"])))
 pool = [a for a in m["accounts"] if a["address"].startswith("p")]
@@ -127,6 +130,8 @@ side_args() {
         --email-to "${MB_ADDR[$pmb]}" --email-ca "$MAIL_CA" --stun "$STUN"
         --exec-command /bin/true --log-level debug --log-file "$WORK/$tag-$who.log")
 }
+(umask 077 && printf '%s' "$TURN_PW" >"$WORK/turn.pw")
+RELAY_ARGS=(--relay fallback --turn "$TURN" --turn-user "$TURN_USER" --turn-password-file "$WORK/turn.pw")
 take_mb() { MB=$NEXT_MB; NEXT_MB=$((NEXT_MB + 1)); ((MB < ${#MB_ADDR[@]})) || { echo "mailbox pool used up" >&2; exit 1; }; }
 wait_for_line() { # FILE TEXT PID: bounded (20 s)
     for _ in $(seq 1 200); do
@@ -175,7 +180,9 @@ for x in "${TYPES[@]}"; do
         tag="$x-$y"
         take_mb; mb_a=$MB; take_mb; mb_b=$MB
         side_args bob alice "$mb_b" "$mb_a" "$tag"
-        ip netns exec "$LAB-b-$y-h" "$BIN" accept --once "${ARGS[@]}" >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+        # bob may relay (the symmetric pair needs it): he allocates for every invite.
+        ip netns exec "$LAB-b-$y-h" "$BIN" accept --once "${ARGS[@]}" "${RELAY_ARGS[@]}" \
+            >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
         bob=$!
         if ! wait_for_line "$WORK/$tag-bob.log" "waiting for invites" $bob; then
             printf '    %-22s acceptor did not start: %s\n' "a-$x -> b-$y" "$(tail -n 1 "$WORK/$tag-bob.err")"
@@ -183,7 +190,7 @@ for x in "${TYPES[@]}"; do
             continue
         fi
         side_args alice bob "$mb_a" "$mb_b" "$tag"
-        ip netns exec "$LAB-a-$x-h" "$BIN" invite --rendezvous-timeout 60 "${ARGS[@]}" \
+        ip netns exec "$LAB-a-$x-h" "$BIN" invite --rendezvous-timeout 60 --relay fallback "${ARGS[@]}" \
             >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
         for _ in $(seq 1 200); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
         kill $bob 2>/dev/null || true

@@ -276,7 +276,17 @@ impl Answered {
                 }
             };
         let relayed = |mut r: RelayPath, stop: &AtomicBool| {
-            run_relayed(&mut r.alloc, r.core, stop, deadline).map(|c| (r.alloc, c))
+            match run_relayed(&mut r.alloc, r.core, stop, deadline) {
+                Ok(c) => Ok((r.alloc, c)),
+                Err(e) => {
+                    // Not needed (the direct path won, or nothing did): free it on the
+                    // server now rather than when its lifetime runs out.
+                    if let Err(close) = r.alloc.close(RELAY_CLOSE_TIMEOUT) {
+                        debug!("relay: deleting the unused allocation: {close}");
+                    }
+                    Err(e)
+                }
+            }
         };
         let won = match relay {
             None => Won::Direct(direct(&AtomicBool::new(false))?),

@@ -498,6 +498,8 @@ fn relay_offer(settings: &SessionSettings) -> (crate::rendezvous::RelayPolicy, b
 
 /// How long allocating on the TURN server (and permitting the peer) may take.
 const RELAY_SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long deleting an allocation nobody needs may take.
+const RELAY_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// An allocation on the configured TURN server with the peer's address permitted, for
 /// the accept to name; `None` (logged) when there is no server or it failed.

@@ -23,6 +23,11 @@ pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Router port mapping: each protocol's exchange (PCP, NAT-PMP, UPnP-IGD) and the whole
 /// `plexus nat` probe (the three run in parallel).
 pub const PORTMAP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Router port mapping in a session (a symmetric side asking for its corridor port):
+/// each protocol's exchange. Shorter than `plexus nat`'s, as every session of a symmetric
+/// side without a mapping router waits it out (UPnP's SSDP search gets no answer); a
+/// router that maps answers within tens of milliseconds.
+pub const PORTMAP_SESSION_TIMEOUT: Duration = Duration::from_millis(300);
 /// Router port mapping: the lease asked for (renewed at half of it while held).
 pub const PORTMAP_LEASE: Duration = Duration::from_secs(600);
 /// The UDP handshake.

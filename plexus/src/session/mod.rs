@@ -399,12 +399,14 @@ fn discover_mapping(settings: &SessionSettings) -> Result<(NatReport, Background
     let thread = std::thread::Builder::new()
         .name("nat-discovery".into())
         .spawn(move || -> Result<NatReport, SessionError> {
-            let mut tx = Some(tx);
+            let mut first = Some(tx.clone());
             let full = discover_rounds(&config, |r| {
-                if let Some(tx) = tx.take() {
+                if let Some(tx) = first.take() {
                     let _ = tx.send(r.clone());
                 }
             })?;
+            // The full profile too, for a caller still within its grace (see below).
+            let _ = tx.send(full.clone());
             info!(
                 "NAT filtering {}, hairpin {} ({} ms)",
                 full.filtering.map(|b| b.as_str()).unwrap_or("unknown"),
@@ -423,6 +425,18 @@ fn discover_mapping(settings: &SessionSettings) -> Result<(NatReport, Background
         Ok(report) => {
             // Joined on every way out, a refused NAT included.
             let background = Background(Some(thread));
+            // A cone NAT's filtering decides the plan against a symmetric acceptor. An
+            // endpoint-independent verdict is an answer, due about now: wait a moment
+            // for it. Filtering verdicts that are timeouts never come this soon.
+            let cone = report.nat && report.mapping == Some(Behaviour::EndpointIndependent);
+            let report = if cone && report.filtering.is_none() {
+                match rx.recv_timeout(FILTERING_GRACE) {
+                    Ok(full) if full.filtering.is_some() => full,
+                    _ => report,
+                }
+            } else {
+                report
+            };
             Ok((judge_mapping(report)?, background))
         }
         // No mapping verdict: the thread ended, with the discovery error.
@@ -432,6 +446,10 @@ fn discover_mapping(settings: &SessionSettings) -> Result<(NatReport, Background
         },
     }
 }
+
+/// How long an inviter behind a cone NAT waits, after its mapping verdict, for a
+/// filtering verdict that is an answer (endpoint-independent): about a round trip.
+const FILTERING_GRACE: Duration = Duration::from_millis(30);
 
 /// A thread that goes on after its caller has what it needs (the inviter's filtering
 /// measurement): joined when this is dropped, so no thread outlives the session call.
@@ -626,7 +644,7 @@ fn router_mapping(
     match crate::portmap::map_udp(
         local,
         crate::defaults::PORTMAP_LEASE,
-        crate::defaults::PORTMAP_TIMEOUT,
+        crate::defaults::PORTMAP_SESSION_TIMEOUT,
     ) {
         Ok(m) => {
             info!(

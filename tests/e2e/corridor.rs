@@ -386,6 +386,11 @@ pub(crate) fn corridor_seeded(
 /// `inviter_site` invites `acceptor_site`; both executors exchange datagrams, and the
 /// inviter's log names the method the acceptor planned (`plexus::nat::pair::describe`).
 fn pair(inviter: &str, acceptor: &str, method: &str) {
+    pair_one_of(inviter, acceptor, &[method]);
+}
+
+/// [`pair`], where the plan may be any of `methods`.
+fn pair_one_of(inviter: &str, acceptor: &str, methods: &[&str]) {
     let lab = lab_or_skip!();
     let _c = lab.claim(&[inviter, acceptor]);
     let run = corridor(
@@ -403,10 +408,9 @@ fn pair(inviter: &str, acceptor: &str, method: &str) {
         .find(|l| l.contains("accept from"))
         .map(|l| l.rsplit("): ").next().unwrap_or_default().to_string())
         .unwrap_or_default();
-    assert_eq!(
-        said,
-        method,
-        "method for {inviter} -> {acceptor}:\n{}",
+    assert!(
+        methods.contains(&said.as_str()),
+        "method for {inviter} -> {acceptor}: {said:?}, expected one of {methods:?}\n{}",
         run.dump()
     );
 }
@@ -436,7 +440,6 @@ pairs! {
     full_to_full: "a-full" => "b-full", "direct",
     full_to_address: "a-full" => "b-address", "direct",
     full_to_port: "a-full" => "b-port", "direct",
-    full_to_symmetric: "a-full" => "b-symmetric", FULL_TTL,
     address_to_none: "a-address" => "b-none", "direct",
     address_to_full: "a-address" => "b-full", "direct",
     address_to_address: "a-address" => "b-address", "direct",
@@ -453,6 +456,15 @@ pairs! {
     symmetric_to_full: "a-symmetric" => "b-full", "direct",
     symmetric_to_address: "a-symmetric" => "b-address", "direct",
     symmetric_to_port: "a-symmetric" => "b-port", INVITER_HARD,
+}
+
+/// A full-cone inviter's filtering verdict is an answer that usually beats its invite
+/// (the inviter waits 30 ms for it): then the symmetric acceptor punches at full TTL.
+/// On a loaded machine the answer can come later and the invite says "unknown": then
+/// the plan is birthday probing, which connects as well. Either way it connects.
+#[test]
+fn full_to_symmetric() {
+    pair_one_of("a-full", "b-symmetric", &[FULL_TTL, ACCEPTOR_HARD]);
 }
 
 /// A symmetric site whose router runs miniupnpd: the side asks its router for a mapping

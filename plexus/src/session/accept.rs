@@ -514,6 +514,13 @@ pub(super) fn answer(
         only: choice.method == Method::Relay,
     });
     let path = match choice.method {
+        Method::Direct if facts.port_mapping.is_some() => {
+            // The router forwards the mapped port: nothing to open. And the socket's
+            // first packet must wait: it fixes the NAT's mapping of the port, which the
+            // router's port-keeping rule may not have caught up with yet.
+            info!("router mapping: no punch needed toward {inviter}");
+            Path::Punch(None)
+        }
         Method::Direct => {
             info!("punching toward {inviter}…");
             let ttl = punch::acceptor_punch(

@@ -408,41 +408,66 @@ pub fn run_core<C: HandshakeCore>(
     core: &mut C,
     deadline: Instant,
 ) -> Result<Connected, PunchError> {
-    let start = Instant::now();
-    let mut connected: Option<(SocketAddr, Duration)> = None;
-    let mut failed: Option<Duration> = None;
+    let mut outcome = Outcome::new(Instant::now());
     Driver::new(sockets)
         .deadline(deadline)
-        .run(core, |_, event, now| match event {
+        .run(core, |_, event, now| outcome.on_event(event, now))?;
+    outcome.finish(core)
+}
+
+/// What a driven handshake core reported, turned into its result: shared by every
+/// driver of a handshake (over sockets, through a relay).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    start: Instant,
+    connected: Option<(SocketAddr, Duration)>,
+    failed: Option<Duration>,
+}
+
+impl Outcome {
+    /// Nothing reported yet; times count from `start`.
+    pub fn new(start: Instant) -> Outcome {
+        Outcome {
+            start,
+            connected: None,
+            failed: None,
+        }
+    }
+
+    /// Record `event`; the driver should stop on `Break` (the handshake failed).
+    pub fn on_event(&mut self, event: Event, now: Instant) -> ControlFlow<()> {
+        match event {
             Event::Connected { peer } => {
-                let elapsed = now.duration_since(start);
+                let elapsed = now.duration_since(self.start);
                 log::info!("connected to {peer} in {} ms", elapsed.as_millis());
-                connected = Some((peer, elapsed));
+                self.connected = Some((peer, elapsed));
                 ControlFlow::Continue(())
             }
             Event::Failed(_) => {
-                failed = Some(now.duration_since(start));
+                self.failed = Some(now.duration_since(self.start));
                 ControlFlow::Break(())
             }
             Event::Closed => ControlFlow::Continue(()),
-        })?;
-    let hs = core.handshake();
-    match (failed, connected) {
-        (None, Some((peer, elapsed))) => Ok(Connected {
-            peer: hs.peer().unwrap_or(peer),
-            key: hs.session_key(),
-            elapsed,
-            stats: hs.stats().clone(),
-            socket: core.corridor_socket(),
-        }),
-        (Some(after), _) => Err(PunchError::Timeout {
-            after,
-            stats: hs.stats().clone(),
-        }),
-        (None, None) => Err(PunchError::Timeout {
-            after: start.elapsed(),
-            stats: hs.stats().clone(),
-        }),
+        }
+    }
+
+    /// The result once the driver has stopped: connected, or timed out (also when the
+    /// driver's deadline came first).
+    pub fn finish<C: HandshakeCore>(self, core: &C) -> Result<Connected, PunchError> {
+        let hs = core.handshake();
+        match (self.failed, self.connected) {
+            (None, Some((peer, elapsed))) => Ok(Connected {
+                peer: hs.peer().unwrap_or(peer),
+                key: hs.session_key(),
+                elapsed,
+                stats: hs.stats().clone(),
+                socket: core.corridor_socket(),
+            }),
+            (failed, _) => Err(PunchError::Timeout {
+                after: failed.unwrap_or_else(|| self.start.elapsed()),
+                stats: hs.stats().clone(),
+            }),
+        }
     }
 }
 

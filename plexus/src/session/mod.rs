@@ -18,7 +18,6 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -557,37 +556,14 @@ fn run_relayed(
     stop: &std::sync::atomic::AtomicBool,
     deadline: Instant,
 ) -> Result<punch::Connected, SessionError> {
-    let start = Instant::now();
     let mut core = punch::Stoppable::new(core, stop);
-    let mut connected: Option<(SocketAddr, Duration)> = None;
-    let mut failed = false;
+    let mut outcome = punch::Outcome::new(Instant::now());
     alloc
-        .drive(&mut core, deadline, |_, event, now| match event {
-            punch::Event::Connected { peer } => {
-                connected = Some((peer, now.duration_since(start)));
-                ControlFlow::Continue(())
-            }
-            punch::Event::Failed(_) => {
-                failed = true;
-                ControlFlow::Break(())
-            }
-            punch::Event::Closed => ControlFlow::Continue(()),
+        .drive(&mut core, deadline, |_, event, now| {
+            outcome.on_event(event, now)
         })
         .map_err(SessionError::Relay)?;
-    let hs = punch::HandshakeCore::handshake(&core);
-    match (failed, connected) {
-        (false, Some((peer, elapsed))) => Ok(punch::Connected {
-            peer: hs.peer().unwrap_or(peer),
-            key: hs.session_key(),
-            elapsed,
-            stats: hs.stats().clone(),
-            socket: 0,
-        }),
-        _ => Err(SessionError::Punch(punch::PunchError::Timeout {
-            after: start.elapsed(),
-            stats: hs.stats().clone(),
-        })),
-    }
+    outcome.finish(&core).map_err(SessionError::Punch)
 }
 
 /// The relaying side's corridor: the executor binds a loopback endpoint and talks to a

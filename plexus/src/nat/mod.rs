@@ -46,6 +46,7 @@ impl FromStr for Behaviour {
     }
 }
 
+mod family;
 #[cfg(test)]
 mod loopback;
 pub mod pair;
@@ -56,6 +57,8 @@ mod sim;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
+
+pub use family::{Family, FamilyChoice};
 
 use crate::stun::{StunError, Timing};
 use plan::{Discovery, Findings, Plan, SOCKETS};

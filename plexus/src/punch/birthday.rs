@@ -98,6 +98,11 @@ impl Opener {
         &self.inner
     }
 
+    /// The handshake inside, to hold or release it.
+    pub fn handshake_mut(&mut self) -> &mut Handshake {
+        &mut self.inner
+    }
+
     /// Openers sent and the winning socket.
     pub fn stats(&self) -> BirthdayStats {
         self.stats
@@ -218,6 +223,11 @@ impl Prober {
     /// The handshake inside.
     pub fn handshake(&self) -> &Handshake {
         &self.inner
+    }
+
+    /// The handshake inside, to hold or release it.
+    pub fn handshake_mut(&mut self) -> &mut Handshake {
+        &mut self.inner
     }
 
     /// Probes sent.

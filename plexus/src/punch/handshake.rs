@@ -216,6 +216,8 @@ pub struct Handshake {
     pending: VecDeque<SocketAddr>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Nominating side with several paths: say "seen" only once released ([`Handshake::hold`]).
+    held: bool,
 }
 
 impl fmt::Debug for Handshake {
@@ -265,6 +267,43 @@ impl Handshake {
             pending: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            held: false,
+        }
+    }
+
+    /// This handshake, holding back its "seen" flag until [`Handshake::release`]: the
+    /// inviter's part of choosing one path among several (one per address family). The
+    /// peer connects only once it hears "seen", so a held path cannot connect on either
+    /// side, yet [`Handshake::path_proven`] says when it works both ways. While held, it
+    /// calls with flag 0 on its retransmission timer only and does not answer each
+    /// packet (the peer answers every flag 0, and answering back would ping-pong).
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Whether the "seen" flag is still held back.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// Stop holding: this path was chosen. The next packet (sent at once) says "seen",
+    /// and "done" when the peer already saw ours, which connects this side.
+    pub fn release(&mut self) {
+        if !self.held {
+            return;
+        }
+        self.held = false;
+        if let (Phase::Heard(_), Some(peer)) = (self.phase, self.peer) {
+            self.pending.push_back(peer);
+        }
+    }
+
+    /// Whether a valid packet said the peer has heard ours: the path works both ways.
+    pub fn path_proven(&self) -> bool {
+        match self.phase {
+            Phase::Heard(p) => p >= PeerProgress::SawUs,
+            Phase::Lingering { .. } | Phase::Closed => true,
+            Phase::Waiting | Phase::Failed { .. } => false,
         }
     }
 
@@ -387,7 +426,7 @@ impl Handshake {
         // also ends ping-pong.
         if said == PeerProgress::Done && self.is_lingering() {
             self.close();
-        } else {
+        } else if !self.held {
             self.pending.push_back(from);
         }
         if self.next_retransmit.is_none() {
@@ -448,6 +487,7 @@ impl Handshake {
         let dest = self.pending.pop_front()?;
         let flags = match self.phase {
             Phase::Waiting => 0,
+            Phase::Heard(_) if self.held => 0,
             Phase::Heard(PeerProgress::Calling) => FLAG_SEEN,
             Phase::Heard(_) | Phase::Lingering { .. } => FLAG_SEEN | FLAG_DONE,
             Phase::Closed | Phase::Failed { .. } => return None,

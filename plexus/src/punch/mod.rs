@@ -23,6 +23,7 @@
 pub mod birthday;
 pub mod handshake;
 pub mod hops;
+pub mod nominate;
 pub mod wire;
 
 #[cfg(test)]
@@ -259,6 +260,8 @@ pub struct Connected {
 pub trait HandshakeCore: Core<Event = Event> {
     /// The handshake inside.
     fn handshake(&self) -> &Handshake;
+    /// The handshake inside, to hold or release it ([`nominate`]).
+    fn handshake_mut(&mut self) -> &mut Handshake;
     /// The socket the corridor runs on once connected.
     fn corridor_socket(&self) -> usize {
         0
@@ -269,17 +272,26 @@ impl HandshakeCore for Handshake {
     fn handshake(&self) -> &Handshake {
         self
     }
+    fn handshake_mut(&mut self) -> &mut Handshake {
+        self
+    }
 }
 
 impl HandshakeCore for Punching {
     fn handshake(&self) -> &Handshake {
         &self.core
     }
+    fn handshake_mut(&mut self) -> &mut Handshake {
+        &mut self.core
+    }
 }
 
 impl HandshakeCore for birthday::Opener {
     fn handshake(&self) -> &Handshake {
         birthday::Opener::handshake(self)
+    }
+    fn handshake_mut(&mut self) -> &mut Handshake {
+        birthday::Opener::handshake_mut(self)
     }
     fn corridor_socket(&self) -> usize {
         self.stats().winner.unwrap_or(0)
@@ -289,6 +301,9 @@ impl HandshakeCore for birthday::Opener {
 impl HandshakeCore for birthday::Prober {
     fn handshake(&self) -> &Handshake {
         birthday::Prober::handshake(self)
+    }
+    fn handshake_mut(&mut self) -> &mut Handshake {
+        birthday::Prober::handshake_mut(self)
     }
 }
 
@@ -373,6 +388,9 @@ impl<C: HandshakeCore> Core for Stoppable<'_, C> {
 impl<C: HandshakeCore> HandshakeCore for Stoppable<'_, C> {
     fn handshake(&self) -> &Handshake {
         self.inner.handshake()
+    }
+    fn handshake_mut(&mut self) -> &mut Handshake {
+        self.inner.handshake_mut()
     }
     fn corridor_socket(&self) -> usize {
         self.inner.corridor_socket()

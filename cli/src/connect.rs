@@ -121,6 +121,10 @@ pub struct ConnectArgs {
     /// (`auto`), or never (`off`) [default: auto].
     #[arg(long, value_name = "auto|off")]
     pub port_mapping: Option<plexus::profile::PortMapping>,
+    /// Address families to try: `auto` (IPv4 and IPv6, each where a STUN server of that
+    /// family answers), `ipv4` or `ipv6` [default: auto].
+    #[arg(long, value_name = "auto|ipv4|ipv6")]
+    pub family: Option<plexus::nat::FamilyChoice>,
 
     /// Executor program, started with `innerip innerport outerip outerport peerip
     /// peerport` (no shell).
@@ -276,6 +280,7 @@ fn flags_patch(p: &Profile, a: &ConnectArgs) -> Result<ProfilePatch, Failure> {
         bind_port: a.bind_port,
         punch_hops: a.punch_hops,
         port_mapping: a.port_mapping,
+        family: a.family,
         discovery_timeout: a.stun_timeout.map(|ms| Duration::from_millis(ms.max(1))),
         rendezvous_timeout: a.rendezvous_timeout.map(|s| Duration::from_secs(s.max(1))),
         handshake_timeout: a

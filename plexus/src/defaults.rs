@@ -57,3 +57,8 @@ pub const MAIL_FOLDER: &str = "INBOX";
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Where the mail password is read from when flags introduce e-mail and name no source.
 pub const MAIL_PASSWORD_ENV: &str = "PLEXUS_EMAIL_PASSWORD";
+
+/// How long an inviter with paths of both families, once one is proven, waits for a more
+/// preferred family's (IPv6) before taking it: about two round trips on a long path, so
+/// IPv6 wins whenever both work, and IPv4 alone costs at most this much more.
+pub const FAMILY_GRACE: Duration = Duration::from_millis(100);

@@ -188,6 +188,7 @@ impl Session {
         let settings = SessionSettings {
             stun,
             bind: first.bind,
+            family: first.family,
             punch_hops: first.punch_hops,
             port_mapping: first.port_mapping == crate::profile::PortMapping::Auto,
             discovery_timeout: first.timeouts.discovery,
@@ -385,21 +386,30 @@ fn resolve_stun(p: &Profile) -> Result<Vec<SocketAddr>, SetupError> {
             "no STUN server: pass --stun HOST[:PORT] (or --stun-ip) or set `stun:` in the profile",
         ));
     }
-    let want_v4 = p.bind.is_ipv4();
+    // Every address of every server, of each family allowed: a name with both gives a
+    // server per family, and the session measures each family with its own servers.
     let mut out = Vec::new();
     for hp in &p.stun {
         let addrs = (hp.host.as_str(), hp.port)
             .to_socket_addrs()
             .map_err(|e| SetupError::Stun(format!("cannot resolve STUN server {hp}: {e}")))?;
-        match addrs.into_iter().find(|a| a.is_ipv4() == want_v4) {
-            Some(a) => out.push(a),
-            None => {
-                return Err(SetupError::Stun(format!(
-                    "STUN server {hp} has no {} address",
-                    if want_v4 { "IPv4" } else { "IPv6" }
-                )))
+        for a in addrs {
+            if p.family.allows(crate::nat::Family::of(&a)) && !out.contains(&a) {
+                out.push(a);
             }
         }
+    }
+    if out.is_empty() {
+        return Err(SetupError::Stun(match p.family {
+            crate::nat::FamilyChoice::Only(f) => format!(
+                "no STUN server has an {} address (family: {}): name one that has",
+                f.label(),
+                p.family
+            ),
+            crate::nat::FamilyChoice::Auto => {
+                "no STUN server address could be resolved: give an IP address".into()
+            }
+        }));
     }
     Ok(out)
 }

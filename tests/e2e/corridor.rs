@@ -112,6 +112,15 @@ impl Side {
 
     fn args(&self, lab: &Lab, dir: &Path, certs: &Path) -> Vec<String> {
         let mail = lab.mail();
+        // A site without IPv4 reaches the mail host over IPv6.
+        let mail_host = if lab
+            .site(self.site.split('#').next().unwrap_or_default())
+            .ipv4
+        {
+            mail.ip.to_string()
+        } else {
+            format!("[{}]", mail.ip6)
+        };
         let pw = dir.join(format!("{}.pw", self.who));
         fs::write(&pw, &self.mailbox.password).unwrap();
         fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
@@ -135,9 +144,9 @@ impl Side {
                 .display()
                 .to_string(),
             "--email-smtps".into(),
-            format!("{}:{}", mail.ip, mail.smtps_port),
+            format!("{mail_host}:{}", mail.smtps_port),
             "--email-imaps".into(),
-            format!("{}:{}", mail.ip, mail.imaps_port),
+            format!("{mail_host}:{}", mail.imaps_port),
             "--email-login".into(),
             self.mailbox.login.clone(),
             "--email-passwd-file".into(),
@@ -1348,4 +1357,148 @@ fn wrong_mail_password_exits_1() {
         last.contains("refused the login") && last.contains(&mailbox.login),
         "the error names the refusal and the account:\n{log}"
     );
+}
+
+// IPv6 (issue 13). The `v6-*` sites are dual-stack (but `v6-only`), their IPv6 a global
+// /64 behind the router's stateful firewall (`v6-nat66`: NAT66). Both sides name a STUN
+// server of each family; a family a side cannot use (no route) is left out.
+
+/// Both STUN servers, IPv4 and IPv6, as extra arguments.
+fn dual_stun(lab: &Lab) -> Vec<String> {
+    vec![
+        "--stun".into(),
+        format!("[{}]:{}", lab.stun6.ips[0], lab.stun6.port),
+    ]
+}
+
+/// A dual-stack corridor between two sites; returns the run.
+fn dual_corridor(lab: &Lab, test: &str, inviter: &str, acceptor: &str) -> Run {
+    let stun = dual_stun(lab);
+    let extra: Vec<&str> = stun.iter().map(String::as_str).collect();
+    corridor(lab, test, inviter, acceptor, &extra, &extra)
+}
+
+/// The run connected over IPv6 on both sides: the executors got IPv6 addresses (without
+/// brackets in argv), and neither side predicted ports or relayed.
+fn assert_over_ipv6(run: &Run) {
+    run.assert_connected();
+    for who in ["alice", "bob"] {
+        let ex = run.exchange(who).expect("the executor's result");
+        let argv: Vec<String> = serde_json::from_value(ex["argv"].clone()).unwrap_or_default();
+        assert_eq!(argv.len(), 6, "{who}: six arguments: {ex}");
+        for i in [0, 2, 4] {
+            let ip: std::net::IpAddr = argv[i]
+                .parse()
+                .unwrap_or_else(|_| panic!("{who}: argument {i} is a bare address: {argv:?}"));
+            assert!(ip.is_ipv6(), "{who}: argument {i} is IPv6: {argv:?}");
+        }
+        let peer: SocketAddr = ex["env_peer"].as_str().unwrap_or_default().parse().unwrap();
+        assert!(peer.is_ipv6(), "{who}: PLEXUS_PEER {peer}");
+        let log = run.log(who);
+        assert!(
+            !log.contains("birthday probing:") && !log.contains("relayed through TURN"),
+            "{who}: no port prediction and no relay over a direct IPv6 path:\n{}",
+            run.dump()
+        );
+    }
+    assert!(
+        run.log("bob").contains("connected over IPv6"),
+        "the acceptor connected over IPv6:\n{}",
+        run.dump()
+    );
+}
+
+/// Two hosts with global IPv6 addresses behind their routers' stateful firewalls: the
+/// acceptor's punch opens its firewall, the inviter's packet then gets in. IPv4 (two
+/// port-restricted NATs) works too, and IPv6 is preferred.
+#[test]
+fn ipv6_firewalled_pair_connects_over_ipv6() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["v6-fw-a", "v6-fw-b"]);
+    let run = dual_corridor(lab, "ipv6-fw-fw", "v6-fw-a", "v6-fw-b");
+    assert_over_ipv6(&run);
+    assert!(
+        run.log("alice").contains("IPv6 chosen"),
+        "both families were tried and IPv6 nominated:\n{}",
+        run.dump()
+    );
+}
+
+/// An IPv6-only host (no IPv4 at all, mail over IPv6 too) and a dual-stack one.
+#[test]
+fn ipv6_only_and_dual_stack_connect_over_ipv6() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["v6-only", "v6-fw-a"]);
+    let run = dual_corridor(lab, "ipv6-only-dual", "v6-only", "v6-fw-a");
+    assert_over_ipv6(&run);
+    assert!(
+        run.log("alice").contains("going on without IPv4"),
+        "the IPv6-only side left IPv4 out:\n{}",
+        run.dump()
+    );
+}
+
+/// IPv4 behind a symmetric NAT (which would need port prediction) but IPv6 behind a
+/// firewall, against a port-restricted IPv4 and firewalled IPv6 peer: directly over
+/// IPv6, in both roles, with no prediction and no relay.
+#[test]
+fn symmetric_ipv4_but_ipv6_connects_directly_over_ipv6() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["v6-symmetric", "v6-fw-b"]);
+    let run = dual_corridor(lab, "ipv6-sym-fw", "v6-symmetric", "v6-fw-b");
+    assert_over_ipv6(&run);
+    let run = dual_corridor(lab, "ipv6-fw-sym", "v6-fw-b", "v6-symmetric");
+    assert_over_ipv6(&run);
+    assert!(
+        run.log("bob").contains("IPv6 connects directly instead"),
+        "the symmetric acceptor dropped its IPv4 plan for IPv6:\n{}",
+        run.dump()
+    );
+}
+
+/// An IPv4-only site and an IPv6-only site share no family: the acceptor declines with
+/// a clear reason, and both end with exit 1 at once.
+#[test]
+fn ipv4_only_and_ipv6_only_end_in_no_common_address_family() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["a-port", "v6-only"]);
+    let run = dual_corridor(lab, "ipv6-no-common", "a-port", "v6-only");
+    assert_eq!(
+        run.inviter.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        run.acceptor.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        run.dump()
+    );
+    for who in ["alice", "bob"] {
+        assert!(
+            run.log(who).contains(
+                "no common address family: the inviter has IPv4 only, the acceptor IPv6 only"
+            ),
+            "{who} names the reason:\n{}",
+            run.dump()
+        );
+    }
+    let alice = run.log("alice");
+    assert!(
+        alice.contains("the peer declined the invite")
+            && !alice.contains("no answer from the peer"),
+        "a decline, not a timeout:\n{}",
+        run.dump()
+    );
+}
+
+/// NAT66 (masquerade behind a ULA prefix) behaves like a port-restricted cone: direct
+/// over IPv6 with a firewalled peer.
+#[test]
+fn nat66_and_firewalled_connect_over_ipv6() {
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["v6-nat66", "v6-fw-a"]);
+    let run = dual_corridor(lab, "ipv6-nat66-fw", "v6-nat66", "v6-fw-a");
+    assert_over_ipv6(&run);
 }

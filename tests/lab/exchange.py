@@ -55,7 +55,9 @@ def main() -> int:
     peer = (sys.argv[5], int(sys.argv[6]))
     me = os.environ.get("PLEXUS_HOST_ID", "?")
     key = os.environ.get("PLEXUS_KEY", "")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # IPv6 addresses come without brackets, as `ip` and `socat` take them.
+    family = socket.AF_INET6 if ":" in inner[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind(inner)
     sock.settimeout(0.1)
     got_greeting = None
@@ -92,6 +94,8 @@ def main() -> int:
         "inner": f"{inner[0]}:{inner[1]}",
         "outer": f"{sys.argv[3]}:{sys.argv[4]}",
         "peer": f"{peer[0]}:{peer[1]}",
+        "argv": sys.argv[1:],
+        "env_peer": os.environ.get("PLEXUS_PEER", ""),
         "received": got_greeting,
         "acknowledged": got_ack,
         "sent": sent,

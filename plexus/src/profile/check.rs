@@ -274,6 +274,7 @@ impl fmt::Display for Profile {
         writeln!(f, "bind: {}", self.bind)?;
         writeln!(f, "punch_hops: {}", self.punch_hops)?;
         writeln!(f, "port_mapping: {}", self.port_mapping)?;
+        writeln!(f, "family: {}", self.family)?;
         writeln!(
             f,
             "timeouts: discovery {} ms, rendezvous {} s, handshake {} ms",

@@ -23,6 +23,7 @@
 //! bind: "0.0.0.0:40000"
 //! punch_hops: auto            # or a number
 //! port_mapping: auto          # or off: no PCP / NAT-PMP / UPnP-IGD mapping of the corridor
+//! family: auto                # or ipv4 / ipv6: the address families tried
 //! timeouts: { discovery_ms: 400, rendezvous_s: 300, handshake_ms: 10000 }
 //! replay: { window_s: 600, state_file: replay.state }
 //! mediator:
@@ -384,6 +385,8 @@ pub struct Profile {
     pub punch_hops: PunchHops,
     /// Ask the router for a mapping of the corridor port (PCP, NAT-PMP, UPnP-IGD).
     pub port_mapping: PortMapping,
+    /// The address families tried (auto: every one with a STUN server and a route).
+    pub family: crate::nat::FamilyChoice,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// Replay protection.
@@ -447,6 +450,7 @@ impl Default for Profile {
             bind: defaults::BIND,
             punch_hops: defaults::PUNCH_HOPS,
             port_mapping: PortMapping::Auto,
+            family: crate::nat::FamilyChoice::Auto,
             timeouts: Timeouts::default(),
             replay: Replay::default(),
             mediator: None,

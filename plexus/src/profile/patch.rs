@@ -42,6 +42,8 @@ pub struct ProfilePatch {
     pub punch_hops: Option<PunchHops>,
     /// Router port mapping on or off.
     pub port_mapping: Option<super::PortMapping>,
+    /// The address families tried.
+    pub family: Option<crate::nat::FamilyChoice>,
     /// Per-probe STUN deadline.
     pub discovery_timeout: Option<Duration>,
     /// Waiting for the peer's rendezvous message.
@@ -140,6 +142,7 @@ impl Profile {
             bind_port,
             punch_hops,
             port_mapping,
+            family,
             discovery_timeout,
             rendezvous_timeout,
             handshake_timeout,
@@ -169,6 +172,7 @@ impl Profile {
         }
         set(&mut self.punch_hops, punch_hops);
         set(&mut self.port_mapping, port_mapping);
+        set(&mut self.family, family);
         set(&mut self.timeouts.discovery, discovery_timeout);
         set(&mut self.timeouts.rendezvous, rendezvous_timeout);
         set(&mut self.timeouts.handshake, handshake_timeout);

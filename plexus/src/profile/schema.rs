@@ -103,6 +103,14 @@ impl<'de> Deserialize<'de> for HopsRaw {
     }
 }
 
+struct FamilyRaw(crate::nat::FamilyChoice);
+impl<'de> Deserialize<'de> for FamilyRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(FamilyRaw).map_err(de::Error::custom)
+    }
+}
+
 /// A password: a plain string, or exactly one of `{env}`, `{file}`, `{command}`.
 enum SecretRaw {
     Plain(String),
@@ -233,6 +241,7 @@ struct RawProfile {
     bind: Option<BindAddr>,
     punch_hops: Option<HopsRaw>,
     port_mapping: Option<super::PortMapping>,
+    family: Option<FamilyRaw>,
     #[serde(default)]
     timeouts: TimeoutsRaw,
     #[serde(default)]
@@ -416,6 +425,9 @@ impl Profile {
         }
         if let Some(m) = raw.port_mapping {
             p.port_mapping = m;
+        }
+        if let Some(f) = raw.family {
+            p.family = f.0;
         }
         let t = raw.timeouts;
         if let Some(v) = t.discovery_ms {

@@ -98,10 +98,12 @@ impl From<crate::net::DriveError> for PunchError {
 }
 
 /// The acceptor's punch (step 1 of the module docs): when this side is behind a NAT
-/// (`own_mapped` is not one of the host's addresses), find the TTL (`hops`; probes go to
+/// (`own_mapped` is not one of the host's addresses) or a stateful firewall
+/// (`firewalled`: no NAT, yet filtering), find the TTL (`hops`; probes go to
 /// `probe_target`, which must not be the peer) and send the punch packet toward the
 /// inviter's mapped endpoint from `socket`. Returns the TTL used, or `None` when no
 /// punch was needed.
+#[allow(clippy::too_many_arguments)]
 pub fn acceptor_punch(
     socket: &UdpSocket,
     core: &mut Handshake,
@@ -110,8 +112,9 @@ pub fn acceptor_punch(
     hops: PunchHops,
     probe_target: SocketAddr,
     config: &HopsConfig,
+    firewalled: bool,
 ) -> Result<Option<u8>, PunchError> {
-    if !hops::behind_nat(own_mapped.ip())? {
+    if !firewalled && !hops::behind_nat(own_mapped.ip())? {
         log::info!("public address {}: no punch needed", own_mapped.ip());
         return Ok(None);
     }
@@ -682,6 +685,7 @@ mod tests {
             PunchHops::Auto,
             pa,
             &HopsConfig::default(),
+            false,
         );
         assert_eq!(r.unwrap(), None);
         let mut buf = [0u8; 64];
@@ -696,6 +700,7 @@ mod tests {
             PunchHops::Auto,
             pa,
             &HopsConfig::default(),
+            false,
         );
         assert!(matches!(r, Err(PunchError::Io(_))), "{r:?}");
         // A fixed TTL needs no probe: the punch goes out.
@@ -707,6 +712,7 @@ mod tests {
             PunchHops::Fixed(4),
             pa,
             &HopsConfig::default(),
+            false,
         );
         assert_eq!(r.unwrap(), Some(4));
         peer.set_nonblocking(false).unwrap();

@@ -1,7 +1,9 @@
 //! The accepting side: wait for invites, answer and punch each, run the corridors
 //! (bounded, joined threads).
 
+use super::family::{self, Leg};
 use super::*;
+use crate::nat::Family;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Builds a fresh executor for each accepted corridor (they may run concurrently).
@@ -98,19 +100,25 @@ pub fn accept_one(
     }
 }
 
-/// An acceptor that has measured its NAT and waits for invites.
+/// An acceptor that has measured its NAT, per family, and waits for invites.
 pub(super) struct Listening {
-    stun_server: SocketAddr,
-    facts: NatFacts,
+    families: Vec<Measured>,
     started: Instant,
+}
+
+/// One family this acceptor can serve: its NAT facts and settings.
+#[derive(Clone)]
+pub(super) struct Measured {
+    family: Family,
+    stun: SocketAddr,
+    facts: NatFacts,
+    settings: SessionSettings,
 }
 
 /// An invite answered and punched toward, its handshake still to run.
 pub(super) struct Answered {
     peer: usize,
     prepared: Prepared,
-    settings: SessionSettings,
-    stun_server: SocketAddr,
     handshake_timeout: Duration,
     session_start: Instant,
     host_id: String,
@@ -123,13 +131,13 @@ impl Listening {
         peers: &[Peer<'_>],
         mediator: &dyn Mediator,
     ) -> Result<Listening, SessionError> {
-        let stun_server = need_stun(settings)?;
+        need_stun(settings)?;
         if peers.is_empty() {
             return Err(SessionError::Settings(
                 "accept needs at least one peer".into(),
             ));
         }
-        let report = discover(settings)?;
+        let families = measure_families(settings)?;
         let names: Vec<String> = peers
             .iter()
             .map(|p| p.envelope.peer_id().to_string())
@@ -140,8 +148,7 @@ impl Listening {
             mediator.name()
         );
         Ok(Listening {
-            stun_server,
-            facts: facts_of(&report),
+            families,
             started: Instant::now(),
         })
     }
@@ -201,22 +208,13 @@ impl Listening {
             describe_facts(&invite.nat)
         );
         let peer = &mut peers[who];
-        let prepared = match answer(
-            settings,
-            self.stun_server,
-            peer,
-            mediator,
-            &invite,
-            self.facts,
-        ) {
+        let prepared = match answer(settings, &self.families, peer, mediator, &invite) {
             Ok(p) => p,
             Err(e) => return give_up(e),
         };
         Ok(Some(Answered {
             peer: who,
             prepared,
-            settings: settings.clone(),
-            stun_server: self.stun_server,
             handshake_timeout: settings.handshake_timeout,
             session_start,
             host_id: peer.envelope.host_id().to_string(),
@@ -232,10 +230,7 @@ impl Answered {
     /// handshake fails); the first to connect ends the other.
     fn handshake(self) -> Result<Connected, SessionError> {
         let Prepared {
-            socket,
-            mapped,
-            core,
-            path,
+            legs,
             relay,
             mut timeline,
             mut keep,
@@ -244,67 +239,35 @@ impl Answered {
         // The inviter may try the direct path for a whole handshake timeout first.
         let deadline =
             Instant::now() + self.handshake_timeout * 2 + ACCEPT_DELIVERY + Duration::from_secs(3);
-        let settings = &self.settings;
-        let stun_server = self.stun_server;
-        let direct =
-            move |stop: &AtomicBool| -> Result<(UdpSocket, punch::Connected), SessionError> {
-                match path {
-                    Path::Punch(repunch) => {
-                        let core = punch::Punching::new(core, repunch, Instant::now());
-                        let mut core = punch::Stoppable::new(core, stop);
-                        let c = punch::run_core(&[&socket], &mut core, deadline)
-                            .map_err(SessionError::Punch)?;
-                        Ok((socket, c))
-                    }
-                    Path::Hard { sockets, dest } => birthday_hard(
-                        settings,
-                        HardSide {
-                            socket,
-                            sockets,
-                            dest,
-                            stun_server,
-                        },
-                        core,
-                        stop,
-                        deadline,
-                    ),
-                    Path::Probe { target } => {
-                        let c = birthday_easy(settings, &socket, target, core, stop, deadline)?;
-                        Ok((socket, c))
-                    }
-                    Path::RelayOnly => Err(SessionError::Settings("no direct path planned".into())),
-                }
-            };
-        let relayed = |mut r: RelayPath, stop: &AtomicBool| {
-            match run_relayed(&mut r.alloc, r.core, stop, deadline) {
-                Ok(c) => Ok((r.alloc, c)),
-                Err(e) => {
-                    // Not needed (the direct path won, or nothing did): free it on the
-                    // server now rather than when its lifetime runs out.
-                    if let Err(close) = r.alloc.close(RELAY_CLOSE_TIMEOUT) {
-                        debug!("relay: deleting the unused allocation: {close}");
-                    }
-                    Err(e)
-                }
-            }
-        };
-        let won = match relay {
-            None => Won::Direct(direct(&AtomicBool::new(false))?),
-            Some(r) if r.only => Won::Relay(Box::new(relayed(r, &AtomicBool::new(false))?)),
-            Some(r) => race(direct, |stop| relayed(r, stop))?,
-        };
+        let mut paths: Vec<Attempt<'_>> = Vec::new();
+        for leg in legs {
+            paths.push(Box::new(move |stop: &AtomicBool| {
+                direct_path(leg, stop, deadline).map(Won::Direct)
+            }));
+        }
+        if let Some(r) = relay {
+            paths.push(Box::new(move |stop: &AtomicBool| {
+                relayed_path(r, stop, deadline).map(|w| Won::Relay(Box::new(w)))
+            }));
+        }
+        let won = race(paths)?;
         let (socket, corridor) = match won {
-            Won::Direct((socket, connected)) => {
+            Won::Direct((leg, connected)) => {
+                info!("connected over {}", leg.leg.family);
                 let corridor = Corridor {
-                    inner: inner_endpoint(&socket, connected.peer),
-                    outer: mapped,
+                    inner: inner_endpoint(&leg.leg.socket, connected.peer),
+                    outer: leg.leg.mapped,
                     peer: connected.peer,
                     host_id: self.host_id,
                     peer_id: self.peer_id,
                     key: connected.key,
                     accepted: true,
                 };
-                (socket, corridor)
+                if leg.leg.family != Family::V4 {
+                    // The router's mapping was for the IPv4 socket.
+                    keep._router = None;
+                }
+                (leg.leg.socket, corridor)
             }
             Won::Relay(won) => {
                 let (alloc, connected) = *won;
@@ -334,57 +297,213 @@ impl Answered {
     }
 }
 
+/// One leg's direct path (re-punching, opening or probing as its plan says).
+fn direct_path(
+    leg: LegPath,
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> Result<(LegPath, punch::Connected), SessionError> {
+    let LegPath { leg, core, path } = leg;
+    let Leg {
+        family,
+        socket,
+        mapped,
+        facts,
+        stun,
+        settings,
+    } = leg;
+    let rebuild = |socket| LegPath {
+        leg: Leg {
+            family,
+            socket,
+            mapped,
+            facts,
+            stun,
+            settings: settings.clone(),
+        },
+        core: None,
+        path: Path::RelayOnly,
+    };
+    let Some(core) = core else {
+        return Err(SessionError::Settings("no direct path planned".into()));
+    };
+    match path {
+        Path::Punch(repunch) => {
+            let core = punch::Punching::new(core, repunch, Instant::now());
+            let mut core = punch::Stoppable::new(core, stop);
+            let c =
+                punch::run_core(&[&socket], &mut core, deadline).map_err(SessionError::Punch)?;
+            Ok((rebuild(socket), c))
+        }
+        Path::Hard { sockets, dest } => {
+            let (socket, c) = birthday_hard(
+                &settings,
+                HardSide {
+                    socket,
+                    sockets,
+                    dest,
+                    stun_server: stun,
+                },
+                core,
+                stop,
+                deadline,
+            )?;
+            Ok((rebuild(socket), c))
+        }
+        Path::Probe { target } => {
+            let c = birthday_easy(&settings, &socket, target, core, stop, deadline)?;
+            Ok((rebuild(socket), c))
+        }
+        Path::RelayOnly => Err(SessionError::Settings("no direct path planned".into())),
+    }
+}
+
+/// The relayed path: the handshake through the allocation, which is freed at once when
+/// another path won (or nothing did).
+fn relayed_path(
+    mut r: RelayPath,
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> Result<(crate::relay::Allocation, punch::Connected), SessionError> {
+    match run_relayed(&mut r.alloc, r.core, stop, deadline) {
+        Ok(c) => Ok((r.alloc, c)),
+        Err(e) => {
+            if let Err(close) = r.alloc.close(RELAY_CLOSE_TIMEOUT) {
+                debug!("relay: deleting the unused allocation: {close}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Measure this side's NAT in every family it may use, at once. A family that fails is
+/// logged and left out (no IPv6 route, say); none working is the first family's error.
+fn measure_families(settings: &SessionSettings) -> Result<Vec<Measured>, SessionError> {
+    let families = family::families(settings);
+    if families.is_empty() {
+        return Err(SessionError::Settings(format!(
+            "no STUN server of an address family allowed (family: {}): name one of that family",
+            settings.family
+        )));
+    }
+    let several = families.len() > 1;
+    let results: Vec<(Family, Result<Measured, SessionError>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = families
+            .into_iter()
+            .map(|(f, servers)| {
+                let s = family::settings_for(settings, f, servers);
+                let h = scope.spawn(move || {
+                    let stun = need_stun(&s)?;
+                    let report = discover(&s)?;
+                    Ok(Measured {
+                        family: f,
+                        stun,
+                        facts: facts_of(&report),
+                        settings: s,
+                    })
+                });
+                (f, h)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(f, h)| {
+                (
+                    f,
+                    h.join()
+                        .unwrap_or(Err(SessionError::Panicked("NAT discovery"))),
+                )
+            })
+            .collect()
+    });
+    let (mut out, mut first_error) = (Vec::new(), None);
+    for (f, r) in results {
+        match r {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                if several {
+                    warn!("{f}: {e}; serving without {f}");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (out.is_empty(), first_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(out),
+    }
+}
+
 /// Which path connected first.
 enum Won {
-    Direct((UdpSocket, punch::Connected)),
+    Direct((LegPath, punch::Connected)),
     // Boxed: an allocation is large beside a socket.
     Relay(Box<(crate::relay::Allocation, punch::Connected)>),
 }
 
-/// Run both paths in threads; the first to connect stops the other (which then ends
-/// within [`punch::Stoppable::TICK`]). Both failing returns the direct path's error.
-fn race(
-    direct: impl FnOnce(&AtomicBool) -> Result<(UdpSocket, punch::Connected), SessionError> + Send,
-    relayed: impl FnOnce(&AtomicBool) -> Result<(crate::relay::Allocation, punch::Connected), SessionError>
-        + Send,
-) -> Result<Won, SessionError> {
-    let stop_direct = AtomicBool::new(false);
-    let stop_relay = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let d = scope.spawn(|| {
-            let r = direct(&stop_direct);
-            if r.is_ok() {
-                stop_relay.store(true, Ordering::Relaxed);
+/// One path to try, ended early when its flag is set.
+type Attempt<'a> = Box<dyn FnOnce(&AtomicBool) -> Result<Won, SessionError> + Send + 'a>;
+
+/// Run every path in a thread of its own; the first to connect stops the others (which
+/// then end within [`punch::Stoppable::TICK`]). All failing returns the first path's
+/// error (the others are logged).
+fn race(paths: Vec<Attempt<'_>>) -> Result<Won, SessionError> {
+    if paths.len() == 1 {
+        let stop = AtomicBool::new(false);
+        let only = paths.into_iter().next();
+        return match only {
+            Some(p) => p(&stop),
+            None => Err(SessionError::Settings("no path to try".into())),
+        };
+    }
+    let stops: Vec<AtomicBool> = paths.iter().map(|_| AtomicBool::new(false)).collect();
+    let results: Vec<Result<Won, SessionError>> = std::thread::scope(|scope| {
+        let stops = &stops;
+        let running: Vec<_> = paths
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                scope.spawn(move || {
+                    let r = p(&stops[i]);
+                    if r.is_ok() {
+                        for (j, s) in stops.iter().enumerate() {
+                            if j != i {
+                                s.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    r
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(SessionError::Panicked("a path"))))
+            .collect()
+    });
+    let mut won = None;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(w) if won.is_none() => won = Some(w),
+            Ok(_) => warn!("two paths connected; keeping the first"),
+            Err(e) => {
+                debug!("a path ended: {e}");
+                first_error.get_or_insert(e);
             }
-            r
-        });
-        let r = scope.spawn(|| {
-            let r = relayed(&stop_relay);
-            if r.is_ok() {
-                stop_direct.store(true, Ordering::Relaxed);
-            }
-            r
-        });
-        let d = d
-            .join()
-            .unwrap_or(Err(SessionError::Panicked("the direct path")));
-        let r = r
-            .join()
-            .unwrap_or(Err(SessionError::Panicked("the relayed path")));
-        match (d, r) {
-            (Ok(d), _) => Ok(Won::Direct(d)),
-            (Err(_), Ok(r)) => Ok(Won::Relay(Box::new(r))),
-            (Err(e), Err(_)) => Err(e),
         }
-    })
+    }
+    match (won, first_error) {
+        (Some(w), _) => Ok(w),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(SessionError::Settings("no path to try".into())),
+    }
 }
 
 /// The acceptor's side of a relayed path: its allocation and a handshake of its own.
 pub(super) struct RelayPath {
     alloc: crate::relay::Allocation,
     core: Handshake,
-    /// The plan is the relay alone (no direct path to try beside it).
-    only: bool,
 }
 
 /// What the acceptor does toward the inviter while its accept travels.
@@ -407,35 +526,79 @@ pub(super) enum Path {
     RelayOnly,
 }
 
-/// An answered invite, ready for its handshake.
-pub(super) struct Prepared {
-    socket: UdpSocket,
-    mapped: SocketAddr,
-    core: Handshake,
+/// One family's leg with its handshake and what the plan does on it.
+pub(super) struct LegPath {
+    leg: Leg,
+    /// `None` once the handshake has run.
+    core: Option<Handshake>,
     path: Path,
+}
+
+/// An answered invite, ready for its handshake: a direct path per family planned, and
+/// the relay.
+pub(super) struct Prepared {
+    legs: Vec<LegPath>,
     relay: Option<RelayPath>,
     timeline: Timeline,
     keep: Keep,
 }
 
-/// The acceptor's part before the handshake: bind, binding, plan, punch, send the
-/// accept (or the decline, when no method can connect the pair).
+/// The acceptor's part before the handshake: per family both sides have, bind, binding
+/// and plan; then punch, and send the accept (or the decline, when no method can
+/// connect the pair).
 pub(super) fn answer(
     settings: &SessionSettings,
-    stun_server: SocketAddr,
+    measured: &[Measured],
     peer: &mut Peer<'_>,
     mediator: &mut dyn Mediator,
     invite: &Invite,
-    facts: NatFacts,
 ) -> Result<Prepared, SessionError> {
     let start = Instant::now();
-    let Some(&inviter) = invite.mapped.first() else {
+    if invite.mapped.is_empty() {
         return Err(SessionError::NoEndpoint);
-    };
+    }
+    let theirs = family::peer_families(invite);
+    let ours: Vec<Family> = measured.iter().map(|m| m.family).collect();
+    let common: Vec<&Measured> = measured
+        .iter()
+        .filter(|m| theirs.contains(&m.family))
+        .collect();
+    if common.is_empty() {
+        let reason = family::no_common_family(&theirs, &ours);
+        decline(peer, mediator, invite, &reason);
+        return Err(SessionError::NoMethod(reason));
+    }
     // Bound and mapped first: a router port mapping changes this side's class.
-    let (mut socket, mut mapped) = corridor_socket(settings, stun_server)?;
-    let mut facts = facts;
-    let router = router_mapping(settings, &mut socket, &mut facts, &mut mapped);
+    let mut legs: Vec<Leg> = Vec::new();
+    let mut first_error = None;
+    for m in &common {
+        match corridor_socket(&m.settings, m.stun) {
+            Ok((socket, mapped)) => legs.push(Leg {
+                family: m.family,
+                socket,
+                mapped,
+                facts: m.facts,
+                stun: m.stun,
+                settings: m.settings.clone(),
+            }),
+            Err(e) => {
+                warn!("{}: {e}", m.family);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if legs.is_empty() {
+        return Err(first_error.unwrap_or(SessionError::NoEndpoint));
+    }
+    let mut router = None;
+    if let Some(leg) = legs.iter_mut().find(|l| l.family == Family::V4) {
+        router = router_mapping(
+            &leg.settings,
+            &mut leg.socket,
+            &mut leg.facts,
+            &mut leg.mapped,
+        );
+    }
     let (policy, turn) = relay_offer(settings);
     let offer = pair::Offer {
         inviter_relay: invite.relay,
@@ -443,19 +606,81 @@ pub(super) fn answer(
         turn,
         birthday_sockets: settings.birthday_sockets,
     };
-    let choice = match pair::choose(&invite.nat, &facts, &offer) {
-        Ok(c) => c,
-        Err(reason) => {
+    let always = invite.relay == crate::rendezvous::RelayPolicy::Always
+        || policy == crate::rendezvous::RelayPolicy::Always;
+    // IPv6: direct only (no prediction, no relay over it), and not when either side
+    // wants the relay always (it hides the addresses).
+    let method6 = legs
+        .iter()
+        .find(|l| l.family == Family::V6)
+        .filter(|_| !always)
+        .and_then(|l| {
+            let direct_only = pair::Offer {
+                inviter_relay: crate::rendezvous::RelayPolicy::Never,
+                acceptor_relay: crate::rendezvous::RelayPolicy::Never,
+                turn: false,
+                birthday_sockets: 0,
+            };
+            match pair::choose(
+                &family::peer_facts(invite, Family::V6),
+                &l.facts,
+                &direct_only,
+            ) {
+                Ok(c) if matches!(c.method, Method::Direct | Method::DirectFullTtl) => {
+                    Some(c.method)
+                }
+                Ok(c) => {
+                    info!("IPv6 would need {}: not tried", pair::describe(&c.method));
+                    None
+                }
+                Err(reason) => {
+                    info!("IPv6: {reason}");
+                    None
+                }
+            }
+        });
+    let choice4 = legs
+        .iter()
+        .find(|l| l.family == Family::V4)
+        .map(|l| pair::choose(&invite.nat, &l.facts, &offer));
+    // A direct IPv6 path makes port prediction and the relay needless; the relay stays
+    // allocated as the fallback it was meant to be.
+    let (method4, allocate) = match choice4 {
+        Some(Ok(c))
+            if method6.is_some() && !matches!(c.method, Method::Direct | Method::DirectFullTtl) =>
+        {
+            info!(
+                "IPv4 would need {}: IPv6 connects directly instead",
+                pair::describe(&c.method)
+            );
+            (None, c.allocate && c.method != Method::Relay)
+        }
+        Some(Ok(c)) => (Some(c.method), c.allocate),
+        Some(Err(_)) if method6.is_some() => (None, false),
+        Some(Err(reason)) => {
+            decline(peer, mediator, invite, &reason);
+            return Err(SessionError::NoMethod(reason));
+        }
+        None if method6.is_some() => (None, false),
+        None => {
+            let reason = "over IPv6, the only family both sides have, neither side's firewall \
+                          or NAT lets a direct punch through (IPv6 paths are direct only)"
+                .to_string();
             decline(peer, mediator, invite, &reason);
             return Err(SessionError::NoMethod(reason));
         }
     };
     // The allocation goes into the accept, so the inviter needs no further round trip
     // to fall back on it. Without it, a relay-only plan is declined; a direct plan goes on.
-    let alloc = if choice.allocate {
-        match allocate_relay(settings, inviter.ip()) {
+    let inviter4 = invite.mapped.iter().copied().find(|a| a.is_ipv4());
+    let v4_settings = legs
+        .iter()
+        .find(|l| l.family == Family::V4)
+        .map(|l| l.settings.clone());
+    let alloc = match (allocate, inviter4, v4_settings) {
+        (true, Some(inviter), Some(s)) => match allocate_relay(&s, inviter.ip()) {
             Ok(a) => Some(a),
-            Err(e) if choice.method == Method::Relay => {
+            Err(e) if method4 == Some(Method::Relay) => {
                 let reason = format!("the acceptor's TURN relay failed: {e}");
                 decline(peer, mediator, invite, &reason);
                 return Err(SessionError::NoMethod(reason));
@@ -464,38 +689,45 @@ pub(super) fn answer(
                 warn!("no relay to fall back on: {e}");
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     info!(
         "plan for {} (NAT {}): {}",
         invite.from,
-        describe_facts(&invite.nat),
-        pair::describe(&choice.method)
+        describe_peer_facts(invite),
+        describe_methods(method4, method6)
     );
+    // Only the legs the plan uses go into the accept.
+    legs.retain(|l| match l.family {
+        Family::V4 => method4.is_some(),
+        Family::V6 => method6.is_some(),
+    });
+    let facts_of_family = |f: Family| legs.iter().find(|l| l.family == f).map(|l| l.facts);
     let accept = Accept::new(
         invite,
         unix_now(),
-        vec![mapped],
-        local_endpoints(&socket),
-        facts,
+        legs.iter().map(|l| l.mapped).collect(),
+        legs.iter()
+            .flat_map(|l| local_endpoints(&l.socket, LOCALS_PER_FAMILY))
+            .collect(),
+        facts_of_family(Family::V4).unwrap_or_default(),
     )
-    .and_then(|a| a.with_route(choice.method, policy, alloc.as_ref().map(|a| a.relayed())))
+    .map(|a| a.with_nat6(facts_of_family(Family::V6)))
+    .and_then(|a| {
+        a.with_families(
+            method4,
+            method6,
+            policy,
+            alloc.as_ref().map(|a| a.relayed()),
+        )
+    })
     .map_err(SessionError::Message)?;
     let acceptor_config = punch::Config {
         timeout: settings.handshake_timeout + ACCEPT_DELIVERY,
         ..handshake_config(settings)
     };
     let secrets = Secrets::from_rendezvous(invite, &accept);
-    let mut core = Handshake::new(
-        Role::Acceptor,
-        &secrets,
-        invite.session.0,
-        candidates(invite, mapped),
-        Instant::now(),
-        acceptor_config.clone(),
-    );
     // A handshake of its own for the relayed path (its own sequence window): the
     // inviter tries it after a failed direct handshake, so it waits that much longer.
     let relay = alloc.map(|alloc| RelayPath {
@@ -508,13 +740,71 @@ pub(super) fn answer(
             Instant::now(),
             punch::Config {
                 timeout: acceptor_config.timeout + settings.handshake_timeout,
-                ..acceptor_config
+                ..acceptor_config.clone()
             },
         ),
-        only: choice.method == Method::Relay,
     });
-    let path = match choice.method {
-        Method::Direct if facts.port_mapping.is_some() => {
+    let mut paths = Vec::new();
+    for leg in legs {
+        let method = match leg.family {
+            Family::V4 => method4,
+            Family::V6 => method6,
+        };
+        let Some(method) = method else { continue };
+        let Some(inviter) = invite
+            .mapped
+            .iter()
+            .copied()
+            .find(|a| Family::of(a) == leg.family)
+        else {
+            continue;
+        };
+        let mut core = Handshake::new(
+            Role::Acceptor,
+            &secrets,
+            invite.session.0,
+            candidates(invite, leg.family, leg.mapped),
+            Instant::now(),
+            acceptor_config.clone(),
+        );
+        let path = plan_path(&leg, method, inviter, &mut core)?;
+        paths.push(LegPath {
+            leg,
+            core: Some(core),
+            path,
+        });
+    }
+    let discovery = start.elapsed();
+    let t = Instant::now();
+    let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
+    send_sealed(mediator, &peer.address, &sealed)?;
+    info!("accept sent to {} via {}", peer.address, mediator.name());
+    Ok(Prepared {
+        legs: paths,
+        relay,
+        timeline: Timeline {
+            discovery,
+            send: t.elapsed(),
+            ..Timeline::default()
+        },
+        keep: Keep {
+            _router: router,
+            _relay: None,
+        },
+    })
+}
+
+/// What the acceptor does on one leg toward the inviter while its accept travels: the
+/// first punch goes out here.
+fn plan_path(
+    leg: &Leg,
+    method: Method,
+    inviter: SocketAddr,
+    core: &mut Handshake,
+) -> Result<Path, SessionError> {
+    let settings = &leg.settings;
+    Ok(match method {
+        Method::Direct if leg.facts.port_mapping.is_some() => {
             // The router forwards the mapped port: nothing to open. And the socket's
             // first packet must wait: it fixes the NAT's mapping of the port, which the
             // router's port-keeping rule may not have caught up with yet.
@@ -523,14 +813,20 @@ pub(super) fn answer(
         }
         Method::Direct => {
             info!("punching toward {inviter}…");
+            // No NAT but a filter (an IPv6 host behind its router's stateful firewall):
+            // the punch opens the firewall as it would a NAT.
+            let firewalled = !leg.facts.nat
+                && leg.family == Family::V6
+                && leg.facts.filtering != Some(Behaviour::EndpointIndependent);
             let ttl = punch::acceptor_punch(
-                &socket,
-                &mut core,
+                &leg.socket,
+                core,
                 inviter,
-                mapped,
+                leg.mapped,
                 settings.punch_hops,
-                stun_server,
+                leg.stun,
                 &HopsConfig::default(),
+                firewalled,
             )
             .map_err(SessionError::Punch)?;
             Path::Punch(ttl.map(|ttl| punch::Repunch {
@@ -543,7 +839,7 @@ pub(super) fn answer(
             // Our NAT picks a new port toward the inviter, which only our packets can
             // tell it: they must arrive, and keep coming until it answers.
             info!("punching toward {inviter} at full TTL…");
-            punch::send_with_ttl(&socket, inviter, &core.punch_packet(), FULL_TTL)
+            punch::send_with_ttl(&leg.socket, inviter, &core.punch_packet(), FULL_TTL)
                 .map_err(|e| SessionError::Punch(e.into()))?;
             Path::Punch(Some(punch::Repunch {
                 dest: inviter,
@@ -565,27 +861,6 @@ pub(super) fn answer(
             target: inviter.ip(),
         },
         Method::Relay => Path::RelayOnly,
-    };
-    let discovery = start.elapsed();
-    let t = Instant::now();
-    let sealed = peer.envelope.seal(&accept).map_err(SessionError::Seal)?;
-    send_sealed(mediator, &peer.address, &sealed)?;
-    info!("accept sent to {} via {}", peer.address, mediator.name());
-    Ok(Prepared {
-        socket,
-        mapped,
-        core,
-        path,
-        relay,
-        timeline: Timeline {
-            discovery,
-            send: t.elapsed(),
-            ..Timeline::default()
-        },
-        keep: Keep {
-            _router: router,
-            _relay: None,
-        },
     })
 }
 

@@ -34,6 +34,7 @@ use crate::rendezvous::{
 use crate::stun::{self, StunError};
 
 mod accept;
+mod family;
 mod invite;
 mod wait;
 
@@ -63,8 +64,11 @@ const REPUNCH_EVERY: Duration = Duration::from_secs(10);
 pub struct SessionSettings {
     /// STUN servers, first one used for the corridor socket's binding.
     pub stun: Vec<SocketAddr>,
-    /// Where the corridor socket binds.
+    /// Where the corridor socket of this address's family binds; the other family binds
+    /// its unspecified address with the same port.
     pub bind: SocketAddr,
+    /// The address families tried (each needs a STUN server of its family in `stun`).
+    pub family: nat::FamilyChoice,
     /// Punch TTL (acceptor only).
     pub punch_hops: PunchHops,
     /// Ask the router for a mapping of the corridor port ([`crate::portmap`]).
@@ -468,7 +472,7 @@ fn corridor_socket(
     settings: &SessionSettings,
     server: SocketAddr,
 ) -> Result<(UdpSocket, SocketAddr), SessionError> {
-    let socket = UdpSocket::bind(settings.bind).map_err(|source| SessionError::Bind {
+    let socket = family::bind_udp(settings.bind).map_err(|source| SessionError::Bind {
         addr: settings.bind,
         source,
     })?;
@@ -494,7 +498,7 @@ fn more_sockets(first: &UdpSocket, n: usize) -> Result<Vec<UdpSocket>, SessionEr
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let addr = SocketAddr::new(ip, 0);
     (0..n)
-        .map(|_| UdpSocket::bind(addr).map_err(|source| SessionError::Bind { addr, source }))
+        .map(|_| family::bind_udp(addr).map_err(|source| SessionError::Bind { addr, source }))
         .collect()
 }
 
@@ -646,8 +650,11 @@ fn router_mapping(
     }
 }
 
-/// This socket's local endpoints worth telling a peer behind the same NAT.
-fn local_endpoints(socket: &UdpSocket) -> Vec<SocketAddr> {
+/// Local endpoints told per family (the message holds at most 8 in all).
+const LOCALS_PER_FAMILY: usize = 4;
+
+/// This socket's local endpoints worth telling a peer behind the same NAT (at most `max`).
+fn local_endpoints(socket: &UdpSocket, max: usize) -> Vec<SocketAddr> {
     let Ok(local) = socket.local_addr() else {
         return Vec::new();
     };
@@ -659,7 +666,9 @@ fn local_endpoints(socket: &UdpSocket) -> Vec<SocketAddr> {
         .into_iter()
         .filter(|ip| ip.is_ipv4() == local.is_ipv4() && !ip.is_loopback())
         .filter(|ip| !matches!(ip, IpAddr::V4(v4) if v4.is_link_local()))
-        .take(8)
+        // fe80::/10 needs a scope the peer cannot know.
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .take(max)
         .map(|ip| SocketAddr::new(ip, local.port()))
         .collect()
 }
@@ -681,14 +690,46 @@ fn inner_endpoint(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Where to send handshake packets: the peer's public endpoints, and its local ones
-/// when both sides sit behind the same public address (a NAT without hairpin).
-fn candidates(peer: &Body, own_mapped: SocketAddr) -> Vec<SocketAddr> {
-    let mut out = peer.mapped.clone();
+/// Where to send handshake packets of `family`: the peer's public endpoints of that
+/// family, and its local ones when both sides sit behind the same public address (a NAT
+/// without hairpin).
+fn candidates(peer: &Body, family: nat::Family, own_mapped: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = family.filter(&peer.mapped);
     if peer.mapped.iter().any(|m| m.ip() == own_mapped.ip()) {
-        out.extend(peer.local.iter().copied());
+        out.extend(family.filter(&peer.local));
     }
     out
+}
+
+/// The peer's NAT facts per family, for the log.
+fn describe_peer_facts(peer: &Body) -> String {
+    let fams = family::peer_families(peer);
+    let v4 = fams
+        .contains(&nat::Family::V4)
+        .then(|| describe_facts(&peer.nat));
+    let v6 = fams
+        .contains(&nat::Family::V6)
+        .then(|| describe_facts(&family::peer_facts(peer, nat::Family::V6)));
+    match (v4, v6) {
+        (Some(a), Some(b)) => format!("IPv4 {a}; IPv6 {b}"),
+        (Some(a), None) => a,
+        (None, Some(b)) => format!("IPv6 {b}"),
+        (None, None) => "unknown".into(),
+    }
+}
+
+/// The plan per family, for the log.
+fn describe_methods(method4: Option<Method>, method6: Option<Method>) -> String {
+    match (method4, method6) {
+        (Some(m), None) => pair::describe(&m),
+        (None, Some(m)) => format!("over IPv6, {}", pair::describe(&m)),
+        (Some(m4), Some(m6)) => format!(
+            "over IPv6, {}; and over IPv4, {} (IPv6 preferred)",
+            pair::describe(&m6),
+            pair::describe(&m4)
+        ),
+        (None, None) => "no method".into(),
+    }
 }
 
 fn handshake_config(settings: &SessionSettings) -> punch::Config {

@@ -257,6 +257,7 @@ fn settings_for(stun: SocketAddr) -> SessionSettings {
     SessionSettings {
         stun: config.servers,
         bind: config.bind,
+        family: nat::FamilyChoice::Auto,
         punch_hops: PunchHops::Auto,
         port_mapping: false,
         discovery_timeout: config.probe_timeout,
@@ -288,30 +289,50 @@ fn the_inviter_goes_on_with_the_mapping_while_filtering_is_still_measured() {
 
 #[test]
 fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
-    let msg = |mapped: &str, local: &str| Body {
+    let msg = |mapped: &[&str], local: &[&str]| Body {
         from: crate::rendezvous::PeerId::parse("a@x.example/one").unwrap(),
         to: crate::rendezvous::PeerId::parse("b@x.example/two").unwrap(),
         session: crate::rendezvous::SessionId([1; 16]),
         time: 0,
-        mapped: vec![mapped.parse().unwrap()],
-        local: vec![local.parse().unwrap()],
+        mapped: mapped.iter().map(|a| a.parse().unwrap()).collect(),
+        local: local.iter().map(|a| a.parse().unwrap()).collect(),
         nat: NatFacts::default(),
+        nat6: None,
         relay: crate::rendezvous::RelayPolicy::Never,
         method: None,
+        method6: None,
         relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };
-    let peer = msg("198.51.100.2:4000", "10.0.0.5:4000");
+    let v4 = nat::Family::V4;
+    let peer = msg(&["198.51.100.2:4000"], &["10.0.0.5:4000"]);
     assert_eq!(
-        candidates(&peer, "203.0.113.9:5000".parse().unwrap()),
+        candidates(&peer, v4, "203.0.113.9:5000".parse().unwrap()),
         vec!["198.51.100.2:4000".parse().unwrap()]
     );
     assert_eq!(
-        candidates(&peer, "198.51.100.2:5000".parse().unwrap()),
+        candidates(&peer, v4, "198.51.100.2:5000".parse().unwrap()),
         vec![
             "198.51.100.2:4000".parse::<SocketAddr>().unwrap(),
             "10.0.0.5:4000".parse().unwrap()
         ]
+    );
+    // A dual-stack peer: each family's punch gets that family's endpoints only.
+    let peer = msg(
+        &["198.51.100.2:4000", "[2001:db8:1::2]:4001"],
+        &["10.0.0.5:4000", "[2001:db8:1::2]:4001"],
+    );
+    assert_eq!(
+        candidates(
+            &peer,
+            nat::Family::V6,
+            "[2001:db8:2::9]:5000".parse().unwrap()
+        ),
+        vec!["[2001:db8:1::2]:4001".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(
+        candidates(&peer, v4, "203.0.113.9:5000".parse().unwrap()),
+        vec!["198.51.100.2:4000".parse::<SocketAddr>().unwrap()]
     );
 }
 

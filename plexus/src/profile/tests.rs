@@ -536,6 +536,25 @@ fn port_mapping_setting() {
     assert!("no".parse::<super::PortMapping>().is_err());
 }
 
+#[test]
+fn family_setting() {
+    use crate::nat::{Family, FamilyChoice};
+    let base = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
+    assert_eq!(parse(base).unwrap().family, FamilyChoice::Auto);
+    let mut p = parse(&format!("{base}family: ipv6\n")).unwrap();
+    assert_eq!(p.family, FamilyChoice::Only(Family::V6));
+    let (line, _, msg) = parse_err(&format!("{base}family: both\n"));
+    assert_eq!(line, Some(3));
+    assert!(msg.contains("auto, ipv4 or ipv6"), "{msg}");
+    // The flag wins over the profile.
+    p.apply(ProfilePatch {
+        family: Some(FamilyChoice::Only(Family::V4)),
+        ..ProfilePatch::default()
+    })
+    .unwrap();
+    assert_eq!(p.family, FamilyChoice::Only(Family::V4));
+}
+
 const BASE: &str = "host: {id: a@x/1, cert: c, key: k}\npeer: {id: b@y/1, cert: pc}\n";
 
 #[test]

@@ -511,9 +511,10 @@ fn expect_v6_firewall(lab: &Lab, site: &str, v: &serde_json::Value) {
                 .starts_with("no NAT, stateful firewall: filtering address-and-port-dependent")),
         "{site}: {v}"
     );
-    // Planned like a port-restricted NAT: port prediction with a symmetric peer.
+    // Planned like a port-restricted NAT: port prediction with a symmetric peer (when
+    // accepting: an inviter's filtering is not in its invite yet).
     assert_eq!(
-        v["methods"]["symmetric"]["inviting"], "birthday probing: 256 sockets on the acceptor side",
+        v["methods"]["symmetric"]["accepting"], "birthday probing: 256 sockets on the inviter side",
         "{site}: {v}"
     );
 }

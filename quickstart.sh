@@ -141,13 +141,17 @@ say "identities: $A_ID (SHA-256 $A_FP…), $B_ID ($B_FP…)"
 nat_line() {
     python3 -c '
 import json, sys
-v = json.loads(sys.stdin.read())
-short = {"endpoint-independent": "endpoint-independent", "address-dependent": "address-dependent",
-         "address-and-port-dependent": "address-and-port-dependent", None: "unknown"}
-verdict = ("the peer can predict its public port" if v.get("punchable")
-           else "maps per destination: the peer cannot predict its port")
-print("mapping %s, filtering %s, public %s: %s" % (short.get(v.get("mapping"), v.get("mapping")),
-      short.get(v.get("filtering"), v.get("filtering")), v.get("mapped"), verdict))'
+# One object per address family; a family without a STUN server of its own is left out.
+lines = []
+for v in json.loads(sys.stdin.read()):
+    if not v.get("available"):
+        continue
+    verdict = ("the peer can predict its public port" if v.get("punchable")
+               else "maps per destination: the peer cannot predict its port")
+    lines.append("%s mapping %s, filtering %s, public %s: %s" % (
+        {"ipv4": "IPv4", "ipv6": "IPv6"}.get(v.get("family"), v.get("family")),
+        v.get("mapping") or "unknown", v.get("filtering") or "unknown", v.get("mapped"), verdict))
+print("; ".join(lines) or "no address family measured")'
 }
 for who in alice bob; do
     site=$INV_SITE; [[ $who == bob ]] && site=$ACC_SITE

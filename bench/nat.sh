@@ -23,7 +23,7 @@ for site in b-none b-full b-address b-port a-symmetric; do
     "$lab" exec "$name" "$site-h" timeout 120 turnutils_natdiscovery -m -f -H "$stun" >/dev/null 2>&1 || true
     t2=$(ms)
     p=$(( (t1 - t0) / 1000000 )); n=$(( (t2 - t1) / 1000000 ))
-    verdict=$(printf '%s' "$out" | python3 -c 'import json,sys; v=json.load(sys.stdin); print("%s/%s" % ((v["mapping"] or "?")[:11], (v["filtering"] or "?")[:11]))')
+    verdict=$(printf '%s' "$out" | python3 -c 'import json,sys; v=json.load(sys.stdin)[0]; print("%s/%s" % ((v["mapping"] or "?")[:11], (v["filtering"] or "?")[:11]))')
     ratio=$(awk -v p="$p" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? p / n : 0) }')
     printf '%-12s %-24s %10d %16d %20s\n' "$site" "$verdict" "$p" "$n" "$ratio"
 done

@@ -49,12 +49,15 @@ fn run_nat(args: &nat::NatArgs) -> Result<(), Failure> {
     let bound = std::time::Duration::from_millis(args.port_mapping_timeout);
     let probe =
         (!args.no_port_mapping).then(|| std::thread::spawn(move || plexus::portmap::probe(bound)));
-    let r = plexus::nat::discover(&cfg).map_err(|e| Failure::Failed(e.to_string()))?;
+    let out = nat::outcomes(cfg.family, plexus::nat::discover_families(&cfg));
+    if let Some(e) = nat::none_measured(&out) {
+        return Err(Failure::Failed(e));
+    }
     let pm = probe.and_then(|t| t.join().ok());
     if json {
-        println!("{}", nat::to_json(&r, pm.as_ref()));
+        println!("{}", nat::families_json(&out, pm.as_ref()));
     } else {
-        print!("{}", nat::to_text(&r, pm.as_ref()));
+        print!("{}", nat::families_text(&out, pm.as_ref()));
     }
     Ok(())
 }

@@ -154,43 +154,83 @@ fn natdiscovery_hairpin_site_hairpins() {
     );
 }
 
-/// `plexus nat --json` in `site`'s host; checks the JSON contract and returns it.
-fn plexus_nat(lab: &Lab, site: &str) -> serde_json::Value {
-    let _c = lab.claim(&[site]);
+/// `plexus nat --json ARGS` in `site`'s host: the array, checked to hold one object per
+/// family (ipv4, then ipv6), each either measured or unavailable with a reason.
+fn plexus_nat_json(lab: &Lab, site: &str, args: &[&str]) -> [serde_json::Value; 2] {
     let s = lab.site(site);
-    let stun = lab.stun.ips[0].to_string();
     let bin = plexus_bin();
-    let out = lab.exec_timeout(&s.host_netns, 60, &[&bin, "nat", "--json", "--stun", &stun]);
+    let mut argv = vec![bin.as_str(), "nat", "--json"];
+    argv.extend_from_slice(args);
+    let out = lab.exec_timeout(&s.host_netns, 60, &argv);
     assert_ok("plexus nat --json", &out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "plexus nat --json printed no JSON object ({e}):\n{}",
+            "plexus nat --json printed no JSON ({e}):\n{}",
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    for key in [
-        "nat",
-        "mapping",
-        "filtering",
-        "hairpin",
-        "port_preserved",
-        "address_stable",
-        "local",
-        "mapped",
-        "punchable",
-        "reason",
-        "elapsed_ms",
-    ] {
-        assert!(v.get(key).is_some(), "plexus nat --json lacks {key:?}: {v}");
-    }
     eprintln!("plexus nat {site} ({:?}): {v}", s.nat);
-    let mapped_ip = v["mapped"]
-        .as_str()
-        .and_then(|m| m.rsplit_once(':'))
-        .map(|(ip, _)| ip.to_string());
+    let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    assert_eq!(a.len(), 2, "one object per family: {v}");
+    for (o, fam) in a.iter().zip(["ipv4", "ipv6"]) {
+        assert_eq!(o["family"], fam, "{v}");
+        match o["available"].as_bool() {
+            Some(true) => {
+                for key in [
+                    "nat",
+                    "mapping",
+                    "filtering",
+                    "hairpin",
+                    "port_preserved",
+                    "address_stable",
+                    "local",
+                    "mapped",
+                    "punchable",
+                    "reason",
+                    "elapsed_ms",
+                    "rfc5780",
+                    "servers",
+                    "methods",
+                    "port_mapping",
+                ] {
+                    assert!(o.get(key).is_some(), "{fam} lacks {key:?}: {v}");
+                }
+            }
+            Some(false) => assert!(
+                o["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "an unavailable family says why: {v}"
+            ),
+            None => panic!("{fam}: no \"available\": {v}"),
+        }
+    }
+    [a[0].clone(), a[1].clone()]
+}
+
+/// The IP of an `"ip:port"` / `"[ipv6]:port"` field.
+fn ip_of(v: &serde_json::Value) -> Option<std::net::IpAddr> {
+    v.as_str()?
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+}
+
+/// `plexus nat --json` against the IPv4 STUN server only: the IPv4 object, whose
+/// mapped address must be the site's public one.
+fn plexus_nat(lab: &Lab, site: &str) -> serde_json::Value {
+    let _c = lab.claim(&[site]);
+    let stun = lab.stun.ips[0].to_string();
+    let [v, v6] = plexus_nat_json(lab, site, &["--stun", &stun]);
+    assert_eq!(v["available"], true, "{site}: {v}");
+    assert_eq!(v6["available"], false, "no IPv6 server given: {v6}");
+    assert!(
+        v6["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no IPv6 STUN server")),
+        "{v6}"
+    );
     assert_eq!(
-        mapped_ip,
-        Some(s.public_ip.to_string()),
+        ip_of(&v["mapped"]),
+        Some(lab.site(site).public_ip.into()),
         "mapped address of {site}: {v}"
     );
     v
@@ -421,4 +461,197 @@ fn filtering_address_restricted_is_per_mapping() {
 fn filtering_port_restricted_needs_address_and_port() {
     let lab = lab_or_skip!();
     assert_eq!(filtering_matrix(lab, "b-port"), [true, false, false, false]);
+}
+
+/// `plexus nat --json` with one STUN address per family, as the issue has it: both
+/// families' objects, the IPv4 one checked against the site's IPv4 public address
+/// where the site has IPv4.
+fn plexus_nat_both(lab: &Lab, site: &str) -> [serde_json::Value; 2] {
+    let _c = lab.claim(&[site]);
+    let v4 = lab.stun.ips[0].to_string();
+    let v6 = format!("[{}]", lab.stun6().ips[0]);
+    let both = plexus_nat_json(lab, site, &["--stun", &v4, "--stun", &v6]);
+    let s = lab.site(site);
+    if s.ipv4 {
+        assert_eq!(both[0]["available"], true, "{site}: {}", both[0]);
+        assert_eq!(
+            ip_of(&both[0]["mapped"]),
+            Some(s.public_ip.into()),
+            "{site}: {}",
+            both[0]
+        );
+    }
+    both
+}
+
+/// A host with a global IPv6 address behind a stateful firewall: no NAT, its own
+/// address as the mapped one, and the firewall's filtering.
+fn expect_v6_firewall(lab: &Lab, site: &str, v: &serde_json::Value) {
+    let v6 = lab.site(site).ipv6.as_ref().expect("an IPv6 site");
+    assert_eq!(v["available"], true, "{site}: {v}");
+    expect(
+        v,
+        site,
+        false,
+        "endpoint-independent",
+        "address-and-port-dependent",
+        true,
+    );
+    assert_eq!(ip_of(&v["mapped"]), Some(v6.host_ip.into()), "{site}: {v}");
+    assert_eq!(v["mapped"], v["local"], "{site}: {v}");
+    assert_eq!(
+        v["hairpin"],
+        serde_json::Value::Null,
+        "no NAT, no hairpin: {v}"
+    );
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r
+                .starts_with("no NAT, stateful firewall: filtering address-and-port-dependent")),
+        "{site}: {v}"
+    );
+    // Planned like a port-restricted NAT: port prediction with a symmetric peer (when
+    // accepting: an inviter's filtering is not in its invite yet).
+    assert_eq!(
+        v["methods"]["symmetric"]["accepting"], "birthday probing: 256 sockets on the inviter side",
+        "{site}: {v}"
+    );
+}
+
+#[test]
+fn plexus_nat_v6_firewalled_sites() {
+    let lab = lab_or_skip!();
+    for site in ["v6-fw-a", "v6-fw-b"] {
+        let [v4, v6] = plexus_nat_both(lab, site);
+        expect(
+            &v4,
+            site,
+            true,
+            "endpoint-independent",
+            "address-and-port-dependent",
+            true,
+        );
+        expect_v6_firewall(lab, site, &v6);
+    }
+    // And for people: one section per family, the firewall named as such.
+    let _c = lab.claim(&["v6-fw-a"]);
+    let s = lab.site("v6-fw-a");
+    let v6 = format!("[{}]", lab.stun6().ips[0]);
+    let out = lab.exec_timeout(
+        &s.host_netns,
+        60,
+        &[
+            &plexus_bin(),
+            "nat",
+            "--no-port-mapping",
+            "--stun",
+            &lab.stun.ips[0].to_string(),
+            "--stun",
+            &v6,
+        ],
+    );
+    assert_ok("plexus nat", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (four, six) = text.split_once("=== IPv6 ===").expect("an IPv6 section");
+    assert!(
+        four.starts_with("=== IPv4 ===") && four.contains("port-restricted cone NAT"),
+        "{text}"
+    );
+    assert!(
+        six.contains(
+            "NAT type:        no NAT, stateful firewall: filtering address-and-port-dependent"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn plexus_nat_v6_symmetric_ipv4_firewalled_ipv6() {
+    let lab = lab_or_skip!();
+    let [v4, v6] = plexus_nat_both(lab, "v6-symmetric");
+    expect(
+        &v4,
+        "v6-symmetric",
+        true,
+        "address-and-port-dependent",
+        "address-and-port-dependent",
+        false,
+    );
+    expect_v6_firewall(lab, "v6-symmetric", &v6);
+}
+
+#[test]
+fn plexus_nat_v6_only_has_no_ipv4() {
+    let lab = lab_or_skip!();
+    let [v4, v6] = plexus_nat_both(lab, "v6-only");
+    assert_eq!(v4["available"], false, "{v4}");
+    let e = v4["error"].as_str().unwrap_or("");
+    assert!(
+        e.contains("no route") && e.contains("unreachable"),
+        "IPv4 on an IPv6-only host: {v4}"
+    );
+    expect_v6_firewall(lab, "v6-only", &v6);
+    // Only IPv4 asked for: nothing measurable, exit 1 with the reason.
+    let _c = lab.claim(&["v6-only"]);
+    let s = lab.site("v6-only");
+    let out = lab.exec_timeout(
+        &s.host_netns,
+        60,
+        &[
+            &plexus_bin(),
+            "nat",
+            "--no-port-mapping",
+            "--family",
+            "ipv4",
+            "--stun",
+            &lab.stun.ips[0].to_string(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no address family could be measured") && err.contains("IPv4: no route"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plexus_nat_v6_nat66() {
+    let lab = lab_or_skip!();
+    let [v4, v6] = plexus_nat_both(lab, "v6-nat66");
+    expect(
+        &v4,
+        "v6-nat66",
+        true,
+        "endpoint-independent",
+        "address-and-port-dependent",
+        true,
+    );
+    let site = lab.site("v6-nat66").ipv6.as_ref().expect("an IPv6 site");
+    assert_eq!(v6["available"], true, "{v6}");
+    assert_eq!(v6["nat"], true, "NAT66: {v6}");
+    assert_eq!(v6["mapping"], "endpoint-independent", "{v6}");
+    assert_eq!(v6["punchable"], true, "{v6}");
+    assert_eq!(ip_of(&v6["mapped"]), Some(site.public_ip.into()), "{v6}");
+    assert_eq!(ip_of(&v6["local"]), Some(site.host_ip.into()), "{v6}");
+}
+
+#[test]
+fn plexus_nat_ipv4_only_site_has_no_ipv6() {
+    let lab = lab_or_skip!();
+    let [v4, v6] = plexus_nat_both(lab, "a-port");
+    expect(
+        &v4,
+        "a-port",
+        true,
+        "endpoint-independent",
+        "address-and-port-dependent",
+        true,
+    );
+    assert_eq!(v6["available"], false, "{v6}");
+    assert!(
+        v6["error"].as_str().is_some_and(|e| e.contains("no route")),
+        "IPv6 on an IPv4-only site: {v6}"
+    );
 }

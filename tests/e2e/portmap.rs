@@ -290,7 +290,7 @@ fn no_daemon_no_mapping() {
     assert!(!err.behind_another_nat());
 }
 
-/// `plexus nat --json` in `site`, with extra arguments.
+/// `plexus nat --json` in `site`, with extra arguments: the IPv4 object.
 fn plexus_nat_json(lab: &Lab, site: &str, extra: &[&str]) -> serde_json::Value {
     let s = lab.site(site);
     let stun = lab.stun.ips[0].to_string();
@@ -301,7 +301,12 @@ fn plexus_nat_json(lab: &Lab, site: &str, extra: &[&str]) -> serde_json::Value {
     let out = lab.exec_timeout(&s.host_netns, 30, &args);
     assert_ok("plexus nat --json", &out);
     eprintln!("plexus nat in {site}: {} ms", t0.elapsed().as_millis());
-    serde_json::from_slice(&out.stdout).expect("plexus nat --json prints JSON")
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("plexus nat --json prints JSON");
+    // The router's protocols map IPv4: they are in the IPv4 object.
+    assert_eq!(v[0]["family"], "ipv4", "{v}");
+    assert_eq!(v[1]["port_mapping"], serde_json::Value::Null, "{v}");
+    v[0].clone()
 }
 
 #[test]

@@ -78,6 +78,16 @@ pub enum NatError {
     Server(StunError),
     /// No server was given.
     NoServer,
+    /// The host has no route toward the server (no address of its family, no default
+    /// route): that family is not available here.
+    NoRoute {
+        /// The server.
+        server: SocketAddr,
+        /// The OS error text.
+        error: String,
+    },
+    /// No server of this family was given.
+    NoFamilyServer(Family),
     /// A local socket could not be bound or used.
     Io {
         /// What was being done.
@@ -104,6 +114,15 @@ impl fmt::Display for NatError {
             NatError::NoServer => write!(
                 f,
                 "pass --stun HOST[:PORT] (a STUN server with RFC 5780, e.g. coturn, gives the full profile)"
+            ),
+            NatError::NoRoute { server, error } => write!(
+                f,
+                "no route to the STUN server {server} ({error}): this host has no {} connectivity",
+                Family::of(server)
+            ),
+            NatError::NoFamilyServer(fam) => write!(
+                f,
+                "no {fam} STUN server: give --stun with an {fam} address, or a name that resolves to one"
             ),
             NatError::Io { what, error } => write!(f, "cannot {what}: {error}"),
         }
@@ -170,9 +189,24 @@ forward makes this side open";
 /// plain caution. What each pair then uses is [`pair::table`].
 pub fn judge(f: &Findings) -> (bool, String) {
     if !f.nat {
+        // No NAT, but often a stateful firewall (IPv6's usual case): its filtering
+        // decides whether the peer can come in unasked.
         return (
             true,
-            "no NAT: this host has a public address; the peer can reach it directly".into(),
+            match f.filtering {
+                Some(Behaviour::EndpointIndependent) => {
+                    "no NAT: this host has a public address and nothing filters it; the peer can \
+                     reach it directly"
+                        .into()
+                }
+                Some(b) => format!(
+                    "no NAT, stateful firewall: filtering {b}; your public endpoint is your local \
+                     one, so the peer can predict it, and the simultaneous punch opens the firewall"
+                ),
+                None => "no NAT: this host has a public address; filtering unknown (a firewall \
+                         may drop what this host did not ask for, the simultaneous punch opens it)"
+                    .into(),
+            },
         );
     }
     match f.mapping {
@@ -222,6 +256,23 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatError {
     }
 }
 
+/// "No route" (no address of that family, no default route) is a fact about the host,
+/// not a failure: the caller reports the family unavailable.
+fn route_err(server: SocketAddr, e: std::io::Error) -> NatError {
+    let no_route = matches!(
+        e.raw_os_error(),
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+    );
+    if no_route {
+        NatError::NoRoute {
+            server,
+            error: e.to_string(),
+        }
+    } else {
+        io_err(format!("find a route to {server}"))(e)
+    }
+}
+
 /// The report of what `f` says, `elapsed` after the start.
 fn report_of(f: &Findings, elapsed: Duration, servers: &[SocketAddr]) -> NatReport {
     let (punchable, reason) = judge(f);
@@ -267,9 +318,7 @@ pub fn discover_staged(
     for (l, s) in locals.iter_mut().zip(&socks) {
         *l = s.local_addr().map_err(io_err("read the local address"))?;
         if l.ip().is_unspecified() {
-            let ip =
-                crate::net::route_ip(first).map_err(io_err(format!("find a route to {first}")))?;
-            l.set_ip(ip);
+            l.set_ip(crate::net::route_ip(first).map_err(|e| route_err(first, e))?);
         }
     }
     let plan = Plan {
@@ -294,4 +343,62 @@ pub fn discover_staged(
     })?;
     let f = core.findings()?;
     Ok(report_of(&f, start.elapsed(), &cfg.servers))
+}
+
+/// What to probe in each address family ([`discover_families`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamiliesConfig {
+    /// STUN servers of either family (resolved); each family asks its own, first one
+    /// preferred for the RFC 5780 tests.
+    pub servers: Vec<SocketAddr>,
+    /// Local endpoint of the primary socket in its own family; the other family binds
+    /// any address and a free port.
+    pub bind: Option<SocketAddr>,
+    /// Which families to measure.
+    pub family: FamilyChoice,
+    /// Per-probe deadline: no answer by then means filtered.
+    pub probe_timeout: Duration,
+}
+
+/// Runs [`discover()`] in every family `cfg.family` allows, each on its own sockets and
+/// thread at the same time (so both cost one profile's time), in [`Family::ALL`] order.
+/// A family without a server, a route or an answer is an `Err` of its own: the other
+/// one is still measured.
+pub fn discover_families(cfg: &FamiliesConfig) -> Vec<(Family, Result<NatReport, NatError>)> {
+    let one = |fam: Family| {
+        let servers = fam.filter(&cfg.servers);
+        if servers.is_empty() {
+            return Err(NatError::NoFamilyServer(fam));
+        }
+        let bind = cfg
+            .bind
+            .filter(|b| Family::of(b) == fam)
+            .unwrap_or_else(|| SocketAddr::new(fam.unspecified(), 0));
+        discover(&DiscoverConfig {
+            servers,
+            bind,
+            probe_timeout: cfg.probe_timeout,
+        })
+    };
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|f| cfg.family.allows(*f))
+        .collect();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = families
+            .iter()
+            .map(|&fam| (fam, s.spawn(move || one(fam))))
+            .collect();
+        runs.into_iter()
+            .map(|(fam, t)| {
+                let r = t.join().unwrap_or_else(|_| {
+                    Err(NatError::Io {
+                        what: format!("measure {fam}"),
+                        error: "the discovery thread panicked".into(),
+                    })
+                });
+                (fam, r)
+            })
+            .collect()
+    })
 }

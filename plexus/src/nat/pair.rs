@@ -4,9 +4,9 @@
 //!
 //! | class | what it is | who can reach it |
 //! |---|---|---|
-//! | open | no NAT, endpoint-independent filtering, or a router port mapping | anyone, at its public endpoint |
-//! | address | endpoint-independent mapping, address-dependent filtering | a peer it has sent to, from any port |
-//! | port | endpoint-independent mapping, address-and-port-dependent filtering | a peer it has sent to, from that port only |
+//! | open | no NAT (filtering endpoint-independent or unknown), endpoint-independent filtering, or a router port mapping | anyone, at its public endpoint |
+//! | address | endpoint-independent mapping (or no NAT), address-dependent filtering | a peer it has sent to, from any port |
+//! | port | endpoint-independent mapping (or no NAT: a stateful firewall), address-and-port-dependent filtering | a peer it has sent to, from that port only |
 //! | hard | the mapping depends on the destination (symmetric, or address-dependent) | only replies: its public port toward the peer is unknown |
 //!
 //! An unknown mapping counts as endpoint-independent (refusing would block hosts that
@@ -56,8 +56,17 @@ pub enum Class {
 impl Class {
     /// The class of a side with these facts.
     pub fn of(f: &NatFacts) -> Class {
-        if !f.nat || f.port_mapping.is_some() {
+        if f.port_mapping.is_some() {
             return Class::Open;
+        }
+        if !f.nat {
+            // A public address behind a stateful firewall (IPv6's usual case) is only
+            // open when nothing filters; unknown filtering stays open as before.
+            return match f.filtering {
+                Some(Behaviour::AddressDependent) => Class::Address,
+                Some(Behaviour::AddressAndPortDependent) => Class::Port,
+                _ => Class::Open,
+            };
         }
         match f.mapping {
             Some(Behaviour::AddressDependent | Behaviour::AddressAndPortDependent) => Class::Hard,
@@ -414,6 +423,34 @@ mod tests {
         assert!(table(&facts("port"), false)
             .iter()
             .all(|r| r.inviting.is_ok() && r.accepting.is_ok()));
+    }
+
+    #[test]
+    fn a_public_address_behind_a_stateful_firewall_is_not_open() {
+        let fw = |filtering| NatFacts {
+            nat: false,
+            mapping: Some(EndpointIndependent),
+            filtering,
+            ..NatFacts::default()
+        };
+        assert_eq!(Class::of(&fw(Some(AddressAndPortDependent))), Class::Port);
+        assert_eq!(Class::of(&fw(Some(AddressDependent))), Class::Address);
+        assert_eq!(Class::of(&fw(Some(EndpointIndependent))), Class::Open);
+        assert_eq!(Class::of(&fw(None)), Class::Open);
+        // So a firewalled host and a symmetric NAT need port prediction, like a
+        // port-restricted NAT would.
+        let o = offer(RelayPolicy::Never, RelayPolicy::Never, false);
+        let c = choose(&fw(Some(AddressAndPortDependent)), &facts("symmetric"), &o).unwrap();
+        assert!(
+            matches!(
+                c.method,
+                Method::Birthday {
+                    hard: Side::Acceptor,
+                    ..
+                }
+            ),
+            "{c:?}"
+        );
     }
 
     #[test]

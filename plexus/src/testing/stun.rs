@@ -3,7 +3,7 @@
 //! same one from every server address (endpoint-independent mapping), and never
 //! answers a CHANGE-REQUEST (the filter drops what comes from elsewhere).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,14 +39,34 @@ impl FilteringServer {
                 Some([p, a1, a2])
             })
             .expect("three loopback UDP sockets");
-        let addr = socks[0].local_addr().unwrap();
         let other = socks[2].local_addr().unwrap();
+        FilteringServer::serve_on(socks.into(), other, Some(IpAddr::V4(MAPPED)))
+    }
+
+    /// The IPv6 case: a public address behind a stateful firewall, on `[::1]`. It
+    /// reports each request's true source (no NAT), gives another port of `[::1]` as
+    /// OTHER-ADDRESS (loopback has one IPv6 address, so test II meets the primary
+    /// socket again), and never answers a CHANGE-REQUEST (the firewall drops it).
+    /// `None` where the host has no IPv6 loopback.
+    pub fn start_v6() -> Option<FilteringServer> {
+        let p = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+        let a = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+        let other = a.local_addr().ok()?;
+        Some(FilteringServer::serve_on(vec![p, a], other, None))
+    }
+
+    fn serve_on(
+        socks: Vec<UdpSocket>,
+        other: SocketAddr,
+        mapped: Option<IpAddr>,
+    ) -> FilteringServer {
+        let addr = socks[0].local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let threads = socks
             .into_iter()
             .map(|s| {
                 let stop = stop.clone();
-                std::thread::spawn(move || serve(s, other, &stop))
+                std::thread::spawn(move || serve(s, other, mapped, &stop))
             })
             .collect();
         FilteringServer {
@@ -66,7 +86,9 @@ impl Drop for FilteringServer {
     }
 }
 
-fn serve(s: UdpSocket, other: SocketAddr, stop: &AtomicBool) {
+/// Answers Binding requests on `s` until `stop`: the mapped address is `mapped` with the
+/// source port, or the source itself when `None`.
+fn serve(s: UdpSocket, other: SocketAddr, mapped: Option<IpAddr>, stop: &AtomicBool) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
     let here = s.local_addr().unwrap();
     let mut buf = [0u8; 1500];
@@ -91,7 +113,10 @@ fn serve(s: UdpSocket, other: SocketAddr, stop: &AtomicBool) {
             method: codec::METHOD_BINDING,
             transaction_id: req.transaction_id,
             attributes: vec![
-                Attribute::XorMappedAddress(SocketAddr::new(IpAddr::V4(MAPPED), from.port())),
+                Attribute::XorMappedAddress(SocketAddr::new(
+                    mapped.unwrap_or(from.ip()),
+                    from.port(),
+                )),
                 Attribute::OtherAddress(other),
                 Attribute::ResponseOrigin(here),
             ],
@@ -103,11 +128,15 @@ fn serve(s: UdpSocket, other: SocketAddr, stop: &AtomicBool) {
     }
 }
 
-/// A discovery configuration against `server`, bound to loopback.
+/// A discovery configuration against `server`, bound to loopback of its family.
 pub fn config(server: SocketAddr, probe_timeout: Duration) -> DiscoverConfig {
+    let lo = match server.ip() {
+        IpAddr::V4(_) => IpAddr::V4(HOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
     DiscoverConfig {
         servers: vec![server],
-        bind: SocketAddr::new(IpAddr::V4(HOST), 0),
+        bind: SocketAddr::new(lo, 0),
         probe_timeout,
     }
 }

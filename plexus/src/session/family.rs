@@ -70,12 +70,21 @@ pub(super) struct Leg {
     pub(super) settings: SessionSettings,
 }
 
-/// The peer's facts for `family`: IPv4 from the v4 lines, IPv6 from `nat6` (a message
-/// without them says nothing: unknown, which plans a plain punch).
+/// The peer's facts for `family`: IPv4 from the v4 lines, IPv6 from `nat6`. An IPv6
+/// side without NAT whose filtering is not known yet (an inviter's invite leaves before
+/// a filtering verdict that is a timeout) is taken to be behind a stateful firewall, as
+/// nearly every IPv6 host is: planning it as unfiltered would send a hard acceptor's
+/// full-TTL punch into that firewall.
 pub(super) fn peer_facts(peer: &Body, family: Family) -> NatFacts {
     match family {
         Family::V4 => peer.nat,
-        Family::V6 => peer.nat6.unwrap_or_default(),
+        Family::V6 => {
+            let mut f = peer.nat6.unwrap_or_default();
+            if !f.nat && f.filtering.is_none() {
+                f.filtering = Some(Behaviour::AddressAndPortDependent);
+            }
+            f
+        }
     }
 }
 

@@ -169,8 +169,10 @@ fn endpoints_no_peer_can_have_are_refused() {
         mapped: vec![mapped.parse().unwrap()],
         local: local.iter().map(|l| l.parse().unwrap()).collect(),
         nat: NatFacts::default(),
+        nat6: None,
         relay: crate::rendezvous::RelayPolicy::Never,
         method: None,
+        method6: None,
         relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };
@@ -296,8 +298,10 @@ fn local_endpoints_go_to_the_peer_only_behind_the_same_public_address() {
         mapped: vec![mapped.parse().unwrap()],
         local: vec![local.parse().unwrap()],
         nat: NatFacts::default(),
+        nat6: None,
         relay: crate::rendezvous::RelayPolicy::Never,
         method: None,
+        method6: None,
         relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };

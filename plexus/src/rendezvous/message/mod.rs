@@ -1010,6 +1010,10 @@ fn parse_nat6(v: &str) -> Result<Option<NatFacts>, MessageError> {
     }))
 }
 
+/// Why a version 3 accept without any method is refused.
+const ONE_PLAN: &str =
+    "method and method6 are both -: an accept names a method for at least one family";
+
 /// Over IPv6 there is nothing to predict and no relay plan: direct or direct-full-ttl.
 fn check_method6(m: Method) -> Result<(), MessageError> {
     match m {
@@ -1067,16 +1071,18 @@ fn check_families(kind: Kind, b: &Body) -> Result<(), MessageError> {
     if b.nat6.is_some() && !has(Family::V6) {
         return Err(MessageError::BadValue {
             field: "nat6",
-            reason:
-                "IPv6 facts without an IPv6 endpoint in mapped: - when the sender has no IPv6 side"
-                    .into(),
+            reason: "IPv6 facts without an IPv6 endpoint in mapped \
+                     (- when the sender has no IPv6 side)"
+                .into(),
         });
     }
     if kind == Kind::Accept {
         if b.method6.is_some() && !has(Family::V6) {
             return Err(MessageError::BadValue {
                 field: "method6",
-                reason: "an IPv6 method without an IPv6 endpoint in mapped: - when the pair has no IPv6 path".into(),
+                reason: "an IPv6 method without an IPv6 endpoint in mapped \
+                         (- when the pair has no IPv6 path)"
+                    .into(),
             });
         }
         match ipv4_method(kind, b) {
@@ -1085,7 +1091,8 @@ fn check_families(kind: Kind, b: &Body) -> Result<(), MessageError> {
                 return Err(MessageError::BadValue {
                     field: "method",
                     reason: format!(
-                        "{m} over IPv4 without an IPv4 endpoint in mapped: - when the pair connects over IPv6 only"
+                        "{m} over IPv4 without an IPv4 endpoint in mapped \
+                         (- when the pair connects over IPv6 only)"
                     ),
                 })
             }
@@ -1207,7 +1214,7 @@ impl Accept {
         if method4.is_none() && method6.is_none() {
             return Err(MessageError::BadValue {
                 field: "method",
-                reason: "an accept names a method for at least one family".into(),
+                reason: ONE_PLAN.into(),
             });
         }
         if method4 == Some(Method::Relay) && relayed.is_none() {
@@ -1578,79 +1585,78 @@ impl Message {
             None,
             None,
         );
-        let secret_text =
-            if version == 1 {
-                values[12]
-            } else {
-                // Version 3 has one more line before `relay` and one more before `relayed`.
-                let v3 = usize::from(version == 3);
-                nat.port_mapping = parse_port_mapping("port-mapping", values[12])?;
-                if v3 == 1 {
-                    nat6 = parse_nat6(values[13])?;
-                }
-                let (relay_text, method_text) = (values[13 + v3], values[14 + v3]);
-                relay = relay_text
-                    .parse()
-                    .map_err(|_| bad("relay", relay_text, "never, fallback or always"))?;
-                method = parse_method(method_text)?;
-                if v3 == 1 {
-                    method6 = parse_method6(values[16])?;
-                }
-                match (kind, method, method6) {
-                    (Kind::Invite, Some(_), _) => {
-                        return Err(bad(
-                            "method",
-                            method_text,
-                            "- in an invite (the acceptor chooses)",
-                        ))
-                    }
-                    (Kind::Invite, None, Some(_)) => {
-                        return Err(bad(
-                            "method6",
-                            values[16],
-                            "- in an invite (the acceptor chooses)",
-                        ))
-                    }
-                    (Kind::Accept, None, None) if v3 == 1 => return Err(MessageError::BadValue {
-                        field: "method",
-                        reason:
-                            "an accept names a method for at least one family (method or method6)"
-                                .into(),
-                    }),
-                    (Kind::Accept, None, None) => {
-                        return Err(bad("method", method_text, "a method in an accept"))
-                    }
-                    _ => {}
-                }
-                let relayed_text = values[15 + 2 * v3];
-                relayed = match relayed_text {
-                    "-" => None,
-                    v => {
-                        let list = parse_endpoints("relayed", v)?;
-                        match list[..] {
-                            [one] => Some(one),
-                            _ => return Err(bad("relayed", v, "- or one endpoint")),
-                        }
-                    }
-                };
-                if kind == Kind::Invite && relayed.is_some() {
-                    return Err(bad("relayed", relayed_text, "- in an invite"));
-                }
-                if method == Some(Method::Relay) && relayed.is_none() {
+        let secret_text = if version == 1 {
+            values[12]
+        } else {
+            // Version 3 has one more line before `relay` and one more before `relayed`.
+            let v3 = usize::from(version == 3);
+            nat.port_mapping = parse_port_mapping("port-mapping", values[12])?;
+            if v3 == 1 {
+                nat6 = parse_nat6(values[13])?;
+            }
+            let (relay_text, method_text) = (values[13 + v3], values[14 + v3]);
+            relay = relay_text
+                .parse()
+                .map_err(|_| bad("relay", relay_text, "never, fallback or always"))?;
+            method = parse_method(method_text)?;
+            if v3 == 1 {
+                method6 = parse_method6(values[16])?;
+            }
+            match (kind, method, method6) {
+                (Kind::Invite, Some(_), _) => {
                     return Err(bad(
-                        "relayed",
-                        relayed_text,
-                        "the relayed endpoint when the method is relay",
-                    ));
+                        "method",
+                        method_text,
+                        "- in an invite (the acceptor chooses)",
+                    ))
                 }
-                if version == 3 && nat6.is_none() && method6.is_none() {
-                    return Err(MessageError::NotLowestVersion {
-                        version,
-                        lowest: VERSION_2,
-                    });
+                (Kind::Invite, None, Some(_)) => {
+                    return Err(bad(
+                        "method6",
+                        values[16],
+                        "- in an invite (the acceptor chooses)",
+                    ))
                 }
-                values[16 + 2 * v3]
+                (Kind::Accept, None, None) if v3 == 1 => {
+                    return Err(MessageError::BadValue {
+                        field: "method",
+                        reason: ONE_PLAN.into(),
+                    })
+                }
+                (Kind::Accept, None, None) => {
+                    return Err(bad("method", method_text, "a method in an accept"))
+                }
+                _ => {}
+            }
+            let relayed_text = values[15 + 2 * v3];
+            relayed = match relayed_text {
+                "-" => None,
+                v => {
+                    let list = parse_endpoints("relayed", v)?;
+                    match list[..] {
+                        [one] => Some(one),
+                        _ => return Err(bad("relayed", v, "- or one endpoint")),
+                    }
+                }
             };
+            if kind == Kind::Invite && relayed.is_some() {
+                return Err(bad("relayed", relayed_text, "- in an invite"));
+            }
+            if method == Some(Method::Relay) && relayed.is_none() {
+                return Err(bad(
+                    "relayed",
+                    relayed_text,
+                    "the relayed endpoint when the method is relay",
+                ));
+            }
+            if version == 3 && nat6.is_none() && method6.is_none() {
+                return Err(MessageError::NotLowestVersion {
+                    version,
+                    lowest: VERSION_2,
+                });
+            }
+            values[16 + 2 * v3]
+        };
         let mut secret = Secret([0; 32]);
         if !unhex(secret_text, &mut secret.0) {
             // Never echo the secret's text in an error.

@@ -74,7 +74,8 @@ const VERSION_2: u32 = 2;
 pub const MIN_VERSION: u32 = 1;
 /// Longest reason a decline may carry.
 pub const MAX_REASON: usize = 400;
-/// Largest encoded message accepted (a full message with 16 IPv6 endpoints is ~1.6 KiB).
+/// Largest encoded message accepted (the largest valid one, a version 3 accept with 16
+/// IPv6 endpoints and the longest ids, is about 1.8 KiB).
 pub const MAX_ENCODED: usize = 4096;
 /// Most endpoints in one list (mapped or local).
 pub const MAX_ENDPOINTS: usize = 8;

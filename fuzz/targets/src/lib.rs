@@ -188,13 +188,43 @@ pub fn email_unwrap(data: &[u8]) {
 }
 
 /// The decrypted rendezvous message. The encoding is canonical: whatever decodes must
-/// encode to exactly the same bytes, and decode again to the same message.
+/// encode to exactly the same bytes, and decode again to the same message. Version 1 is
+/// read but no longer written: such a message re-encodes as version 2, which must be
+/// the input plus version 2's lines at their version 1 meaning.
 pub fn rendezvous_decode(data: &[u8]) {
     if let Ok(m) = Message::decode(data) {
         let bytes = m.encode().expect("encode a decoded message");
-        assert_eq!(bytes, data, "decode accepted a non-canonical encoding");
+        let written = if data.starts_with(b"PLEXUS-RENDEZVOUS 1\n") {
+            as_version_1(&bytes)
+        } else {
+            bytes.clone()
+        };
+        assert_eq!(written, data, "decode accepted a non-canonical encoding");
         assert_eq!(Message::decode(&bytes).expect("decode its encoding"), m);
     }
+}
+
+/// A version 2 invite or accept as version 1 wrote it: without the lines version 2
+/// added (which must hold what version 1 meant: no port mapping, no relay, a direct
+/// punch), so a line that says anything else stays and the comparison fails.
+fn as_version_1(v2: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(v2).expect("an encoding is ASCII");
+    let Some(rest) = text.strip_prefix("PLEXUS-RENDEZVOUS 2\n") else {
+        return v2.to_vec();
+    };
+    let implied = [
+        "port-mapping: -",
+        "relay: never",
+        "method: -",
+        "method: direct",
+        "relayed: -",
+    ];
+    let mut out = String::from("PLEXUS-RENDEZVOUS 1\n");
+    for line in rest.lines().filter(|l| !implied.contains(l)) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 /// The handshake fixture: secrets 0x11*32 / 0x22*32, session id 00..0f (the same as

@@ -169,8 +169,10 @@ fn endpoints_no_peer_can_have_are_refused() {
         mapped: vec![mapped.parse().unwrap()],
         local: local.iter().map(|l| l.parse().unwrap()).collect(),
         nat: NatFacts::default(),
+        nat6: None,
         relay: crate::rendezvous::RelayPolicy::Never,
         method: None,
+        method6: None,
         relayed: None,
         secret: crate::rendezvous::Secret::from_bytes([2; 32]),
     };

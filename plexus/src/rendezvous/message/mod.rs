@@ -8,22 +8,24 @@
 //! forms that each need a rule.
 //!
 //! ```text
-//! PLEXUS-RENDEZVOUS 2
+//! PLEXUS-RENDEZVOUS 3
 //! kind: invite
 //! from: alice@lab.example/home
 //! to: bob@lab.example/office
 //! session: 000102030405060708090a0b0c0d0e0f
 //! time: 1700000000
-//! mapped: 203.0.113.7:40000 [2001:db8::7]:40000
-//! local: 192.168.1.20:40000
+//! mapped: 203.0.113.7:40000 [2001:db8:a::7]:40000
+//! local: 192.168.1.20:40000 [2001:db8:a::7]:40000
 //! nat: yes
 //! mapping: endpoint-independent
 //! filtering: address-and-port-dependent
 //! hairpin: unknown
 //! port-preserved: no
 //! port-mapping: -
+//! nat6: no endpoint-independent address-and-port-dependent unknown yes -
 //! relay: fallback
 //! method: -
+//! method6: -
 //! relayed: -
 //! secret: <64 lower-case hex digits>
 //! ```
@@ -38,23 +40,42 @@
 //! and the kind `decline`: an acceptor's sealed "no" to an invite it cannot serve, so the
 //! inviter ends at once instead of waiting out its timeout. A decline carries only
 //! `kind from to session time reason`. Version 1 messages (no such lines: a direct punch,
-//! no relay) are still read; this build writes version 2.
+//! no relay) are still read, never written.
+//!
+//! Version 3 speaks of both address families. `mapped` and `local` always could mix
+//! IPv4 and IPv6 endpoints; the six fact lines from `nat` to `port-mapping` describe the
+//! sender's **IPv4** side (`nat: no` and unknowns for a side without IPv4). Version 3
+//! adds `nat6`, the same six facts for the IPv6 side as one line of six tokens in that
+//! order (`-`: no IPv6 side), and `method6`, the acceptor's plan over IPv6: `-`,
+//! `direct` or `direct-full-ttl` (prediction and relaying are IPv4 plans). In a version
+//! 3 accept `method` may be `-` when `method6` names a plan; at least one does. A family's
+//! facts or plan need an endpoint of that family in `mapped` (a relay plan excepted).
+//!
+//! **One encoding per message, in the lowest version that can say it**: a message
+//! without `nat6` and `method6` is written as version 2, byte for byte as before, so a
+//! peer of the previous release still reads it when IPv6 is not in play; a decline is
+//! always version 2. Decoding refuses a version 3 message that version 2 could say
+//! ([`MessageError::NotLowestVersion`]), so decoding and encoding stay inverse.
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use crate::identity::{wipe, IdError, PeerId};
-use crate::nat::Behaviour;
+use crate::nat::{Behaviour, Family};
 
 /// The first line of every message; the number is the format version.
 pub const MAGIC: &str = "PLEXUS-RENDEZVOUS";
-/// The format version this code writes.
-pub const VERSION: u32 = 2;
+/// The newest format version this code writes (only when a message needs it: see the
+/// module docs).
+pub const VERSION: u32 = 3;
+/// The version of a message without IPv6 facts or plan, and of every decline.
+const VERSION_2: u32 = 2;
 /// The oldest version this code still reads (its messages mean: direct punch, no relay).
 pub const MIN_VERSION: u32 = 1;
 /// Longest reason a decline may carry.
 pub const MAX_REASON: usize = 400;
-/// Largest encoded message accepted (a full message with 16 IPv6 endpoints is ~1.5 KiB).
+/// Largest encoded message accepted (the largest valid one, a version 3 accept with 16
+/// IPv6 endpoints and the longest ids, is about 1.8 KiB).
 pub const MAX_ENCODED: usize = 4096;
 /// Most endpoints in one list (mapped or local).
 pub const MAX_ENDPOINTS: usize = 8;
@@ -77,7 +98,7 @@ const FIELDS_V1: [&str; 13] = [
 ];
 
 /// The keys of a version 2 invite or accept, in their required order.
-const FIELDS: [&str; 17] = [
+const FIELDS_V2: [&str; 17] = [
     "kind",
     "from",
     "to",
@@ -97,7 +118,31 @@ const FIELDS: [&str; 17] = [
     "secret",
 ];
 
-/// The keys of a decline (version 2 only), in their required order.
+/// The keys of a version 3 invite or accept: version 2's with `nat6` after
+/// `port-mapping` and `method6` after `method`.
+const FIELDS_V3: [&str; 19] = [
+    "kind",
+    "from",
+    "to",
+    "session",
+    "time",
+    "mapped",
+    "local",
+    "nat",
+    "mapping",
+    "filtering",
+    "hairpin",
+    "port-preserved",
+    "port-mapping",
+    "nat6",
+    "relay",
+    "method",
+    "method6",
+    "relayed",
+    "secret",
+];
+
+/// The keys of a decline (always version 2), in their required order.
 const FIELDS_DECLINE: [&str; 6] = ["kind", "from", "to", "session", "time", "reason"];
 
 /// Invite (first message of a session), accept (the answer) or decline (the answer
@@ -421,12 +466,19 @@ pub struct Body {
     pub mapped: Vec<SocketAddr>,
     /// The sender's local endpoints, for peers behind the same NAT.
     pub local: Vec<SocketAddr>,
-    /// The sender's NAT behaviour.
+    /// The sender's NAT behaviour on its IPv4 side (`nat: no` and unknowns without one).
     pub nat: NatFacts,
+    /// The sender's NAT and firewall behaviour on its IPv6 side; `None` when it has none
+    /// (and in every version 1 or 2 message).
+    pub nat6: Option<NatFacts>,
     /// The sender's relay policy.
     pub relay: RelayPolicy,
-    /// In an accept, how the pair connects (always `Some` in an accept; `None` in an invite).
+    /// In an accept, how the pair connects over IPv4 (`None` in an invite, and in a
+    /// version 3 accept that connects over IPv6 only).
     pub method: Option<Method>,
+    /// In an accept, how the pair connects over IPv6: [`Method::Direct`] or
+    /// [`Method::DirectFullTtl`], or `None` (an invite, no IPv6 plan, version 1 or 2).
+    pub method6: Option<Method>,
     /// In an accept, the acceptor's TURN relayed endpoint, when it allocated one.
     pub relayed: Option<SocketAddr>,
     /// The sender's fresh secret for the handshake key.
@@ -633,6 +685,14 @@ pub enum MessageError {
     BadMagic,
     /// A rendezvous message of a version this build does not read.
     UnsupportedVersion(String),
+    /// A message written in a newer version than what it says needs (each message has
+    /// one encoding: the lowest version that can say it).
+    NotLowestVersion {
+        /// The version it is written in.
+        version: u32,
+        /// The version it must be written in.
+        lowest: u32,
+    },
     /// A line is not `key: value`.
     BadLine {
         /// The line number.
@@ -706,8 +766,9 @@ impl fmt::Display for MessageError {
             MessageError::TooLarge { len } => write!(f, "rendezvous message is {len} bytes, more than the {MAX_ENCODED} allowed"),
             MessageError::NotText { offset } => write!(f, "rendezvous message has a non-printable or non-ASCII byte at offset {offset}"),
             MessageError::Unterminated => write!(f, "rendezvous message does not end with a newline (truncated?)"),
-            MessageError::BadMagic => write!(f, "not a plexus rendezvous message (the first line is not '{MAGIC} {VERSION}')"),
-            MessageError::UnsupportedVersion(v) => write!(f, "rendezvous message version {v:?} is not supported by this plexus (it reads version {VERSION}); upgrade plexus on both sides"),
+            MessageError::BadMagic => write!(f, "not a plexus rendezvous message (the first line is not '{MAGIC} <version>')"),
+            MessageError::UnsupportedVersion(v) => write!(f, "rendezvous message version {v:?} is not supported by this plexus (it reads versions {MIN_VERSION} to {VERSION}); upgrade plexus on both sides"),
+            MessageError::NotLowestVersion { version, lowest } => write!(f, "rendezvous message is written as version {version}, but what it says needs only version {lowest} (a decline, or no IPv6 facts or method): a message is written in the lowest version that can say it"),
             MessageError::BadLine { line } => write!(f, "rendezvous message line {line} is not 'key: value'"),
             MessageError::UnknownField { line, key } => write!(f, "rendezvous message line {line} has unknown key {:?}", key.escape_debug().to_string()),
             MessageError::DuplicateField { line, key } => write!(f, "rendezvous message line {line} repeats key '{key}'"),
@@ -877,6 +938,171 @@ fn parse_opt_behaviour(field: &'static str, v: &str) -> Result<Option<Behaviour>
     }
 }
 
+fn parse_port_mapping(field: &'static str, v: &str) -> Result<Option<PortMapping>, MessageError> {
+    match v {
+        "-" => Ok(None),
+        "pcp" => Ok(Some(PortMapping::Pcp)),
+        "nat-pmp" => Ok(Some(PortMapping::NatPmp)),
+        "upnp-igd" => Ok(Some(PortMapping::Upnp)),
+        _ => Err(bad(field, v, "-, pcp, nat-pmp or upnp-igd")),
+    }
+}
+
+/// The names of the six facts, in the order of the IPv4 lines and of the `nat6` tokens.
+const FACTS: [&str; 6] = [
+    "nat",
+    "mapping",
+    "filtering",
+    "hairpin",
+    "port-preserved",
+    "port-mapping",
+];
+
+/// The six facts as written, in the order of [`FACTS`].
+fn facts_tokens(n: &NatFacts) -> [String; 6] {
+    [
+        yes_no(n.nat).to_string(),
+        opt_text(n.mapping),
+        opt_text(n.filtering),
+        opt_text(n.hairpin.map(yes_no)),
+        opt_text(n.port_preserved.map(yes_no)),
+        n.port_mapping.map_or("-", PortMapping::as_str).to_string(),
+    ]
+}
+
+fn nat6_text(n: &NatFacts) -> String {
+    facts_tokens(n).join(" ")
+}
+
+/// `nat6`: `-`, or the six facts separated by single spaces, spelled as the IPv4 lines.
+fn parse_nat6(v: &str) -> Result<Option<NatFacts>, MessageError> {
+    if v == "-" {
+        return Ok(None);
+    }
+    let tokens: Vec<&str> = v.split(' ').collect();
+    let [nat, mapping, filtering, hairpin, port_preserved, port_mapping] = tokens[..] else {
+        return Err(MessageError::BadValue {
+            field: "nat6",
+            reason: format!(
+                "{:?} is not - or six facts separated by single spaces ({}): found {} tokens",
+                v.escape_debug().to_string(),
+                FACTS.join(" "),
+                tokens.len()
+            ),
+        });
+    };
+    // Name the token that is wrong: the error of its own line, under `nat6`.
+    let token = |i: usize| {
+        move |e: MessageError| match e {
+            MessageError::BadValue { reason, .. } => MessageError::BadValue {
+                field: "nat6",
+                reason: format!("token {} ({}): {reason}", i + 1, FACTS[i]),
+            },
+            e => e,
+        }
+    };
+    Ok(Some(NatFacts {
+        nat: parse_bool("nat6", nat).map_err(token(0))?,
+        mapping: parse_opt_behaviour("nat6", mapping).map_err(token(1))?,
+        filtering: parse_opt_behaviour("nat6", filtering).map_err(token(2))?,
+        hairpin: parse_opt_bool("nat6", hairpin).map_err(token(3))?,
+        port_preserved: parse_opt_bool("nat6", port_preserved).map_err(token(4))?,
+        port_mapping: parse_port_mapping("nat6", port_mapping).map_err(token(5))?,
+    }))
+}
+
+/// Why a version 3 accept without any method is refused.
+const ONE_PLAN: &str =
+    "method and method6 are both -: an accept names a method for at least one family";
+
+/// Over IPv6 there is nothing to predict and no relay plan: direct or direct-full-ttl.
+fn check_method6(m: Method) -> Result<(), MessageError> {
+    match m {
+        Method::Direct | Method::DirectFullTtl => Ok(()),
+        m => Err(MessageError::BadValue {
+            field: "method6",
+            reason: format!(
+                "{m} is an IPv4-only plan: over IPv6 the method is -, direct or direct-full-ttl"
+            ),
+        }),
+    }
+}
+
+fn parse_method6(v: &str) -> Result<Option<Method>, MessageError> {
+    match v {
+        "-" => Ok(None),
+        "direct" => Ok(Some(Method::Direct)),
+        "direct-full-ttl" => Ok(Some(Method::DirectFullTtl)),
+        _ => Err(match parse_method(v) {
+            // A valid IPv4-only plan: say why it cannot be here.
+            Ok(Some(m)) => check_method6(m)
+                .err()
+                .unwrap_or_else(|| bad("method6", v, "-, direct or direct-full-ttl")),
+            _ => bad("method6", v, "-, direct or direct-full-ttl"),
+        }),
+    }
+}
+
+/// The IPv4 plan a message of `kind` says: an accept without any plan is a direct punch
+/// (version 1, and bodies built field by field), as version 2 always wrote it.
+fn ipv4_method(kind: Kind, b: &Body) -> Option<Method> {
+    match (kind, b.method, b.method6) {
+        (Kind::Accept, None, None) => Some(Method::Direct),
+        (_, m, _) => m,
+    }
+}
+
+/// The rules that tie a family's facts and plan to an endpoint of that family in
+/// `mapped`. They hold from version 3 on: version 2 said nothing of families, and what
+/// it says must keep reading as before.
+fn check_families(kind: Kind, b: &Body) -> Result<(), MessageError> {
+    if let Some(m) = b.method6 {
+        if kind != Kind::Accept {
+            return Err(MessageError::BadValue {
+                field: "method6",
+                reason: "only an accept names a method (the acceptor chooses)".into(),
+            });
+        }
+        check_method6(m)?;
+    }
+    if b.version(kind) < 3 {
+        return Ok(());
+    }
+    let has = |f: Family| b.mapped.iter().any(|a| Family::of(a) == f);
+    if b.nat6.is_some() && !has(Family::V6) {
+        return Err(MessageError::BadValue {
+            field: "nat6",
+            reason: "IPv6 facts without an IPv6 endpoint in mapped \
+                     (- when the sender has no IPv6 side)"
+                .into(),
+        });
+    }
+    if kind == Kind::Accept {
+        if b.method6.is_some() && !has(Family::V6) {
+            return Err(MessageError::BadValue {
+                field: "method6",
+                reason: "an IPv6 method without an IPv6 endpoint in mapped \
+                         (- when the pair has no IPv6 path)"
+                    .into(),
+            });
+        }
+        match ipv4_method(kind, b) {
+            None | Some(Method::Relay) => {}
+            Some(m) if !has(Family::V4) => {
+                return Err(MessageError::BadValue {
+                    field: "method",
+                    reason: format!(
+                        "{m} over IPv4 without an IPv4 endpoint in mapped \
+                         (- when the pair connects over IPv6 only)"
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 impl Invite {
     /// A new invite from `from` to `to`, with a fresh session id and secret.
     pub fn new(
@@ -897,8 +1123,10 @@ impl Invite {
             mapped,
             local,
             nat,
+            nat6: None,
             relay: RelayPolicy::Never,
             method: None,
+            method6: None,
             relayed: None,
             secret: Secret::random()?,
         }))
@@ -907,6 +1135,14 @@ impl Invite {
     /// This invite, saying the inviter's relay policy.
     pub fn with_relay(mut self, relay: RelayPolicy) -> Invite {
         self.0.relay = relay;
+        self
+    }
+
+    /// This invite with the facts of the inviter's IPv6 side (`None`: it has none). With
+    /// facts it is written as version 3, and `mapped` must hold an IPv6 endpoint
+    /// (encoding refuses it otherwise).
+    pub fn with_nat6(mut self, nat6: Option<NatFacts>) -> Invite {
+        self.0.nat6 = nat6;
         self
     }
 }
@@ -930,39 +1166,87 @@ impl Accept {
             mapped,
             local,
             nat,
+            nat6: None,
             relay: RelayPolicy::Never,
             method: Some(Method::Direct),
+            method6: None,
             relayed: None,
             secret: Secret::random()?,
         }))
     }
 
-    /// This accept with the method chosen, the acceptor's relay policy and its relayed
-    /// endpoint (if it allocated one).
+    /// This accept with the facts of the acceptor's IPv6 side (`None`: it has none). With
+    /// facts it is written as version 3, and `mapped` must hold an IPv6 endpoint
+    /// (encoding refuses it otherwise).
+    pub fn with_nat6(mut self, nat6: Option<NatFacts>) -> Accept {
+        self.0.nat6 = nat6;
+        self
+    }
+
+    /// This accept with the method chosen (over IPv4), the acceptor's relay policy and
+    /// its relayed endpoint (if it allocated one): `with_families(Some(method), None, …)`.
     pub fn with_route(
-        mut self,
+        self,
         method: Method,
+        relay: RelayPolicy,
+        relayed: Option<SocketAddr>,
+    ) -> Result<Accept, MessageError> {
+        self.with_families(Some(method), None, relay, relayed)
+    }
+
+    /// This accept with the plan for each family, the acceptor's relay policy and its
+    /// relayed endpoint (if it allocated one). Refused: no plan at all, a `method6` other
+    /// than direct or direct-full-ttl, the relay method without `relayed`, and a plan
+    /// for a family `mapped` has no endpoint of, where version 3 is needed to say it
+    /// (see the module docs).
+    pub fn with_families(
+        mut self,
+        method4: Option<Method>,
+        method6: Option<Method>,
         relay: RelayPolicy,
         relayed: Option<SocketAddr>,
     ) -> Result<Accept, MessageError> {
         if let Some(r) = relayed {
             check_endpoints("relayed", &[r])?;
         }
-        if method == Method::Relay && relayed.is_none() {
+        if let Some(m) = method6 {
+            check_method6(m)?;
+        }
+        if method4.is_none() && method6.is_none() {
+            return Err(MessageError::BadValue {
+                field: "method",
+                reason: ONE_PLAN.into(),
+            });
+        }
+        if method4 == Some(Method::Relay) && relayed.is_none() {
             return Err(MessageError::BadValue {
                 field: "relayed",
                 reason: "the relay method needs the relayed endpoint".into(),
             });
         }
-        self.0.method = Some(method);
+        self.0.method = method4;
+        self.0.method6 = method6;
         self.0.relay = relay;
         self.0.relayed = relayed;
+        check_families(Kind::Accept, &self.0)?;
         Ok(self)
     }
 
-    /// The method the acceptor chose (a version 1 accept means [`Method::Direct`]).
+    /// The plan over IPv4: a version 1 accept means [`Method::Direct`], a version 2
+    /// accept says it, a version 3 accept may have none (IPv6 only).
+    pub fn method4(&self) -> Option<Method> {
+        ipv4_method(Kind::Accept, &self.0)
+    }
+
+    /// The plan over IPv6 (`None` before version 3, or when the pair has no IPv6 path).
+    pub fn method6(&self) -> Option<Method> {
+        self.0.method6
+    }
+
+    /// The plan over IPv4, [`Method::Direct`] when there is none (for callers that know
+    /// only IPv4).
     pub fn method(&self) -> Method {
-        self.0.method.unwrap_or(Method::Direct)
+        self.method4().unwrap_or(Method::Direct)
     }
 }
 
@@ -995,8 +1279,10 @@ impl Decline {
                 mapped: Vec::new(),
                 local: Vec::new(),
                 nat: NatFacts::default(),
+                nat6: None,
                 relay: RelayPolicy::Never,
                 method: None,
+                method6: None,
                 relayed: None,
                 secret: Secret([0; 32]),
             },
@@ -1020,7 +1306,7 @@ impl Decline {
             self.reason.clone(),
         ];
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("{MAGIC} {VERSION}\n").as_bytes());
+        out.extend_from_slice(format!("{MAGIC} {VERSION_2}\n").as_bytes());
         for (k, v) in FIELDS_DECLINE.iter().zip(values) {
             out.extend_from_slice(format!("{k}: {v}\n").as_bytes());
         }
@@ -1032,6 +1318,16 @@ impl Decline {
 }
 
 impl Body {
+    /// The version a message of `kind` with these fields is written in: the lowest that
+    /// can say it.
+    fn version(&self, kind: Kind) -> u32 {
+        if kind == Kind::Decline || (self.nat6.is_none() && self.method6.is_none()) {
+            VERSION_2
+        } else {
+            VERSION
+        }
+    }
+
     /// These fields encoded as a message of `kind`: for tests and tools that need bytes
     /// no session would send (an altered time, another sender). It makes bytes only;
     /// sealing and key derivation take an [`Invite`] or [`Accept`], so this cannot
@@ -1045,8 +1341,34 @@ impl Body {
                 reason: "a decline is built with Decline::new, not from a body".into(),
             });
         }
-        let n = &self.nat;
-        let values = [
+        if kind == Kind::Invite && self.method.is_some() {
+            return Err(MessageError::BadValue {
+                field: "method",
+                reason: "an invite names no method (the acceptor chooses)".into(),
+            });
+        }
+        if let Some(r) = self.relayed {
+            check_endpoints("relayed", &[r])?;
+            if kind == Kind::Invite {
+                return Err(MessageError::BadValue {
+                    field: "relayed",
+                    reason: "an invite names no relayed endpoint (the acceptor allocates it)"
+                        .into(),
+                });
+            }
+        }
+        if self.method == Some(Method::Relay) && self.relayed.is_none() {
+            return Err(MessageError::BadValue {
+                field: "relayed",
+                reason: "the relay method needs the relayed endpoint".into(),
+            });
+        }
+        check_families(kind, self)?;
+        let version = self.version(kind);
+        let method_text = |m: Option<Method>| m.map_or_else(|| "-".to_string(), |m| m.to_string());
+        let [nat, mapping, filtering, hairpin, port_preserved, port_mapping] =
+            facts_tokens(&self.nat);
+        let mut values = vec![
             kind.as_str().to_string(),
             self.from.to_string(),
             self.to.to_string(),
@@ -1054,31 +1376,30 @@ impl Body {
             self.time.to_string(),
             endpoints_text(&self.mapped),
             endpoints_text(&self.local),
-            yes_no(n.nat).to_string(),
-            opt_text(n.mapping),
-            opt_text(n.filtering),
-            opt_text(n.hairpin.map(yes_no)),
-            opt_text(n.port_preserved.map(yes_no)),
-            n.port_mapping.map_or("-", PortMapping::as_str).to_string(),
-            self.relay.as_str().to_string(),
-            match (kind, self.method) {
-                (Kind::Invite, Some(_)) => {
-                    return Err(MessageError::BadValue {
-                        field: "method",
-                        reason: "an invite names no method (the acceptor chooses)".into(),
-                    })
-                }
-                (_, None) if kind == Kind::Accept => Method::Direct.to_string(),
-                (_, None) => "-".to_string(),
-                (_, Some(m)) => m.to_string(),
-            },
+            nat,
+            mapping,
+            filtering,
+            hairpin,
+            port_preserved,
+            port_mapping,
+        ];
+        if version == 3 {
+            values.push(self.nat6.as_ref().map_or_else(|| "-".into(), nat6_text));
+        }
+        values.push(self.relay.as_str().to_string());
+        values.push(method_text(ipv4_method(kind, self)));
+        if version == 3 {
+            values.push(method_text(self.method6));
+        }
+        values.push(
             self.relayed
                 .map_or_else(|| "-".to_string(), |a| a.to_string()),
-            hex(&self.secret.0),
-        ];
+        );
+        values.push(hex(&self.secret.0));
+        let fields: &[&str] = if version == 3 { &FIELDS_V3 } else { &FIELDS_V2 };
         let mut out = Vec::with_capacity(1024);
-        out.extend_from_slice(format!("{MAGIC} {VERSION}\n").as_bytes());
-        for (k, mut v) in FIELDS.iter().zip(values) {
+        out.extend_from_slice(format!("{MAGIC} {version}\n").as_bytes());
+        for (k, mut v) in fields.iter().zip(values) {
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(v.as_bytes());
@@ -1117,6 +1438,7 @@ impl Message {
         let version = match first.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
             Some("1") => 1,
             Some("2") => 2,
+            Some("3") => 3,
             Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
                 return Err(MessageError::UnsupportedVersion(v.into()))
             }
@@ -1128,8 +1450,16 @@ impl Message {
         // The kind line picks the keys that follow (a decline has fewer).
         let fields: &[&'static str] = match (version, lines.clone().next()) {
             (1, _) => &FIELDS_V1,
-            (_, Some("kind: decline")) => &FIELDS_DECLINE,
-            _ => &FIELDS,
+            (2, Some("kind: decline")) => &FIELDS_DECLINE,
+            // A decline carries no family data: version 2 says every one.
+            (_, Some("kind: decline")) => {
+                return Err(MessageError::NotLowestVersion {
+                    version,
+                    lowest: VERSION_2,
+                })
+            }
+            (2, _) => &FIELDS_V2,
+            _ => &FIELDS_V3,
         };
         let mut values: Vec<&str> = Vec::with_capacity(fields.len());
         for (i, expected) in fields.iter().enumerate() {
@@ -1227,8 +1557,10 @@ impl Message {
                     mapped: Vec::new(),
                     local: Vec::new(),
                     nat: NatFacts::default(),
+                    nat6: None,
                     relay: RelayPolicy::Never,
                     method: None,
+                    method6: None,
                     relayed: None,
                     secret: Secret([0; 32]),
                 },
@@ -1245,40 +1577,60 @@ impl Message {
             port_preserved: parse_opt_bool("port-preserved", values[11])?,
             port_mapping: None,
         };
-        // Version 1 said nothing of these: a direct punch, no relay.
-        let (mut relay, mut method, mut relayed) = (
+        // Version 1 said nothing of these: a direct punch, no relay; only version 3 has
+        // an IPv6 side.
+        let (mut nat6, mut relay, mut method, mut method6, mut relayed) = (
+            None,
             RelayPolicy::Never,
             (kind == Kind::Accept).then_some(Method::Direct),
+            None,
             None,
         );
         let secret_text = if version == 1 {
             values[12]
         } else {
-            nat.port_mapping = match values[12] {
-                "-" => None,
-                "pcp" => Some(PortMapping::Pcp),
-                "nat-pmp" => Some(PortMapping::NatPmp),
-                "upnp-igd" => Some(PortMapping::Upnp),
-                v => return Err(bad("port-mapping", v, "-, pcp, nat-pmp or upnp-igd")),
-            };
-            relay = values[13]
+            // Version 3 has one more line before `relay` and one more before `relayed`.
+            let v3 = usize::from(version == 3);
+            nat.port_mapping = parse_port_mapping("port-mapping", values[12])?;
+            if v3 == 1 {
+                nat6 = parse_nat6(values[13])?;
+            }
+            let (relay_text, method_text) = (values[13 + v3], values[14 + v3]);
+            relay = relay_text
                 .parse()
-                .map_err(|_| bad("relay", values[13], "never, fallback or always"))?;
-            method = parse_method(values[14])?;
-            match (kind, method) {
-                (Kind::Invite, Some(_)) => {
+                .map_err(|_| bad("relay", relay_text, "never, fallback or always"))?;
+            method = parse_method(method_text)?;
+            if v3 == 1 {
+                method6 = parse_method6(values[16])?;
+            }
+            match (kind, method, method6) {
+                (Kind::Invite, Some(_), _) => {
                     return Err(bad(
                         "method",
-                        values[14],
+                        method_text,
                         "- in an invite (the acceptor chooses)",
                     ))
                 }
-                (Kind::Accept, None) => {
-                    return Err(bad("method", values[14], "a method in an accept"))
+                (Kind::Invite, None, Some(_)) => {
+                    return Err(bad(
+                        "method6",
+                        values[16],
+                        "- in an invite (the acceptor chooses)",
+                    ))
+                }
+                (Kind::Accept, None, None) if v3 == 1 => {
+                    return Err(MessageError::BadValue {
+                        field: "method",
+                        reason: ONE_PLAN.into(),
+                    })
+                }
+                (Kind::Accept, None, None) => {
+                    return Err(bad("method", method_text, "a method in an accept"))
                 }
                 _ => {}
             }
-            relayed = match values[15] {
+            let relayed_text = values[15 + 2 * v3];
+            relayed = match relayed_text {
                 "-" => None,
                 v => {
                     let list = parse_endpoints("relayed", v)?;
@@ -1289,16 +1641,22 @@ impl Message {
                 }
             };
             if kind == Kind::Invite && relayed.is_some() {
-                return Err(bad("relayed", values[15], "- in an invite"));
+                return Err(bad("relayed", relayed_text, "- in an invite"));
             }
             if method == Some(Method::Relay) && relayed.is_none() {
                 return Err(bad(
                     "relayed",
-                    values[15],
+                    relayed_text,
                     "the relayed endpoint when the method is relay",
                 ));
             }
-            values[16]
+            if version == 3 && nat6.is_none() && method6.is_none() {
+                return Err(MessageError::NotLowestVersion {
+                    version,
+                    lowest: VERSION_2,
+                });
+            }
+            values[16 + 2 * v3]
         };
         let mut secret = Secret([0; 32]);
         if !unhex(secret_text, &mut secret.0) {
@@ -1316,11 +1674,14 @@ impl Message {
             mapped,
             local,
             nat,
+            nat6,
             relay,
             method,
+            method6,
             relayed,
             secret,
         };
+        check_families(kind, &body)?;
         Ok(match kind {
             Kind::Invite => Message::Invite(Invite(body)),
             Kind::Accept => Message::Accept(Accept(body)),

@@ -63,7 +63,7 @@ fn a_malformed_message_is_the_typed_source_of_the_refusal() {
     let sealed = seal_smime(
         &demo.identity("alice"),
         &demo.peer("bob"),
-        b"PLEXUS-RENDEZVOUS 3\n",
+        b"PLEXUS-RENDEZVOUS 4\n",
     )
     .unwrap();
     let e = bob.open(&sealed, NOW).unwrap_err();
@@ -71,7 +71,7 @@ fn a_malformed_message_is_the_typed_source_of_the_refusal() {
     let cause = std::error::Error::source(&e).expect("the message error is the source");
     assert_eq!(
         cause.downcast_ref::<MessageError>(),
-        Some(&MessageError::UnsupportedVersion("3".into()))
+        Some(&MessageError::UnsupportedVersion("4".into()))
     );
 }
 

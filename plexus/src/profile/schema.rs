@@ -103,11 +103,23 @@ impl<'de> Deserialize<'de> for HopsRaw {
     }
 }
 
-struct FamilyRaw(crate::nat::FamilyChoice);
-impl<'de> Deserialize<'de> for FamilyRaw {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(FamilyRaw).map_err(de::Error::custom)
+/// `family:` (an enum, so a wrong value is reported at its line).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FamilyRaw {
+    Auto,
+    Ipv4,
+    Ipv6,
+}
+
+impl FamilyRaw {
+    fn choice(self) -> crate::nat::FamilyChoice {
+        use crate::nat::{Family, FamilyChoice};
+        match self {
+            FamilyRaw::Auto => FamilyChoice::Auto,
+            FamilyRaw::Ipv4 => FamilyChoice::Only(Family::V4),
+            FamilyRaw::Ipv6 => FamilyChoice::Only(Family::V6),
+        }
     }
 }
 
@@ -427,7 +439,7 @@ impl Profile {
             p.port_mapping = m;
         }
         if let Some(f) = raw.family {
-            p.family = f.0;
+            p.family = f.choice();
         }
         let t = raw.timeouts;
         if let Some(v) = t.discovery_ms {

@@ -545,7 +545,10 @@ fn family_setting() {
     assert_eq!(p.family, FamilyChoice::Only(Family::V6));
     let (line, _, msg) = parse_err(&format!("{base}family: both\n"));
     assert_eq!(line, Some(3));
-    assert!(msg.contains("auto, ipv4 or ipv6"), "{msg}");
+    assert!(
+        msg.contains("auto") && msg.contains("ipv4") && msg.contains("ipv6"),
+        "{msg}"
+    );
     // The flag wins over the profile.
     p.apply(ProfilePatch {
         family: Some(FamilyChoice::Only(Family::V4)),

@@ -19,7 +19,7 @@
 #
 # Dual stack: IPv6 is on in every namespace (no DAD, no router advertisements). The
 # public side (inet, STUN, mail) has IPv6 under 2001:db8::/32; a site has a global IPv6
-# prefix only when its table row says so (6th column), the others are IPv4-only sites
+# prefix only when its site table row says so (v6 column), the others are IPv4-only sites
 # (link-local IPv6 only, no IPv6 route).
 set -euo pipefail
 

@@ -19,7 +19,7 @@
 #
 # Dual stack: IPv6 is on in every namespace (no DAD, no router advertisements). The
 # public side (inet, STUN, mail) has IPv6 under 2001:db8::/32; a site has a global IPv6
-# prefix only when its table row says so (6th column), the others are IPv4-only sites
+# prefix only when its site table row says so (v6 column), the others are IPv4-only sites
 # (link-local IPv6 only, no IPv6 route).
 set -euo pipefail
 
@@ -208,7 +208,8 @@ cmd_up() {
     done
     [[ -n $name ]] || name=plx$(tr -dc 'a-z0-9' </dev/urandom | head -c 5)
     valid_name "$name" || die "bad lab name '$name' (expected plx + up to 12 of [a-z0-9])"
-    [[ $extra =~ ^[0-4]$ ]] || die "--extra-routers must be 0..4 (the 198.51.100.0/24 links run out), got '$extra'"
+    # 3 is the most the 198.51.100.0/24 /30 links allow for every default site.
+    [[ $extra =~ ^[0-3]$ ]] || die "--extra-routers must be 0..3 (the 198.51.100.0/24 links run out), got '$extra'"
     [[ $owner =~ ^[0-9]+$ ]] || die "--owner must be a PID"
     [[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
 

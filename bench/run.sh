@@ -19,8 +19,11 @@
 #       time median and 95th percentile
 #   (j) the TURN relay (coturn in the lab): allocation cost, RTT and paced UDP throughput
 #       direct and through the relay on the same pair of hosts (plexus/benches/relay.rs)
+#   (k) IPv6: time to connect over IPv6 vs IPv4 for the same pairs of sites in the same run
+#       (--family ipv6 / ipv4 / auto), and how many ordered pairs of six sites (five dual-stack
+#       or IPv6-only ones and an IPv4-only one) connect without a relay with IPv4 only vs both
 #
-#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefghij]
+#   bench/run.sh [--idle-seconds N] [--peers "10 50"] [--flood N] [--attempts N] [--dht-rounds N] [--parts abcdefghijk]
 #   (release build; built when missing or stale; --parts picks the parts to run)
 #
 # Figures are printed, never asserted. Everything it starts it stops by PID; its lab is
@@ -30,7 +33,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 IDLE=60
 MANY="10 50"
-PARTS=abcdefghij
+PARTS=abcdefghijk
 FLOOD=2000
 ATTEMPTS=20
 DHT_ROUNDS=5
@@ -58,6 +61,7 @@ cleanup() {
     [[ -n $MANY_BOB ]] && kill "$MANY_BOB" 2>/dev/null || true
     [[ -n $MANY_LAB ]] && "$LAB_SH" down "$MANY_LAB" >/dev/null 2>&1 || true
     "$LAB_SH" down "$LAB" >/dev/null 2>&1 || true
+    [[ -n ${K_LAB:-} ]] && "$LAB_SH" down "$K_LAB" >/dev/null 2>&1 || true
     rm -rf "$WORK"
     exit $rc
 }
@@ -86,17 +90,21 @@ cargo bench -p plexus --bench figures 2>"$WORK/bench-figures.log" | sed 's/^/   
 fi
 
 [[ $ATTEMPTS =~ ^[0-9]+$ ]] && ((ATTEMPTS >= 1 && ATTEMPTS <= 200)) || { echo "bench/run.sh: --attempts 1..200" >&2; exit 2; }
-[[ $PARTS == *[bcdfghij]* ]] || exit 0
+[[ $PARTS == *[bcdfghijk]* ]] || exit 0
 
 echo
 echo "==> starting a lab with mail ($LAB)"
 "$LAB_SH" up --name "$LAB" --owner $$ >"$WORK/lab.log" 2>&1 || { tail -n 20 "$WORK/lab.log"; exit 1; }
-eval "$(python3 - "/run/plexus-lab/$LAB/lab.json" <<'EOF'
+read_lab() { # LAB: the lab's servers and mailbox pool as shell variables
+python3 - "/run/plexus-lab/$1/lab.json" <<'EOF'
 import json, shlex, sys
 d = json.load(open(sys.argv[1]))
 m = d["mail"]
 print("STUN=%s" % shlex.quote("%s:%s" % (d["stun"]["ips"][0], d["stun"]["port"])))
 print("STUN_IP=%s" % shlex.quote(d["stun"]["ips"][0]))
+print("STUN6=%s" % shlex.quote("[%s]:%s" % (d["stun6"]["ips"][0], d["stun6"]["port"])))
+print("SMTPS6=%s IMAPS6=%s" % (shlex.quote("[%s]:%s" % (m["ip6"], m["smtps_port"])),
+      shlex.quote("[%s]:%s" % (m["ip6"], m["imaps_port"]))))
 t = d["turn"]
 print("TURN=%s TURN_USER=%s TURN_PW=%s" % (shlex.quote("%s:%s" % (t["ip"], t["port"])),
       shlex.quote(t["user"]), shlex.quote(t["password"])))
@@ -107,7 +115,8 @@ for i, a in enumerate(pool):
     print("MB_ADDR[%d]=%s MB_LOGIN[%d]=%s MB_PW[%d]=%s" % (i, shlex.quote(a["address"]), i,
           shlex.quote(a["login"]), i, shlex.quote(a["password"])))
 EOF
-)"
+}
+eval "$(read_lab "$LAB")"
 NEXT_MB=0
 
 # Demo identities (keys must be 0600: git does not keep modes).
@@ -633,4 +642,99 @@ if [[ $PARTS == *g* ]]; then
 echo
 echo "==> (g) the tunnel plugin on a-port -> b-port: tunnel vs ssh -L vs plain TCP over a port forward"
 "$ROOT/bench/tunnel.sh" --lab "$LAB"
+fi
+
+if [[ $PARTS == *k* ]]; then
+echo
+echo "==> (k) IPv6: the same pairs of sites over IPv6 and over IPv4, e-mail mediator, ms"
+# 78 sessions take 156 fresh mailboxes: a lab of its own (same addresses, a full pool).
+K_LAB=${LAB}k
+"$LAB_SH" up --name "$K_LAB" --owner $$ >"$WORK/lab-k.log" 2>&1 || { tail -n 20 "$WORK/lab-k.log"; exit 1; }
+eval "$(read_lab "$K_LAB")"
+NEXT_MB=0
+echo "    v6-fw-*: IPv4 port-restricted NAT, IPv6 global /64 behind a stateful firewall; v6-symmetric:"
+echo "    IPv4 symmetric NAT, IPv6 firewall; v6-only: no IPv4; v6-nat66: IPv4 port NAT, IPv6 NAT66;"
+echo "    a-port: IPv4 only. Both sides name an IPv4 and an IPv6 STUN server; --family picks what is"
+echo "    tried (auto: both at once, IPv6 preferred). No relay is configured: what connects is direct."
+# k_run TAG X Y FAMILY: alice (site X) invites bob (site Y); prints "TOTAL HANDSHAKE METHOD FAMILY" or "failed".
+k_run() {
+    local tag=$1 x=$2 y=$3 fam=$4 mb_a mb_b arc
+    take_mb; mb_a=$MB; take_mb; mb_b=$MB
+    side_args bob alice "$mb_b" "$mb_a" "$tag"
+    local bob_args=("${ARGS[@]}" --stun "$STUN6" --family "$fam")
+    [[ $y == v6-only ]] && bob_args+=(--email-smtps "$SMTPS6" --email-imaps "$IMAPS6")
+    ip netns exec "$K_LAB-$y-h" "$BIN" accept --once "${bob_args[@]}" \
+        >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
+    local bob=$!
+    if ! wait_for_line "$WORK/$tag-bob.log" "waiting for invites" $bob; then
+        kill $bob 2>/dev/null || true; wait $bob 2>/dev/null || true
+        echo "failed - - -"; return
+    fi
+    side_args alice bob "$mb_a" "$mb_b" "$tag"
+    local alice_args=("${ARGS[@]}" --stun "$STUN6" --family "$fam")
+    [[ $x == v6-only ]] && alice_args+=(--email-smtps "$SMTPS6" --email-imaps "$IMAPS6")
+    ip netns exec "$K_LAB-$x-h" "$BIN" invite --rendezvous-timeout 30 --handshake-timeout 5000 "${alice_args[@]}" \
+        >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
+    for _ in $(seq 1 100); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
+    kill $bob 2>/dev/null || true
+    wait $bob 2>/dev/null || true
+    python3 - "$WORK" "$tag" "$arc" <<'EOF'
+import re, sys
+work, tag, arc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = open("%s/%s-alice.out" % (work, tag)).read()
+m = re.search(r"handshake (\d+) ms, total (\d+) ms", out)
+try:
+    log = open("%s/%s-alice.log" % (work, tag), errors="replace").read()
+except OSError:
+    log = ""
+if arc != 0 or not m:
+    print("failed - - -")
+    sys.exit(0)
+peer = re.search(r"corridor \S+ -> (\S+)", out)
+fam = "IPv6" if peer and peer.group(1).startswith("[") else "IPv4"
+plan = re.search(r"accept from .*\): (.*)", log)
+method = "birthday" if plan and "birthday" in plan.group(1) else "direct"
+print("%s %s %s %s" % (m.group(2), m.group(1), method, fam))
+EOF
+}
+echo
+echo "    time to connect, the same pair over each family (alice -> bob), 3 rounds each, total/handshake ms"
+printf '    %-24s %-26s %-26s %-40s\n' pair "--family ipv4" "--family ipv6" "auto (winner)"
+for pair in "v6-fw-a v6-fw-b" "v6-symmetric v6-fw-b" "v6-nat66 v6-fw-a"; do
+    read -r x y <<<"$pair"
+    row=()
+    for fam in ipv4 ipv6 auto; do
+        cells=()
+        for r in 1 2 3; do
+            read -r tot hs method won <<<"$(k_run "k-$x-$y-$fam-$r" "$x" "$y" "$fam")"
+            if [[ $tot == failed ]]; then cells+=("fail")
+            elif [[ $fam == auto ]]; then cells+=("$tot/$hs $won")
+            else cells+=("$tot/$hs"); fi
+        done
+        row+=("$(IFS=,; echo "${cells[*]}")")
+    done
+    printf '    %-24s %-26s %-26s %-40s\n' "$x -> $y" "${row[0]}" "${row[1]}" "${row[2]}"
+done
+echo
+echo "    ordered pairs of {v6-fw-a, v6-fw-b, v6-symmetric, v6-only, v6-nat66, a-port} connecting without a relay"
+SITES_K=(v6-fw-a v6-fw-b v6-symmetric v6-only v6-nat66 a-port)
+k_total=0 k4=0 k4bd=0 kall=0 kallv6=0 kallbd=0
+for x in "${SITES_K[@]}"; do
+    for y in "${SITES_K[@]}"; do
+        [[ $x == "$y" ]] && continue
+        k_total=$((k_total + 1))
+        read -r tot _ method won <<<"$(k_run "k-all-$x-$y-ipv4" "$x" "$y" ipv4)"
+        if [[ $tot != failed ]]; then
+            k4=$((k4 + 1)); [[ $method == birthday ]] && k4bd=$((k4bd + 1))
+        fi
+        read -r tot _ method won <<<"$(k_run "k-all-$x-$y-auto" "$x" "$y" auto)"
+        if [[ $tot != failed ]]; then
+            kall=$((kall + 1)); [[ $method == birthday ]] && kallbd=$((kallbd + 1))
+            [[ $won == IPv6 ]] && kallv6=$((kallv6 + 1))
+        fi
+    done
+done
+printf '    %-16s %d/%d connected (%d of them by birthday port prediction)\n' "IPv4 only" "$k4" "$k_total" "$k4bd"
+printf '    %-16s %d/%d connected (%d over IPv6; %d by birthday port prediction)\n' "IPv4 and IPv6" "$kall" "$k_total" "$kallv6" "$kallbd"
+"$LAB_SH" down "$K_LAB" >/dev/null 2>&1 || true
 fi

@@ -257,9 +257,11 @@ mod corridor {
             let now = Instant::now();
             let mut core = Handshake::new(Role::Acceptor, &secrets, sid, vec![a_mapped], now, cfg);
             let hcfg = HopsConfig::default();
-            let ttl = acceptor_punch(&s, &mut core, a_mapped, b_mapped, hops, target, &hcfg)
-                .unwrap()
-                .expect("behind a NAT: a punch is sent");
+            let ttl = acceptor_punch(
+                &s, &mut core, a_mapped, b_mapped, hops, target, &hcfg, false,
+            )
+            .unwrap()
+            .expect("behind a NAT: a punch is sent");
             // Give the punch time to reach wherever it dies before the inviter starts.
             std::thread::sleep(Duration::from_millis(100));
             punched_tx.send(()).unwrap();

@@ -709,7 +709,7 @@ fn describe_peer_facts(peer: &Body) -> String {
         .then(|| describe_facts(&peer.nat));
     let v6 = fams
         .contains(&nat::Family::V6)
-        .then(|| describe_facts(&family::peer_facts(peer, nat::Family::V6)));
+        .then(|| describe_facts(&peer.nat6.unwrap_or_default()));
     match (v4, v6) {
         (Some(a), Some(b)) => format!("IPv4 {a}; IPv6 {b}"),
         (Some(a), None) => a,
@@ -958,7 +958,12 @@ fn birthday_easy(
 
 fn describe_facts(f: &NatFacts) -> String {
     if !f.nat {
-        return "none".into();
+        return match f.filtering {
+            Some(b) if b != Behaviour::EndpointIndependent => {
+                format!("none, stateful firewall (filtering {b})")
+            }
+            _ => "none".into(),
+        };
     }
     let b = |x: Option<Behaviour>| x.map(|b| b.as_str()).unwrap_or("unknown");
     let router = f

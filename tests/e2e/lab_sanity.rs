@@ -1,4 +1,5 @@
-//! The lab itself: idempotent start, complete teardown, unique names.
+//! The lab itself: idempotent start, complete teardown, unique names, and its IPv6
+//! side (sites, firewall, NAT66, STUN and mail over IPv6).
 
 use std::process::Command;
 

@@ -242,7 +242,7 @@ impl Answered {
         let mut paths: Vec<Attempt<'_>> = Vec::new();
         for leg in legs {
             paths.push(Box::new(move |stop: &AtomicBool| {
-                direct_path(leg, stop, deadline).map(Won::Direct)
+                direct_path(leg, stop, deadline).map(|w| Won::Direct(Box::new(w)))
             }));
         }
         if let Some(r) = relay {
@@ -252,7 +252,8 @@ impl Answered {
         }
         let won = race(paths)?;
         let (socket, corridor) = match won {
-            Won::Direct((leg, connected)) => {
+            Won::Direct(won) => {
+                let (leg, connected) = *won;
                 info!("connected over {}", leg.leg.family);
                 let corridor = Corridor {
                     inner: inner_endpoint(&leg.leg.socket, connected.peer),
@@ -435,9 +436,9 @@ fn measure_families(settings: &SessionSettings) -> Result<Vec<Measured>, Session
 }
 
 /// Which path connected first.
+// Boxed: a leg (its settings) and an allocation are large.
 enum Won {
-    Direct((LegPath, punch::Connected)),
-    // Boxed: an allocation is large beside a socket.
+    Direct(Box<(LegPath, punch::Connected)>),
     Relay(Box<(crate::relay::Allocation, punch::Connected)>),
 }
 

@@ -60,23 +60,23 @@ fn prepare_legs(settings: &SessionSettings) -> Result<(Vec<Leg>, Vec<Background>
         )));
     }
     let several = families.len() > 1;
-    let results: Vec<(Family, Result<(Leg, Background), SessionError>)> =
-        std::thread::scope(|scope| {
-            let running: Vec<_> = families
-                .into_iter()
-                .map(|(f, servers)| (f, scope.spawn(move || prepare_leg(settings, f, servers))))
-                .collect();
-            running
-                .into_iter()
-                .map(|(f, h)| {
-                    (
-                        f,
-                        h.join()
-                            .unwrap_or(Err(SessionError::Panicked("NAT discovery"))),
-                    )
-                })
-                .collect()
-        });
+    type Prepared = Result<(Leg, Background), SessionError>;
+    let results: Vec<(Family, Prepared)> = std::thread::scope(|scope| {
+        let running: Vec<_> = families
+            .into_iter()
+            .map(|(f, servers)| (f, scope.spawn(move || prepare_leg(settings, f, servers))))
+            .collect();
+        running
+            .into_iter()
+            .map(|(f, h)| {
+                (
+                    f,
+                    h.join()
+                        .unwrap_or(Err(SessionError::Panicked("NAT discovery"))),
+                )
+            })
+            .collect()
+    });
     let (mut legs, mut background, mut first_error) = (Vec::new(), Vec::new(), None);
     for (f, r) in results {
         match r {

@@ -313,9 +313,11 @@ impl Core for HopProbe {
             "hop probe ttl {at}: ICMP type {} from {off}",
             report.icmp_type
         );
-        // The target itself answering (port unreachable) ends the walk too: nothing lies
+        // A hop past the own router at this TTL or an earlier one (a late answer) fixes
+        // the choice, which takes the smallest: deeper probes cannot change it. The
+        // target itself answering (port unreachable) ends the walk too: nothing lies
         // beyond it, whatever its address.
-        if at == self.ttl && (past_own_router(off, &self.own) || off == self.target.ip()) {
+        if at <= self.ttl && (past_own_router(off, &self.own) || off == self.target.ip()) {
             self.finish();
         } else if self.until.is_some() && self.obs.iter().any(|(t, _)| *t == self.ttl) {
             self.next_ttl(now);
@@ -581,24 +583,27 @@ mod tests {
         assert!(obs.is_empty());
         assert_eq!(sent, (1..=cfg.max_ttl).collect::<Vec<_>>());
         assert_eq!(took, cfg.per_probe * u32::from(cfg.max_ttl));
-        // A late report quoting an earlier probe is recorded at its own TTL and does
-        // not end the current one; other ICMP types and reports without offender count
-        // for nothing.
+        // A late report quoting an earlier probe is recorded at its own TTL; a private
+        // one does not end the current probe, a public one does (the choice is the
+        // smallest public TTL, which deeper probes cannot change). Other ICMP types and
+        // reports without offender count for nothing.
         let (obs, sent, _) = simulate(cfg, |ttl| match ttl {
             1 => vec![],
             2 => vec![
-                icmp(1, "198.51.100.9", 11),
+                icmp(1, "10.0.0.9", 11),
                 icmp(2, "10.0.0.1", 5),
                 IcmpReport {
                     offender: None,
                     ..icmp(2, "10.0.0.1", 11)
                 },
             ],
-            3 => vec![icmp(3, "198.51.100.1", 3)],
+            3 => vec![],
+            4 => vec![icmp(3, "198.51.100.1", 11)],
             _ => vec![],
         });
-        assert_eq!(obs, vec![(1, ip("198.51.100.9")), (3, ip("198.51.100.1"))]);
-        assert_eq!(sent, vec![1, 2, 3]);
+        assert_eq!(obs, vec![(1, ip("10.0.0.9")), (3, ip("198.51.100.1"))]);
+        assert_eq!(sent, vec![1, 2, 3, 4]);
+        assert_eq!(choose_punch_ttl(&obs), 3);
     }
 
     #[test]

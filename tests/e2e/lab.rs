@@ -17,14 +17,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// How a site's router treats traffic (see README, "The lab").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -42,16 +42,69 @@ pub enum NatType {
     Symmetric,
     /// Port-restricted NAT for two hosts that hairpins.
     Hairpin,
+    /// No IPv4 at all: neither the host nor its router has an IPv4 address or route
+    /// (the `v6-only` site).
+    #[serde(rename = "no-ipv4")]
+    NoIpv4,
+}
+
+/// lab.json writes `null` for the IPv4 addresses of a site without IPv4; they read as
+/// `0.0.0.0`, so code written for IPv4-only sites keeps its plain `Ipv4Addr` fields.
+/// Check [`Site::ipv4`] before using them.
+fn v4_or_unspecified<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    Ok(Option::<Ipv4Addr>::deserialize(d)?.unwrap_or(Ipv4Addr::UNSPECIFIED))
+}
+
+/// `null` (no IPv4 LAN) reads as an empty string.
+fn string_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One host inside a site.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Host {
     pub netns: String,
+    /// Its IPv4 address (`0.0.0.0` on a site without IPv4).
+    #[serde(deserialize_with = "v4_or_unspecified")]
     pub ip: Ipv4Addr,
+    /// Its global (or, behind NAT66, ULA) IPv6 address; `None` on an IPv4-only site.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
 }
 
-/// A site: host(s) behind a router, possibly behind extra routers.
+/// How a site's router treats IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V6Mode {
+    /// Global /64 on the LAN behind a stateful firewall (established/related in, new
+    /// inbound dropped): the host's own address is its public one.
+    Firewall,
+    /// ULA LAN (`fd00:0:0:IDX::/64`) masqueraded to the router's WAN address, behind the
+    /// same firewall.
+    Nat66,
+}
+
+/// A site's IPv6 side (sites with a global prefix or NAT66; see README, "The lab").
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ipv6Site {
+    pub mode: V6Mode,
+    /// The first host's address (`2001:db8:1:IDX::2`, or `fd00:0:0:IDX::2` for NAT66).
+    pub host_ip: Ipv6Addr,
+    /// The address peers see: the host's own (firewall) or the router WAN (NAT66).
+    pub public_ip: Ipv6Addr,
+    pub router_lan_ip: Ipv6Addr,
+    /// The router's address on its uplink (`2001:db8:ff:IDX::2`).
+    pub router_wan_ip: Ipv6Addr,
+    /// The LAN prefix, e.g. `2001:db8:1:16::/64`.
+    pub lan: String,
+}
+
+/// A site: host(s) behind a router, possibly behind extra routers. The IPv4 fields
+/// are `0.0.0.0` (and `lan` empty) on a site without IPv4 (`ipv4 == false`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Site {
     pub nat: NatType,
@@ -59,14 +112,25 @@ pub struct Site {
     /// The first (usually only) host's namespace.
     pub host_netns: String,
     /// The first host's LAN address (public for `none`).
+    #[serde(deserialize_with = "v4_or_unspecified")]
     pub host_ip: Ipv4Addr,
     pub router_netns: String,
     /// The address peers see: the NAT's public address, or the host's for `none`.
+    #[serde(deserialize_with = "v4_or_unspecified")]
     pub public_ip: Ipv4Addr,
     /// The router's address on its uplink.
+    #[serde(deserialize_with = "v4_or_unspecified")]
     pub router_wan_ip: Ipv4Addr,
+    #[serde(deserialize_with = "string_or_empty")]
     pub lan: String,
+    #[serde(deserialize_with = "v4_or_unspecified")]
     pub gateway: Ipv4Addr,
+    /// Whether the site has IPv4 at all (false only for `v6-only`).
+    #[serde(default = "yes")]
+    pub ipv4: bool,
+    /// The site's IPv6 side; `None` for an IPv4-only site (link-local IPv6 only).
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Site>,
     /// Interface on the public router facing this site (where loss is applied).
     pub uplink_iface: String,
     /// Namespaces of the routers between the NAT and the public router, NAT side last.
@@ -82,6 +146,15 @@ pub struct Site {
 pub struct Stun {
     pub netns: String,
     pub ips: Vec<Ipv4Addr>,
+    pub port: u16,
+    pub alt_port: u16,
+}
+
+/// The STUN server over IPv6 (the same coturn, RFC 5780 on two IPv6 addresses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stun6 {
+    pub netns: String,
+    pub ips: Vec<Ipv6Addr>,
     pub port: u16,
     pub alt_port: u16,
 }
@@ -147,6 +220,9 @@ fn default_imaps() -> u16 {
 pub struct Mail {
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (also in the certificate's SAN); absent in an older lab.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     /// Host name in the server certificate (connect to `ip`, verify this name).
     pub host: String,
     #[serde(default)]
@@ -172,6 +248,8 @@ struct LabJson {
     netns: Vec<String>,
     stun: Stun,
     #[serde(default)]
+    stun6: Option<Stun6>,
+    #[serde(default)]
     turn: Option<Turn>,
     sites: BTreeMap<String, Site>,
     mail: Option<serde_json::Value>,
@@ -189,6 +267,8 @@ pub struct Lab {
     /// Every namespace of the lab.
     pub netns: Vec<String>,
     pub stun: Stun,
+    /// The STUN server's IPv6 addresses (absent in a lab built before IPv6).
+    pub stun6: Option<Stun6>,
     /// The TURN relays (absent in a lab built before they existed).
     pub turn: Option<Turn>,
     pub sites: BTreeMap<String, Site>,
@@ -319,6 +399,7 @@ impl Lab {
             start_ms: raw.start_ms,
             netns: raw.netns,
             stun: raw.stun,
+            stun6: raw.stun6,
             turn: raw.turn,
             sites: raw.sites,
             mail,
@@ -336,6 +417,23 @@ impl Lab {
                 self.sites.keys().collect::<Vec<_>>()
             )
         })
+    }
+
+    /// The STUN server over IPv6, or a panic explaining that the lab predates IPv6.
+    pub fn stun6(&self) -> &Stun6 {
+        self.stun6.as_ref().unwrap_or_else(|| {
+            panic!(
+                "lab {} has no IPv6 STUN (built by an older lab.sh: tear it down and up again)",
+                self.name
+            )
+        })
+    }
+
+    /// The sites with IPv6 (a global prefix or NAT66), by name.
+    pub fn v6_sites(&self) -> impl Iterator<Item = (&str, &Site, &Ipv6Site)> {
+        self.sites
+            .iter()
+            .filter_map(|(n, s)| s.ipv6.as_ref().map(|v6| (n.as_str(), s, v6)))
     }
 
     /// The mail host, or a panic explaining that the lab runs without mail.
@@ -499,13 +597,13 @@ pub fn assert_ok(what: &str, out: &Output) {
 }
 
 /// The public endpoint `sock` is seen from, asked of the lab STUN server with one
-/// binding request (RFC 8489; a few retries within ~2 s). For tests that need a
-/// mapped endpoint without depending on plexus's own STUN client.
+/// binding request (RFC 8489; a few retries within ~2 s), over IPv4 or IPv6. For tests
+/// that need a mapped endpoint without depending on plexus's own STUN client.
 pub fn stun_mapped(
     sock: &std::net::UdpSocket,
     server: std::net::SocketAddr,
 ) -> std::net::SocketAddr {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::SocketAddr;
     const MAGIC: u32 = 0x2112_A442;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -535,11 +633,19 @@ pub fn stun_mapped(
             let typ = u16::from_be_bytes([m[pos], m[pos + 1]]);
             let len = usize::from(u16::from_be_bytes([m[pos + 2], m[pos + 3]]));
             let v = &m[pos + 4..(pos + 4 + len).min(n)];
-            if typ == 0x0020 && v.len() >= 8 && v[1] == 1 {
+            if typ == 0x0020 && v.len() >= 8 && (v[1] == 1 || (v[1] == 2 && v.len() >= 20)) {
                 let port = u16::from_be_bytes([v[2], v[3]]) ^ (MAGIC >> 16) as u16;
-                let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ MAGIC;
                 sock.set_read_timeout(old).unwrap();
-                return SocketAddr::from((Ipv4Addr::from(ip), port));
+                if v[1] == 1 {
+                    let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ MAGIC;
+                    return SocketAddr::from((Ipv4Addr::from(ip), port));
+                }
+                // IPv6: XORed with the magic cookie followed by the transaction ID.
+                let mut key = [0u8; 16];
+                key[..4].copy_from_slice(&MAGIC.to_be_bytes());
+                key[4..].copy_from_slice(&tid);
+                let ip: [u8; 16] = std::array::from_fn(|i| v[4 + i] ^ key[i]);
+                return SocketAddr::from((Ipv6Addr::from(ip), port));
             }
             pos += 4 + len.div_ceil(4) * 4;
         }

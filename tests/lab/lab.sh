@@ -16,6 +16,11 @@
 # State lives in /run/plexus-lab/NAME/ (lab.json describes everything).
 # The namespaces have no link to the root namespace: nothing can leak out.
 # See README.md, "The lab", for the topology drawing and addresses.
+#
+# Dual stack: IPv6 is on in every namespace (no DAD, no router advertisements). The
+# public side (inet, STUN, mail) has IPv6 under 2001:db8::/32; a site has a global IPv6
+# prefix only when its table row says so (6th column), the others are IPv4-only sites
+# (link-local IPv6 only, no IPv6 route).
 set -euo pipefail
 
 LAB_ROOT=/run/plexus-lab
@@ -27,30 +32,44 @@ warn() { echo "lab.sh: warning: $*" >&2; }
 
 valid_name() { [[ $1 =~ ^plx[a-z0-9]{1,12}$ ]]; }
 
-# Sites: name nat-type extra-routers(default|fixed number) number-of-hosts.
+# Sites, one row each: name nat4 extra-routers hosts v6 [portmap]
+#   nat4           IPv4 behaviour: none|full|address|port|symmetric|hairpin, or
+#                  no-ipv4 (no IPv4 at all on the host and its router, no v4 uplink)
+#   extra-routers  N (the --extra-routers default) or a fixed number
+#   hosts          hosts behind the router (more than one: a bridge)
+#   v6             - (IPv4-only site), firewall (global /64 behind a stateful firewall)
+#                  or nat66 (ULA LAN masqueraded to the router's WAN address); sites
+#                  with IPv6 have no extra routers (fixed 0)
+#   portmap        optional: a port mapping daemon on the router (miniupnpd)
 # Two of each of none/full/address/port/symmetric so every ordered pair (also same
-# type) exists (new sites go last: a site's index numbers its LAN, 10.idx.0.0/24); c-port/d-port always sit behind 2 extra routers so TTL-limited punching
-# can be tested on a longer path in the same lab. Two sites have two hosts behind
-# one NAT: `hairpin` loops LAN traffic to the public address back in, `lan2` (plain
-# masquerade) does not, so peers there must use each other's local endpoints.
-# An optional 5th column names a port mapping daemon on the site's router.
+# type) exists (new sites go last: a site's index numbers its LAN, 10.idx.0.0/24 and
+# 2001:db8:1:idx::/64 with the decimal digits as the hex group); c-port/d-port always sit
+# behind 2 extra routers so TTL-limited punching can be tested on a longer path in the
+# same lab. Two sites have two hosts behind one NAT: `hairpin` loops LAN traffic to the
+# public address back in, `lan2` (plain masquerade) does not, so peers there must use
+# each other's local endpoints.
 site_table() {
     cat <<EOF
-a-none none N 1
-b-none none N 1
-a-full full N 1
-b-full full N 1
-a-address address N 1
-b-address address N 1
-a-port port N 1
-b-port port N 1
-a-symmetric symmetric N 1
-hairpin hairpin N 2
-c-port port 2 1
-d-port port 2 1
-lan2 port N 2
-b-symmetric symmetric N 1
-upnp-symmetric symmetric N 1 miniupnpd
+a-none none N 1 -
+b-none none N 1 -
+a-full full N 1 -
+b-full full N 1 -
+a-address address N 1 -
+b-address address N 1 -
+a-port port N 1 -
+b-port port N 1 -
+a-symmetric symmetric N 1 -
+hairpin hairpin N 2 -
+c-port port 2 1 -
+d-port port 2 1 -
+lan2 port N 2 -
+b-symmetric symmetric N 1 -
+upnp-symmetric symmetric N 1 - miniupnpd
+v6-fw-a port 0 1 firewall
+v6-fw-b port 0 1 firewall
+v6-symmetric symmetric 0 1 firewall
+v6-only no-ipv4 0 1 firewall
+v6-nat66 port 0 1 nat66
 EOF
 }
 
@@ -244,27 +263,41 @@ build() {
     # TURN (issue 12): its own address, so the RFC 5780 STUN above stays as it is.
     batch[$stun]+="addr add 203.0.113.5/29 dev eth0"$'\n'
     batch[$stun]+="link set eth0 up"$'\n'"route add default via 203.0.113.1 dev eth0 onlink"$'\n'
+    # IPv6 (documentation prefix): STUN 2001:db8:0:5::3 and ::4 (RFC 5780 over IPv6),
+    # mail 2001:db8:0:25::25, each on a /64 with the public router at ::1. `nodad`: an
+    # address is usable at once instead of tentative for a second.
+    batch[$inet]+="addr add 2001:db8:0:5::1/64 dev stun nodad"$'\n'
+    batch[$stun]+="addr add 2001:db8:0:5::3/64 dev eth0 nodad"$'\n'"addr add 2001:db8:0:5::4/64 dev eth0 nodad"$'\n'
+    batch[$stun]+="route add ::/0 via 2001:db8:0:5::1 dev eth0"$'\n'
     if ((mail)); then
         echo "link add mail netns $inet type veth peer name eth0 netns $mailns" >>"$veths"
         batch[$inet]+="addr add 203.0.113.30/29 dev mail"$'\n'"link set mail up"$'\n'
         batch[$mailns]+="addr add 203.0.113.25/29 dev eth0"$'\n'"link set eth0 up"$'\n'
         batch[$mailns]+="route add default via 203.0.113.30 dev eth0 onlink"$'\n'
+        batch[$inet]+="addr add 2001:db8:0:25::1/64 dev mail nodad"$'\n'
+        batch[$mailns]+="addr add 2001:db8:0:25::25/64 dev eth0 nodad"$'\n'
+        batch[$mailns]+="route add ::/0 via 2001:db8:0:25::1 dev eth0"$'\n'
     fi
 
     local inet_nft="table inet lab {"$'\n'
     local inet_fwd="  chain forward { type filter hook forward priority filter; policy accept;"$'\n'
     local sites_json="" link=0 none_idx=0 idx=0
-    local site nat k nhosts portmap upnp_sites=()
-    while read -r site nat k nhosts portmap; do
+    local site nat k nhosts v6 portmap upnp_sites=()
+    while read -r site nat k nhosts v6 portmap; do
         idx=$((idx + 1))
         [[ $k == N ]] && k=$extra
+        [[ $v6 == - || $v6 == firewall || $v6 == nat66 ]] || die "site $site: bad v6 mode '$v6'"
+        local v4=1; [[ $nat == no-ipv4 ]] && v4=0
+        [[ $v6 != - ]] && ((k != 0)) && die "site $site: a site with IPv6 has no extra routers"
+        ((v4)) || [[ $v6 != - ]] || die "site $site: neither IPv4 nor IPv6"
         echo "$site" >>"$st/sites"
         local r=$name-$site-r chain; chain=$(chain_of "$site")
         ns_list+=("$r"); kind[$r]=router
         # Public chain: inet -(link j0)- x1 -(j0+1)- ... xk -(j0+k)- NAT router.
-        # Link j is 198.51.100.4j/30: upstream .4j+1, downstream .4j+2.
+        # Link j is 198.51.100.4j/30: upstream .4j+1, downstream .4j+2. A site without
+        # IPv4 takes no link number.
         local j0=$link i up_ns down_ns routers_json=""
-        link=$((link + k + 1))
+        ((v4)) && link=$((link + k + 1))
         ((link <= 64)) || die "out of 198.51.100.0/24 /30 links (too many extra routers)"
         for ((i = 0; i <= k; i++)); do
             local j=$((j0 + i)) a b
@@ -276,9 +309,13 @@ build() {
             fi
             local up_if=sub; ((i == 0)) && up_if=s$idx
             echo "link add $up_if netns $up_ns type veth peer name wan netns $down_ns" >>"$veths"
-            batch[$up_ns]+="addr add $a/30 dev $up_if"$'\n'"link set $up_if up"$'\n'
-            batch[$down_ns]+="addr add $b/30 dev wan"$'\n'"link set wan up"$'\n'
-            batch[$down_ns]+="route add default via $a dev wan onlink"$'\n'
+            batch[$up_ns]+="link set $up_if up"$'\n'
+            batch[$down_ns]+="link set wan up"$'\n'
+            if ((v4)); then
+                batch[$up_ns]+="addr add $a/30 dev $up_if"$'\n'
+                batch[$down_ns]+="addr add $b/30 dev wan"$'\n'
+                batch[$down_ns]+="route add default via $a dev wan onlink"$'\n'
+            fi
         done
         local public=198.51.100.$((4 * (j0 + k) + 2))
         # LAN: 192.0.2.8m/29 (public, no NAT) or 10.idx.0.0/24 behind the NAT.
@@ -293,7 +330,7 @@ build() {
             for ((i = 0; i < nhosts; i++)); do host_ips+=("10.$idx.0.$((i + 2))"); done
         fi
         # Every router upstream of the site routes its downstream links and LAN.
-        for ((i = 0; i <= k; i++)); do
+        for ((i = 0; i <= k && v4; i++)); do
             local via=198.51.100.$((4 * (j0 + i) + 2)) rns
             if ((i == 0)); then rns=$inet; else rns=$name-$site-x$i; fi
             local dev=sub; ((i == 0)) && dev=s$idx
@@ -302,13 +339,33 @@ build() {
             done
             [[ $nat == none ]] && batch[$rns]+="route add $lan_net via $via dev $dev onlink"$'\n'
         done
+        # IPv6 (only sites without extra routers): uplink 2001:db8:ff:IDX::/64 (inet ::1,
+        # router WAN ::2); LAN 2001:db8:1:IDX::/64 routed by inet via the WAN (firewall),
+        # or the ULA fd00:0:0:IDX::/64 masqueraded by the router (nat66). Router ::1,
+        # hosts ::2, ::3...
+        local lan6="" rlan6="" wan6="" pub6="" host6s=()
+        if [[ $v6 != - ]]; then
+            wan6=2001:db8:ff:$idx::2
+            if [[ $v6 == nat66 ]]; then lan6=fd00:0:0:$idx::; else lan6=2001:db8:1:$idx::; fi
+            rlan6=${lan6}1
+            for ((i = 0; i < nhosts; i++)); do host6s+=("$lan6$((i + 2))"); done
+            batch[$inet]+="addr add 2001:db8:ff:$idx::1/64 dev s$idx nodad"$'\n'
+            batch[$r]+="addr add $wan6/64 dev wan nodad"$'\n'"route add ::/0 via 2001:db8:ff:$idx::1 dev wan"$'\n'
+            if [[ $v6 == firewall ]]; then
+                batch[$inet]+="route add $lan6/64 via $wan6 dev s$idx"$'\n'
+                pub6=${host6s[0]}
+            else
+                pub6=$wan6
+            fi
+        fi
         # LAN side: one veth for a single host, a bridge for the hairpin site.
         local hosts_json="" h lan_if=lan first_host=""
         if ((nhosts > 1)); then
             batch[$r]+="link add br0 type bridge"$'\n'"link set br0 up"$'\n'
             lan_if=br0
         fi
-        batch[$r]+="addr add $router_lan/$lan_prefix dev $lan_if"$'\n'
+        ((v4)) && batch[$r]+="addr add $router_lan/$lan_prefix dev $lan_if"$'\n'
+        [[ -n $lan6 ]] && batch[$r]+="addr add $rlan6/64 dev $lan_if nodad"$'\n'
         for ((i = 0; i < nhosts; i++)); do
             if ((nhosts > 1)); then h=$name-$site-h$((i + 1)); else h=$name-$site-h; fi
             ns_list+=("$h"); kind[$h]=host
@@ -316,14 +373,25 @@ build() {
             echo "link add $rif netns $r type veth peer name eth0 netns $h" >>"$veths"
             ((nhosts > 1)) && batch[$r]+="link set $rif master br0"$'\n'
             batch[$r]+="link set $rif up"$'\n'
-            batch[$h]+="addr add ${host_ips[i]}/$lan_prefix dev eth0"$'\n'"link set eth0 up"$'\n'
-            batch[$h]+="route add default via $router_lan dev eth0 onlink"$'\n'
-            hosts_json+="{\"netns\":\"$h\",\"ip\":\"${host_ips[i]}\"},"
+            batch[$h]+="link set eth0 up"$'\n'
+            local hip=null hip6=null
+            if ((v4)); then
+                batch[$h]+="addr add ${host_ips[i]}/$lan_prefix dev eth0"$'\n'
+                batch[$h]+="route add default via $router_lan dev eth0 onlink"$'\n'
+                hip="\"${host_ips[i]}\""
+            fi
+            if [[ -n $lan6 ]]; then
+                batch[$h]+="addr add ${host6s[i]}/64 dev eth0 nodad"$'\n'"route add ::/0 via $rlan6 dev eth0"$'\n'
+                hip6="\"${host6s[i]}\""
+            fi
+            hosts_json+="{\"netns\":\"$h\",\"ip\":$hip,\"ip6\":$hip6},"
             ((i == 0)) && first_host=$h
         done
         nat_rules "$nat" "$public" "${host_ips[0]}" "10.$idx.0.0/24" "$lan_if" >"$st/$site.nft"
+        [[ $v6 != - ]] && v6_rules "$v6" "$lan_if" >>"$st/$site.nft"
         local portmap_json=""
         if [[ ${portmap:-} == miniupnpd ]]; then
+            ((v4)) || die "site $site: miniupnpd needs IPv4"
             miniupnpd_rules "$public" >>"$st/$site.nft"
             upnp_sites+=("$site $r $public $lan_net")
             portmap_json="\"portmap\":\"miniupnpd\","
@@ -331,10 +399,20 @@ build() {
         inet_nft+="  chain $chain { }"$'\n'
         inet_fwd+="    iifname \"s$idx\" jump $chain"$'\n'"    oifname \"s$idx\" jump $chain"$'\n'
         local pub_json=$public; [[ $nat == none ]] && pub_json=${host_ips[0]}
+        local v4_json v6_json=null
+        if ((v4)); then
+            v4_json="\"host_ip\":\"${host_ips[0]}\",\"public_ip\":\"$pub_json\",\"router_wan_ip\":\"$public\","
+            v4_json+="\"lan\":\"$lan_net\",\"gateway\":\"$router_lan\","
+        else
+            v4_json="\"host_ip\":null,\"public_ip\":null,\"router_wan_ip\":null,\"lan\":null,\"gateway\":null,"
+        fi
+        if [[ $v6 != - ]]; then
+            v6_json="{\"mode\":\"$v6\",\"host_ip\":\"${host6s[0]}\",\"public_ip\":\"$pub6\","
+            v6_json+="\"router_lan_ip\":\"$rlan6\",\"router_wan_ip\":\"$wan6\",\"lan\":\"$lan6/64\"}"
+        fi
         sites_json+="\"$site\":{\"nat\":\"$nat\",\"hosts\":[${hosts_json%,}],"
-        sites_json+="\"host_netns\":\"$first_host\","
-        sites_json+="\"host_ip\":\"${host_ips[0]}\",\"router_netns\":\"$r\",\"public_ip\":\"$pub_json\","
-        sites_json+="\"router_wan_ip\":\"$public\",\"lan\":\"$lan_net\",\"gateway\":\"$router_lan\","
+        sites_json+="\"host_netns\":\"$first_host\",\"router_netns\":\"$r\",$v4_json"
+        sites_json+="\"ipv4\":$( ((v4)) && echo true || echo false),\"ipv6\":$v6_json,"
         sites_json+="$portmap_json\"uplink_iface\":\"s$idx\",\"extra_routers\":[${routers_json%,}]},"
     done < <(site_table)
     inet_nft+="$inet_fwd  }"$'\n'"}"$'\n'
@@ -348,8 +426,12 @@ build() {
     local ns setup_pids=()
     for ns in "${ns_list[@]}"; do
         local sc="net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.icmp_ratelimit=0"
-        sc+=" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
-        [[ ${kind[$ns]} == router ]] && sc+=" net.ipv4.ip_forward=1"
+        # IPv6 on, without duplicate address detection (addresses usable at once) and
+        # without router advertisements (every address and route is static).
+        sc+=" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0"
+        sc+=" net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0"
+        sc+=" net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0 net.ipv6.icmp.ratelimit=0"
+        [[ ${kind[$ns]} == router ]] && sc+=" net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"
         local nftf=""
         case $ns in
             "$inet") nftf=$st/inet.nft ;;
@@ -363,6 +445,9 @@ build() {
         ip netns exec "$ns" sh -ec "
             sysctl -q -w $sc >/dev/null
             for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 >\$f; done
+            # DAD is skipped only when both 'all' and the interface say so; the veths
+            # are still down here, so their link-local addresses come up usable.
+            for f in /proc/sys/net/ipv6/conf/*/accept_dad /proc/sys/net/ipv6/conf/*/accept_ra; do echo 0 >\$f; done
             [ -d /proc/sys/net/bridge ] && for f in /proc/sys/net/bridge/bridge-nf-call-*; do echo 0 >\$f; done
             ip -batch '$st/$ns.ip'
             [ -z '$nftf' ] || nft -f '$nftf'
@@ -377,6 +462,8 @@ build() {
     cat >"$st/coturn.conf" <<EOF
 listening-ip=203.0.113.3
 listening-ip=203.0.113.4
+listening-ip=2001:db8:0:5::3
+listening-ip=2001:db8:0:5::4
 listening-port=3478
 alt-listening-port=3479
 stun-only
@@ -442,7 +529,7 @@ EOF
     if ((mail)); then
         if [[ -x $MAIL_SH ]]; then
             mkdir -p "$st/mail"
-            "$MAIL_SH" start "$mailns" 203.0.113.25 "$st/mail" >"$st/mail.out" 2>&1 \
+            "$MAIL_SH" start "$mailns" 203.0.113.25 "$st/mail" 2001:db8:0:25::25 >"$st/mail.out" 2>&1 \
                 || { cat "$st/mail.out" >&2; die "mail.sh start failed (see above)"; }
             [[ -f $st/mail/mail.json ]] || die "mail.sh did not write $st/mail/mail.json"
             mail_json=$(cat "$st/mail/mail.json")
@@ -453,6 +540,7 @@ EOF
 
     # coturn must answer before the lab is called up (bounded: 5 s).
     wait_stun "$name"
+    wait_stun "$name" 2001:db8:0:5::3 3478
     wait_stun "$name" 203.0.113.5 3478
     wait_stun "$name" 203.0.113.5 3480
 
@@ -473,6 +561,7 @@ EOF
 "netns":[$(sed 's/.*/"&"/' "$st/netns" | paste -sd,)],
 "inet":{"netns":"$inet"},
 "stun":{"netns":"$stun","ips":["203.0.113.3","203.0.113.4"],"port":3478,"alt_port":3479},
+"stun6":{"netns":"$stun","ips":["2001:db8:0:5::3","2001:db8:0:5::4"],"port":3478,"alt_port":3479},
 "dht":{"netns":"$dhtns","first_ip":"203.0.113.130","last_ip":"203.0.113.190"},
 "turn":{"netns":"$stun","ip":"203.0.113.5","port":3478,"rest_port":3480,"realm":"lab.plexus.test",
  "user":"plexus","password":"$turn_pw","rest_secret":"$turn_secret","max_lifetime_s":40},
@@ -485,12 +574,13 @@ EOF
     echo "lab.sh: lab $name up in ${ms} ms" >&2
 }
 
-# A STUN binding request (default 203.0.113.3:3478) from the inet router (bounded).
+# A STUN binding request (default 203.0.113.3:3478; IPv4 or IPv6) from the inet router
+# (bounded).
 wait_stun() {
     local name=$1 ip=${2:-203.0.113.3} port=${3:-3478}
-    ip netns exec "$name-inet" python3 - "$ip" "$port" <<'EOF' || die "coturn did not answer STUN on $ip:$port within 5 s (see coturn*.log)"
+    ip netns exec "$name-inet" python3 - "$ip" "$port" <<'EOF' || die "coturn did not answer STUN on [$ip]:$port within 5 s (see coturn*.log)"
 import os, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.2)
 req = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)
 end = time.time() + 5
@@ -506,11 +596,36 @@ sys.exit(1)
 EOF
 }
 
+# IPv6 nftables for a site router (appended to its IPv4 rules). Args: mode lan-iface.
+# A home router's default: the LAN may open flows, the outside only answers them
+# (ICMPv6 errors about an open flow are "related"). nat66 also masquerades the ULA LAN
+# to the WAN address, without `random`, like a default Linux masquerade.
+v6_rules() {
+    local mode=$1 lanif=$2
+    cat <<EOF
+table ip6 fw {
+  chain forward { type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "$lanif" accept
+  }
+}
+EOF
+    [[ $mode == nat66 ]] && cat <<EOF
+table ip6 nat66 {
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan" ip6 saddr fd00::/8 masquerade
+  }
+}
+EOF
+    return 0
+}
+
 # nftables for one NAT router. Args: type public-ip host-ip lan lan-iface.
 nat_rules() {
     local nat=$1 pub=$2 host=$3 lan=$4 lanif=$5
     case $nat in
     none) echo "# no NAT: the router only routes" ;;
+    no-ipv4) echo "# no IPv4 on this site" ;;
     full)
         # EIM + EIF: 1:1 source NAT keeps the port (one host, so it is always
         # free); everything arriving at the public address goes to the host.

@@ -3,7 +3,9 @@
 # through dovecot) delivering over LMTP to dovecot (IMAPS on 993 with IDLE), inside an
 # existing network namespace, configured only by files under <statedir>/mail/.
 #
-#   tests/lab/mail.sh start <netns> <ip> <statedir>   start (idempotent), write <statedir>/mail.json
+#   tests/lab/mail.sh start <netns> <ip> <statedir> [<ip6>]
+#                                                      start (idempotent), write <statedir>/mail.json
+#                                                      (<ip6>: the host's IPv6 address, for mail.json)
 #   tests/lab/mail.sh stop <statedir>                  stop those daemons by PID, remove the files
 #   tests/lab/mail.sh restart-imap <statedir>          restart dovecot only (tests of reconnects)
 #
@@ -54,9 +56,10 @@ stop() {
 }
 
 write_json() {
-    sd=$1 ns=$2 ip=$3
+    sd=$1 ns=$2 ip=$3 ip6=$4
     {
         printf '{"netns":"%s","ip":"%s","host":"%s","domain":"%s",' "$ns" "$ip" "$HOST" "$DOMAIN"
+        [ -z "$ip6" ] || printf '"ip6":"%s",' "$ip6"
         printf '"smtps_port":465,"submission_port":587,"imaps_port":993,'
         printf '"ca_file":"%s","log_files":["%s","%s"],"accounts":[' "$CERTS/ca.pem" \
             "$sd/mail/postfix.log" "$sd/mail/dovecot.log"
@@ -71,7 +74,7 @@ write_json() {
 }
 
 start() {
-    ns=$1 ip=$2 sd=$3
+    ns=$1 ip=$2 sd=$3 ip6=$4
     ip netns list | grep -qw "^$ns" || die "network namespace $ns does not exist (create it first)"
     mkdir -p "$sd"
     sd=$(cd "$sd" && pwd)
@@ -131,7 +134,8 @@ instance_name = plexus-lab-$ns
 log_path = $m/dovecot.log
 info_log_path = $m/dovecot.log
 protocols = imap lmtp
-listen = *
+# Both families: the lab mail host is reachable over IPv4 and IPv6.
+listen = *, ::
 ssl = required
 ssl_cert = <$m/tls/mail.pem
 ssl_key = <$m/tls/mail.key
@@ -198,8 +202,8 @@ mydomain = $DOMAIN
 myorigin = $DOMAIN
 mydestination =
 inet_interfaces = all
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+inet_protocols = all
+mynetworks = 127.0.0.0/8 [::1]/128
 relayhost =
 relay_domains =
 alias_maps =
@@ -288,7 +292,7 @@ EOF
         sleep 0.1
     done
     echo "$ns" >"$m/netns"
-    write_json "$sd" "$ns" "$ip"
+    write_json "$sd" "$ns" "$ip" "$ip6"
 }
 
 # Stop dovecot by PID and start it again with the same configuration (postfix keeps
@@ -317,9 +321,9 @@ restart_imap() {
 
 case "${1:-}" in
 start)
-    [ $# -eq 4 ] || die "usage: $0 start <netns> <ip> <statedir>"
+    [ $# -eq 4 ] || [ $# -eq 5 ] || die "usage: $0 start <netns> <ip> <statedir> [<ip6>]"
     [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, daemons)"
-    start "$2" "$3" "$4"
+    start "$2" "$3" "$4" "${5:-}"
     ;;
 stop)
     [ $# -eq 2 ] || die "usage: $0 stop <statedir>"
@@ -331,6 +335,6 @@ restart-imap)
     restart_imap "$(cd "$2" && pwd)"
     ;;
 *)
-    die "usage: $0 start <netns> <ip> <statedir> | stop <statedir>"
+    die "usage: $0 start <netns> <ip> <statedir> [<ip6>] | stop <statedir> | restart-imap <statedir>"
     ;;
 esac

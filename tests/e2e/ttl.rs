@@ -174,6 +174,46 @@ fn ttl2_punch_connects_behind_two_extra_routers() {
     );
 }
 
+/// In the lab's IPv6 sites the hop probe toward the IPv6 STUN server passes the own
+/// router, which answers from the site's /64 (`v6-fw-a`, `v6-only`: global prefix behind
+/// a stateful firewall) or from its ULA (`v6-nat66`), and stops at the public router:
+/// hop limit 2.
+#[test]
+fn ipv6_auto_punch_hop_limit_in_the_lab_sites_is_2() {
+    use plexus::punch::hops::{discover_punch_ttl, probe_hops, HopsConfig, PunchHops};
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+
+    let lab = lab_or_skip!();
+    let sites = ["v6-fw-a", "v6-nat66", "v6-only"];
+    let _c = lab.claim(&sites);
+    let stun6 = lab.stun6();
+    let stun = SocketAddr::new(IpAddr::V6(stun6.ips[0]), stun6.port);
+    for name in sites {
+        let site = lab.site(name);
+        let v6 = site.ipv6.as_ref().expect("an IPv6 site");
+        let (obs, ttl) = lab.in_ns(&site.host_netns, || {
+            let s = UdpSocket::bind("[::]:0").unwrap();
+            let cfg = HopsConfig::default();
+            let obs = probe_hops(&s, stun, &cfg).unwrap();
+            let ttl = discover_punch_ttl(&s, stun, PunchHops::Auto, &cfg).unwrap();
+            (obs, ttl)
+        });
+        eprintln!("{name} toward {stun}: {obs:?} -> punch hop limit {ttl}");
+        // The public router is `::1` of the site's uplink, whose `::2` is the site router.
+        let mut inet = v6.router_wan_ip.segments();
+        inet[7] = 1;
+        assert_eq!(
+            obs,
+            vec![
+                (1, IpAddr::V6(v6.router_lan_ip)),
+                (2, IpAddr::V6(Ipv6Addr::from(inet)))
+            ],
+            "{name}"
+        );
+        assert_eq!(ttl, 2, "{name}");
+    }
+}
+
 mod v6 {
     //! The IPv6 hop probe and punch hop limit over a chain built here (root only):
     //!

@@ -214,6 +214,73 @@ fn ipv6_auto_punch_hop_limit_in_the_lab_sites_is_2() {
     }
 }
 
+/// Two lab sites with global IPv6 behind stateful firewalls (`v6-fw-b` accepts,
+/// `v6-fw-a` invites): the acceptor's punch with the probed hop limit opens its own
+/// firewall without reaching the inviter, and then the inviter's packets get in and
+/// the answers get back; with hop limit 1 the punch dies at its own router and the
+/// inviter's packet is dropped there.
+#[test]
+fn ipv6_punch_with_the_probed_hop_limit_opens_a_firewalled_site() {
+    use plexus::punch::hops::{discover_punch_ttl, send_with_ttl, HopsConfig, PunchHops};
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+    let lab = lab_or_skip!();
+    let _c = lab.claim(&["v6-fw-a", "v6-fw-b"]);
+    let (a, b) = (lab.site("v6-fw-a"), lab.site("v6-fw-b"));
+    let (a6, b6) = (a.ipv6.as_ref().unwrap(), b.ipv6.as_ref().unwrap());
+    let stun6 = lab.stun6();
+    let stun = SocketAddr::new(IpAddr::V6(stun6.ips[0]), stun6.port);
+    let bind = |netns: &str, ip| {
+        lab.in_ns(netns, move || {
+            let s = UdpSocket::bind(SocketAddr::new(IpAddr::V6(ip), 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(800)))
+                .unwrap();
+            s
+        })
+    };
+    let got = |s: &UdpSocket, want: &[u8], from: SocketAddr| {
+        let mut buf = [0u8; 64];
+        match s.recv_from(&mut buf) {
+            Ok((n, f)) => &buf[..n] == want && f == from,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!("receive: {e}"),
+        }
+    };
+    let auto = lab.in_ns(&b.host_netns, || {
+        let s = UdpSocket::bind("[::]:0").unwrap();
+        discover_punch_ttl(&s, stun, PunchHops::Auto, &HopsConfig::default()).unwrap()
+    });
+    assert_eq!(auto, 2);
+    for (hops, opens) in [(1, false), (auto, true)] {
+        let inviter = bind(&a.host_netns, a6.host_ip);
+        let acceptor = bind(&b.host_netns, b6.host_ip);
+        let (ia, aa) = (
+            inviter.local_addr().unwrap(),
+            acceptor.local_addr().unwrap(),
+        );
+        send_with_ttl(&acceptor, ia, b"punch", hops).unwrap();
+        assert!(
+            !got(&inviter, b"punch", aa),
+            "hop limit {hops}: the punch reached the inviter"
+        );
+        inviter.send_to(b"hello", aa).unwrap();
+        let came_in = got(&acceptor, b"hello", ia);
+        eprintln!("v6-fw-b punches with hop limit {hops}: v6-fw-a's packet got in: {came_in}");
+        assert_eq!(came_in, opens, "hop limit {hops}");
+        if came_in {
+            acceptor.send_to(b"answer", ia).unwrap();
+            assert!(got(&inviter, b"answer", aa), "the answer went back");
+        }
+    }
+}
+
 mod v6 {
     //! The IPv6 hop probe and punch hop limit over a chain built here (root only):
     //!

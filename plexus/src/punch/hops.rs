@@ -201,8 +201,10 @@ const PROBE_MAGIC: &[u8; 4] = b"PLXP";
 /// each waiting [`HopsConfig::per_probe`] for an answer, and collects the observations
 /// `(ttl, responder)`: ICMP time-exceeded and unreachable offenders, and the target
 /// itself when a datagram comes from it. It moves on to the next TTL once the current
-/// one was answered or timed out, and finishes at the first public responder of the
-/// current TTL, at the target, or after [`HopsConfig::max_ttl`]. Its one event is the
+/// one was answered or timed out, and finishes at the first responder past the own
+/// router (public, and for IPv6 outside the host's /64s) of the current TTL or of an
+/// earlier one answering late, when the target answers, or after
+/// [`HopsConfig::max_ttl`]. Its one event is the
 /// observations. IPv4 and IPv6 alike; for IPv6, give the host's own addresses
 /// ([`HopProbe::own_addresses`]) so that the own router, which answers from the host's
 /// /64, does not count as "public" and the walk goes one hop further (the IPv6 rule of
@@ -317,7 +319,9 @@ impl Core for HopProbe {
         // the choice, which takes the smallest: deeper probes cannot change it. The
         // target itself answering (port unreachable) ends the walk too: nothing lies
         // beyond it, whatever its address.
-        if at <= self.ttl && (past_own_router(off, &self.own) || off == self.target.ip()) {
+        if at <= self.ttl
+            && (past_own_router(off, &self.own) || off == self.target.ip().to_canonical())
+        {
             self.finish();
         } else if self.until.is_some() && self.obs.iter().any(|(t, _)| *t == self.ttl) {
             self.next_ttl(now);
@@ -772,5 +776,31 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(s.recv_from(&mut buf).unwrap().0, 4);
+    }
+
+    #[test]
+    fn probe_from_a_dual_stack_socket_to_an_ipv4_mapped_target() {
+        // IPv4 sent from an IPv6 socket: TTL and ICMP are IPv4's, the report comes
+        // through IPV6_RECVERR with an IPv4-mapped offender, read back as IPv4.
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        s.set_only_v6(false).unwrap();
+        s.bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let s: UdpSocket = s.into();
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let target: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+        let cfg = HopsConfig {
+            max_ttl: 3,
+            per_probe: Duration::from_millis(500),
+        };
+        let obs = probe_hops(&s, target, &cfg).unwrap();
+        assert_eq!(
+            obs,
+            vec![(1, ip("127.0.0.1"))],
+            "the target's answer ends it"
+        );
+        assert_eq!(choose_punch_ttl_for(&obs, &local_addresses().unwrap()), 2);
     }
 }

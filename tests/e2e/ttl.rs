@@ -191,14 +191,18 @@ fn ipv6_auto_punch_hop_limit_in_the_lab_sites_is_2() {
     for name in sites {
         let site = lab.site(name);
         let v6 = site.ipv6.as_ref().expect("an IPv6 site");
-        let (obs, ttl) = lab.in_ns(&site.host_netns, || {
+        let (obs, ttl, took) = lab.in_ns(&site.host_netns, || {
             let s = UdpSocket::bind("[::]:0").unwrap();
             let cfg = HopsConfig::default();
             let obs = probe_hops(&s, stun, &cfg).unwrap();
+            let t0 = Instant::now();
             let ttl = discover_punch_ttl(&s, stun, PunchHops::Auto, &cfg).unwrap();
-            (obs, ttl)
+            (obs, ttl, t0.elapsed())
         });
-        eprintln!("{name} toward {stun}: {obs:?} -> punch hop limit {ttl}");
+        eprintln!(
+            "{name} toward {stun}: {obs:?} -> punch hop limit {ttl} (discovery {} µs)",
+            took.as_micros()
+        );
         // The public router is `::1` of the site's uplink, whose `::2` is the site router.
         let mut inet = v6.router_wan_ip.segments();
         inet[7] = 1;

@@ -10,13 +10,14 @@
 //! through them on stable Rust, so the fuzzed code and the regression code are the same.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plexus::identity::{Identity, PeerCert};
 use plexus::mediator::email;
+use plexus::net::{parse_errqueue_control, IcmpVersion};
 use plexus::profile::Profile;
 use plexus::punch::{hops, wire};
 use plexus::rendezvous::message::{Message, Rendezvous};
@@ -253,20 +254,45 @@ pub fn handshake_decode(data: &[u8]) {
     }
 }
 
-/// The payload of an `IP_RECVERR` control message (`sock_extended_err` + offender).
+/// The payload of an `IP_RECVERR`/`IPV6_RECVERR` control message: `sock_extended_err`
+/// and the offender's `sockaddr_in` or `sockaddr_in6`. The same bytes also go through
+/// the walk over a whole `recvmsg` control buffer (`cmsghdr`s).
 pub fn icmp_errqueue(data: &[u8]) {
     if let Some(r) = hops::parse_extended_err(data) {
-        assert!(data.len() >= std::mem::size_of::<libc::sock_extended_err>());
-        assert_eq!(data[4], libc::SO_EE_ORIGIN_ICMP);
+        let ee = std::mem::size_of::<libc::sock_extended_err>();
+        assert!(data.len() >= ee);
+        let origin = match r.version {
+            IcmpVersion::V4 => libc::SO_EE_ORIGIN_ICMP,
+            IcmpVersion::V6 => libc::SO_EE_ORIGIN_ICMP6,
+        };
+        assert_eq!(data[4], origin);
         assert_eq!((r.icmp_type, r.icmp_code), (data[5], data[6]));
         if let Some(ip) = r.offender {
-            let at = std::mem::size_of::<libc::sock_extended_err>() + 4;
-            assert_eq!(
-                ip,
-                Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
-            );
+            let family = u16::from_ne_bytes([data[ee], data[ee + 1]]);
+            let v6 = |at: usize| {
+                let a: [u8; 16] = data[at..at + 16].try_into().unwrap();
+                Ipv6Addr::from(a)
+            };
+            match ip {
+                IpAddr::V4(v4) if family == libc::AF_INET as u16 => {
+                    let at = ee + 4;
+                    assert_eq!(v4.octets(), data[at..at + 4]);
+                }
+                IpAddr::V4(v4) => assert_eq!(v6(ee + 8), v4.to_ipv6_mapped()),
+                IpAddr::V6(a) => {
+                    assert_eq!(family, libc::AF_INET6 as u16);
+                    assert_eq!(a, v6(ee + 8));
+                    assert!(a.to_ipv4_mapped().is_none());
+                }
+            }
+        }
+        // Every ICMPv6 report the cores act on reads as a known ICMPv4 kind.
+        if let Some((t, _)) = r.v4_numbering() {
+            assert!(r.version == IcmpVersion::V4 || matches!(t, 3 | 11 | 12));
         }
     }
+    // The control-buffer walk must return, whatever the lengths in the headers say.
+    let _ = parse_errqueue_control(data);
 }
 
 /// A file name in the shared folder of the file mediator: `to~from~unique.plexus`.

@@ -1,7 +1,7 @@
 //! All socket code in one place: the driver that runs any [`Core`] over real UDP
-//! sockets, and the socket helpers the cores' callers need (TTL per datagram, the
-//! `IP_RECVERR` error queue, the host's interface addresses and the route's source
-//! address).
+//! sockets, and the socket helpers the cores' callers need (TTL or hop limit per
+//! datagram, the `IP_RECVERR`/`IPV6_RECVERR` error queue, the host's interface
+//! addresses and the route's source address). IPv4 and IPv6 sockets alike.
 //!
 //! The cores never touch a socket and never read the clock; [`drive`] is the only loop.
 //! One turn of it, repeated until the core is finished, the deadline passes or the
@@ -65,7 +65,7 @@ use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub use errqueue::{parse_extended_err, ExtendedErr};
+pub use errqueue::{parse_errqueue_control, parse_extended_err, ExtendedErr, IcmpVersion};
 pub use iface::{local_addresses, route_ip};
 
 use crate::sansio::Core;
@@ -77,20 +77,38 @@ const RECV_BUF: usize = 1500;
 /// Datagrams read from one socket per turn at most, so a flood cannot starve the timers.
 const READS_PER_TURN: usize = 64;
 
-/// Send `bytes` to `dest` with IP TTL `ttl`, then put the socket's TTL back.
+/// Send `bytes` to `dest` with IP TTL (IPv4) or hop limit (IPv6) `ttl`, then put the
+/// socket's value back. Which option depends on the destination, not the socket: an
+/// IPv6 socket sending to an IPv4 or IPv4-mapped address sends IPv4, which takes
+/// `IP_TTL`; a real IPv6 destination takes `IPV6_UNICAST_HOPS`.
 pub fn send_with_ttl(
     socket: &UdpSocket,
     dest: SocketAddr,
     bytes: &[u8],
     ttl: u8,
 ) -> io::Result<usize> {
-    let saved = socket.ttl()?;
-    socket.set_ttl(u32::from(ttl))?;
-    let sent = socket.send_to(bytes, dest);
-    let restored = socket.set_ttl(saved);
-    let n = sent?;
-    restored?;
-    Ok(n)
+    let ipv4_packet = match dest {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(d) => d.ip().to_ipv4_mapped().is_some(),
+    };
+    if ipv4_packet {
+        let saved = socket.ttl()?;
+        socket.set_ttl(u32::from(ttl))?;
+        let sent = socket.send_to(bytes, dest);
+        let restored = socket.set_ttl(saved);
+        let n = sent?;
+        restored?;
+        Ok(n)
+    } else {
+        let sock = socket2::SockRef::from(socket);
+        let saved = sock.unicast_hops_v6()?;
+        sock.set_unicast_hops_v6(u32::from(ttl))?;
+        let sent = socket.send_to(bytes, dest);
+        let restored = sock.set_unicast_hops_v6(saved);
+        let n = sent?;
+        restored?;
+        Ok(n)
+    }
 }
 
 /// A socket operation of the driver failed.
@@ -187,7 +205,8 @@ impl<'s> Driver<'s> {
         let _recverr = if C::WANTS_ICMP {
             let mut guards = Vec::with_capacity(self.sockets.len());
             for s in &self.sockets {
-                guards.push(errqueue::RecvErr::on(s).map_err(failed("turning IP_RECVERR on"))?);
+                guards
+                    .push(errqueue::RecvErr::on(s).map_err(failed("turning the error queue on"))?);
             }
             guards
         } else {

@@ -6,8 +6,18 @@
 //! server) with TTL 1, 2, 3… on the very UDP socket and read the ICMP time-exceeded
 //! answers from the socket's error queue (`IP_RECVERR`, `MSG_ERRQUEUE`): no raw sockets,
 //! no privileges. [`HopProbe`] is the pure part; [`probe_hops`] runs it over the socket
-//! with [`crate::net::drive`], which owns the error-queue code. The first hop that answers from a public address is the first router
-//! past the own NAT(s); punching with that TTL makes the packet die there.
+//! with [`crate::net::drive`], which owns the error-queue code. The first hop that
+//! answers from a public address is the first router past the own NAT(s); punching
+//! with that TTL makes the packet die there.
+//!
+//! IPv6 works the same way with the hop limit (`IPV6_UNICAST_HOPS`) and ICMPv6
+//! time-exceeded (`IPV6_RECVERR`), but needs its own rule to pick the TTL: there is
+//! usually no NAT, only the own router's stateful firewall, and every router answers
+//! from a global address, so "the first public hop" would be hop 1, where the punch dies
+//! *before* the firewall forwards it and makes its state. The IPv6 rule
+//! ([`choose_punch_ttl_for`]): the first hop outside every /64 of this host's own
+//! addresses (the own router answers from the host's own /64, or from a ULA behind
+//! NAT66), and never less than 2.
 
 use std::fmt;
 use std::io;
@@ -84,11 +94,13 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Choose the punch TTL from probe observations `(ttl, address that answered)`:
+/// Choose the punch TTL from IPv4 probe observations `(ttl, address that answered)`:
 /// - the smallest TTL whose answer came from a public address (the first router past
 ///   the own NAT, or the target itself when no router lies between);
 /// - else, when only private hops answered, one past the deepest of them;
 /// - else [`FALLBACK_TTL`].
+///
+/// The same as [`choose_punch_ttl_for`] with no own addresses, for IPv4 observations.
 pub fn choose_punch_ttl(observations: &[(u8, IpAddr)]) -> u8 {
     if let Some(ttl) = observations
         .iter()
@@ -101,6 +113,49 @@ pub fn choose_punch_ttl(observations: &[(u8, IpAddr)]) -> u8 {
     match observations.iter().map(|(t, _)| *t).max() {
         Some(t) => t.saturating_add(1),
         None => FALLBACK_TTL,
+    }
+}
+
+/// Whether `ip` is in the same /64 as one of the host's own IPv6 addresses `own`.
+/// IPv4 addresses are never "own prefix" (the IPv4 rule has NATs to go by).
+pub fn in_own_prefix(ip: IpAddr, own: &[IpAddr]) -> bool {
+    let IpAddr::V6(ip) = ip else { return false };
+    let net = |a: std::net::Ipv6Addr| u128::from(a) >> 64;
+    own.iter().any(|o| match o {
+        IpAddr::V6(o) => net(*o) == net(ip),
+        IpAddr::V4(_) => false,
+    })
+}
+
+/// Whether a responder is past the own router: public, and for IPv6 also outside
+/// every /64 of the host's own addresses.
+fn past_own_router(ip: IpAddr, own: &[IpAddr]) -> bool {
+    is_public(ip) && !in_own_prefix(ip, own)
+}
+
+/// Choose the punch TTL from probe observations, knowing the host's own addresses
+/// `own` (its interface addresses, [`local_addresses`]):
+/// - IPv4 observations: exactly [`choose_punch_ttl`] (own addresses play no part);
+/// - IPv6 observations: the smallest TTL whose responder is public and outside every
+///   /64 of `own` (the own router answers from the host's /64, or from a ULA behind
+///   NAT66, and a punch that dies there makes no firewall state); else, when only
+///   own-prefix or private hops answered, one past the deepest; never less than 2;
+/// - nothing observed: [`FALLBACK_TTL`].
+pub fn choose_punch_ttl_for(observations: &[(u8, IpAddr)], own: &[IpAddr]) -> u8 {
+    let past = observations
+        .iter()
+        .filter(|(_, ip)| past_own_router(*ip, own))
+        .map(|(t, _)| *t)
+        .min();
+    let ttl = match (past, observations.iter().map(|(t, _)| *t).max()) {
+        (Some(t), _) => t,
+        (None, Some(deepest)) => deepest.saturating_add(1),
+        (None, None) => return FALLBACK_TTL,
+    };
+    if observations.iter().any(|(_, ip)| ip.is_ipv6()) {
+        ttl.max(2)
+    } else {
+        ttl
     }
 }
 
@@ -146,12 +201,20 @@ const PROBE_MAGIC: &[u8; 4] = b"PLXP";
 /// each waiting [`HopsConfig::per_probe`] for an answer, and collects the observations
 /// `(ttl, responder)`: ICMP time-exceeded and unreachable offenders, and the target
 /// itself when a datagram comes from it. It moves on to the next TTL once the current
-/// one was answered or timed out, and finishes at the first public responder of the
-/// current TTL, at the target, or after [`HopsConfig::max_ttl`]. Its one event is the
-/// observations. IPv4 only: an IPv6 target finishes at once with none.
+/// one was answered or timed out, and finishes at the first responder past the own
+/// router (public, and for IPv6 outside the host's /64s) of the current TTL or of an
+/// earlier one answering late, when the target answers, or after
+/// [`HopsConfig::max_ttl`]. Its one event is the
+/// observations. IPv4 and IPv6 alike; for IPv6, give the host's own addresses
+/// ([`HopProbe::own_addresses`]) so that the own router, which answers from the host's
+/// /64, does not count as "public" and the walk goes one hop further (the IPv6 rule of
+/// [`choose_punch_ttl_for`]).
 #[derive(Debug)]
 pub struct HopProbe {
     target: SocketAddr,
+    /// The host's own addresses: a responder in one of their /64s is not past the own
+    /// router.
+    own: Vec<IpAddr>,
     max_ttl: u8,
     per_probe: Duration,
     /// The TTL being probed.
@@ -171,6 +234,7 @@ impl HopProbe {
     pub fn new(target: SocketAddr, config: &HopsConfig, now: Instant) -> HopProbe {
         let mut p = HopProbe {
             target,
+            own: Vec::new(),
             max_ttl: config.max_ttl,
             per_probe: config.per_probe,
             ttl: 1,
@@ -180,10 +244,17 @@ impl HopProbe {
             finished: false,
             event: None,
         };
-        if !target.is_ipv4() || p.max_ttl == 0 {
+        if p.max_ttl == 0 {
             p.finish();
         }
         p
+    }
+
+    /// The host's own addresses ([`local_addresses`]): an IPv6 responder in one of their
+    /// /64s is the own router, and the probe goes on past it.
+    pub fn own_addresses(mut self, own: Vec<IpAddr>) -> HopProbe {
+        self.own = own;
+        self
     }
 
     /// What was observed so far.
@@ -244,7 +315,13 @@ impl Core for HopProbe {
             "hop probe ttl {at}: ICMP type {} from {off}",
             report.icmp_type
         );
-        if is_public(off) && at == self.ttl {
+        // A hop past the own router at this TTL or an earlier one (a late answer) fixes
+        // the choice, which takes the smallest: deeper probes cannot change it. The
+        // target itself answering (port unreachable) ends the walk too: nothing lies
+        // beyond it, whatever its address.
+        if at <= self.ttl
+            && (past_own_router(off, &self.own) || off == self.target.ip().to_canonical())
+        {
             self.finish();
         } else if self.until.is_some() && self.obs.iter().any(|(t, _)| *t == self.ttl) {
             self.next_ttl(now);
@@ -286,18 +363,34 @@ impl Core for HopProbe {
 /// Probe toward `target` (never the peer: the probes must not open a mapping toward
 /// it) with rising TTLs on `socket` and return the observations `(ttl, responder)`
 /// ([`HopProbe`], driven by [`crate::net::drive`] with the socket's error queue on for
-/// the run). Bounded by `max_ttl × per_probe`. IPv4 only; IPv6 targets give no
-/// observations.
+/// the run). Bounded by `max_ttl × per_probe`. For an IPv6 target the probe reads the
+/// host's addresses ([`local_addresses`]) to walk past the own router.
 pub fn probe_hops(
     socket: &UdpSocket,
     target: SocketAddr,
     config: &HopsConfig,
 ) -> io::Result<Vec<(u8, IpAddr)>> {
-    if !target.is_ipv4() {
-        // Not even the error queue is touched: it is an IPv4 socket option.
-        return Ok(Vec::new());
+    let own = own_addresses_for(target)?;
+    probe_hops_with(socket, target, config, own)
+}
+
+/// The own addresses the IPv6 rule needs; none for an IPv4 target (its rule has no use
+/// for them, and this saves a `getifaddrs`).
+fn own_addresses_for(target: SocketAddr) -> io::Result<Vec<IpAddr>> {
+    if target.is_ipv4() {
+        Ok(Vec::new())
+    } else {
+        local_addresses()
     }
-    let mut core = HopProbe::new(target, config, Instant::now());
+}
+
+fn probe_hops_with(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    config: &HopsConfig,
+    own: Vec<IpAddr>,
+) -> io::Result<Vec<(u8, IpAddr)>> {
+    let mut core = HopProbe::new(target, config, Instant::now()).own_addresses(own);
     let mut obs = Vec::new();
     crate::net::drive(&[socket], &mut core, |_, o, _| {
         obs = o;
@@ -307,7 +400,8 @@ pub fn probe_hops(
 }
 
 /// The punch TTL to use: a user's number as given; otherwise probe toward `target`
-/// and apply [`choose_punch_ttl`].
+/// and apply [`choose_punch_ttl_for`] with the host's addresses (for an IPv4 target
+/// that is [`choose_punch_ttl`]; for IPv6 the hop limit past the own router).
 pub fn discover_punch_ttl(
     socket: &UdpSocket,
     target: SocketAddr,
@@ -317,8 +411,9 @@ pub fn discover_punch_ttl(
     match hops {
         PunchHops::Fixed(n) => Ok(n),
         PunchHops::Auto => {
-            let obs = probe_hops(socket, target, config)?;
-            let ttl = choose_punch_ttl(&obs);
+            let own = own_addresses_for(target)?;
+            let obs = probe_hops_with(socket, target, config, own.clone())?;
+            let ttl = choose_punch_ttl_for(&obs, &own);
             log::info!("punch hops: {ttl} (probe answers: {obs:?})");
             Ok(ttl)
         }
@@ -433,12 +528,23 @@ mod tests {
     /// Runs the pure probe in virtual time; `answer(ttl)` is what comes back for a probe.
     fn simulate(
         config: HopsConfig,
+        answer: impl FnMut(u8) -> Vec<IcmpReport>,
+    ) -> (Vec<(u8, IpAddr)>, Vec<u8>, Duration) {
+        simulate_to("203.0.113.3:3478", &[], config, answer)
+    }
+
+    /// [`simulate`] toward any target, with the host's own addresses.
+    fn simulate_to(
+        target: &str,
+        own: &[&str],
+        config: HopsConfig,
         mut answer: impl FnMut(u8) -> Vec<IcmpReport>,
     ) -> (Vec<(u8, IpAddr)>, Vec<u8>, Duration) {
-        let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
+        let target: SocketAddr = target.parse().unwrap();
         let t0 = Instant::now();
         let mut now = t0;
-        let mut p = HopProbe::new(target, &config, now);
+        let own = own.iter().map(|a| ip(a)).collect();
+        let mut p = HopProbe::new(target, &config, now).own_addresses(own);
         let mut sent = Vec::new();
         for _ in 0..1000 {
             p.handle_timeout(now);
@@ -481,28 +587,31 @@ mod tests {
         assert!(obs.is_empty());
         assert_eq!(sent, (1..=cfg.max_ttl).collect::<Vec<_>>());
         assert_eq!(took, cfg.per_probe * u32::from(cfg.max_ttl));
-        // A late report quoting an earlier probe is recorded at its own TTL and does
-        // not end the current one; other ICMP types and reports without offender count
-        // for nothing.
+        // A late report quoting an earlier probe is recorded at its own TTL; a private
+        // one does not end the current probe, a public one does (the choice is the
+        // smallest public TTL, which deeper probes cannot change). Other ICMP types and
+        // reports without offender count for nothing.
         let (obs, sent, _) = simulate(cfg, |ttl| match ttl {
             1 => vec![],
             2 => vec![
-                icmp(1, "198.51.100.9", 11),
+                icmp(1, "10.0.0.9", 11),
                 icmp(2, "10.0.0.1", 5),
                 IcmpReport {
                     offender: None,
                     ..icmp(2, "10.0.0.1", 11)
                 },
             ],
-            3 => vec![icmp(3, "198.51.100.1", 3)],
+            3 => vec![],
+            4 => vec![icmp(3, "198.51.100.1", 11)],
             _ => vec![],
         });
-        assert_eq!(obs, vec![(1, ip("198.51.100.9")), (3, ip("198.51.100.1"))]);
-        assert_eq!(sent, vec![1, 2, 3]);
+        assert_eq!(obs, vec![(1, ip("10.0.0.9")), (3, ip("198.51.100.1"))]);
+        assert_eq!(sent, vec![1, 2, 3, 4]);
+        assert_eq!(choose_punch_ttl(&obs), 3);
     }
 
     #[test]
-    fn the_pure_probe_ends_when_the_target_answers_and_skips_ipv6() {
+    fn the_pure_probe_ends_when_the_target_answers() {
         let target: SocketAddr = "203.0.113.3:3478".parse().unwrap();
         let now = Instant::now();
         let mut p = HopProbe::new(target, &HopsConfig::default(), now);
@@ -518,13 +627,102 @@ mod tests {
         assert_eq!(p.poll_event(), Some(vec![(1, target.ip())]));
         assert_eq!(p.poll_timeout(), None);
         assert!(p.poll_transmit(now).is_none());
-        let mut v6 = HopProbe::new(
-            "[2001:db8::1]:3478".parse().unwrap(),
-            &HopsConfig::default(),
-            now,
+        // The target answering port-unreachable ends it too, even from a private
+        // address (no hop lies beyond the target).
+        let (obs, sent, _) = simulate_to("10.1.1.1:9", &[], HopsConfig::default(), |ttl| {
+            vec![icmp(ttl, "10.1.1.1", 3)]
+        });
+        assert_eq!((obs, sent), (vec![(1, ip("10.1.1.1"))], vec![1]));
+    }
+
+    /// The host of the IPv6 tables: a global address in 2001:db8:1:7::/64.
+    const OWN6: &[&str] = &["2001:db8:1:7::2", "fe80::2", "::1", "10.0.0.2", "127.0.0.1"];
+
+    #[test]
+    fn ipv6_rule_goes_past_the_own_prefix() {
+        let own: Vec<IpAddr> = OWN6.iter().map(|a| ip(a)).collect();
+        let obs = |rows: &[(u8, &str)]| rows.iter().map(|(t, a)| (*t, ip(a))).collect::<Vec<_>>();
+        let table: &[(&[(u8, &str)], u8)] = &[
+            // The own router answers from the host's /64; the next router is the one.
+            (&[(1, "2001:db8:1:7::1"), (2, "2001:db8:ff:7::1")], 2),
+            // Two routers inside the own /64 (a second firewall on the LAN).
+            (
+                &[
+                    (1, "2001:db8:1:7::1"),
+                    (2, "2001:db8:1:7::fe"),
+                    (3, "2001:db8:ff::1"),
+                ],
+                3,
+            ),
+            // NAT66: the own router answers from a ULA.
+            (&[(1, "fd00:7::1"), (2, "2001:db8:ff:7::1")], 2),
+            // The own router answers from its WAN address: never less than 2.
+            (&[(1, "2001:db8:ff:7::2"), (2, "2001:db8:ff:9::1")], 2),
+            // Only the target answered, at hop 1: still 2.
+            (&[(1, "2001:db8:0:5::3")], 2),
+            // Only own-prefix or private hops: one past the deepest.
+            (&[(1, "2001:db8:1:7::1"), (2, "2001:db8:1:7::fe")], 3),
+            (&[(1, "fd00:7::1")], 2),
+            (&[(1, "fe80::1"), (2, "fd00::1"), (3, "2001:db8:1:7::9")], 4),
+            // Out of order: the smallest TTL past the own prefix wins.
+            (
+                &[
+                    (4, "2001:db8:ff::9"),
+                    (3, "2001:db8:ff::1"),
+                    (1, "2001:db8:1:7::1"),
+                ],
+                3,
+            ),
+            // Nothing answered.
+            (&[], FALLBACK_TTL),
+            // IPv4 observations keep the IPv4 rule, own addresses or not.
+            (&[(1, "192.168.1.1"), (2, "203.0.113.1")], 2),
+            (&[(1, "198.51.100.1")], 1),
+            (&[(1, "10.0.0.1"), (2, "100.64.1.1")], 3),
+        ];
+        for (rows, want) in table {
+            let o = obs(rows);
+            assert_eq!(choose_punch_ttl_for(&o, &own), *want, "{rows:?}");
+            if o.iter().all(|(_, a)| a.is_ipv4()) {
+                assert_eq!(choose_punch_ttl(&o), *want, "{rows:?}: the v4 rule");
+            }
+        }
+        assert!(in_own_prefix(ip("2001:db8:1:7:ffff::1"), &own));
+        assert!(!in_own_prefix(ip("2001:db8:1:8::1"), &own));
+        assert!(
+            !in_own_prefix(ip("10.0.0.1"), &own),
+            "IPv4 has no own prefix"
         );
-        assert_eq!(v6.poll_event(), Some(vec![]));
-        assert!(v6.poll_transmit(now).is_none());
+        assert!(!in_own_prefix(ip("2001:db8:1:7::1"), &[]));
+    }
+
+    #[test]
+    fn the_pure_probe_walks_past_the_own_ipv6_router() {
+        let cfg = HopsConfig::default();
+        let target = "[2001:db8:0:5::3]:3478";
+        let hops = |ttl| match ttl {
+            1 => vec![icmp(1, "2001:db8:1:7::1", 11)],
+            2 => vec![icmp(2, "2001:db8:ff:7::1", 11)],
+            _ => vec![],
+        };
+        let (obs, sent, _) = simulate_to(target, OWN6, cfg.clone(), hops);
+        assert_eq!(
+            obs,
+            vec![(1, ip("2001:db8:1:7::1")), (2, ip("2001:db8:ff:7::1"))]
+        );
+        assert_eq!(sent, vec![1, 2]);
+        let own: Vec<IpAddr> = OWN6.iter().map(|a| ip(a)).collect();
+        assert_eq!(choose_punch_ttl_for(&obs, &own), 2);
+        // Without the own addresses the own router looks public and the walk stops
+        // there; the rule's floor still gives 2.
+        let (obs, sent, _) = simulate_to(target, &[], cfg.clone(), hops);
+        assert_eq!((obs.len(), sent), (1, vec![1]));
+        assert_eq!(choose_punch_ttl_for(&obs, &[]), 2);
+        // An on-link target answers port-unreachable from the own /64: the end.
+        let (obs, sent, _) = simulate_to("[2001:db8:1:7::99]:9", OWN6, cfg, |ttl| {
+            vec![icmp(ttl, "2001:db8:1:7::99", 3)]
+        });
+        assert_eq!((obs, sent), (vec![(1, ip("2001:db8:1:7::99"))], vec![1]));
     }
 
     #[test]
@@ -549,5 +747,60 @@ mod tests {
         // IP_RECVERR is off again: the socket still works normally.
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.send_to(b"ok", peer.local_addr().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn probe_over_ipv6_loopback_reaches_target() {
+        // The same over [::1]: ICMPv6 port unreachable from ::1 through IPV6_RECVERR.
+        let s = UdpSocket::bind("[::1]:0").unwrap();
+        let closed = UdpSocket::bind("[::1]:0").unwrap();
+        let target = closed.local_addr().unwrap();
+        drop(closed);
+        let sock = socket2::SockRef::from(&s);
+        let before = sock.unicast_hops_v6().unwrap();
+        let cfg = HopsConfig {
+            max_ttl: 3,
+            per_probe: Duration::from_millis(500),
+        };
+        let obs = probe_hops(&s, target, &cfg).unwrap();
+        assert_eq!(obs, vec![(1, ip("::1"))]);
+        assert_eq!(sock.unicast_hops_v6().unwrap(), before);
+        let own = local_addresses().unwrap();
+        assert_eq!(choose_punch_ttl_for(&obs, &own), 2);
+        let ttl = discover_punch_ttl(&s, target, PunchHops::Auto, &cfg).unwrap();
+        assert_eq!(ttl, 2);
+        // The error queue is off again: the socket still sends and receives normally.
+        let peer = UdpSocket::bind("[::1]:0").unwrap();
+        s.send_to(b"ok", peer.local_addr().unwrap()).unwrap();
+        peer.send_to(b"back", s.local_addr().unwrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.recv_from(&mut buf).unwrap().0, 4);
+    }
+
+    #[test]
+    fn probe_from_a_dual_stack_socket_to_an_ipv4_mapped_target() {
+        // IPv4 sent from an IPv6 socket: TTL and ICMP are IPv4's, the report comes
+        // through IPV6_RECVERR with an IPv4-mapped offender, read back as IPv4.
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        s.set_only_v6(false).unwrap();
+        s.bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let s: UdpSocket = s.into();
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let target: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+        let cfg = HopsConfig {
+            max_ttl: 3,
+            per_probe: Duration::from_millis(500),
+        };
+        let obs = probe_hops(&s, target, &cfg).unwrap();
+        assert_eq!(
+            obs,
+            vec![(1, ip("127.0.0.1"))],
+            "the target's answer ends it"
+        );
+        assert_eq!(choose_punch_ttl_for(&obs, &local_addresses().unwrap()), 2);
     }
 }

@@ -415,6 +415,41 @@ fn icmp(origin: u8, typ: u8, code: u8, offender: Option<[u8; 4]>) -> Vec<u8> {
     b
 }
 
+/// The same with an IPv6 offender (`sockaddr_in6`), cut to `keep` bytes of it.
+fn icmp6(origin: u8, typ: u8, code: u8, offender: &str, keep: usize) -> Vec<u8> {
+    let mut b = icmp(origin, typ, code, None);
+    let mut sa = Vec::new();
+    sa.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+    sa.extend_from_slice(&3478u16.to_be_bytes());
+    sa.extend_from_slice(&0u32.to_ne_bytes());
+    sa.extend_from_slice(&offender.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    sa.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&sa[..keep.min(sa.len())]);
+    b
+}
+
+/// One control message as `recvmsg` lays it out, padded to its `CMSG_SPACE`, with
+/// `cmsg_len` overridden by `len` when given.
+fn cmsg(level: libc::c_int, typ: libc::c_int, data: &[u8], len: Option<usize>) -> Vec<u8> {
+    // SAFETY: CMSG_LEN/CMSG_SPACE only compute lengths.
+    let (at, space) = unsafe {
+        (
+            libc::CMSG_LEN(0) as usize,
+            libc::CMSG_SPACE(data.len() as u32) as usize,
+        )
+    };
+    // SAFETY: an all-zero cmsghdr is valid.
+    let mut h: libc::cmsghdr = unsafe { std::mem::zeroed() };
+    h.cmsg_len = len.unwrap_or(at + data.len()) as _;
+    h.cmsg_level = level;
+    h.cmsg_type = typ;
+    let mut out = vec![0u8; space.max(at + data.len())];
+    // SAFETY: `out` holds at least a header; write_unaligned needs no alignment.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<libc::cmsghdr>(), h) };
+    out[at..at + data.len()].copy_from_slice(data);
+    out
+}
+
 fn telegram() -> Vec<(&'static str, Vec<u8>)> {
     let doc = |update: i64, from: i64, chat: i64, caption: &str| {
         format!(
@@ -698,6 +733,49 @@ fn generate_seeds() {
             ),
             ("no-offender", icmp(libc::SO_EE_ORIGIN_ICMP, 11, 0, None)),
             ("local-origin", icmp(libc::SO_EE_ORIGIN_LOCAL, 0, 0, None)),
+            (
+                "v6-time-exceeded",
+                icmp6(libc::SO_EE_ORIGIN_ICMP6, 3, 0, "2001:db8:ff:1::1", 28),
+            ),
+            (
+                "v6-port-unreachable",
+                icmp6(libc::SO_EE_ORIGIN_ICMP6, 1, 4, "::1", 28),
+            ),
+            (
+                "v6-truncated-offender",
+                icmp6(libc::SO_EE_ORIGIN_ICMP6, 3, 0, "2001:db8::1", 20),
+            ),
+            (
+                "v4-mapped-offender",
+                icmp6(libc::SO_EE_ORIGIN_ICMP, 11, 0, "::ffff:198.51.100.1", 28),
+            ),
+            (
+                "control-v6-after-hoplimit",
+                [
+                    cmsg(
+                        libc::SOL_IPV6,
+                        libc::IPV6_HOPLIMIT,
+                        &5i32.to_ne_bytes(),
+                        None,
+                    ),
+                    cmsg(
+                        libc::SOL_IPV6,
+                        libc::IPV6_RECVERR,
+                        &icmp6(libc::SO_EE_ORIGIN_ICMP6, 3, 0, "2001:db8:ff:1::1", 28),
+                        None,
+                    ),
+                ]
+                .concat(),
+            ),
+            (
+                "control-bad-length",
+                cmsg(
+                    libc::SOL_IPV6,
+                    libc::IPV6_RECVERR,
+                    &icmp(libc::SO_EE_ORIGIN_ICMP6, 3, 0, None),
+                    Some(4096),
+                ),
+            ),
         ],
     );
 

@@ -240,7 +240,8 @@ impl Answered {
         let deadline =
             Instant::now() + self.handshake_timeout * 2 + ACCEPT_DELIVERY + Duration::from_secs(3);
         let mut paths: Vec<Attempt<'_>> = Vec::new();
-        for leg in legs {
+        // A relay-only plan has no direct path to try (its error would hide the relay's).
+        for leg in legs.into_iter().filter(|l| !matches!(l.path, Path::RelayOnly)) {
             paths.push(Box::new(move |stop: &AtomicBool| {
                 direct_path(leg, stop, deadline).map(|w| Won::Direct(Box::new(w)))
             }));

@@ -656,13 +656,23 @@ echo "    v6-fw-*: IPv4 port-restricted NAT, IPv6 global /64 behind a stateful f
 echo "    IPv4 symmetric NAT, IPv6 firewall; v6-only: no IPv4; v6-nat66: IPv4 port NAT, IPv6 NAT66;"
 echo "    a-port: IPv4 only. Both sides name an IPv4 and an IPv6 STUN server; --family picks what is"
 echo "    tried (auto: both at once, IPv6 preferred). No relay is configured: what connects is direct."
+# v6_mail: the mail host's IPv6 address in ARGS (a site without IPv4 reaches it so).
+v6_mail() {
+    local i
+    for i in "${!ARGS[@]}"; do
+        case ${ARGS[i]} in
+            --email-smtps) ARGS[i + 1]=$SMTPS6 ;;
+            --email-imaps) ARGS[i + 1]=$IMAPS6 ;;
+        esac
+    done
+}
 # k_run TAG X Y FAMILY: alice (site X) invites bob (site Y); prints "TOTAL HANDSHAKE METHOD FAMILY" or "failed".
 k_run() {
     local tag=$1 x=$2 y=$3 fam=$4 mb_a mb_b arc
     take_mb; mb_a=$MB; take_mb; mb_b=$MB
     side_args bob alice "$mb_b" "$mb_a" "$tag"
+    [[ $y == v6-only ]] && v6_mail
     local bob_args=("${ARGS[@]}" --stun "$STUN6" --family "$fam")
-    [[ $y == v6-only ]] && bob_args+=(--email-smtps "$SMTPS6" --email-imaps "$IMAPS6")
     ip netns exec "$K_LAB-$y-h" "$BIN" accept --once "${bob_args[@]}" \
         >"$WORK/$tag-bob.out" 2>"$WORK/$tag-bob.err" &
     local bob=$!
@@ -671,8 +681,8 @@ k_run() {
         echo "failed - - -"; return
     fi
     side_args alice bob "$mb_a" "$mb_b" "$tag"
+    [[ $x == v6-only ]] && v6_mail
     local alice_args=("${ARGS[@]}" --stun "$STUN6" --family "$fam")
-    [[ $x == v6-only ]] && alice_args+=(--email-smtps "$SMTPS6" --email-imaps "$IMAPS6")
     ip netns exec "$K_LAB-$x-h" "$BIN" invite --rendezvous-timeout 30 --handshake-timeout 5000 "${alice_args[@]}" \
         >"$WORK/$tag-alice.out" 2>"$WORK/$tag-alice.err" && arc=0 || arc=$?
     for _ in $(seq 1 100); do kill -0 $bob 2>/dev/null || break; sleep 0.1; done
@@ -718,20 +728,26 @@ done
 echo
 echo "    ordered pairs of {v6-fw-a, v6-fw-b, v6-symmetric, v6-only, v6-nat66, a-port} connecting without a relay"
 SITES_K=(v6-fw-a v6-fw-b v6-symmetric v6-only v6-nat66 a-port)
+printf '    %-28s %-24s %-24s\n' "inviter -> acceptor" "IPv4 only" "IPv4 and IPv6"
 k_total=0 k4=0 k4bd=0 kall=0 kallv6=0 kallbd=0
 for x in "${SITES_K[@]}"; do
     for y in "${SITES_K[@]}"; do
         [[ $x == "$y" ]] && continue
         k_total=$((k_total + 1))
         read -r tot _ method won <<<"$(k_run "k-all-$x-$y-ipv4" "$x" "$y" ipv4)"
+        c4="-"
         if [[ $tot != failed ]]; then
             k4=$((k4 + 1)); [[ $method == birthday ]] && k4bd=$((k4bd + 1))
+            c4="$method $tot ms"
         fi
         read -r tot _ method won <<<"$(k_run "k-all-$x-$y-auto" "$x" "$y" auto)"
+        call="-"
         if [[ $tot != failed ]]; then
             kall=$((kall + 1)); [[ $method == birthday ]] && kallbd=$((kallbd + 1))
             [[ $won == IPv6 ]] && kallv6=$((kallv6 + 1))
+            call="$won $method $tot ms"
         fi
+        printf '    %-28s %-24s %-24s\n' "$x -> $y" "$c4" "$call"
     done
 done
 printf '    %-16s %d/%d connected (%d of them by birthday port prediction)\n' "IPv4 only" "$k4" "$k_total" "$k4bd"

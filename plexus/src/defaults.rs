@@ -62,3 +62,9 @@ pub const MAIL_PASSWORD_ENV: &str = "PLEXUS_EMAIL_PASSWORD";
 /// preferred family's (IPv6) before taking it: about two round trips on a long path, so
 /// IPv6 wins whenever both work, and IPv4 alone costs at most this much more.
 pub const FAMILY_GRACE: Duration = Duration::from_millis(100);
+
+/// How long an inviter, once one address family's discovery and STUN binding are done,
+/// waits for the other family's: families normally finish within a round trip of each
+/// other, and a broken one (a route into nowhere) would otherwise cost its whole retry
+/// budget (seconds) on every session.
+pub const FAMILY_SETUP_GRACE: Duration = Duration::from_millis(1000);

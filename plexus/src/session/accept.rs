@@ -241,7 +241,10 @@ impl Answered {
             Instant::now() + self.handshake_timeout * 2 + ACCEPT_DELIVERY + Duration::from_secs(3);
         let mut paths: Vec<Attempt<'_>> = Vec::new();
         // A relay-only plan has no direct path to try (its error would hide the relay's).
-        for leg in legs.into_iter().filter(|l| !matches!(l.path, Path::RelayOnly)) {
+        for leg in legs
+            .into_iter()
+            .filter(|l| !matches!(l.path, Path::RelayOnly))
+        {
             paths.push(Box::new(move |stop: &AtomicBool| {
                 direct_path(leg, stop, deadline).map(|w| Won::Direct(Box::new(w)))
             }));
@@ -570,7 +573,6 @@ pub(super) fn answer(
         decline(peer, mediator, invite, &reason);
         return Err(SessionError::NoMethod(reason));
     }
-    // Bound and mapped first: a router port mapping changes this side's class.
     let mut legs: Vec<Leg> = Vec::new();
     let mut first_error = None;
     for m in &common {
@@ -591,15 +593,6 @@ pub(super) fn answer(
     }
     if legs.is_empty() {
         return Err(first_error.unwrap_or(SessionError::NoEndpoint));
-    }
-    let mut router = None;
-    if let Some(leg) = legs.iter_mut().find(|l| l.family == Family::V4) {
-        router = router_mapping(
-            &leg.settings,
-            &mut leg.socket,
-            &mut leg.facts,
-            &mut leg.mapped,
-        );
     }
     let (policy, turn) = relay_offer(settings);
     let offer = pair::Offer {
@@ -641,6 +634,21 @@ pub(super) fn answer(
                 }
             }
         });
+    // A router port mapping changes the IPv4 side's class; not needed (nor waited for)
+    // when IPv6 connects directly.
+    let mut router = None;
+    if let Some(leg) = legs
+        .iter_mut()
+        .find(|l| l.family == Family::V4)
+        .filter(|_| method6.is_none())
+    {
+        router = router_mapping(
+            &leg.settings,
+            &mut leg.socket,
+            &mut leg.facts,
+            &mut leg.mapped,
+        );
+    }
     let choice4 = legs
         .iter()
         .find(|l| l.family == Family::V4)
@@ -792,6 +800,7 @@ pub(super) fn answer(
         keep: Keep {
             _router: router,
             _relay: None,
+            _late: family::Late::default(),
         },
     })
 }

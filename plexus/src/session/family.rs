@@ -122,3 +122,22 @@ pub(super) fn no_common_family(inviter: &[Family], acceptor: &[Family]) -> Strin
 /// How long the inviter waits, after one family's path is proven, for a more preferred
 /// family's (IPv6) before taking it ([`punch::nominate`]).
 pub(super) const FAMILY_GRACE: Duration = crate::defaults::FAMILY_GRACE;
+
+/// Threads of a family's setup the inviter stopped waiting for (its network is slow or
+/// broken): joined when dropped, which is after the corridor's executor ended. Each
+/// ends by itself within its STUN rounds.
+#[derive(Debug, Default)]
+pub(super) struct Late(pub(super) Vec<std::thread::JoinHandle<()>>);
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        for t in self.0.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long the inviter waits for the other families' setup once one family is ready:
+/// a family whose network drops packets (an IPv6 route that goes nowhere) would
+/// otherwise hold every session for its whole STUN retry budget.
+pub(super) const SETUP_GRACE: Duration = crate::defaults::FAMILY_SETUP_GRACE;

@@ -50,8 +50,12 @@ fn prepare_leg(
 
 /// Every family's leg, prepared at once. A family that fails is logged and left out (an
 /// IPv4-only network has no IPv6 route, and the reverse); the session fails only when no
-/// family works, with the first family's error.
-fn prepare_legs(settings: &SessionSettings) -> Result<(Vec<Leg>, Vec<Background>), SessionError> {
+/// family works, with the first family's error. Once one family is ready, the others get
+/// [`family::SETUP_GRACE`]; a family still busy then is left out (its thread goes on
+/// into the returned [`family::Late`]).
+pub(super) fn prepare_legs(
+    settings: &SessionSettings,
+) -> Result<(Vec<Leg>, Vec<Background>, family::Late), SessionError> {
     let families = family::families(settings);
     if families.is_empty() {
         return Err(SessionError::Settings(format!(
@@ -60,29 +64,39 @@ fn prepare_legs(settings: &SessionSettings) -> Result<(Vec<Leg>, Vec<Background>
         )));
     }
     let several = families.len() > 1;
-    type Prepared = Result<(Leg, Background), SessionError>;
-    let results: Vec<(Family, Prepared)> = std::thread::scope(|scope| {
-        let running: Vec<_> = families
-            .into_iter()
-            .map(|(f, servers)| (f, scope.spawn(move || prepare_leg(settings, f, servers))))
-            .collect();
-        running
-            .into_iter()
-            .map(|(f, h)| {
-                (
-                    f,
-                    h.join()
-                        .unwrap_or(Err(SessionError::Panicked("NAT discovery"))),
-                )
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for (f, servers) in families {
+        let (tx, s) = (tx.clone(), settings.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("{f} setup"))
+            .spawn(move || {
+                let _ = tx.send((f, prepare_leg(&s, f, servers)));
             })
-            .collect()
-    });
+            .map_err(|source| SessionError::Thread {
+                what: "a family's discovery",
+                source,
+            })?;
+        threads.push((f, t));
+    }
+    drop(tx);
     let (mut legs, mut background, mut first_error) = (Vec::new(), Vec::new(), None);
-    for (f, r) in results {
+    let mut done = Vec::new();
+    let mut grace_end: Option<Instant> = None;
+    while done.len() < threads.len() {
+        let next = match grace_end {
+            None => rx.recv().ok(),
+            Some(end) => rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+                .ok(),
+        };
+        let Some((f, r)) = next else { break };
+        done.push(f);
         match r {
             Ok((leg, bg)) => {
                 legs.push(leg);
                 background.push(bg);
+                grace_end.get_or_insert_with(|| Instant::now() + family::SETUP_GRACE);
             }
             Err(e) => {
                 if several {
@@ -92,9 +106,24 @@ fn prepare_legs(settings: &SessionSettings) -> Result<(Vec<Leg>, Vec<Background>
             }
         }
     }
+    let mut late = family::Late::default();
+    for (f, t) in threads {
+        if done.contains(&f) {
+            let _ = t.join();
+        } else {
+            warn!(
+                "{f}: no answer within {} ms of the other family; going on without {f}",
+                family::SETUP_GRACE.as_millis()
+            );
+            late.0.push(t);
+        }
+    }
+    // The order of the settings, whatever order they finished in.
+    legs.sort_by_key(|l| l.family);
     match (legs.is_empty(), first_error) {
         (true, Some(e)) => Err(e),
-        _ => Ok((legs, background)),
+        (true, None) => Err(SessionError::Panicked("a family's discovery")),
+        _ => Ok((legs, background, late)),
     }
 }
 
@@ -107,7 +136,7 @@ pub fn connect_invite(
 ) -> Result<Connected, SessionError> {
     let start = Instant::now();
     // `_filtering` is joined when this function returns, whichever way.
-    let (mut legs, _filtering) = prepare_legs(settings)?;
+    let (mut legs, _filtering, late) = prepare_legs(settings)?;
     let mut router = None;
     if let Some(leg) = legs.iter_mut().find(|l| l.family == Family::V4) {
         router = router_mapping(
@@ -303,6 +332,7 @@ pub fn connect_invite(
         Keep {
             _router: router,
             _relay: None,
+            _late: late,
         },
     ))
 }

@@ -744,9 +744,11 @@ fn handshake_config(settings: &SessionSettings) -> punch::Config {
 #[derive(Debug, Default)]
 struct Keep {
     // Held for their Drop (removes the mapping; stops the forwarder, deleting the
-    // allocation); never read.
+    // allocation; joins a family's setup the session stopped waiting for, long done by
+    // then); never read.
     _router: Option<crate::portmap::Held>,
     _relay: Option<crate::relay::Forwarder>,
+    _late: family::Late,
 }
 
 /// A punched, authenticated path: the caller owns the socket. A router port mapping

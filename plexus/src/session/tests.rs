@@ -418,3 +418,31 @@ fn an_authentic_invite_that_cannot_be_served_is_declined_sealed() {
         other => panic!("a decline, not {:?}", other.kind()),
     }
 }
+
+/// Both families answer: a leg each, in the settings' order. A family whose server never
+/// answers is left out once the other has been ready for the grace, its setup still
+/// running (joined later, never waited for).
+#[test]
+fn an_inviter_uses_every_family_that_answers_and_does_not_wait_for_a_silent_one() {
+    let v4 = crate::testing::stun::FilteringServer::start();
+    let v6 = crate::testing::stun::FilteringServer::start_v6().expect("an IPv6 loopback");
+    let mut settings = settings_for(v4.addr);
+    settings.stun.push(v6.addr);
+    let (legs, _bg, late) = invite::prepare_legs(&settings).unwrap();
+    let families: Vec<nat::Family> = legs.iter().map(|l| l.family).collect();
+    assert_eq!(families, vec![nat::Family::V4, nat::Family::V6]);
+    assert!(legs[1].mapped.is_ipv6() && legs[1].socket.local_addr().unwrap().is_ipv6());
+    assert!(late.0.is_empty());
+
+    let silent = UdpSocket::bind("[::1]:0").unwrap();
+    let mut settings = settings_for(v4.addr);
+    settings.stun.push(silent.local_addr().unwrap());
+    let (legs, _bg, late) = invite::prepare_legs(&settings).unwrap();
+    let families: Vec<nat::Family> = legs.iter().map(|l| l.family).collect();
+    assert_eq!(families, vec![nat::Family::V4]);
+    assert_eq!(
+        late.0.len(),
+        1,
+        "the IPv6 setup was still running and left behind"
+    );
+}

@@ -44,7 +44,8 @@ impl Transmit {
 /// (Linux `IP_RECVERR`). Only cores with [`Core::WANTS_ICMP`] get these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcmpReport {
-    /// ICMP type (11 time exceeded, 3 destination unreachable).
+    /// ICMP type (11 time exceeded, 3 destination unreachable); ICMPv6 arrives in these
+    /// ICMPv4 numbers (time exceeded 3 becomes 11, unreachable 1 becomes 3).
     pub icmp_type: u8,
     /// ICMP code.
     pub icmp_code: u8,

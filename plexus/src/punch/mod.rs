@@ -36,7 +36,10 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 pub use handshake::{Config, Event, FailReason, Handshake, Stats};
-pub use hops::{choose_punch_ttl, discover_punch_ttl, send_with_ttl, HopsConfig, PunchHops};
+pub use hops::{
+    choose_punch_ttl, choose_punch_ttl_for, discover_punch_ttl, send_with_ttl, HopsConfig,
+    PunchHops,
+};
 pub use wire::{Role, Secrets};
 
 use crate::executor::SessionKey;

@@ -175,7 +175,7 @@ impl Listening {
                 _ => None,
             },
             remaining,
-            None,
+            &[],
         )?;
         let session_start = Instant::now();
         let give_up = |e: SessionError| {

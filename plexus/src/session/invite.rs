@@ -188,7 +188,8 @@ pub fn connect_invite(
 
     info!("waiting for the answer…");
     let t = Instant::now();
-    let keepalive = legs.first().map(|l| (&l.socket, l.stun));
+    let keepalive: Vec<(&UdpSocket, SocketAddr)> =
+        legs.iter().map(|l| (&l.socket, l.stun)).collect();
     let (_, answer) = wait_for(
         &mut [Peer {
             envelope: &mut *envelope,
@@ -201,7 +202,7 @@ pub fn connect_invite(
             _ => None,
         },
         settings.rendezvous_timeout,
-        keepalive,
+        &keepalive,
     )?;
     timeline.wait = t.elapsed();
     let accept = answer.map_err(|d| SessionError::Declined(d.reason().to_string()))?;

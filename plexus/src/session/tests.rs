@@ -59,7 +59,7 @@ fn a_lost_channel_while_waiting_is_retried_until_the_deadline() {
         &mut m,
         Some,
         Some(Duration::from_millis(2000)),
-        None,
+        &[],
     )
     .unwrap_err();
     // Both failures were waited out (0.5 s + 1 s), then it kept receiving.
@@ -69,7 +69,7 @@ fn a_lost_channel_while_waiting_is_retried_until_the_deadline() {
     // Wrong credentials end the wait at once.
     let mut m = flaky(vec![]);
     m.receive_failures = vec![MediatorError::Auth("bad password".into())];
-    let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
+    let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), &[]).unwrap_err();
     assert!(
         matches!(e, SessionError::Mediator(MediatorError::Auth(_))),
         "{e}"
@@ -121,7 +121,7 @@ fn only_credentials_and_settings_end_a_wait() {
             &mut m,
             Some,
             Some(Duration::from_millis(1500)),
-            None,
+            &[],
         )
         .unwrap_err();
         assert!(matches!(e, SessionError::RendezvousTimeout(_)), "{e}");
@@ -129,7 +129,7 @@ fn only_credentials_and_settings_end_a_wait() {
     }
     let mut m = flaky(vec![]);
     m.receive_failures = vec![MediatorError::Config("no such folder".into())];
-    let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), None).unwrap_err();
+    let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_secs(5)), &[]).unwrap_err();
     assert!(
         matches!(e, SessionError::Mediator(MediatorError::Config(_))),
         "{e}"
@@ -140,14 +140,7 @@ fn only_credentials_and_settings_end_a_wait() {
 #[test]
 fn refused_acknowledgements_of_hostile_messages_do_not_end_a_wait() {
     let mut m = Hostile { handed: 0, acks: 0 };
-    let e = wait_for(
-        &mut [],
-        &mut m,
-        Some,
-        Some(Duration::from_millis(300)),
-        None,
-    )
-    .unwrap_err();
+    let e = wait_for(&mut [], &mut m, Some, Some(Duration::from_millis(300)), &[]).unwrap_err();
     assert!(matches!(e, SessionError::RendezvousTimeout(_)), "{e}");
     assert!(
         m.handed > 3 && m.acks == m.handed,

@@ -12,21 +12,21 @@ pub(super) fn wait_for<T>(
     mediator: &mut dyn Mediator,
     want: impl Fn(Message) -> Option<T>,
     timeout: Option<Duration>,
-    keepalive: Option<(&UdpSocket, SocketAddr)>,
+    keepalive: &[(&UdpSocket, SocketAddr)],
 ) -> Result<(usize, T), SessionError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
     let mut backoff = RECEIVE_BACKOFF_START;
     loop {
         let now = Instant::now();
-        if let Some((socket, server)) = keepalive {
-            if now >= next_keepalive {
-                // Keep the NAT mapping that went into our message alive.
-                if let Err(e) = stun::binding(socket, server, Duration::from_secs(2)) {
+        if now >= next_keepalive && !keepalive.is_empty() {
+            // Keep the NAT mappings (one per family) that went into our message alive.
+            for (socket, server) in keepalive {
+                if let Err(e) = stun::binding(socket, *server, Duration::from_secs(2)) {
                     debug!("keepalive binding via {server}: {e}");
                 }
-                next_keepalive = Instant::now() + KEEPALIVE_EVERY;
             }
+            next_keepalive = Instant::now() + KEEPALIVE_EVERY;
         }
         let mut slice = KEEPALIVE_EVERY;
         if let Some(d) = deadline {

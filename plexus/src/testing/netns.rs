@@ -1,5 +1,6 @@
-//! Network-namespace helpers for tests that need real NATs (root only). Every name
-//! is prefixed `crd-`; namespaces are removed when their [`Chain`] drops.
+//! Network-namespace helpers for tests that need real NATs (root only). The caller names
+//! the namespaces (each test with a prefix of its own); they are removed when their
+//! [`Chain`] drops.
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -573,10 +573,32 @@ pub(super) fn answer(
         decline(peer, mediator, invite, &reason);
         return Err(SessionError::NoMethod(reason));
     }
+    // Each family's STUN binding, at once: each is a round trip before the accept.
+    type Bound = Result<(UdpSocket, SocketAddr), SessionError>;
+    let bound: Vec<(&Measured, Bound)> = std::thread::scope(|scope| {
+        let running: Vec<_> = common
+            .iter()
+            .map(|m| {
+                (
+                    *m,
+                    scope.spawn(move || corridor_socket(&m.settings, m.stun)),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(m, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or(Err(SessionError::Panicked("a STUN binding")));
+                (m, r)
+            })
+            .collect()
+    });
     let mut legs: Vec<Leg> = Vec::new();
     let mut first_error = None;
-    for m in &common {
-        match corridor_socket(&m.settings, m.stun) {
+    for (m, r) in bound {
+        match r {
             Ok((socket, mapped)) => legs.push(Leg {
                 family: m.family,
                 socket,
@@ -663,7 +685,7 @@ pub(super) fn answer(
                 "IPv4 would need {}: IPv6 connects directly instead",
                 pair::describe(&c.method)
             );
-            (None, c.allocate && c.method != Method::Relay)
+            (None, c.allocate)
         }
         Some(Ok(c)) => (Some(c.method), c.allocate),
         Some(Err(_)) if method6.is_some() => (None, false),

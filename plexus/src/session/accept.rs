@@ -258,21 +258,21 @@ impl Answered {
         let (socket, corridor) = match won {
             Won::Direct(won) => {
                 let (leg, connected) = *won;
-                info!("connected over {}", leg.leg.family);
+                info!("connected over {}", leg.family);
                 let corridor = Corridor {
-                    inner: inner_endpoint(&leg.leg.socket, connected.peer),
-                    outer: leg.leg.mapped,
+                    inner: inner_endpoint(&leg.socket, connected.peer),
+                    outer: leg.mapped,
                     peer: connected.peer,
                     host_id: self.host_id,
                     peer_id: self.peer_id,
                     key: connected.key,
                     accepted: true,
                 };
-                if leg.leg.family != Family::V4 {
+                if leg.family != Family::V4 {
                     // The router's mapping was for the IPv4 socket.
                     keep._router = None;
                 }
-                (leg.leg.socket, corridor)
+                (leg.socket, corridor)
             }
             Won::Relay(won) => {
                 let (alloc, connected) = *won;
@@ -304,43 +304,29 @@ impl Answered {
 
 /// One leg's direct path (re-punching, opening or probing as its plan says).
 fn direct_path(
-    leg: LegPath,
+    planned: LegPath,
     stop: &AtomicBool,
     deadline: Instant,
-) -> Result<(LegPath, punch::Connected), SessionError> {
-    let LegPath { leg, core, path } = leg;
-    let Leg {
-        family,
-        socket,
-        mapped,
-        facts,
-        stun,
-        settings,
-    } = leg;
-    let rebuild = |socket| LegPath {
-        leg: Leg {
-            family,
-            socket,
-            mapped,
-            facts,
-            stun,
-            settings: settings.clone(),
-        },
-        core: None,
-        path: Path::RelayOnly,
-    };
-    let Some(core) = core else {
-        return Err(SessionError::Settings("no direct path planned".into()));
-    };
+) -> Result<(Leg, punch::Connected), SessionError> {
+    let LegPath { leg, core, path } = planned;
     match path {
         Path::Punch(repunch) => {
             let core = punch::Punching::new(core, repunch, Instant::now());
             let mut core = punch::Stoppable::new(core, stop);
-            let c =
-                punch::run_core(&[&socket], &mut core, deadline).map_err(SessionError::Punch)?;
-            Ok((rebuild(socket), c))
+            let c = punch::run_core(&[&leg.socket], &mut core, deadline)
+                .map_err(SessionError::Punch)?;
+            Ok((leg, c))
         }
         Path::Hard { sockets, dest } => {
+            // The winner among the hard side's sockets becomes the leg's socket.
+            let Leg {
+                family,
+                socket,
+                mapped,
+                facts,
+                stun,
+                settings,
+            } = leg;
             let (socket, c) = birthday_hard(
                 &settings,
                 HardSide {
@@ -353,11 +339,19 @@ fn direct_path(
                 stop,
                 deadline,
             )?;
-            Ok((rebuild(socket), c))
+            let leg = Leg {
+                family,
+                socket,
+                mapped,
+                facts,
+                stun,
+                settings,
+            };
+            Ok((leg, c))
         }
         Path::Probe { target } => {
-            let c = birthday_easy(&settings, &socket, target, core, stop, deadline)?;
-            Ok((rebuild(socket), c))
+            let c = birthday_easy(&leg.settings, &leg.socket, target, core, stop, deadline)?;
+            Ok((leg, c))
         }
         Path::RelayOnly => Err(SessionError::Settings("no direct path planned".into())),
     }
@@ -384,13 +378,7 @@ fn relayed_path(
 /// Measure this side's NAT in every family it may use, at once. A family that fails is
 /// logged and left out (no IPv6 route, say); none working is the first family's error.
 fn measure_families(settings: &SessionSettings) -> Result<Vec<Measured>, SessionError> {
-    let families = family::families(settings);
-    if families.is_empty() {
-        return Err(SessionError::Settings(format!(
-            "no STUN server of an address family allowed (family: {}): name one of that family",
-            settings.family
-        )));
-    }
+    let families = family::families(settings)?;
     let several = families.len() > 1;
     let results: Vec<(Family, Result<Measured, SessionError>)> = std::thread::scope(|scope| {
         let running: Vec<_> = families
@@ -442,7 +430,7 @@ fn measure_families(settings: &SessionSettings) -> Result<Vec<Measured>, Session
 /// Which path connected first.
 // Boxed: a leg (its settings) and an allocation are large.
 enum Won {
-    Direct(Box<(LegPath, punch::Connected)>),
+    Direct(Box<(Leg, punch::Connected)>),
     Relay(Box<(crate::relay::Allocation, punch::Connected)>),
 }
 
@@ -534,8 +522,7 @@ pub(super) enum Path {
 /// One family's leg with its handshake and what the plan does on it.
 pub(super) struct LegPath {
     leg: Leg,
-    /// `None` once the handshake has run.
-    core: Option<Handshake>,
+    core: Handshake,
     path: Path,
 }
 
@@ -800,11 +787,7 @@ pub(super) fn answer(
             acceptor_config.clone(),
         );
         let path = plan_path(&leg, method, inviter, &mut core)?;
-        paths.push(LegPath {
-            leg,
-            core: Some(core),
-            path,
-        });
+        paths.push(LegPath { leg, core, path });
     }
     let discovery = start.elapsed();
     let t = Instant::now();

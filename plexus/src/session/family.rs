@@ -13,14 +13,23 @@ use super::*;
 use crate::nat::Family;
 
 /// Which families this side tries, each with its STUN servers, in the order of the
-/// settings; a family without a server is not tried.
-pub(super) fn families(settings: &SessionSettings) -> Vec<(Family, Vec<SocketAddr>)> {
-    Family::ALL
+/// settings; a family without a server is not tried, and none at all is a settings error.
+pub(super) fn families(
+    settings: &SessionSettings,
+) -> Result<Vec<(Family, Vec<SocketAddr>)>, SessionError> {
+    let out: Vec<_> = Family::ALL
         .into_iter()
         .filter(|f| settings.family.allows(*f))
         .map(|f| (f, f.filter(&settings.stun)))
         .filter(|(_, servers)| !servers.is_empty())
-        .collect()
+        .collect();
+    if out.is_empty() {
+        return Err(SessionError::Settings(format!(
+            "no STUN server of an address family allowed (family: {}): name one of that family",
+            settings.family
+        )));
+    }
+    Ok(out)
 }
 
 /// The settings of one family's leg: its STUN servers only, and the bind address of its

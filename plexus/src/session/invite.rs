@@ -56,13 +56,7 @@ fn prepare_leg(
 pub(super) fn prepare_legs(
     settings: &SessionSettings,
 ) -> Result<(Vec<Leg>, Vec<Background>, family::Late), SessionError> {
-    let families = family::families(settings);
-    if families.is_empty() {
-        return Err(SessionError::Settings(format!(
-            "no STUN server of an address family allowed (family: {}): name one of that family",
-            settings.family
-        )));
-    }
+    let families = family::families(settings)?;
     let several = families.len() > 1;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
